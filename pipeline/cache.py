@@ -1,0 +1,296 @@
+"""StageCache: derive a stage's key, serve it from the store, or run, persist and commit.
+
+key = xxh3_128 of ``["stage/1", name, code fingerprint, params fingerprint,
+[(argument, content fingerprint), ...]]``. Arguments are hashed by *content*, so an
+upstream stage whose code changed but whose output did not leaves this stage a hit.
+Small plain arguments (numbers, strings, short lists of them) are *params*: the manifest
+keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything else is an
+*input*, recorded by fingerprint only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from .errors import PipelineError
+from .fingerprint import code_components, code_fingerprint, fingerprint
+from .fingerprint.code import digest_components
+from .store import Manifest, Store
+from .store.codecs import CODECS
+from .store.manifest import iter_leaves, library_versions
+from .store.objects import object_path
+
+R = TypeVar("R")
+KEY_VERSION = "stage/1"
+_PLAIN = (type(None), bool, int, float, str)
+_REPR_MAX = 80
+
+
+@dataclass(frozen=True)
+class StageKey:
+    """Every component of a stage key, as recorded in its manifest."""
+
+    stage: str
+    key: str
+    code: str
+    code_components: dict[str, str]
+    params: dict[str, dict[str, str]]
+    inputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[R]):
+    """One call of a cached stage: its value, whether it was a hit, and its manifest."""
+
+    value: R
+    hit: bool
+    manifest: Manifest
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Would a call hit, and if not, what changed since the stage's newest manifest."""
+
+    stage: str
+    key: str
+    hit: bool
+    reasons: tuple[str, ...]
+    previous: Manifest | None
+
+    def __str__(self) -> str:
+        if self.hit:
+            return f"{self.stage}: cached ({self.key})"
+        return f"{self.stage}: stale: " + "; ".join(self.reasons)
+
+
+def _is_param(v: Any) -> bool:
+    if type(v) in _PLAIN:
+        return len(v) <= _REPR_MAX if isinstance(v, str) else True
+    if type(v) in (list, tuple) and len(v) <= 16:
+        return all(type(x) in _PLAIN for x in v)
+    if type(v) is dict and len(v) <= 16:
+        return all(type(k) is str and type(x) in _PLAIN for k, x in v.items())
+    return False
+
+
+def _short_repr(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class StageCache:
+    """Serves stage results from a :class:`Store` while their key is unchanged."""
+
+    def __init__(self, store: Store | str, *, run_id: str | None = None) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.run_id = run_id or uuid.uuid4().hex
+
+    def wrap(
+        self,
+        func: Callable[..., R],
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] = (),
+    ) -> CachedStage[R]:
+        """A callable that behaves like ``func`` but is served from the store on a hit.
+
+        ``version`` pins the code part of the key by hand; ``ignore`` names arguments that
+        are left out of the key (clients, loggers, progress callbacks)."""
+        return CachedStage(self, func, name=name, version=version, ignore=ignore)
+
+
+class CachedStage(Generic[R]):
+    """``func`` wrapped by a StageCache. Call it, or ``explain`` / ``key`` without running."""
+
+    def __init__(
+        self,
+        cache: StageCache,
+        func: Callable[..., R],
+        *,
+        name: str | None,
+        version: str | None,
+        ignore: Iterable[str],
+    ) -> None:
+        self.cache = cache
+        self.func = func
+        self.name = name or func.__qualname__
+        self.version = version
+        self.ignore = frozenset(ignore)
+        self.signature = inspect.signature(func)
+        unknown = self.ignore - set(self.signature.parameters)
+        if unknown:
+            raise PipelineError(
+                f"stage {self.name!r}: ignore={sorted(unknown)} names no argument of {func.__qualname__}"
+            )
+        functools.update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<stage {self.name!r} of {self.cache.store.url}>"
+
+    # -- the key ---------------------------------------------------------------------
+    def _code(self) -> tuple[str, dict[str, str]]:
+        if self.version is not None:
+            return code_fingerprint(self.func, version=self.version), {"pinned": str(self.version)}
+        components = code_components(self.func)
+        return digest_components(components), components
+
+    def key(self, *args: Any, **kwargs: Any) -> StageKey:
+        """Compute the stage key of a call without running anything."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"stage {self.name!r}: {e}") from None
+        bound.apply_defaults()
+        params: dict[str, dict[str, str]] = {}
+        inputs: dict[str, str] = {}
+        for arg, value in bound.arguments.items():
+            if arg in self.ignore:
+                continue
+            fp = fingerprint(value, name=f"argument {arg!r} of stage {self.name!r}")
+            if _is_param(value):
+                params[arg] = {"fingerprint": fp, "repr": _short_repr(value)}
+            else:
+                inputs[arg] = fp
+        code, components = self._code()
+        key = fingerprint(
+            [
+                KEY_VERSION,
+                self.name,
+                code,
+                fingerprint({k: v["fingerprint"] for k, v in params.items()}),
+                list(inputs.items()),
+            ]
+        )
+        return StageKey(self.name, key, code, components, params, inputs)
+
+    # -- running ---------------------------------------------------------------------
+    def lookup(self, key: StageKey) -> tuple[Manifest, Any] | None:
+        """The committed result of ``key``, loaded and verified; None on a miss.
+
+        A corrupt or unreadable result is a miss (with a warning), never wrong data."""
+        store = self.cache.store
+        manifest = store.manifest(self.name, key.key)
+        if manifest is None:
+            return None
+        try:
+            return manifest, store.load(manifest.outputs)
+        except Exception as e:  # corrupt, missing or undecodable: recompute
+            warnings.warn(f"stage {self.name!r}: cached result unusable ({e}); recomputing", stacklevel=3)
+            return None
+
+    def save(self, key: StageKey, value: Any, compute_seconds: float) -> Manifest:
+        """Persist ``value`` as the result of ``key`` and commit its manifest."""
+        store = self.cache.store
+        t0 = time.perf_counter()
+        outputs = store.save(value, what=f"the output of stage {self.name!r}")
+        manifest = Manifest(
+            stage=self.name,
+            key=key.key,
+            outputs=outputs,
+            code=key.code,
+            code_components=key.code_components,
+            params=key.params,
+            inputs=key.inputs,
+            created=_now(),
+            run_id=self.cache.run_id,
+            compute_seconds=round(compute_seconds, 6),
+            save_seconds=round(time.perf_counter() - t0, 6),
+            versions=library_versions(),
+        )
+        store.commit(manifest)
+        return manifest
+
+    def call(self, *args: Any, **kwargs: Any) -> Outcome[R]:
+        """Run (or serve) the stage and say how it went."""
+        t0 = time.perf_counter()
+        key = self.key(*args, **kwargs)
+        found = self.lookup(key)
+        if found is not None:
+            manifest, value = found
+            return Outcome(value, True, manifest, time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        value = self.func(*args, **kwargs)
+        manifest = self.save(key, value, time.perf_counter() - t1)
+        return Outcome(value, False, manifest, time.perf_counter() - t0)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        return self.call(*args, **kwargs).value
+
+    # -- explaining ------------------------------------------------------------------
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        """Whether this call would hit and, if not, what changed since the newest manifest."""
+        key = self.key(*args, **kwargs)
+        store = self.cache.store
+        current = store.manifest(self.name, key.key)
+        if current is not None:
+            missing = [leaf for leaf in iter_leaves(current.outputs) if not _object_exists(store, leaf)]
+            if not missing:
+                return Explanation(self.name, key.key, True, (), current)
+            return Explanation(self.name, key.key, False, ("cached result has missing objects",), current)
+        previous = store.latest(self.name)
+        if previous is None:
+            return Explanation(self.name, key.key, False, (f"no result of stage {self.name!r} in the store yet",), None)
+        reasons = diff_key(previous, key)
+        return Explanation(self.name, key.key, False, tuple(reasons or ["key format changed"]), previous)
+
+
+def _object_exists(store: Store, leaf: dict[str, Any]) -> bool:
+    return store.backend.exists(object_path(leaf["object"], CODECS[leaf["codec"]].suffix))
+
+
+def diff_key(previous: Manifest, key: StageKey) -> list[str]:
+    """Human-readable differences between a manifest's key components and a new key."""
+    reasons: list[str] = []
+    if previous.code != key.code:
+        old, new = previous.code_components, key.code_components
+        for name in sorted(set(old) | set(new)):
+            a, b = old.get(name), new.get(name)
+            if a == b:
+                continue
+            if name.startswith("pkg:"):
+                reasons.append(f"package {name[4:]}: {a or 'unused'} -> {b or 'unused'}")
+            elif name.startswith("global:"):
+                change = "changed" if a and b else ("added" if b else "removed")
+                reasons.append(f"global {name[7:]} {change}")
+            elif name == "pinned":
+                reasons.append(f"version: {a} -> {b}")
+            elif a is None:
+                reasons.append(f"code now uses {name}")
+            elif b is None:
+                reasons.append(f"code no longer uses {name}")
+            else:
+                reasons.append(f"code of {name} changed")
+        if not reasons:
+            reasons.append("code changed")
+    for name in sorted(set(previous.params) | set(key.params)):
+        a, b = previous.params.get(name), key.params.get(name)
+        if a is not None and b is not None and a["fingerprint"] != b["fingerprint"]:
+            reasons.append(f"param {name}: {a['repr']} -> {b['repr']}")
+        elif a is None and b is not None:
+            reasons.append(f"param {name} added: {b['repr']}")
+        elif b is None and a is not None and name not in key.inputs:
+            reasons.append(f"param {name} removed (was {a['repr']})")
+    for name in sorted(set(previous.inputs) | set(key.inputs)):
+        a, b = previous.inputs.get(name), key.inputs.get(name)
+        if a is not None and b is not None and a != b:
+            reasons.append(f"input {name}: content changed")
+        elif a is None and b is not None:
+            reasons.append(f"input {name} added" if name not in previous.params else f"input {name}: content changed")
+        elif b is None and a is not None and name not in key.params:
+            reasons.append(f"input {name} removed")
+    return reasons
+
+
+__all__ = ["StageCache", "CachedStage", "StageKey", "Outcome", "Explanation", "diff_key"]

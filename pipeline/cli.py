@@ -1,0 +1,101 @@
+"""``python -m pipeline``: a thin typer app over the library. Errors are one line on stderr."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings
+from .errors import PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stage cache and checkpoints for ML pipelines.")
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
+    _state["debug"] = debug
+
+
+def _store(url: Optional[str]):
+    from .store import Store
+
+    settings = Settings.load(store=url)
+    return Store(settings.store, fsync=settings.fsync)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@app.command("ls")
+@_errors
+def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
+    """List committed stage results, newest first."""
+    s = _store(store)
+    table = Table("stage", "key", "created", "bytes", "compute s")
+    for m in sorted(s.manifests(), key=lambda m: m.created, reverse=True):
+        table.add_row(m.stage, m.key, m.created[:19], _size(m.bytes), f"{m.compute_seconds:.2f}")
+    out.print(table)
+
+
+@app.command("show")
+@_errors
+def show(key: str, store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
+    """Show one manifest (by key or key prefix)."""
+    s = _store(store)
+    key = key if key.startswith("xxh3:") else "xxh3:" + key
+    matches = [m for m in s.manifests() if m.key.startswith(key)]
+    if not matches:
+        raise PipelineError(f"no stage result with key {key} in {s.url} (see `python -m pipeline ls`)")
+    if len(matches) > 1:
+        raise PipelineError(f"key prefix {key} is ambiguous ({len(matches)} results): give more characters")
+    out.print_json(matches[0].to_json().decode())
+
+
+@app.command("verify")
+@_errors
+def verify(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
+    """Re-hash every object every manifest references; quarantine corrupt ones."""
+    s = _store(store)
+    report = s.verify()
+    table = Table("manifests", "ok", "corrupt", "missing", "quarantined", "bad manifests", "orphans", "temp files")
+    table.add_row(
+        *(
+            str(getattr(report, f))
+            for f in ("manifests", "ok", "corrupt", "missing", "quarantined", "bad_manifests", "orphans", "temp_files")
+        )
+    )
+    out.print(table)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+    sys.exit(0)

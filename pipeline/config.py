@@ -1,0 +1,95 @@
+"""Settings, from ``[tool.pipeline]`` in pyproject.toml, then ``PIPELINE_*`` environment
+variables, then explicit overrides (CLI flags): later sources win."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the store lives and how the library behaves. Every field has a default."""
+
+    store: str = "data/checkpoints"
+    """Store URL or path (relative paths are relative to the project root)."""
+    fsync: bool = True
+    """fsync objects and manifests before they count as committed (power-loss safe)."""
+    flow: str = "flows.ml_pipeline:ml_pipeline"
+    """The flow ``python -m pipeline run`` runs, as ``module:function``."""
+    params: str = "params.toml"
+    """The flow's parameter file."""
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        start: str | os.PathLike | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Settings for the project around ``start`` (default: the working directory)."""
+        values: dict[str, Any] = {}
+        pyproject = find_pyproject(Path(start or os.getcwd()))
+        if pyproject is not None:
+            values.update(_from_pyproject(pyproject))
+        env = os.environ if env is None else env
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"PIPELINE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, f"environment variable PIPELINE_{f.name.upper()}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        _check(values, "settings")
+        return cls(**values)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _from_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    section = data.get("tool", {}).get("pipeline", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[tool.pipeline] in {path} must be a table")
+    values = {k.replace("-", "_"): v for k, v in section.items()}
+    _check(values, f"[tool.pipeline] in {path}")
+    return values
+
+
+def _check(values: dict[str, Any], where: str) -> None:
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    for name, value in values.items():
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r} in {where} (known: {', '.join(sorted(types))})")
+        want = bool if types[name] in (bool, "bool") else str
+        if not isinstance(value, want):
+            raise ConfigError(f"setting {name!r} in {where} must be a {want.__name__}, got {value!r}")
+
+
+def _coerce(name: str, raw: str, where: str) -> Any:
+    field = next(f for f in dataclasses.fields(Settings) if f.name == name)
+    if field.type in (bool, "bool"):
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{where}={raw!r} is not a boolean (use 1/0, true/false)")
+    return raw

@@ -1,0 +1,27 @@
+"""The error family. Every error names the offending value and says what to do."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """Malformed or contradictory configuration."""
+
+
+class FingerprintError(PipelineError, TypeError):
+    """A value (or a function's code) could not be fingerprinted."""
+
+
+class StoreError(PipelineError):
+    """The checkpoint store cannot be opened, read or written."""
+
+
+class IntegrityError(StoreError):
+    """An object's bytes do not match its checksum (corrupt or tampered)."""
+
+
+class CheckpointError(PipelineError):
+    """A training checkpoint cannot be saved or restored."""

@@ -1,0 +1,117 @@
+"""The streaming, type-tagged canonical encoder every fingerprint is built on.
+
+An :class:`Encoder` feeds an xxh3_128 hasher with a self-delimiting token stream:
+every value starts with a tag naming its kind, variable-length payloads carry their
+length, and containers carry their size. Two values of different type, shape or
+structure therefore never produce the same stream.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable
+
+import xxhash
+
+PREFIX = "xxh3:"
+
+_pack_q = struct.Struct("<q").pack
+_pack_d = struct.Struct("<d").pack
+
+
+class Unhashable(Exception):
+    """Internal: raised deep inside an encoding; the path is filled in on the way out."""
+
+    def __init__(self, value: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.type_name = type_name(type(value))
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def type_name(tp: type) -> str:
+    """``module.QualName`` of a type (builtins without the module)."""
+    mod = getattr(tp, "__module__", None)
+    qual = getattr(tp, "__qualname__", getattr(tp, "__name__", repr(tp)))
+    return qual if mod in (None, "builtins") else f"{mod}.{qual}"
+
+
+class Encoder:
+    """Feeds values into one xxh3_128 state; ``dispatch`` picks the handler per type."""
+
+    __slots__ = ("_h", "update", "_stack", "_dispatch")
+
+    def __init__(self, dispatch: Callable[[Any, Encoder], None], stack: dict[int, int] | None = None):
+        self._h = xxhash.xxh3_128()
+        self.update = self._h.update
+        self._stack = {} if stack is None else stack
+        self._dispatch = dispatch
+
+    # -- primitive tokens ------------------------------------------------------------
+    def tag(self, name: bytes) -> None:
+        """Start a value of kind ``name`` (tags are short ASCII words)."""
+        self.update(name)
+        self.update(b"\x00")
+
+    def int(self, n: int) -> None:
+        """A signed 64-bit integer (sizes, counts, small numbers)."""
+        self.update(_pack_q(n))
+
+    def float(self, x: float) -> None:
+        self.update(_pack_d(x))
+
+    def text(self, s: str) -> None:
+        b = s.encode("utf-8", "surrogatepass")
+        self.update(_pack_q(len(b)))
+        self.update(b)
+
+    def blob(self, data: Any) -> None:
+        """A length-prefixed buffer (anything with the buffer protocol, no copy)."""
+        n = memoryview(data).nbytes
+        self.update(_pack_q(n))
+        self.update(data)
+
+    # -- structure -------------------------------------------------------------------
+    def value(self, v: Any) -> None:
+        self._dispatch(v, self)
+
+    def value_at(self, segment: str, v: Any) -> None:
+        """Encode ``v`` as the child ``segment`` of the current value (for error paths)."""
+        try:
+            self._dispatch(v, self)
+        except Unhashable as e:
+            e.path.append(segment)
+            raise
+
+    def enter(self, obj: Any) -> bool:
+        """Mark a container as being encoded. False (and a back-reference token written)
+        when ``obj`` is already on the stack: a cycle."""
+        depth = self._stack.get(id(obj))
+        if depth is not None:
+            self.tag(b"cycle")
+            self.int(len(self._stack) - depth)
+            return False
+        self._stack[id(obj)] = len(self._stack)
+        return True
+
+    def leave(self, obj: Any) -> None:
+        self._stack.pop(id(obj), None)
+
+    def sub_digest(self, v: Any, segment: str) -> bytes:
+        """Digest of ``v`` alone (sharing the cycle stack): for order-independent sets."""
+        child = Encoder(self._dispatch, self._stack)
+        child.value_at(segment, v)
+        return child.digest()
+
+    def sub_digest_pair(self, key: Any, v: Any, segment: str) -> bytes:
+        """Digest of one mapping entry alone: for order-independent mappings."""
+        child = Encoder(self._dispatch, self._stack)
+        child.value_at(segment + "<key>", key)
+        child.value_at(segment, v)
+        return child.digest()
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+    def hexdigest(self) -> str:
+        return PREFIX + self._h.hexdigest()

@@ -1,0 +1,142 @@
+"""value <-> bytes. Tables as Parquet (zstd), small JSON-able values as JSON, the rest joblib.
+
+A codec writes to a file object and reads back from an in-memory buffer (the one whose
+checksum was just verified), so an object is read from disk exactly once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+JSON_MAX_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    suffix: str
+    write: Callable[[Any, Any], None]
+    read: Callable[[Any], Any]
+
+
+def _reader(buf: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.BufferReader(buf if isinstance(buf, pa.Buffer) else pa.py_buffer(buf))
+
+
+# -- parquet -------------------------------------------------------------------------
+def _write_table(table: Any, f: Any) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, f, compression="zstd")
+
+
+def _read_table(buf: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(_reader(buf))
+
+
+def _write_frame(df: Any, f: Any) -> None:
+    import pyarrow as pa
+
+    _write_table(pa.Table.from_pandas(df, preserve_index=None), f)
+
+
+def _read_frame(buf: Any) -> Any:
+    return _read_table(buf).to_pandas()
+
+
+def _write_series(s: Any, f: Any) -> None:
+    import pyarrow as pa
+
+    name = s.name
+    table = pa.Table.from_pandas(s.to_frame(name="__series__"), preserve_index=None)
+    meta = dict(table.schema.metadata or {})
+    meta[b"pipeline.series_name"] = json.dumps({"name": name}).encode()
+    _write_table(table.replace_schema_metadata(meta), f)
+
+
+def _read_series(buf: Any) -> Any:
+    table = _read_table(buf)
+    name = json.loads(table.schema.metadata[b"pipeline.series_name"])["name"]
+    return table.to_pandas()["__series__"].rename(name)
+
+
+# -- json ----------------------------------------------------------------------------
+def _is_jsonable(v: Any, depth: int = 0) -> bool:
+    """True when JSON round-trips ``v`` exactly (types included)."""
+    if depth > 32:
+        return False
+    tp = type(v)
+    if v is None or tp in (bool, int, str):
+        return True
+    if tp is float:
+        return True
+    if tp is list:
+        return all(_is_jsonable(x, depth + 1) for x in v)
+    if tp is dict:
+        return all(type(k) is str and _is_jsonable(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _write_json(v: Any, f: Any) -> None:
+    f.write(json.dumps(v, allow_nan=True, separators=(",", ":")).encode())
+
+
+def _read_json(buf: Any) -> Any:
+    return json.loads(bytes(buf))
+
+
+# -- joblib --------------------------------------------------------------------------
+def _write_joblib(v: Any, f: Any) -> None:
+    import joblib
+
+    joblib.dump(v, f)
+
+
+def _read_joblib(buf: Any) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(buf) if isinstance(buf, bytes) else _reader(buf))
+
+
+PARQUET_FRAME = Codec("parquet-pandas", "parquet", _write_frame, _read_frame)
+PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
+PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_table, _read_table)
+JSON = Codec("json", "json", _write_json, _read_json)
+JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib)
+CODECS = {c.name: c for c in (PARQUET_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}
+
+
+def candidates(value: Any) -> list[Codec]:
+    """Codecs to try for ``value``, best first; joblib is always the last resort."""
+    mod = type(value).__module__.partition(".")[0]
+    if mod == "pandas":
+        import pandas as pd
+
+        if type(value) is pd.DataFrame:
+            return [PARQUET_FRAME, JOBLIB]
+        if type(value) is pd.Series:
+            return [PARQUET_SERIES, JOBLIB]
+    if mod == "pyarrow":
+        import pyarrow as pa
+
+        if isinstance(value, pa.Table):
+            return [PARQUET_TABLE, JOBLIB]
+    if _is_jsonable(value) and _json_small(value):
+        return [JSON]
+    return [JOBLIB]
+
+
+def _json_small(v: Any) -> bool:
+    if type(v) is float and not math.isfinite(v):
+        return True
+    if type(v) in (list, dict):
+        return len(json.dumps(v, allow_nan=True)) <= JSON_MAX_BYTES
+    return True

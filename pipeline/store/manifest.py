@@ -1,0 +1,85 @@
+"""The manifest: the commit record of one stage result (or training checkpoint).
+
+It names every object of the result with its checksum and codec, records every
+component of the key (so ``explain`` can say what changed), and carries timings,
+sizes, the run id, the creation time and library versions. JSON on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterator
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Manifest:
+    stage: str
+    key: str
+    outputs: dict[str, Any]
+    """Tree of output references: ``{"object": id, "codec", "bytes", "fingerprint"}``
+    leaves under ``{"tuple": [...]}`` / ``{"dict": {...}}`` nodes."""
+    code: str = ""
+    code_components: dict[str, str] = field(default_factory=dict)
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    """name -> {"fingerprint", "repr"}: arguments recorded by value (small, plain)."""
+    inputs: dict[str, str] = field(default_factory=dict)
+    """name -> fingerprint: arguments recorded by content only (data, models)."""
+    created: str = ""
+    run_id: str = ""
+    compute_seconds: float = 0.0
+    save_seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    kind: str = "stage"
+    step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT
+
+    @property
+    def bytes(self) -> int:
+        return sum(leaf["bytes"] for leaf in iter_leaves(self.outputs))
+
+    @property
+    def output_fingerprint(self) -> str:
+        return self.outputs.get("fingerprint", "")
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Manifest:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError(f"unknown manifest format {raw.get('format') if isinstance(raw, dict) else raw!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def iter_leaves(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every object reference in an output tree."""
+    if "object" in tree:
+        yield tree
+    for child in tree.get("tuple", ()):
+        yield from iter_leaves(child)
+    for child in tree.get("dict", {}).values():
+        yield from iter_leaves(child)
+
+
+_VERSIONED = ("pipeline", "prefect", "pandas", "pyarrow", "numpy", "scikit-learn", "joblib")
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
