@@ -19,6 +19,18 @@ from .store import Manifest, Store, VerifyReport
 
 __version__ = "0.1.0"
 
+_PREFECT_EXPORTS = {"stage", "StageCachePolicy", "use_store", "current_store"}
+
+
+def __getattr__(name: str):
+    """Prefect-backed names are imported on first use, so ``import pipeline`` stays Prefect-free."""
+    if name in _PREFECT_EXPORTS:
+        from .integrations import prefect
+
+        return getattr(prefect, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
 __all__ = [
     "fingerprint",
     "code_fingerprint",
@@ -36,4 +48,7 @@ __all__ = [
     "StoreError",
     "IntegrityError",
     "CheckpointError",
+    "stage",
+    "StageCachePolicy",
+    "use_store",
 ]

@@ -10,6 +10,9 @@ keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything e
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -17,7 +20,7 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from .errors import PipelineError
 from .fingerprint import code_components, code_fingerprint, fingerprint
@@ -28,6 +31,7 @@ from .store.manifest import iter_leaves, library_versions
 from .store.objects import object_path
 
 R = TypeVar("R")
+_FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_force", default=None)
 KEY_VERSION = "stage/1"
 _PLAIN = (type(None), bool, int, float, str)
 _REPR_MAX = 80
@@ -69,6 +73,49 @@ class Explanation:
         if self.hit:
             return f"{self.stage}: cached ({self.key})"
         return f"{self.stage}: stale: " + "; ".join(self.reasons)
+
+
+@dataclass
+class Force:
+    """Stages to recompute although cached, and everything downstream of their outputs."""
+
+    stages: frozenset[str]
+    tainted: set[str] = dataclasses.field(default_factory=set)
+
+    def applies(self, key: StageKey) -> bool:
+        return "*" in self.stages or key.stage in self.stages or any(fp in self.tainted for fp in key.inputs.values())
+
+    def taint(self, manifest: Manifest) -> None:
+        self.tainted.update(leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint"))
+
+
+def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield tree
+    for child in tree.get("tuple", ()):
+        yield from _nodes(child)
+    for child in tree.get("dict", {}).values():
+        yield from _nodes(child)
+
+
+@contextlib.contextmanager
+def forcing(stages: Iterable[str]) -> Iterator[Force]:
+    """Within this block the named stages (``"*"``: all) and their dependants recompute."""
+    force = Force(frozenset(stages))
+    token = _FORCE.set(force)
+    try:
+        yield force
+    finally:
+        _FORCE.reset(token)
+
+
+def _fingerprint_of(value: Any, name: str) -> str:
+    """A value's fingerprint; a dry-run placeholder brings the one its manifest recorded."""
+    if getattr(type(value), "__pipeline_fingerprint__", None) is not None:
+        fp = value.__pipeline_fingerprint__
+        if fp is None:
+            raise PipelineError(f"{name} is the output of a stale stage: its content is unknown until it runs")
+        return fp
+    return fingerprint(value, name=name)
 
 
 def _is_param(v: Any) -> bool:
@@ -125,7 +172,7 @@ class CachedStage(Generic[R]):
     ) -> None:
         self.cache = cache
         self.func = func
-        self.name = name or func.__qualname__
+        self.name = name or func.__name__
         self.version = version
         self.ignore = frozenset(ignore)
         self.signature = inspect.signature(func)
@@ -155,10 +202,10 @@ class CachedStage(Generic[R]):
         bound.apply_defaults()
         params: dict[str, dict[str, str]] = {}
         inputs: dict[str, str] = {}
-        for arg, value in bound.arguments.items():
-            if arg in self.ignore:
+        for arg, value in self._flat_arguments(bound):
+            if arg.partition("[")[0] in self.ignore:
                 continue
-            fp = fingerprint(value, name=f"argument {arg!r} of stage {self.name!r}")
+            fp = _fingerprint_of(value, f"argument {arg!r} of stage {self.name!r}")
             if _is_param(value):
                 params[arg] = {"fingerprint": fp, "repr": _short_repr(value)}
             else:
@@ -174,6 +221,17 @@ class CachedStage(Generic[R]):
             ]
         )
         return StageKey(self.name, key, code, components, params, inputs)
+
+    def _flat_arguments(self, bound: inspect.BoundArguments) -> Iterator[tuple[str, Any]]:
+        """Arguments by name; each item of ``*args`` / ``**kwargs`` as an argument of its own."""
+        for arg, value in bound.arguments.items():
+            kind = self.signature.parameters[arg].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                yield from ((f"{arg}[{i}]", v) for i, v in enumerate(value))
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                yield from ((f"{arg}[{k!r}]", v) for k, v in value.items())
+            else:
+                yield arg, value
 
     # -- running ---------------------------------------------------------------------
     def lookup(self, key: StageKey) -> tuple[Manifest, Any] | None:
@@ -216,13 +274,17 @@ class CachedStage(Generic[R]):
         """Run (or serve) the stage and say how it went."""
         t0 = time.perf_counter()
         key = self.key(*args, **kwargs)
-        found = self.lookup(key)
+        force = _FORCE.get()
+        forced = force is not None and force.applies(key)
+        found = None if forced else self.lookup(key)
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
         t1 = time.perf_counter()
         value = self.func(*args, **kwargs)
         manifest = self.save(key, value, time.perf_counter() - t1)
+        if forced:
+            force.taint(manifest)
         return Outcome(value, False, manifest, time.perf_counter() - t0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
@@ -293,4 +355,4 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
     return reasons
 
 
-__all__ = ["StageCache", "CachedStage", "StageKey", "Outcome", "Explanation", "diff_key"]
+__all__ = ["forcing", "Force", "StageCache", "CachedStage", "StageKey", "Outcome", "Explanation", "diff_key"]

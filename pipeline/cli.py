@@ -96,6 +96,74 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
         raise typer.Exit(1)
 
 
+def _params(params_file: Optional[str], sets: list[str], settings: Settings) -> dict[str, Any] | None:
+    from flows.params import load_params
+
+    return load_params(params_file or settings.params or None, sets)
+
+
+@app.command("run")
+@_errors
+def run(
+    flow: Optional[str] = typer.Option(None, "--flow", help="Flow to run, module:function."),
+    sets: list[str] = typer.Option([], "--set", help="Override a parameter: section.key=value."),
+    params: Optional[str] = typer.Option(None, "--params", help="Parameter file (TOML)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
+    force: list[str] = typer.Option([], "--force", help="Recompute this stage and its dependants ('*': all)."),
+) -> None:
+    """Run the flow: cached stages are served from the store, the rest run and commit."""
+    from .integrations.server import ensure_server
+
+    settings = Settings.load(store=store, flow=flow)
+    ensure_server(err)
+    from .integrations.runner import run_flow
+    from .store import Store
+
+    report = run_flow(
+        settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync), force=force
+    )
+    _print_run(report.summary)
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    table = Table("stage", "result", "seconds", "bytes", "saved s", title=f"run {summary['run_id']}")
+    for e in summary["stages"]:
+        saved = e["compute_seconds"] - e["seconds"] if e["hit"] else 0.0
+        table.add_row(
+            e["stage"],
+            "[green]hit[/green]" if e["hit"] else "[yellow]miss[/yellow]",
+            f"{e['seconds']:.2f}",
+            _size(e["bytes"]),
+            f"{saved:.2f}" if e["hit"] else "",
+        )
+    out.print(table)
+    out.print(
+        f"{summary['hits']} cached, {summary['misses']} computed, "
+        f"{summary['seconds_saved']:.2f} s saved, {summary['wall_seconds']:.1f} s wall, status {summary['status']}"
+    )
+
+
+@app.command("status")
+@_errors
+def status(
+    flow: Optional[str] = typer.Option(None, "--flow", help="Flow, module:function."),
+    sets: list[str] = typer.Option([], "--set", help="Override a parameter: section.key=value."),
+    params: Optional[str] = typer.Option(None, "--params", help="Parameter file (TOML)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
+) -> None:
+    """Each stage of the flow as cached or stale, with the reasons, without running anything."""
+    settings = Settings.load(store=store, flow=flow)
+    from .integrations.runner import plan_flow
+    from .store import Store
+
+    statuses = plan_flow(settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync))
+    table = Table("stage", "status", "why", "compute s")
+    colour = {"cached": "green", "stale": "yellow", "stale (upstream)": "yellow"}
+    for st in statuses:
+        table.add_row(st.stage, f"[{colour[st.state]}]{st.state}[/]", "; ".join(st.reasons), f"{st.seconds:.2f}")
+    out.print(table)
+
+
 def main() -> None:
     app()
     sys.exit(0)

@@ -26,8 +26,8 @@ class Settings:
     """fsync objects and manifests before they count as committed (power-loss safe)."""
     flow: str = "flows.ml_pipeline:ml_pipeline"
     """The flow ``python -m pipeline run`` runs, as ``module:function``."""
-    params: str = "params.toml"
-    """The flow's parameter file."""
+    params: str = ""
+    """The flow's parameter file (empty: the flow's own default, params.toml of the project)."""
 
     @classmethod
     def load(

@@ -13,7 +13,8 @@ from pipeline import Store
 def store(request, tmp_path) -> Store:
     """The same test cases over a local directory and an in-memory fsspec filesystem."""
     if request.param == "local":
-        return Store(tmp_path / "store")
+        yield Store(tmp_path / "store")
+        return
     url = f"memory://store-{uuid.uuid4().hex}"
     yield Store(url)
     import fsspec

@@ -1,0 +1,1 @@
+"""The bundled ML pipeline: preprocess -> tune -> train -> validate, built from @stage."""

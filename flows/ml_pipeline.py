@@ -1,0 +1,47 @@
+"""The bundled pipeline: preprocess -> tune -> train -> validate, each step a cached @stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from .params import load_params
+from .preprocess import clean, engineer, load_csv, make_synthetic, raw_path, split
+from .train import train
+from .tune import select_best, trial
+from .validate import evaluate, git_commit, package_model
+
+
+@flow(name="ml-pipeline", log_prints=False)
+def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the whole pipeline on ``params`` (default: params.toml)."""
+    p = params if params is not None else load_params()
+    data, pre, tr, tn = p["data"], p["preprocess"], p["train"], p["tune"]
+
+    if data["source"] == "synthetic":
+        raw = make_synthetic(rows=data["rows"], seed=data["seed"])
+    else:
+        raw = load_csv(raw_path(data["source"]))
+    cleaned = clean(raw, clip_z=pre["clip_z"])
+    features = engineer(cleaned)
+    train_df, val_df, test_df = split(
+        features, test_size=data["test_size"], val_size=data["val_size"], seed=data["seed"]
+    )
+
+    trials = [trial(train_df, val_df, alpha=a, epochs=tn["epochs"], seed=tr["seed"]) for a in tn["alphas"]]
+    search = select_best(*trials)
+
+    fitted = train(
+        train_df,
+        val_df,
+        alpha=search["best"]["alpha"],
+        epochs=tr["epochs"],
+        seed=tr["seed"],
+        learning_rate=tr["learning_rate"],
+        eta0=tr["eta0"],
+    )
+    val_metrics = evaluate(fitted["model"], val_df, "validation")
+    test_metrics = evaluate(fitted["model"], test_df, "test")
+    final = package_model(fitted["model"], val_metrics, test_metrics, p, raw, git=git_commit())
+    return {"best_alpha": search["best"]["alpha"], "metrics": final["metadata"]["metrics"]}

@@ -1,0 +1,1 @@
+"""Integrations with orchestrators and trackers (the only place Prefect is imported)."""

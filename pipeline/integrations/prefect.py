@@ -1,0 +1,177 @@
+"""Prefect integration: ``@stage``, ``StageCachePolicy`` and the store a flow run uses.
+
+``@stage`` makes a Prefect task whose body goes through :class:`~pipeline.cache.StageCache`.
+On a hit the outputs are loaded once from our store and the task run ends in a
+``Completed`` state named ``Cached``; on a miss the body runs, its outputs are persisted
+and committed, and the task run ends ``Completed``. Prefect's own result persistence and
+cache keys are off for stages: our store owns the bytes. Each stage commits on its own.
+
+Called outside a flow run, a stage is just a cached function (no Prefect involved);
+inside :func:`pipeline.plan.dry_run` it plans instead of running.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from prefect import Task
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.states import Completed, State
+
+from ..cache import CachedStage, StageCache
+from ..config import Settings
+from ..fingerprint import fingerprint
+from ..plan import current_plan, plan_call
+from ..runs import record
+from ..store import Store
+
+R = TypeVar("R")
+
+_stores: dict[str, Store] = {}
+_lock = threading.Lock()
+_active: list[Store] = []
+
+
+def _open(url: str) -> Store:
+    with _lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store(url, fsync=Settings.load().fsync)
+        return store
+
+
+def current_store() -> Store:
+    """The store stages use: the one set by :func:`use_store`, else the configured one."""
+    if _active:
+        return _active[-1]
+    return _open(Settings.load().store)
+
+
+@contextmanager
+def use_store(store: Store | str) -> Iterator[Store]:
+    """Make stages use ``store`` in this process and in worker processes it starts."""
+    s = store if isinstance(store, Store) else _open(str(store))
+    previous = os.environ.get("PIPELINE_STORE")
+    os.environ["PIPELINE_STORE"] = s.url  # ProcessPoolTaskRunner workers read the environment
+    _active.append(s)
+    try:
+        yield s
+    finally:
+        _active.pop()
+        if previous is None:
+            os.environ.pop("PIPELINE_STORE", None)
+        else:
+            os.environ["PIPELINE_STORE"] = previous
+
+
+def current_run_id() -> str | None:
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None:
+        return str(ctx.flow_run.id)
+    ctx = TaskRunContext.get()
+    if ctx is not None and ctx.task_run.flow_run_id is not None:
+        return str(ctx.task_run.flow_run_id)
+    return None
+
+
+@dataclass(frozen=True)
+class _StageSpec:
+    fn: Callable[..., Any]
+    name: str
+    version: str | None
+    ignore: tuple[str, ...]
+
+    def bind(self, store: Store, run_id: str | None = None) -> CachedStage[Any]:
+        return StageCache(store, run_id=run_id).wrap(self.fn, name=self.name, version=self.version, ignore=self.ignore)
+
+
+class StageTask(Task):
+    """A Prefect task whose body is served from the checkpoint store when its key is unchanged."""
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        spec: _StageSpec = self.__pipeline_stage__
+        plan = current_plan()
+        if plan is not None:
+            return plan_call(spec.bind(current_store()), plan, args, kwargs)
+        if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
+            return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
+        result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
+        if not return_state and isinstance(result, State):
+            return result.result()  # the Cached state holds the loaded value in memory: no I/O
+        return result
+
+
+def _body(spec: _StageSpec) -> Callable[..., Any]:
+    @functools.wraps(spec.fn)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        store = current_store()
+        run_id = current_run_id()
+        outcome = spec.bind(store, run_id).call(*args, **kwargs)
+        if run_id is not None:
+            record(store, run_id, outcome)
+        if outcome.hit:
+            return Completed(
+                name="Cached", data=outcome.value, message=f"served from {store.url} ({outcome.manifest.key})"
+            )
+        return outcome.value
+
+    return body
+
+
+def stage(
+    fn: Callable[..., R] | None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    ignore: Iterable[str] = (),
+    **task_kwargs: Any,
+) -> Any:
+    """Make ``fn`` a cached pipeline stage (a Prefect task). Usable bare or with options:
+
+    ``@stage``, ``@stage(name="clean", version="2", ignore=["logger"], retries=2)``.
+    ``version`` pins the code part of the key; ``ignore`` leaves arguments out of it;
+    other keyword arguments go to ``prefect.task``.
+    """
+
+    def decorate(f: Callable[..., R]) -> StageTask:
+        spec = _StageSpec(f, name or f.__name__, version, tuple(ignore))
+        task_kwargs.setdefault("name", spec.name)
+        task_kwargs["persist_result"] = False  # our store owns the bytes
+        task_kwargs["cache_policy"] = NO_CACHE  # and the key
+        t = StageTask(fn=_body(spec), **task_kwargs)
+        t.__pipeline_stage__ = spec
+        return t
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@dataclass
+class StageCachePolicy(CachePolicy):
+    """A Prefect cache policy keyed by content fingerprints and helper-aware code keys.
+
+    For tasks that keep Prefect's own result persistence::
+
+        @task(cache_policy=StageCachePolicy(), persist_result=True)
+    """
+
+    version: str | None = None
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
+        fn = task_ctx.task.fn
+        from ..fingerprint import code_fingerprint
+
+        parts = [
+            "prefect-task/1",
+            task_ctx.task.name,
+            code_fingerprint(fn, version=self.version),
+            sorted(
+                (k, fingerprint(v, name=f"argument {k!r} of task {task_ctx.task.name!r}")) for k, v in inputs.items()
+            ),
+        ]
+        return fingerprint(parts).partition(":")[2]

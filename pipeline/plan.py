@@ -1,0 +1,161 @@
+"""Dry runs: walk a flow without loading or recomputing data, to tell each stage's status.
+
+In a dry run a stage call does not execute. Its key is computed from its arguments, where
+an upstream result is a :class:`Planned` placeholder carrying the content fingerprint its
+manifest recorded, so downstream keys chain through the whole flow. A cached stage returns
+placeholders for its outputs (small JSON outputs are loaded for real, so flow code can
+branch on them); a stale one returns stale placeholders and everything that consumes them
+is "stale (upstream)".
+"""
+
+from __future__ import annotations
+
+import contextvars
+import typing
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .cache import CachedStage
+from .errors import PipelineError
+from .store.manifest import Manifest
+
+_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("pipeline_plan", default=None)
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    key: str | None
+    state: str
+    """"cached", "stale" or "stale (upstream)"."""
+    reasons: tuple[str, ...] = ()
+    seconds: float = 0.0
+    """Compute time the cached result saves (or the previous run took, when stale)."""
+
+
+@dataclass
+class Plan:
+    statuses: list[StageStatus] = field(default_factory=list)
+
+
+class Planned:
+    """Stands in for a stage output during a dry run."""
+
+    def __init__(self, stage: str, tree: dict[str, Any] | None, arity: int | None = None) -> None:
+        self._stage = stage
+        self._tree = tree  # None: stale, content unknown
+        self._arity = arity
+
+    @property
+    def stale(self) -> bool:
+        return self._tree is None
+
+    @property
+    def __pipeline_fingerprint__(self) -> str | None:
+        return None if self._tree is None else self._tree.get("fingerprint") or None
+
+    def __getitem__(self, item: Any) -> Any:
+        if self._tree is None:
+            return Planned(self._stage, None)
+        if "dict" in self._tree and item in self._tree["dict"]:
+            return _materialise(self._stage, self._tree["dict"][item])
+        if "tuple" in self._tree and isinstance(item, int):
+            return _materialise(self._stage, self._tree["tuple"][item])
+        return Planned(self._stage, None)  # an item of a single object: can't know it without loading
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._tree is not None and "tuple" in self._tree:
+            return iter([_materialise(self._stage, t) for t in self._tree["tuple"]])
+        if self._arity is None:
+            raise PipelineError(
+                f"dry run: can't unpack the output of stage {self._stage!r} without running it; "
+                "annotate its return type as tuple[...]"
+            )
+        return iter([Planned(self._stage, None if self._tree is None else {}) for _ in range(self._arity)])
+
+    def __repr__(self) -> str:
+        return f"<planned output of {self._stage}{' (stale)' if self.stale else ''}>"
+
+
+_LOAD_FOR_REAL = {"json"}
+
+
+def _materialise(stage: str, tree: dict[str, Any]) -> Any:
+    plan_store = _STORE.get()
+    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and plan_store is not None:
+        try:
+            return plan_store.load(tree)
+        except PipelineError:
+            return Planned(stage, None)
+    return Planned(stage, tree)
+
+
+_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_plan_store", default=None)
+
+
+@contextmanager
+def dry_run() -> Iterator[Plan]:
+    """Within this block, stage calls plan instead of running."""
+    plan = Plan()
+    token = _PLAN.set(plan)
+    try:
+        yield plan
+    finally:
+        _PLAN.reset(token)
+
+
+def current_plan() -> Plan | None:
+    return _PLAN.get()
+
+
+def _arity(stage: CachedStage[Any], previous: Manifest | None) -> int | None:
+    if previous is not None and "tuple" in previous.outputs:
+        return len(previous.outputs["tuple"])
+    try:
+        hint = typing.get_type_hints(stage.func).get("return")
+    except Exception:  # unresolvable annotations: no arity
+        return None
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and args and args[-1] is not Ellipsis:
+        return len(args)
+    return None
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, (list, tuple)):
+            yield from v
+        yield v
+
+
+def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What a stage call does in a dry run: record its status, return placeholders."""
+    store = stage.cache.store
+    token = _STORE.set(store)
+    try:
+        upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
+        if upstream:
+            previous = store.latest(stage.name)
+            plan.statuses.append(
+                StageStatus(
+                    stage.name,
+                    None,
+                    "stale (upstream)",
+                    tuple(f"upstream {u} is stale" for u in upstream),
+                    previous.compute_seconds if previous else 0.0,
+                )
+            )
+            return Planned(stage.name, None, _arity(stage, previous))
+        why = stage.explain(*args, **kwargs)
+        if why.hit:
+            m = why.previous
+            plan.statuses.append(StageStatus(stage.name, why.key, "cached", (), m.compute_seconds if m else 0.0))
+            return _materialise(stage.name, m.outputs) if m else Planned(stage.name, None)
+        prev = why.previous
+        plan.statuses.append(
+            StageStatus(stage.name, why.key, "stale", why.reasons, prev.compute_seconds if prev else 0.0)
+        )
+        return Planned(stage.name, None, _arity(stage, prev))
+    finally:
+        _STORE.reset(token)

@@ -1,0 +1,60 @@
+"""Run records: what each stage of a run did (hit or miss, seconds, bytes), in the store.
+
+Every stage call writes one small event file ``runs/<run id>/<stage>-<key>.json`` (so
+stages running in other processes or machines report too); ``summarise`` folds them
+into ``runs/<run id>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .cache import Outcome
+from .store import Store
+from .store.store import safe_name
+
+
+def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
+    """Write the event of one stage call."""
+    m = outcome.manifest
+    event = {
+        "stage": m.stage,
+        "key": m.key,
+        "hit": outcome.hit,
+        "seconds": round(outcome.seconds, 6),
+        "compute_seconds": m.compute_seconds,
+        "bytes": m.bytes,
+        "time": time.time(),
+    }
+    rel = f"runs/{safe_name(run_id)}/{safe_name(m.stage)}-{m.key.partition(':')[2][:12]}.json"
+    store.backend.write_atomic(rel, json.dumps(event).encode())
+
+
+def events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The events of a run, in the order the stages finished."""
+    out = []
+    for rel in store.backend.list(f"runs/{safe_name(run_id)}"):
+        if rel.endswith(".json"):
+            try:
+                out.append(json.loads(bytes(store.backend.read(rel))))
+            except (ValueError, FileNotFoundError):
+                continue
+    return sorted(out, key=lambda e: e["time"])
+
+
+def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> dict[str, Any]:
+    """Fold a run's events into ``runs/<run id>.json`` and return it."""
+    evs = events(store, run_id)
+    summary = {
+        "run_id": run_id,
+        "status": status,
+        "wall_seconds": round(wall_seconds, 3),
+        "stages": evs,
+        "hits": sum(e["hit"] for e in evs),
+        "misses": sum(not e["hit"] for e in evs),
+        "seconds_saved": round(sum(e["compute_seconds"] - e["seconds"] for e in evs if e["hit"]), 3),
+    }
+    store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())
+    return summary
