@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
-from .params import load_params
+from pipeline.params import load_params
 from .preprocess import clean, engineer, load_csv, make_synthetic, raw_path, split
 from .train import train
 from .tune import select_best, trial
 from .validate import evaluate, git_commit, package_model
 
 
+DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "params.toml"
+
+
 @flow(name="ml-pipeline", log_prints=False)
 def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole pipeline on ``params`` (default: params.toml)."""
-    p = params if params is not None else load_params()
+    p = params if params is not None else load_params(DEFAULT_PARAMS)
     data, pre, tr, tn = p["data"], p["preprocess"], p["train"], p["tune"]
 
     if data["source"] == "synthetic":

@@ -35,6 +35,7 @@ _FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_
 KEY_VERSION = "stage/1"
 _PLAIN = (type(None), bool, int, float, str)
 _REPR_MAX = 80
+_EXPLAIN_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,19 @@ class CachedStage(Generic[R]):
             else:
                 yield arg, value
 
+    def param_changes(self, previous: Manifest, *args: Any, **kwargs: Any) -> list[str]:
+        """How this call's plain params differ from ``previous`` (other arguments ignored)."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        reasons = []
+        for arg, value in self._flat_arguments(bound):
+            old = previous.params.get(arg)
+            if arg.partition("[")[0] in self.ignore or not _is_param(value) or old is None:
+                continue
+            if fingerprint(value) != old["fingerprint"]:
+                reasons.append(f"param {arg}: {old['repr']} -> {_short_repr(value)}")
+        return reasons
+
     # -- running ---------------------------------------------------------------------
     def lookup(self, key: StageKey) -> tuple[Manifest, Any] | None:
         """The committed result of ``key``, loaded and verified; None on a miss.
@@ -301,10 +315,13 @@ class CachedStage(Generic[R]):
             if not missing:
                 return Explanation(self.name, key.key, True, (), current)
             return Explanation(self.name, key.key, False, ("cached result has missing objects",), current)
-        previous = store.latest(self.name)
-        if previous is None:
+        # Compare with the closest earlier result: a stage called several times per run
+        # (one call per trial, say) has several current results, not one "latest".
+        recent = sorted(store.manifests(self.name), key=lambda m: m.created, reverse=True)[:_EXPLAIN_CANDIDATES]
+        if not recent:
             return Explanation(self.name, key.key, False, (f"no result of stage {self.name!r} in the store yet",), None)
-        reasons = diff_key(previous, key)
+        diffs = [(diff_key(m, key), m) for m in recent]
+        reasons, previous = min(diffs, key=lambda d: len(d[0]))
         return Explanation(self.name, key.key, False, tuple(reasons or ["key format changed"]), previous)
 
 

@@ -17,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stage cache 
 out = Console()
 err = Console(stderr=True)
 _state = {"debug": False}
+DEFAULT_FLOW = Settings.flow
 
 
 def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,9 +98,18 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
 
 
 def _params(params_file: Optional[str], sets: list[str], settings: Settings) -> dict[str, Any] | None:
-    from flows.params import load_params
+    """The flow's parameters: a parameter file (the project's params.toml for the bundled
+    flow) with ``--set`` overrides; for another flow without a file, just the overrides."""
+    from .params import apply_overrides, load_params
 
-    return load_params(params_file or settings.params or None, sets)
+    path = params_file or settings.params
+    if path:
+        return load_params(path, sets)
+    if settings.flow == DEFAULT_FLOW:
+        from flows.ml_pipeline import DEFAULT_PARAMS
+
+        return load_params(DEFAULT_PARAMS, sets)
+    return apply_overrides({}, sets) if sets else None
 
 
 @app.command("run")

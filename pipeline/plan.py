@@ -137,12 +137,13 @@ def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs
         upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
         if upstream:
             previous = store.latest(stage.name)
+            own = stage.param_changes(previous, *args, **kwargs) if previous else []
             plan.statuses.append(
                 StageStatus(
                     stage.name,
                     None,
                     "stale (upstream)",
-                    tuple(f"upstream {u} is stale" for u in upstream),
+                    (*own, *(f"upstream {u} is stale" for u in upstream)),
                     previous.compute_seconds if previous else 0.0,
                 )
             )

@@ -1,4 +1,10 @@
-"""pyarrow handlers: columns hashed over their buffers, independent of how they are chunked."""
+"""pyarrow handlers: columns hashed over their buffers, independent of how they are chunked.
+
+A column is fed as three parallel streams — the row numbers of its nulls, value lengths
+(variable-width types) and values — each the plain concatenation over rows, so
+``[["a", "b"], ["c"]]`` and ``[["a"], ["b", "c"]]`` hash equal. Chunks are walked in
+bounded pieces: only canonicalising nulls ever copies, and then one piece at a time.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +17,44 @@ import pyarrow.compute as pc
 from .encoder import Encoder
 from .values import encode
 
+PIECE = 1 << 18  # rows per piece: bounds every temporary copy
+
 _VARLEN = {
     pa.string(): np.int32,
     pa.binary(): np.int32,
     pa.large_string(): np.int64,
     pa.large_binary(): np.int64,
 }
+# same content, other physical layout: hashed as the large variant
+_AS_LARGE = {
+    pa.string(): pa.large_string(),
+    pa.binary(): pa.large_binary(),
+    pa.string_view(): pa.large_string(),
+    pa.binary_view(): pa.large_binary(),
+}
 
 
-def _zero(typ: pa.DataType) -> pa.Scalar | None:
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return pa.scalar("", typ)
-    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
-        return pa.scalar(b"", typ)
-    if pa.types.is_boolean(typ):
-        return pa.scalar(False, typ)
-    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
-        return pa.scalar(0, typ)
-    if pa.types.is_temporal(typ):
-        return pa.scalar(0, pa.int64()).cast(typ)
-    return None
+def logical_type(typ: pa.DataType) -> pa.DataType:
+    """The type a column's content is hashed as: dictionary encoding, offset width and
+    views are storage choices, not content (the exact type is hashed where it is data,
+    e.g. in a Table's schema)."""
+    if pa.types.is_dictionary(typ):
+        return logical_type(typ.value_type)
+    return _AS_LARGE.get(typ, typ)
+
+
+class _Streams:
+    """The parallel streams of one column."""
+
+    def __init__(self, enc: Encoder) -> None:
+        self.enc = enc
+        self.valid = enc.child()
+        self.lengths = enc.child()
+        self.values = enc.child()
+
+    def finish(self) -> None:
+        for s in (self.valid, self.lengths, self.values):
+            self.enc.update(s.digest())
 
 
 def _fixed_width(typ: pa.DataType) -> bool:
@@ -39,55 +63,83 @@ def _fixed_width(typ: pa.DataType) -> bool:
     return pa.types.is_primitive(typ) and typ.bit_width % 8 == 0
 
 
-def _feed_chunk(chunk: pa.Array, enc: Encoder) -> None:
-    typ = chunk.type
-    if chunk.null_count:
-        zero = _zero(typ)
-        if zero is not None:  # values under a null slot are undefined: make them canonical
-            chunk = pc.fill_null(chunk, zero)
-    n, off = len(chunk), chunk.offset
-    if pa.types.is_boolean(typ):
-        enc.update(chunk.to_numpy(zero_copy_only=False).view(np.uint8))
-    elif typ in _VARLEN:
-        bufs = chunk.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=_VARLEN[typ])[off : off + n + 1]
-        enc.update(np.diff(offsets).view(np.uint8))
-        if bufs[2] is not None and n:
-            enc.update(memoryview(bufs[2])[offsets[0] : offsets[-1]])
-    elif pa.types.is_dictionary(typ):
-        _feed_chunk(chunk.dictionary_decode(), enc)
-    elif pa.types.is_null(typ):
+def _feed_piece(piece: pa.Array, row0: int, out: _Streams) -> None:
+    """Feed at most ``PIECE`` rows. Values under a null slot are undefined in Arrow:
+    they are fed as zeros (fixed width) or as empty (variable width)."""
+    typ = piece.type
+    if isinstance(typ, pa.ExtensionType):
+        piece, typ = piece.storage, typ.storage_type
+    if pa.types.is_dictionary(typ):
+        piece, typ = piece.dictionary_decode(), typ.value_type
+    if typ in _AS_LARGE and typ not in _VARLEN:  # string_view, binary_view
+        piece, typ = piece.cast(_AS_LARGE[typ]), _AS_LARGE[typ]
+    nulls = piece.null_count
+    null_mask = piece.is_null().to_numpy(zero_copy_only=False) if nulls else None
+    if null_mask is not None:  # row numbers, not a mask: no bytes at all for a piece without nulls
+        out.valid.update(np.flatnonzero(null_mask).astype(np.int64) + row0)
+    n, off = len(piece), piece.offset
+    if pa.types.is_null(typ):
         return
+    if pa.types.is_boolean(typ):
+        if nulls:
+            piece = pc.fill_null(piece, False)
+        out.values.update(piece.to_numpy(zero_copy_only=False).view(np.uint8))
+    elif typ in _VARLEN:
+        if nulls:
+            text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
+            piece = pc.fill_null(piece, pa.scalar("" if text else b"", typ))
+            off = piece.offset
+        bufs = piece.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=_VARLEN[typ])[off : off + n + 1]
+        out.lengths.update(np.diff(offsets).astype(np.int64, copy=False))
+        if bufs[2] is not None and n:
+            out.values.update(memoryview(bufs[2])[offsets[0] : offsets[-1]])
     elif _fixed_width(typ):
         width = typ.byte_width
-        enc.update(memoryview(chunk.buffers()[1])[off * width : (off + n) * width])
+        data = piece.buffers()[1]
+        if data is None:  # all null, no buffer
+            out.values.update(bytes(n * width))
+            return
+        raw = np.frombuffer(data, np.uint8, n * width, off * width)
+        if null_mask is not None:
+            raw = raw.reshape(n, width).copy()
+            raw[null_mask] = 0
+        out.values.update(raw)
     else:  # nested and exotic types: element by element, slow but exact
-        for i, item in enumerate(chunk.to_pylist()):
-            enc.value_at(f"[{i}]", item)
+        values = out.values
+        for item in piece.to_pylist():
+            values.value(item)
 
 
 def encode_chunks(chunks: Iterable[pa.Array], typ: pa.DataType, enc: Encoder) -> None:
-    """Feed a column given as chunks: type, length, null mask, then values."""
-    chunks = [c for c in chunks if len(c)]
+    """Feed a column's content: logical type, its streams, then row and null counts.
+
+    ``chunks`` may be a generator (converted lazily, e.g. a pandas array a slice at a time)."""
     enc.tag(b"arrow")
-    enc.text(str(typ))
-    enc.int(sum(len(c) for c in chunks))
-    nulls = sum(c.null_count for c in chunks)
-    enc.int(nulls)
-    if nulls:
-        for c in chunks:
-            enc.update(c.is_null().to_numpy(zero_copy_only=False).view(np.uint8))
+    enc.text(str(logical_type(typ)))
+    out = _Streams(enc)
+    rows = nulls = 0
     for c in chunks:
-        _feed_chunk(c, enc)
+        for start in range(0, len(c), PIECE):
+            _feed_piece(c.slice(start, PIECE), rows + start, out)
+        rows += len(c)
+        nulls += c.null_count
+    out.finish()
+    enc.int(rows)
+    enc.int(nulls)
 
 
 @encode.register(pa.Array)
 def _array(v: pa.Array, enc: Encoder) -> None:
+    enc.tag(b"pa.Array")
+    enc.text(str(v.type))
     encode_chunks([v], v.type, enc)
 
 
 @encode.register(pa.ChunkedArray)
 def _chunked(v: pa.ChunkedArray, enc: Encoder) -> None:
+    enc.tag(b"pa.ChunkedArray")
+    enc.text(str(v.type))
     encode_chunks(v.chunks, v.type, enc)
 
 

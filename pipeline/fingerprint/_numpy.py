@@ -7,7 +7,8 @@ import numpy as np
 from .encoder import Encoder, Unhashable
 from .values import encode
 
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 4 << 20  # bound on the temporary copy of a non-contiguous array
+_STR_PIECE = 1 << 16  # strings per piece of an object array of str
 
 
 def dtype_token(dtype: np.dtype) -> str:
@@ -18,39 +19,92 @@ def dtype_token(dtype: np.dtype) -> str:
 def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
     """Feed an array's elements in C order without copying a contiguous array.
 
-    A non-contiguous array (Fortran order, strided view) is copied a bounded chunk at a
+    A non-contiguous array (Fortran order, strided view) is copied a bounded block at a
     time, so equal content hashes equal whatever its memory layout."""
     if a.flags.c_contiguous:
         enc.update(a.reshape(-1).view(np.uint8))
         return
-    if a.ndim == 0:  # pragma: no cover - 0-d arrays are always contiguous
-        enc.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    row = a[0].nbytes if a.shape[0] else 0
+    if a.ndim > 1 and row > _CHUNK_BYTES:  # one row is already too big: go down an axis
+        for i in range(a.shape[0]):
+            feed_buffer(a[i], enc)
         return
-    row = max(1, a[0].nbytes if a.shape[0] else 1)
-    step = max(1, _CHUNK_BYTES // row)
+    step = max(1, _CHUNK_BYTES // max(1, row))
     for i in range(0, a.shape[0], step):
         enc.update(np.ascontiguousarray(a[i : i + step]).reshape(-1).view(np.uint8))
+
+
+def _shape(a: np.ndarray, enc: Encoder) -> None:
+    enc.int(a.ndim)
+    for n in a.shape:
+        enc.int(n)
+
+
+def _str_digest(flat: np.ndarray, enc: Encoder) -> bytes | None:
+    """Digest of an object array holding only ``str``, fed a piece at a time at C speed;
+    None as soon as an element is anything else (a ``str`` subclass included).
+
+    A piece is its strings each ended by NUL (b"A"), or, when a string holds a NUL
+    itself, their lengths then their text (b"B"): either way the stream parses back
+    into exactly the strings it came from."""
+    text = enc.child()
+    for i in range(0, len(flat), _STR_PIECE):
+        piece = flat[i : i + _STR_PIECE]
+        if set(map(type, piece)) != {str}:
+            return None
+        joined = "\x00".join(piece)
+        if joined.count("\x00") == len(piece) - 1:
+            text.update(b"A")
+            text.update(joined.encode("utf-8", "surrogatepass"))
+            text.update(b"\x00")
+        else:
+            text.update(b"B")
+            text.update(np.fromiter(map(len, piece), np.int64, len(piece)))
+            text.update("".join(piece).encode("utf-8", "surrogatepass"))
+    return text.digest()
+
+
+def encode_objects(a: np.ndarray, enc: Encoder) -> None:
+    """An object array: all-``str`` (the common text column) through a vectorised path,
+    anything else element by element through the registry."""
+    flat = a.reshape(-1)
+    digest = _str_digest(flat, enc) if a.size else None
+    if digest is not None:
+        enc.tag(b"ndarray[str]")
+        _shape(a, enc)
+        enc.update(digest)
+        return
+    enc.tag(b"ndarray[object]")
+    _shape(a, enc)
+    if not enc.enter(a):
+        return
+    i = 0
+    try:  # the error path segment is only built when an element fails
+        for i, item in enumerate(flat):  # noqa: B007
+            encode(item, enc)
+    except Unhashable as e:
+        e.path.append(f"[{i}]" if a.ndim == 1 else f"[{np.unravel_index(i, a.shape)}]")
+        raise
+    enc.leave(a)
 
 
 @encode.register(np.ndarray)
 def _ndarray(a: np.ndarray, enc: Encoder) -> None:
     if a.dtype.hasobject:
-        enc.tag(b"ndarray[object]")
-        enc.int(a.ndim)
-        for n in a.shape:
-            enc.int(n)
-        if not enc.enter(a):
-            return
-        for i, item in enumerate(a.ravel(order="C")):
-            enc.value_at(f"[{i}]", item)
-        enc.leave(a)
+        encode_objects(a, enc)
         return
     enc.tag(b"ndarray")
     enc.text(dtype_token(a.dtype))
-    enc.int(a.ndim)
-    for n in a.shape:
-        enc.int(n)
+    _shape(a, enc)
     feed_buffer(a, enc)
+
+
+@encode.register(np.ma.MaskedArray)
+def _masked(a: np.ma.MaskedArray, enc: Encoder) -> None:
+    """Mask and data; what lies under the mask is replaced by the fill value."""
+    enc.tag(b"np.ma")
+    enc.value_at(".mask", np.ma.getmaskarray(a))
+    enc.value_at(".filled()", a.filled() if a.mask is not np.ma.nomask else a.data)
 
 
 @encode.register(np.generic)

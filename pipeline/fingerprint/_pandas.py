@@ -3,16 +3,55 @@
 A column is its name, its dtype and its values; numpy-backed values go through the
 numpy buffer path, Arrow-backed and nullable values through the Arrow path, so a
 frame hashes the same whether it was read from CSV, Parquet or built from a dict.
+Storage choices that are not content hash equal: a RangeIndex and the same integers
+materialised, an unordered Categorical whatever the order of its categories.
 """
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 
-from . import _arrow, _numpy
+from . import _numpy
 from .encoder import Encoder, Unhashable
 from .values import encode
+
+
+def _arrow_chunks(arr: object) -> Iterator[object]:
+    """An extension array as Arrow chunks: Arrow-backed ones as they are, others
+    (nullable ints, python strings) converted a bounded slice at a time."""
+    import pyarrow as pa
+
+    from ._arrow import PIECE
+
+    if isinstance(arr, pd.arrays.ArrowExtensionArray):
+        col = arr.__arrow_array__()
+        yield from col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+        return
+    for start in range(0, len(arr), PIECE):
+        col = arr[start : start + PIECE].__arrow_array__()
+        yield from col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+
+
+def _canonical_codes(cat: pd.Categorical) -> tuple[pd.Index, Iterator[np.ndarray]]:
+    """(categories, codes in pieces). An unordered categorical's category order is a
+    storage choice: categories are sorted and the codes remapped, a piece at a time."""
+    categories, codes = cat.categories, np.asarray(cat.codes)
+    step = 1 << 20
+    if not cat.ordered and len(categories) > 1 and not categories.is_monotonic_increasing:
+        try:
+            order = np.asarray(categories.argsort())
+        except TypeError:  # categories that don't sort (mixed types): keep their order
+            order = None
+        if order is not None:
+            remap = np.empty(len(categories) + 1, codes.dtype)
+            remap[order] = np.arange(len(categories), dtype=codes.dtype)
+            remap[-1] = -1  # code -1 (missing) indexes the last slot
+            pieces = (remap.take(codes[i : i + step]) for i in range(0, len(codes), step))
+            return categories.take(order), pieces
+    return categories, iter([codes])
 
 
 def encode_values(arr: object, enc: Encoder) -> None:
@@ -20,24 +59,26 @@ def encode_values(arr: object, enc: Encoder) -> None:
     if isinstance(arr, pd.Categorical):
         enc.tag(b"pd.Categorical")
         enc.int(int(arr.ordered))
-        enc.value_at(".categories", arr.categories)
-        _numpy.feed_buffer(np.asarray(arr.codes), enc)
+        categories, pieces = _canonical_codes(arr)
+        enc.value_at(".categories", categories)
+        enc.int(len(arr))
+        for piece in pieces:
+            _numpy.feed_buffer(piece, enc)
         return
     asi8 = getattr(arr, "asi8", None)
     if asi8 is not None:  # datetime / timedelta / period, tz-aware or not: int64 ticks
         enc.tag(b"pd.i8")
+        enc.int(len(asi8))
         _numpy.feed_buffer(asi8, enc)
         return
-    if isinstance(arr, pd.arrays.NumpyExtensionArray):
+    if type(arr) is pd.arrays.NumpyExtensionArray:  # not StringArray, its subclass
         enc.value(arr.to_numpy())
         return
-    to_arrow = getattr(arr, "__arrow_array__", None)
-    if to_arrow is not None:
-        import pyarrow as pa
+    if getattr(arr, "__arrow_array__", None) is not None:
+        from ._arrow import encode_chunks
 
-        col = to_arrow()
-        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
-        _arrow.encode_chunks(chunks, col.type, enc)
+        typ = arr[:0].__arrow_array__().type
+        encode_chunks(_arrow_chunks(arr), typ, enc)
         return
     enc.value(np.asarray(arr, dtype=object))
 
@@ -68,14 +109,29 @@ def _series(s: pd.Series, enc: Encoder) -> None:
     encode_values(s.array, enc)
 
 
+def _as_range(idx: pd.Index) -> tuple[int, int, int] | None:
+    """(length, first, step) when an index holds exactly the integers of a range."""
+    if isinstance(idx, pd.RangeIndex):
+        return len(idx), idx.start, idx.step
+    if idx.dtype != np.int64 or type(idx.array) is not pd.arrays.NumpyExtensionArray:
+        return None
+    v = idx.to_numpy()
+    n = len(v)
+    if n < 2:
+        return (n, int(v[0]), 1) if n else (0, 0, 1)
+    first, step = int(v[0]), int(v[1]) - int(v[0])
+    if step == 0:
+        return None
+    chunk = 1 << 20
+    for i in range(0, n, chunk):
+        piece = v[i : i + chunk]
+        if not np.array_equal(piece, first + step * np.arange(i, i + len(piece), dtype=np.int64)):
+            return None
+    return n, first, step
+
+
 @encode.register(pd.Index)
 def _index(idx: pd.Index, enc: Encoder) -> None:
-    if isinstance(idx, pd.RangeIndex):
-        enc.tag(b"pd.RangeIndex")
-        enc.value_at(".name", idx.name)
-        for n in (idx.start, idx.stop, idx.step):
-            enc.int(n)
-        return
     if isinstance(idx, pd.MultiIndex):
         enc.tag(b"pd.MultiIndex")
         enc.value_at(".names", list(idx.names))
@@ -84,6 +140,15 @@ def _index(idx: pd.Index, enc: Encoder) -> None:
             values = idx.get_level_values(level)
             enc.text(str(values.dtype))
             encode_values(values.array, enc)
+        return
+    as_range = _as_range(idx)
+    if as_range is not None:  # RangeIndex(3) and Index([0, 1, 2]) hold the same labels
+        n, first, step = as_range
+        enc.tag(b"pd.Index[range]")
+        enc.value_at(".name", idx.name)
+        enc.int(n)
+        enc.int(first if n else 0)
+        enc.int(step if n > 1 else 1)
         return
     enc.tag(b"pd.Index")
     enc.value_at(".name", idx.name)
@@ -116,9 +181,10 @@ def _ext_dtype(v: object, enc: Encoder) -> None:
     categories = getattr(v, "categories", None)
     if categories is not None:
         enc.value_at(".categories", categories)
+        enc.int(int(bool(v.ordered)))
 
 
 @encode.register(pd.Timedelta)
 def _pd_timedelta(v: pd.Timedelta, enc: Encoder) -> None:
     enc.tag(b"pd.Timedelta")
-    enc.int(v.value)
+    enc.int(v.value)  # nanoseconds whatever the unit: 1 s in "s" and in "ns" are equal

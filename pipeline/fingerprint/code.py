@@ -20,9 +20,11 @@ import functools
 import importlib.metadata
 import inspect
 import os
+import site
 import sys
 import sysconfig
 import textwrap
+import threading
 import types
 from typing import Any, Callable
 
@@ -38,32 +40,46 @@ _DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, tuple, frozens
 
 @functools.cache
 def _library_roots() -> tuple[str, ...]:
+    """Where installed code lives: the standard library and every site-packages.
+
+    Not ``sys.prefix`` as a whole: a project may well live under ``/usr`` (``/usr/src/app``)."""
     paths = sysconfig.get_paths()
     roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
     roots.update(p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages")))
-    roots.add(sys.prefix)
-    roots.add(sys.base_prefix)
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    roots.add(site.getusersitepackages())
     return tuple(os.path.realpath(r) + os.sep for r in roots)
 
 
 @functools.lru_cache(maxsize=4096)
-def _module_is_local(modname: str) -> bool:
-    top = modname.partition(".")[0]
-    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins":
-        return False
-    if modname == "__main__":
-        return True
-    mod = sys.modules.get(modname)
-    path = getattr(mod, "__file__", None)
-    if path is None:
-        return False
+def _path_is_local(path: str) -> bool:
     return not os.path.realpath(path).startswith(_library_roots())
+
+
+def _source_file(obj: Any) -> str | None:
+    """The file ``obj`` was defined in: its code's own file first (right even for a module
+    that was never put in ``sys.modules``), else its module's."""
+    if isinstance(obj, types.ModuleType):
+        return getattr(obj, "__file__", None)
+    code = getattr(obj, "__code__", None)
+    if isinstance(code, types.CodeType) and not code.co_filename.startswith("<"):
+        return code.co_filename
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    return getattr(module, "__file__", None)
 
 
 def is_project_local(obj: Any) -> bool:
     """True for functions, classes and modules defined in the user's project."""
     modname = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-    return isinstance(modname, str) and _module_is_local(modname)
+    if not isinstance(modname, str):
+        return False
+    top = modname.partition(".")[0]
+    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins":
+        return False
+    if modname == "__main__":
+        return True
+    path = _source_file(obj)
+    return isinstance(path, str) and _path_is_local(path)
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,12 +157,24 @@ def _code_objects(code: types.CodeType) -> list[types.CodeType]:
     return out
 
 
+def _const_token(x: Any) -> str:
+    """A code constant's spelling, independent of the hash seed (``x in {"a", "b"}``
+    compiles to a frozenset constant whose repr order varies between processes)."""
+    if isinstance(x, (frozenset, set)):
+        return type(x).__name__ + "{" + ",".join(sorted(map(_const_token, x))) + "}"
+    if isinstance(x, tuple):
+        return "(" + ",".join(map(_const_token, x)) + ",)"
+    if isinstance(x, types.CodeType):
+        return "<code>"
+    return f"{type(x).__name__}:{x!r}"
+
+
 def _bytecode_digest(code: types.CodeType) -> str:
     enc = Encoder(_encode_const)
     for c in _code_objects(code):
         enc.blob(c.co_code)
         enc.text(repr(c.co_names))
-        enc.text(repr([x for x in c.co_consts if not isinstance(x, types.CodeType)]))
+        enc.text(_const_token(c.co_consts))
     return enc.hexdigest()
 
 
@@ -155,8 +183,9 @@ def _encode_const(v: Any, enc: Encoder) -> None:  # pragma: no cover - only text
 
 
 @functools.lru_cache(maxsize=4096)
-def _own_digest(obj: Any, code: types.CodeType | None) -> tuple[str, frozenset[tuple[str, ...]]]:
-    """(digest of the normalised AST or bytecode, names it references). Cached per code."""
+def _own_digest(obj: Any, code: types.CodeType | None) -> tuple[str, frozenset[tuple[str, ...]], bool]:
+    """(digest of the normalised AST or bytecode, names it references, from source?).
+    Cached per object: the code that runs is the code that was read."""
     node = _parse(obj)
     if node is not None:
         digest = Encoder(_encode_const)
@@ -165,10 +194,10 @@ def _own_digest(obj: Any, code: types.CodeType | None) -> tuple[str, frozenset[t
         if code is not None:
             local = {v for c in _code_objects(code) for v in c.co_varnames + c.co_cellvars}
             chains = {c for c in chains if c[0] not in local}
-        return digest.hexdigest(), frozenset(chains)
+        return digest.hexdigest(), frozenset(chains), True
     if code is not None:
         names = {n for c in _code_objects(code) for n in c.co_names}
-        return _bytecode_digest(code), frozenset((n,) for n in names)
+        return _bytecode_digest(code), frozenset((n,) for n in names), False
     if isinstance(obj, type):  # a class without source: its methods' bytecode
         enc = Encoder(_encode_const)
         names = set()
@@ -177,7 +206,7 @@ def _own_digest(obj: Any, code: types.CodeType | None) -> tuple[str, frozenset[t
                 enc.text(attr)
                 enc.text(_bytecode_digest(member.__code__))
                 names.update(n for c in _code_objects(member.__code__) for n in c.co_names)
-        return enc.hexdigest(), frozenset((n,) for n in names)
+        return enc.hexdigest(), frozenset((n,) for n in names), False
     raise FingerprintError(f"cannot read the code of {type_name(type(obj))} {obj!r}")
 
 
@@ -185,16 +214,31 @@ def _own_digest(obj: Any, code: types.CodeType | None) -> tuple[str, frozenset[t
 @dataclasses.dataclass
 class _Walk:
     components: dict[str, str] = dataclasses.field(default_factory=dict)
+    seen: set[int] = dataclasses.field(default_factory=set)
+
+    def _name(self, obj: Any, base: str) -> str | None:
+        """A component name for ``obj``, None when it was already walked. Two objects
+        with one qualified name (lambdas of a module, closures of one factory) get
+        ``#2``, ``#3`` in walk order, which is deterministic."""
+        if id(obj) in self.seen:
+            return None
+        self.seen.add(id(obj))
+        name, k = base, 2
+        while name in self.components:
+            name, k = f"{base}#{k}", k + 1
+        self.components[name] = ""  # claimed before recursing: mutual recursion terminates
+        return name
 
     def function(self, fn: Callable[..., Any]) -> None:
-        fn = inspect.unwrap(fn)
-        name = f"{getattr(fn, '__module__', None) or '<unknown>'}.{fn.__qualname__}"
-        if name in self.components:
+        fn = _unwrap(fn)
+        name = self._name(fn, f"{getattr(fn, '__module__', None) or '<unknown>'}.{fn.__qualname__}")
+        if name is None:
             return
-        self.components[name] = ""  # mark before recursing: mutual recursion terminates
         code = getattr(fn, "__code__", None)
-        digest, chains = _own_digest(fn, code)
+        digest, chains, from_source = _own_digest(fn, code)
         self.components[name] = digest
+        if not from_source and (fn.__defaults__ or fn.__kwdefaults__):  # not in bytecode
+            self.components[name + ".<defaults>"] = _constant((fn.__defaults__, fn.__kwdefaults__))
         self._references(fn.__globals__, chains, name)
         for var, cell in zip(code.co_freevars if code else (), fn.__closure__ or ()):
             try:
@@ -204,11 +248,10 @@ class _Walk:
             self.reference(f"{name}.<closure {var}>", value)
 
     def klass(self, cls: type) -> None:
-        name = type_name(cls)
-        if name in self.components:
+        name = self._name(cls, type_name(cls))
+        if name is None:
             return
-        self.components[name] = ""
-        digest, chains = _own_digest(cls, None)
+        digest, chains, _ = _own_digest(cls, None)
         self.components[name] = digest
         module = sys.modules.get(cls.__module__)
         self._references(vars(module) if module else {}, chains, name)
@@ -233,7 +276,11 @@ class _Walk:
             if not is_project_local(value):
                 self._package(value.__name__)
             return
-        target = inspect.unwrap(value) if callable(value) else value
+        if isinstance(value, functools.partial):
+            self.reference(label + ".func", value.func)
+            self.components["global:" + label] = _constant((value.args, value.keywords))
+            return
+        target = _unwrap(value) if callable(value) else value
         if isinstance(target, (types.FunctionType, type)) or (
             callable(target) and hasattr(target, "__module__") and hasattr(target, "__qualname__")
         ):
@@ -250,13 +297,26 @@ class _Walk:
             return
         if _is_data(value):
             self.components["global:" + label] = _constant(value)
+            return
+        tp = type(value)
+        if is_project_local(tp):  # a module-level instance of a project class: code and content
+            self.klass(tp)
+            self.components["global:" + label] = _constant(value)
         else:
-            self.components["global:" + label] = "instance of " + type_name(type(value))
+            self._package(tp.__module__)
+            self.components["global:" + label] = "instance of " + type_name(tp)
 
     def _package(self, modname: str) -> None:
         version = package_version(modname) if modname else None
         if version is not None:
             self.components["pkg:" + modname.partition(".")[0]] = version
+
+
+def _unwrap(value: Any) -> Any:
+    try:
+        return inspect.unwrap(value)
+    except ValueError:  # a __wrapped__ chain that loops
+        return value
 
 
 def _is_data(value: Any) -> bool:
@@ -274,12 +334,27 @@ def _constant(value: Any) -> str:
         return "instance of " + type_name(type(value))
 
 
+_active = threading.local()  # objects whose code is being walked, per thread
+
+
 def code_components(func: Callable[..., Any]) -> dict[str, str]:
     """Every part the code fingerprint covers, by qualified name, sorted."""
-    walk = _Walk()
-    obj = inspect.unwrap(func)
+    obj = _unwrap(func)
     if isinstance(obj, functools.partial):
         obj = obj.func
+    # f reads HANDLERS = {"f": f}: hashing that constant asks for f's code again
+    active: set[int] = _active.__dict__.setdefault("ids", set())
+    if id(obj) in active:
+        return {"recursive": f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', '?')}"}
+    active.add(id(obj))
+    try:
+        return _walk(obj)
+    finally:
+        active.discard(id(obj))
+
+
+def _walk(obj: Any) -> dict[str, str]:
+    walk = _Walk()
     if isinstance(obj, type):
         walk.klass(obj)
     elif isinstance(obj, types.MethodType):

@@ -97,17 +97,22 @@ class Encoder:
     def leave(self, obj: Any) -> None:
         self._stack.pop(id(obj), None)
 
-    def sub_digest(self, v: Any, segment: str) -> bytes:
-        """Digest of ``v`` alone (sharing the cycle stack): for order-independent sets."""
-        child = Encoder(self._dispatch, self._stack)
-        child.value_at(segment, v)
+    def child(self) -> Encoder:
+        """A separate stream sharing this one's handlers and cycle stack: its digest is fed
+        back here, for order-independent sets and for columns hashed as parallel streams."""
+        return Encoder(self._dispatch, self._stack)
+
+    def sub_digest(self, v: Any) -> bytes:
+        """Digest of ``v`` alone: for order-independent sets."""
+        child = self.child()
+        child._dispatch(v, child)
         return child.digest()
 
-    def sub_digest_pair(self, key: Any, v: Any, segment: str) -> bytes:
+    def sub_digest_pair(self, key: Any, v: Any) -> bytes:
         """Digest of one mapping entry alone: for order-independent mappings."""
-        child = Encoder(self._dispatch, self._stack)
-        child.value_at(segment + "<key>", key)
-        child.value_at(segment, v)
+        child = self.child()
+        child._dispatch(key, child)
+        child._dispatch(v, child)
         return child.digest()
 
     def digest(self) -> bytes:

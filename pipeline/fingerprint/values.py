@@ -7,6 +7,7 @@ a value of theirs is met (so importing this module never imports pandas).
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import datetime as dt
 import decimal
@@ -17,7 +18,9 @@ import io
 import os
 import pathlib
 import pickle
+import reprlib
 import sys
+import threading
 import types
 import uuid
 import warnings
@@ -47,12 +50,20 @@ _NEVER = (
 )
 
 
-def _load_lazy(top: str) -> bool:
-    mod = _LAZY.pop(top, None)
-    if mod is None:
-        return False
-    importlib.import_module(mod, __package__)
-    return True
+_lazy_lock = threading.Lock()
+
+
+def _load_lazy(top: str) -> None:
+    """Import our handlers for library ``top``. Under a lock, and forgotten only once
+    registered: a thread never sees a half-registered library (and hashes a DataFrame
+    through the generic walk while another thread is still importing its handler)."""
+    if top not in _LAZY:
+        return
+    with _lazy_lock:
+        mod = _LAZY.get(top)
+        if mod is not None:
+            importlib.import_module(mod, __package__)
+            del _LAZY[top]
 
 
 def _register_imported() -> None:
@@ -60,16 +71,19 @@ def _register_imported() -> None:
 
     Done before each top-level call so the handler chosen for a type never depends on
     which values happened to be hashed first (np.float64 subclasses float, say)."""
-    for top in [t for t in _LAZY if t in sys.modules]:
-        _load_lazy(top)
+    for top in list(_LAZY):
+        if top in sys.modules:
+            _load_lazy(top)
 
 
 @functools.singledispatch
 def encode(v: Any, enc: Encoder) -> None:
     """Feed ``v`` into ``enc``. Fallback for types without a handler of their own."""
     tp = type(v)
-    for klass in tp.__mro__:
-        if _load_lazy(getattr(klass, "__module__", "").partition(".")[0]):
+    if _LAZY:
+        for klass in tp.__mro__:
+            _load_lazy(getattr(klass, "__module__", "").partition(".")[0])
+        if encode.dispatch(tp) is not _fallback:  # a handler of theirs was just registered
             return encode(v, enc)
     if isinstance(v, _NEVER):
         raise Unhashable(v, "its value only exists while it runs")
@@ -78,6 +92,9 @@ def encode(v: Any, enc: Encoder) -> None:
     if dataclasses.is_dataclass(v):
         return _encode_dataclass(v, enc)
     _encode_object(v, enc)
+
+
+_fallback = encode.registry[object]
 
 
 def register(tp: type) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
@@ -127,6 +144,13 @@ def _none(v: None, enc: Encoder) -> None:
     enc.tag(b"None")
 
 
+def _scalar_tag(v: Any, base: type, enc: Encoder) -> None:
+    """The base type's tag; a subclass (``class UserId(int)``) is tagged by its own name."""
+    if type(v) is not base:
+        enc.tag(b"sub:" + type_name(type(v)).encode())
+    enc.tag(base.__name__.encode())
+
+
 @encode.register(bool)
 def _bool(v: bool, enc: Encoder) -> None:
     enc.tag(b"T" if v else b"F")
@@ -134,41 +158,62 @@ def _bool(v: bool, enc: Encoder) -> None:
 
 @encode.register(int)
 def _int(v: int, enc: Encoder) -> None:
-    enc.tag(b"int")
-    enc.blob(v.to_bytes(v.bit_length() // 8 + 1, "little", signed=True))
+    _scalar_tag(v, int, enc)
+    enc.blob(int.to_bytes(v, v.bit_length() // 8 + 1, "little", signed=True))
 
 
 @encode.register(float)
 def _float(v: float, enc: Encoder) -> None:
-    enc.tag(b"float")
+    _scalar_tag(v, float, enc)
     enc.float(v)
 
 
 @encode.register(complex)
 def _complex(v: complex, enc: Encoder) -> None:
-    enc.tag(b"complex")
+    _scalar_tag(v, complex, enc)
     enc.float(v.real)
     enc.float(v.imag)
 
 
 @encode.register(str)
 def _str(v: str, enc: Encoder) -> None:
-    enc.tag(b"str")
+    _scalar_tag(v, str, enc)
     enc.text(v)
 
 
 @encode.register(bytes)
 @encode.register(bytearray)
-@encode.register(memoryview)
 def _bytes(v: Any, enc: Encoder) -> None:
-    enc.tag(type(v).__name__.encode())
-    enc.blob(v if not isinstance(v, memoryview) or v.contiguous else v.tobytes())
+    _scalar_tag(v, bytes if isinstance(v, bytes) else bytearray, enc)
+    enc.blob(v)
+
+
+@encode.register(memoryview)
+def _memoryview(v: memoryview, enc: Encoder) -> None:
+    """Format and shape beside the bytes: a view of 2 doubles is not a view of 16 bytes."""
+    enc.tag(b"memoryview")
+    enc.text(v.format)
+    enc.int(v.ndim)
+    for n in v.shape or ():
+        enc.int(n)
+    enc.blob(v.cast("B") if v.c_contiguous else v.tobytes())
 
 
 @encode.register(decimal.Decimal)
 def _decimal(v: decimal.Decimal, enc: Encoder) -> None:
+    """Equal decimals (``1.0``, ``1.00``) hash equal; exact at any precision (no context)."""
     enc.tag(b"Decimal")
-    enc.text(str(v.normalize()) if v.is_finite() else str(v))
+    sign, digits, exponent = v.as_tuple()
+    if not isinstance(exponent, int):  # NaN, sNaN, Infinity
+        enc.text(str(v))
+        return
+    coefficient = int("".join(map(str, digits)) or "0")
+    if coefficient == 0:
+        exponent = 0
+    while coefficient and coefficient % 10 == 0:
+        coefficient //= 10
+        exponent += 1
+    enc.text(f"{'-' if sign else ''}{coefficient}e{exponent}")
 
 
 @encode.register(dt.datetime)
@@ -210,6 +255,10 @@ def _container_tag(v: Any, base: type, enc: Encoder) -> None:
     enc.tag(base.__name__.encode() if tp is base else b"sub:" + type_name(tp).encode())
 
 
+def _key_segment(k: Any) -> str:
+    return f"[{reprlib.repr(k)}]"
+
+
 @encode.register(list)
 @encode.register(tuple)
 def _sequence(v: Any, enc: Encoder) -> None:
@@ -217,8 +266,13 @@ def _sequence(v: Any, enc: Encoder) -> None:
     if not enc.enter(v):
         return
     enc.int(len(v))
-    for i, item in enumerate(v):
-        enc.value_at(f"[{i}]", item)
+    i = 0
+    try:  # the error path segment is only built when an item fails
+        for i, item in enumerate(v):  # noqa: B007
+            encode(item, enc)
+    except Unhashable as e:
+        e.path.append(f"[{i}]")
+        raise
     enc.leave(v)
 
 
@@ -228,7 +282,14 @@ def _dict(v: dict, enc: Encoder) -> None:
     if not enc.enter(v):
         return
     enc.int(len(v))
-    for d in sorted(enc.sub_digest_pair(k, x, f"[{k!r}]") for k, x in v.items()):
+    digests = []
+    for k, x in v.items():
+        try:
+            digests.append(enc.sub_digest_pair(k, x))
+        except Unhashable as e:
+            e.path.append(_key_segment(k))
+            raise
+    for d in sorted(digests):
         enc.update(d)
     enc.leave(v)
 
@@ -240,7 +301,14 @@ def _set(v: Any, enc: Encoder) -> None:
     if not enc.enter(v):
         return
     enc.int(len(v))
-    for d in sorted(enc.sub_digest(x, "{item}") for x in v):
+    digests = []
+    for x in v:
+        try:
+            digests.append(enc.sub_digest(x))
+        except Unhashable as e:
+            e.path.append("{" + reprlib.repr(x) + "}")
+            raise
+    for d in sorted(digests):
         enc.update(d)
     enc.leave(v)
 
@@ -271,26 +339,48 @@ def hash_file(path: str | os.PathLike, enc: Encoder) -> None:
             enc.update(view[:n])
 
 
+def _raise(err: OSError) -> None:
+    raise err
+
+
+def _tree(top: pathlib.Path) -> list[tuple[str, str]]:
+    """(relative posix path, full path) of every entry under ``top`` that is not a plain
+    directory, sorted; a directory that can't be read is an error, not a gap."""
+    entries = []
+    for root, dirs, names in os.walk(top, onerror=_raise):
+        # symlinked directories are listed but not walked into (no loops): keep them
+        for name in [d for d in dirs if os.path.islink(os.path.join(root, d))] + names:
+            full = os.path.join(root, name)
+            entries.append((os.path.relpath(full, top).replace(os.sep, "/"), full))
+    return sorted(entries)
+
+
 @encode.register(pathlib.PurePath)
 def _path(v: pathlib.PurePath, enc: Encoder) -> None:
     p = pathlib.Path(v)
-    if p.is_file():
-        enc.tag(b"file")
-        hash_file(p, enc)
-    elif p.is_dir():
-        enc.tag(b"dir")
-        files = sorted(
-            (os.path.relpath(os.path.join(root, f), p).replace(os.sep, "/"), os.path.join(root, f))
-            for root, _dirs, names in os.walk(p)
-            for f in names
-        )
-        enc.int(len(files))
-        for rel, full in files:
-            enc.text(rel)
-            hash_file(full, enc)
-    else:
-        enc.tag(b"path-missing")
-        enc.text(p.as_posix())
+    try:
+        if p.is_file():
+            enc.tag(b"file")
+            hash_file(p, enc)
+        elif p.is_dir():
+            enc.tag(b"dir")
+            entries = _tree(p)
+            enc.int(len(entries))
+            for rel, full in entries:
+                enc.text(rel)
+                if os.path.isfile(full):
+                    enc.tag(b"file")
+                    hash_file(full, enc)
+                elif os.path.islink(full):  # to a directory (not followed) or dangling
+                    enc.tag(b"link")
+                    enc.text(os.readlink(full))
+                else:  # a fifo or socket: reading it could block forever
+                    enc.tag(b"special")
+        else:
+            enc.tag(b"path-missing")
+            enc.text(p.as_posix())
+    except OSError as e:
+        raise Unhashable(v, f"its content can't be read ({e})") from None
 
 
 # -- code, classes, modules ----------------------------------------------------------
@@ -355,13 +445,54 @@ def _encode_dataclass(v: Any, enc: Encoder) -> None:
     enc.leave(v)
 
 
+def _custom_reduce(tp: type) -> Callable[[Any], Any] | None:
+    """How pickle would take ``tp`` apart when it is not the default ``__dict__`` walk:
+    a ``copyreg`` entry, or the type's own ``__reduce_ex__`` / ``__reduce__``."""
+    reducer = copyreg.dispatch_table.get(tp)
+    if reducer is not None:
+        return reducer
+    if tp.__reduce_ex__ is not object.__reduce_ex__:
+        return lambda v: v.__reduce_ex__(4)
+    if tp.__reduce__ is not object.__reduce__:
+        return lambda v: v.__reduce__()
+    return None
+
+
+def _encode_reduced(v: Any, reduced: Any, enc: Encoder) -> None:
+    """Walk what ``__reduce__`` returns: constructor, its arguments, state and items.
+
+    Everything a pickle would contain is covered (a deque's items, not just its empty
+    ``__dict__``), but as a canonical walk rather than version-dependent pickle bytes."""
+    enc.tag(b"reduce")
+    enc.text(type_name(type(v)))
+    if isinstance(reduced, str):  # a module-level singleton, pickled by name
+        enc.text(reduced)
+        return
+    if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
+        raise Unhashable(v, f"its __reduce__ returned {type_name(type(reduced))}")
+    func, args, state, items, pairs = (*reduced, None, None, None)[:5]
+    enc.text(f"{getattr(func, '__module__', None)}.{getattr(func, '__qualname__', type_name(type(func)))}")
+    if not enc.enter(v):
+        return
+    enc.value_at(".__reduce__()[1]", args)
+    enc.value_at(".__reduce__()[2]", state)
+    enc.value_at(".__reduce__()[3]", None if items is None else list(items))
+    enc.value_at(".__reduce__()[4]", None if pairs is None else list(pairs))
+    enc.leave(v)
+
+
 def _encode_object(v: Any, enc: Encoder) -> None:
-    """Unknown type: walk ``__getstate__`` (its ``__dict__``/slots), else pickle bytes."""
+    """Unknown type: walk what pickle would save (its ``__reduce__``, else its
+    ``__getstate__``: ``__dict__`` and slots); pickle bytes only for stateless objects."""
     tp = type(v)
+    reducer = _custom_reduce(tp)
     try:
-        state = v.__getstate__()
+        reduced = reducer(v) if reducer is not None else None
+        state = v.__getstate__() if reducer is None else None
     except Exception as e:  # a type that refuses to be pickled refuses to be hashed
         raise Unhashable(v, f"it can't be captured ({e})") from None
+    if reducer is not None:
+        return _encode_reduced(v, reduced, enc)
     enc.tag(b"object")
     enc.text(type_name(tp))
     if state is not None:
@@ -379,6 +510,18 @@ def _encode_object(v: Any, enc: Encoder) -> None:
         warnings.warn(
             f"fingerprinting {type_name(tp)} by its pickle bytes; register a handler with "
             "pipeline.register_fingerprint for a key that is stable across library versions",
-            stacklevel=3,
+            stacklevel=_caller_stacklevel(),
         )
     enc.blob(data)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside this package (and functools'
+    dispatch): a warning points at the code that asked for the fingerprint."""
+    here = os.path.dirname(__file__) + os.sep
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(here) or frame.f_code.co_filename == functools.__file__
+    ):
+        level, frame = level + 1, frame.f_back
+    return level

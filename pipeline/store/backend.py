@@ -34,11 +34,13 @@ class HashingWriter(io.RawIOBase):
         return True
 
     def write(self, b: Any) -> int:
-        n = memoryview(b).nbytes
-        self._h.update(b)
-        self._sink.write(b)
-        self.size += n
-        return n
+        view = memoryview(b).cast("B")
+        self._h.update(view)
+        done = 0
+        while done < len(view):  # a raw write may take only part of the bytes
+            done += self._sink.write(view[done:])
+        self.size += done
+        return done
 
     def tell(self) -> int:
         return self.size
@@ -99,8 +101,21 @@ class LocalBackend:
 
     def _tmpdir(self) -> str:
         path = os.path.join(self.root, "objects", "tmp")
-        os.makedirs(path, exist_ok=True)
+        self._makedirs(path)
         return path
+
+    def _makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents, each new entry made durable in its parent."""
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            self._makedirs(parent)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+        self._fsync_dir(parent)
 
     def _fsync_dir(self, path: str) -> None:
         if not self.fsync:
@@ -133,8 +148,8 @@ class LocalBackend:
         dest = self._path(rel)
         parent = os.path.dirname(dest)
         try:
-            os.makedirs(parent, exist_ok=True)
-            if os.path.exists(dest):  # content-addressed: already there = deduplicated
+            self._makedirs(parent)
+            if _size(dest) == staged.size:  # content-addressed: already there = deduplicated
                 os.unlink(staged.tmp)
                 return
             os.replace(staged.tmp, dest)
@@ -152,9 +167,10 @@ class LocalBackend:
         parent = os.path.dirname(dest)
         tmp = os.path.join(self._tmpdir(), uuid.uuid4().hex)
         try:
-            os.makedirs(parent, exist_ok=True)
-            with open(tmp, "wb", buffering=0) as f:
+            self._makedirs(parent)
+            with open(tmp, "wb") as f:
                 f.write(data)
+                f.flush()
                 if self.fsync:
                     os.fsync(f.fileno())
             os.replace(tmp, dest)
@@ -187,12 +203,19 @@ class LocalBackend:
 
     def move(self, rel: str, dest: str) -> None:
         target = self._path(dest)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self._makedirs(os.path.dirname(target))
         os.replace(self._path(rel), target)
 
     def delete(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(rel))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
 
 
 class _RemoteStaged:
@@ -224,11 +247,21 @@ class FsspecBackend:
         return _RemoteStaged(buf.getvalue(), hashing.hexdigest(), hashing.size)
 
     def commit(self, staged: _RemoteStaged, rel: str) -> None:
+        path = self._path(rel)
         try:
-            if not self.fs.exists(self._path(rel)):
-                self.fs.pipe_file(self._path(rel), staged.data)
+            if self._size(path) != staged.size:  # content-addressed: already there = deduplicated
+                self.fs.pipe_file(path, staged.data)
         except OSError as e:
             raise describe_oserror(e, rel, self.url) from e
+        finally:
+            staged.data = b""
+
+    def _size(self, path: str) -> int:
+        self.fs.invalidate_cache(path)  # listings may be cached, and other writers exist
+        try:
+            return self.fs.info(path).get("size", -1)
+        except FileNotFoundError:
+            return -1
 
     def discard(self, staged: _RemoteStaged) -> None:
         staged.data = b""
@@ -243,15 +276,20 @@ class FsspecBackend:
         return self.fs.cat_file(self._path(rel))
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self._path(rel))
+        return self._size(self._path(rel)) >= 0
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
-        if not self.fs.exists(base):
+        self.fs.invalidate_cache(base)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
             return
-        for path in self.fs.find(base):
-            path = path if path.startswith("/") or not self.root.startswith("/") else "/" + path
-            yield path[len(self.root) + 1 :] if path.startswith(self.root) else path
+        root = self.root.lstrip("/") + "/"
+        for path in found:
+            path = path.lstrip("/")
+            if path.startswith(root):
+                yield path[len(root) :]
 
     def move(self, rel: str, dest: str) -> None:
         self.fs.mv(self._path(rel), self._path(dest))

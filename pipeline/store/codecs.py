@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .faithful import Unfaithful, check_frame, check_table
+
 JSON_MAX_BYTES = 1 << 20
 
 
@@ -33,7 +35,8 @@ def _reader(buf: Any) -> Any:
 def _write_table(table: Any, f: Any) -> None:
     import pyarrow.parquet as pq
 
-    pq.write_table(table, f, compression="zstd")
+    # "item", not "element", as the name of list children: lists come back as the same type
+    pq.write_table(table, f, compression="zstd", use_compliant_nested_type=False)
 
 
 def _read_table(buf: Any) -> Any:
@@ -42,10 +45,17 @@ def _read_table(buf: Any) -> Any:
     return pq.read_table(_reader(buf))
 
 
+def _write_arrow(table: Any, f: Any) -> None:
+    check_table(table, _write_table)
+    _write_table(table, f)
+
+
 def _write_frame(df: Any, f: Any) -> None:
     import pyarrow as pa
 
-    _write_table(pa.Table.from_pandas(df, preserve_index=None), f)
+    table = pa.Table.from_pandas(df, preserve_index=None)
+    check_frame(df, table, _write_table)
+    _write_table(table, f)
 
 
 def _read_frame(buf: Any) -> Any:
@@ -55,10 +65,13 @@ def _read_frame(buf: Any) -> Any:
 def _write_series(s: Any, f: Any) -> None:
     import pyarrow as pa
 
-    name = s.name
-    table = pa.Table.from_pandas(s.to_frame(name="__series__"), preserve_index=None)
+    if type(s.name) not in (type(None), bool, int, float, str):  # JSON keeps these exactly
+        raise Unfaithful(f"a series name of type {type(s.name).__name__} does not survive Parquet metadata")
+    frame = s.to_frame(name="__series__")
+    table = pa.Table.from_pandas(frame, preserve_index=None)
+    check_frame(frame, table, _write_table)
     meta = dict(table.schema.metadata or {})
-    meta[b"pipeline.series_name"] = json.dumps({"name": name}).encode()
+    meta[b"pipeline.series_name"] = json.dumps({"name": s.name}).encode()
     _write_table(table.replace_schema_metadata(meta), f)
 
 
@@ -108,7 +121,7 @@ def _read_joblib(buf: Any) -> Any:
 
 PARQUET_FRAME = Codec("parquet-pandas", "parquet", _write_frame, _read_frame)
 PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
-PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_table, _read_table)
+PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_arrow, _read_table)
 JSON = Codec("json", "json", _write_json, _read_json)
 JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib)
 CODECS = {c.name: c for c in (PARQUET_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}

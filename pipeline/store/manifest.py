@@ -11,9 +11,12 @@ import dataclasses
 import functools
 import json
 import platform
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Iterator
+
+from .codecs import CODECS
 
 FORMAT = 1
 
@@ -58,7 +61,33 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ValueError(f"unknown manifest format {raw.get('format') if isinstance(raw, dict) else raw!r}")
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        manifest = cls(**{k: v for k, v in raw.items() if k in names})
+        if not (isinstance(manifest.stage, str) and isinstance(manifest.key, str)):
+            raise ValueError("stage and key must be strings")
+        check_outputs(manifest.outputs)
+        return manifest
+
+
+_OID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_outputs(tree: Any) -> None:
+    """Raise ValueError unless ``tree`` is a well-formed output tree of known codecs."""
+    if not isinstance(tree, dict):
+        raise ValueError(f"output tree node is {type(tree).__name__}, not an object")
+    if "tuple" in tree and isinstance(tree["tuple"], list):
+        for child in tree["tuple"]:
+            check_outputs(child)
+    elif "dict" in tree and isinstance(tree["dict"], dict):
+        for child in tree["dict"].values():
+            check_outputs(child)
+    elif not (
+        isinstance(tree.get("object"), str)
+        and _OID.fullmatch(tree["object"])
+        and tree.get("codec") in CODECS
+        and type(tree.get("bytes")) is int
+    ):
+        raise ValueError(f"bad object reference {tree!r}"[:200])
 
 
 def iter_leaves(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:

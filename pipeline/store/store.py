@@ -10,6 +10,7 @@ Layout (DESIGN.md "The store")::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,6 +90,10 @@ class Store:
         except FileNotFoundError:
             self.backend.write_atomic("store.json", json.dumps({"format": STORE_FORMAT}).encode())
             return
+        except OSError as e:
+            raise StoreError(
+                f"cannot read store {self.url}: {e} (check its location, credentials and permissions)"
+            ) from e
         try:
             fmt = json.loads(bytes(raw)).get("format")
         except (ValueError, AttributeError):
@@ -126,8 +131,8 @@ class Store:
     @staticmethod
     def manifest_path(stage: str, key: str, step: int | None = None) -> str:
         if step is None:
-            return f"stages/{safe_name(stage)}/{_key_file(key)}.json"
-        return f"checkpoints/{safe_name(stage)}/{_key_file(key)}/{step}.json"
+            return f"stages/{safe_name(stage)}/{safe_name(_key_file(key))}.json"
+        return f"checkpoints/{safe_name(stage)}/{safe_name(_key_file(key))}/{int(step)}.json"
 
     def commit(self, manifest: Manifest) -> None:
         """Write the manifest last: from here on the result exists."""
@@ -142,7 +147,8 @@ class Store:
             return Manifest.from_json(bytes(raw))
         except (ValueError, TypeError, KeyError) as e:
             warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=3)
-            self.backend.move(rel, "quarantine/" + rel.replace("/", "__"))
+            with contextlib.suppress(FileNotFoundError):  # another reader moved it first
+                self.backend.move(rel, "quarantine/" + rel.replace("/", "__"))
             return None
 
     def manifest(self, stage: str, key: str, step: int | None = None) -> Manifest | None:

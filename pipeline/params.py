@@ -8,9 +8,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from .errors import ConfigError
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "params.toml"
+DEFAULT_FILE = Path("params.toml")
 
 
 def load_params(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

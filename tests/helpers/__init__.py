@@ -1,0 +1,1 @@
+"""Small real modules the code-fingerprint tests fingerprint (project-local code)."""

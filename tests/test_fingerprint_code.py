@@ -1,0 +1,231 @@
+"""Code fingerprints over real modules: written to tmp_path and imported, or tests/helpers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.fingerprint import code_components, code_fingerprint, fingerprint
+from tests.helpers import closures, cycle, mutual, thirdparty
+from tests.helpers.loader import load_project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HELPERS = """
+FACTOR = 2
+THRESHOLD = 0.5
+
+
+def clean(rows):
+    return [r for r in rows if r is not None]
+
+
+def scale(rows):
+    return [r * FACTOR for r in rows]
+
+
+def unrelated():
+    return "not called by the stage"
+"""
+
+STAGES = '''
+from . import helpers
+from .helpers import THRESHOLD, scale
+
+
+def prepare(rows):
+    """Clean, then scale."""
+    rows = helpers.clean(rows)
+    return [r for r in scale(rows) if r > THRESHOLD]
+'''
+
+
+def key(tmp_path, version: str, helpers: str = HELPERS, stages: str = STAGES, package: str = "proj") -> str:
+    """Fingerprint of ``stages.prepare`` in one version of a little project."""
+    mods = load_project(tmp_path / version, package, {"helpers": helpers, "stages": stages})
+    return code_fingerprint(mods["stages"].prepare)
+
+
+def test_same_code_same_key_in_a_fresh_import(tmp_path):
+    assert key(tmp_path, "v1") == key(tmp_path, "v2")
+
+
+def test_editing_a_helper_changes_the_key(tmp_path):
+    edited = HELPERS.replace("return [r for r in rows if r is not None]", "return [r for r in rows if r]")
+    assert key(tmp_path, "v1") != key(tmp_path, "v2", helpers=edited)
+    edited = HELPERS.replace("return [r * FACTOR for r in rows]", "return [FACTOR * r for r in rows]")
+    assert key(tmp_path, "v3") != key(tmp_path, "v4", helpers=edited)
+
+
+def test_comments_blank_lines_and_docstrings_do_not_change_the_key(tmp_path):
+    doc = 'def clean(rows):\n    """Drop missing rows."""\n\n    # keep the rest\n'
+    helpers = HELPERS.replace("def clean(rows):\n", doc)
+    helpers = "# a comment at the top\n\n\n" + helpers.replace("FACTOR = 2", "FACTOR = 2  # the factor")
+    stages = STAGES.replace('    """Clean, then scale."""\n', "").replace(
+        "    rows = helpers.clean(rows)", "\n    rows = helpers.clean(  # one per line\n        rows,\n    )\n"
+    )
+    assert key(tmp_path, "v1") == key(tmp_path, "v2", helpers=helpers, stages=stages)
+
+
+def test_editing_a_function_the_stage_does_not_reach_keeps_the_key(tmp_path):
+    edited = HELPERS.replace('return "not called by the stage"', "return 42")
+    assert key(tmp_path, "v1") == key(tmp_path, "v2", helpers=edited)
+
+
+def test_editing_a_module_constant_it_reads_changes_the_key(tmp_path):
+    base = key(tmp_path, "v1")
+    assert base != key(tmp_path, "v2", helpers=HELPERS.replace("FACTOR = 2", "FACTOR = 3"))  # read by a helper
+    assert base != key(tmp_path, "v3", helpers=HELPERS.replace("THRESHOLD = 0.5", "THRESHOLD = 0.25"))  # imported
+
+
+def test_changes_reach_through_a_chain_of_helpers_and_classes(tmp_path):
+    inner = "def inner(x):\n    return x + 1\n"
+    model = "from .inner import inner\n\n\nclass Model:\n    def predict(self, x):\n        return inner(x) * 2\n"
+    stages = "from .model import Model\n\n\ndef prepare(x):\n    return Model().predict(x)\n"
+
+    def k(version, inner_src=inner, model_src=model):
+        mods = load_project(tmp_path / version, "chain", {"inner": inner_src, "model": model_src, "stages": stages})
+        return code_fingerprint(mods["stages"].prepare)
+
+    base = k("v1")
+    assert base == k("v2")
+    assert base != k("v3", inner_src=inner.replace("x + 1", "x + 2"))  # two modules away
+    assert base != k("v4", model_src=model.replace("* 2", "* 3"))  # a method of a class it uses
+
+
+def test_a_module_level_instance_brings_its_class_code(tmp_path):
+    src = (
+        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n\n"
+        "    def apply(self, x):\n        return x * self.k\n\n\n"
+        "SCALER = Scaler(2)\n\n\ndef prepare(x):\n    return SCALER.apply(x)\n"
+    )
+
+    def k(version, s):
+        return code_fingerprint(load_project(tmp_path / version, "inst", {"stages": s})["stages"].prepare)
+
+    base = k("v1", src)
+    assert base == k("v2", src)
+    assert base != k("v3", src.replace("x * self.k", "x + self.k"))
+    assert base != k("v4", src.replace("Scaler(2)", "Scaler(3)"))
+
+
+def test_a_module_never_put_in_sys_modules_is_still_project_code(tmp_path):
+    def k(version, body):
+        path = tmp_path / version / "loose.py"
+        path.parent.mkdir()
+        path.write_text(f"def helper(x):\n    return {body}\n\n\ndef prepare(x):\n    return helper(x)\n")
+        spec = importlib.util.spec_from_file_location("loose_module", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert "loose_module" not in sys.modules
+        return code_fingerprint(module.prepare)
+
+    assert k("v1", "x + 1") == k("v2", "x + 1")
+    assert k("v3", "x + 1") != k("v4", "x - 1")
+
+
+def test_closures_contribute_their_cells():
+    parts = code_components(closures.both)
+    scales = [k for k in parts if k.startswith("tests.helpers.closures.make_scaler.<locals>.scale")]
+    cells = [k for k in parts if "<closure factor>" in k]
+    assert len(scales) == 2 and len(cells) == 2  # two closures of one factory, both counted
+    assert "tests.helpers.closures.double" in parts  # the helper the closure calls
+    assert code_fingerprint(closures.by_two) != code_fingerprint(closures.by_three)
+    assert code_fingerprint(closures.make_scaler(2)) == code_fingerprint(closures.by_two)
+
+
+def test_two_lambdas_of_one_module_are_both_counted():
+    parts = code_components(closures.both_lambdas)
+    assert {"tests.helpers.closures.<lambda>", "tests.helpers.closures.<lambda>#2"} <= set(parts)
+
+
+def test_closure_over_an_edited_helper(tmp_path):
+    src = (
+        "def helper(x):\n    return x + 1\n\n\n"
+        "def make(k):\n    def stage(x):\n        return helper(x) * k\n\n    return stage\n"
+    )
+
+    def k(version, s, factor=2):
+        return code_fingerprint(load_project(tmp_path / version, "clos", {"m": s})["m"].make(factor))
+
+    assert k("v1", src) == k("v2", src)
+    assert k("v1b", src) != k("v3", src, factor=3)
+    assert k("v3b", src) != k("v4", src.replace("x + 1", "x + 5"))
+
+
+def test_mutual_recursion_terminates():
+    parts = code_components(mutual.stage)
+    assert {"tests.helpers.mutual.is_even", "tests.helpers.mutual.is_odd", "tests.helpers.mutual.stage"} <= set(parts)
+    assert code_fingerprint(mutual.is_even) == code_fingerprint(mutual.is_even)
+
+
+def test_a_constant_holding_the_function_itself_terminates():
+    parts = code_components(cycle.handle)
+    assert "global:tests.helpers.cycle.HANDLERS" in parts
+    assert fingerprint(cycle.HANDLERS) == fingerprint(cycle.HANDLERS)
+
+
+def test_version_pins_the_code_part(tmp_path):
+    edited = HELPERS.replace("FACTOR = 2", "FACTOR = 7")
+    m1 = load_project(tmp_path / "v1", "pinned", {"helpers": HELPERS, "stages": STAGES})
+    pinned = code_fingerprint(m1["stages"].prepare, version="1")
+    m2 = load_project(tmp_path / "v2", "pinned", {"helpers": edited, "stages": STAGES})
+    assert code_fingerprint(m2["stages"].prepare, version="1") == pinned
+    assert code_fingerprint(m2["stages"].prepare, version="2") != pinned
+    assert code_fingerprint(m2["stages"].prepare) != code_fingerprint(m1["stages"].prepare)
+
+
+def test_third_party_package_contributes_its_major_minor_version():
+    parts = code_components(thirdparty.stage)
+    major_minor = ".".join(importlib.metadata.version("numpy").split(".")[:2])
+    assert parts["pkg:numpy"] == major_minor
+    assert not any(k.startswith("numpy.") for k in parts)  # its code is not walked
+
+
+def test_decorators_and_wrappers_are_not_code(tmp_path):
+    plain = "def prepare(x):\n    return x + 1\n"
+    wrapped = (
+        "import functools\n\n\ndef deco(**kw):\n    def wrap(f):\n        @functools.wraps(f)\n"
+        "        def inner(*a):\n            return f(*a)\n\n        return inner\n\n    return wrap\n\n\n"
+        "@deco(retries=3)\ndef prepare(x):\n    return x + 1\n"
+    )
+    p1 = code_components(load_project(tmp_path / "v1", "deco", {"m": plain})["m"].prepare)
+    p2 = code_components(load_project(tmp_path / "v2", "deco", {"m": wrapped})["m"].prepare)
+    assert p1["deco.m.prepare"] == p2["deco.m.prepare"]
+
+
+SUBPROCESS = """
+import sys
+sys.path.insert(0, {root!r})
+from pipeline.fingerprint import code_fingerprint
+from tests.helpers import closures, mutual, thirdparty
+print(code_fingerprint(closures.both_lambdas), code_fingerprint(closures.both),
+      code_fingerprint(mutual.stage), code_fingerprint(thirdparty.stage), code_fingerprint(closures.second))
+"""
+
+
+def test_code_keys_are_the_same_in_every_process():
+    here = " ".join(
+        code_fingerprint(f)
+        for f in (closures.both_lambdas, closures.both, mutual.stage, thirdparty.stage, closures.second)
+    )  # closures.second: a lambda without own source line, hashed by bytecode with a frozenset constant
+    for seed in ("0", "4242"):
+        out = subprocess.run(
+            [sys.executable, "-c", SUBPROCESS.format(root=str(ROOT))],
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        assert out.stdout.strip() == here
+
+
+@pytest.mark.parametrize("bad", [None, 3, "text"])
+def test_a_value_that_is_not_code_is_hashed_as_a_value(bad):
+    assert code_fingerprint(bad) == code_fingerprint(bad)
