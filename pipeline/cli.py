@@ -125,7 +125,7 @@ def run(
     from .integrations.server import ensure_server
 
     settings = Settings.load(store=store, flow=flow)
-    ensure_server(err)
+    ensure_server(settings.server, err)
     from .integrations.runner import run_flow
     from .store import Store
 
@@ -136,11 +136,12 @@ def run(
 
 
 def _print_run(summary: dict[str, Any]) -> None:
-    table = Table("stage", "result", "seconds", "bytes", "saved s", title=f"run {summary['run_id']}")
+    table = Table("stage", "key", "result", "seconds", "bytes", "saved s", title=f"run {summary['run_id']}")
     for e in summary["stages"]:
-        saved = e["compute_seconds"] - e["seconds"] if e["hit"] else 0.0
+        saved = max(0.0, e["compute_seconds"] - e["seconds"])
         table.add_row(
             e["stage"],
+            e["key"][5:13],
             "[green]hit[/green]" if e["hit"] else "[yellow]miss[/yellow]",
             f"{e['seconds']:.2f}",
             _size(e["bytes"]),
@@ -172,6 +173,47 @@ def status(
     for st in statuses:
         table.add_row(st.stage, f"[{colour[st.state]}]{st.state}[/]", "; ".join(st.reasons), f"{st.seconds:.2f}")
     out.print(table)
+
+
+server_app = typer.Typer(help="The local Prefect server CLI runs reuse.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+@_errors
+def server_start() -> None:
+    """Start (or find) the local background Prefect server."""
+    from .integrations.server import ensure_server
+
+    out.print(f"Prefect API: {ensure_server('auto', err)}")
+
+
+@server_app.command("stop")
+@_errors
+def server_stop() -> None:
+    """Stop the local background Prefect server."""
+    from .integrations.server import stop_local_server
+
+    stopped = stop_local_server()
+    out.print(f"stopped {stopped.api_url}" if stopped else "no local server was running")
+
+
+@server_app.command("status")
+@_errors
+def server_status() -> None:
+    """Say which Prefect API CLI runs would use."""
+    import os
+
+    from .integrations.server import LocalServer, healthy
+
+    if os.environ.get("PREFECT_API_URL"):
+        out.print(f"PREFECT_API_URL={os.environ['PREFECT_API_URL']}")
+        return
+    server = LocalServer.read()
+    if server and healthy(server.api_url):
+        out.print(f"local server running at {server.api_url} (pid {server.pid}, log {server.log})")
+    else:
+        out.print("no local server running; the next `run` starts one")
 
 
 def main() -> None:

@@ -26,6 +26,9 @@ class Settings:
     """fsync objects and manifests before they count as committed (power-loss safe)."""
     flow: str = "flows.ml_pipeline:ml_pipeline"
     """The flow ``python -m pipeline run`` runs, as ``module:function``."""
+    server: str = "auto"
+    """Prefect API for CLI runs: "auto" (reuse or start a local background server),
+    "ephemeral" (Prefect's in-process server), or an http(s) URL."""
     params: str = ""
     """The flow's parameter file (empty: the flow's own default, params.toml of the project)."""
 

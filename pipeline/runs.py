@@ -54,7 +54,7 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
         "stages": evs,
         "hits": sum(e["hit"] for e in evs),
         "misses": sum(not e["hit"] for e in evs),
-        "seconds_saved": round(sum(e["compute_seconds"] - e["seconds"] for e in evs if e["hit"]), 3),
+        "seconds_saved": round(sum(max(0.0, e["compute_seconds"] - e["seconds"]) for e in evs if e["hit"]), 3),
     }
     store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())
     return summary

@@ -1,11 +1,147 @@
-"""Which Prefect API a CLI run talks to (see README "Prefect server")."""
+"""Which Prefect API a CLI run talks to.
+
+Prefect with no ``PREFECT_API_URL`` starts a throwaway server inside every process, which
+costs seconds per run. The default here (``server = "auto"``) instead reuses one local
+``prefect server start`` on 127.0.0.1 kept alive between runs: started on first use,
+detached, recorded in ``$PREFECT_HOME/pipeline-server.json``, stopped with
+``python -m pipeline server stop``. ``server = "ephemeral"`` keeps Prefect's default;
+a URL uses that server. An explicit ``PREFECT_API_URL`` always wins.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, PipelineError
 
-def ensure_server(console: Any = None) -> None:
-    """Quiet, offline-safe Prefect defaults for the CLI (set before Prefect is imported)."""
+START_TIMEOUT = 90.0
+
+
+def _prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+
+
+def _state_file() -> Path:
+    return _prefect_home() / "pipeline-server.json"
+
+
+def healthy(api_url: str, timeout: float = 0.5) -> bool:
+    """True when a Prefect API answers ``/health`` at ``api_url``."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    api_url: str
+    pid: int
+    log: str
+
+    @classmethod
+    def read(cls) -> LocalServer | None:
+        try:
+            return cls(**json.loads(_state_file().read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def start_local_server(console: Any = None) -> LocalServer:
+    """Start ``prefect server start`` detached on a free 127.0.0.1 port and wait until it answers."""
+    home = _prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    log = home / "pipeline-server.log"
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    if console is not None:
+        console.print(
+            f"starting a local Prefect server on {api_url} (kept for later runs; "
+            "`python -m pipeline server stop` stops it)",
+            highlight=False,
+        )
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-ui",
+                "--analytics-off",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not healthy(api_url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise PipelineError(
+                f"the local Prefect server did not start (see {log}); "
+                "set PIPELINE_SERVER=ephemeral to use Prefect's in-process server"
+            )
+        time.sleep(0.1)
+    server = LocalServer(api_url, proc.pid, str(log))
+    _state_file().write_text(json.dumps(server.__dict__))
+    return server
+
+
+def stop_local_server() -> LocalServer | None:
+    """Stop the background server this tool started, if one is running."""
+    server = LocalServer.read()
+    if server is None:
+        return None
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _state_file().unlink(missing_ok=True)
+    return server
+
+
+def ensure_server(mode: str = "auto", console: Any = None) -> str | None:
+    """Point Prefect at a server per ``mode`` before Prefect is imported; return the API URL
+    (None in ephemeral mode)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if mode == "ephemeral":
+        return None
+    if mode.startswith(("http://", "https://")):
+        os.environ["PREFECT_API_URL"] = mode
+        return mode
+    if mode != "auto":
+        raise ConfigError(f"server setting {mode!r} is not 'auto', 'ephemeral' or an http(s) URL")
+    server = LocalServer.read()
+    if server is None or not healthy(server.api_url):
+        server = start_local_server(console)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server.api_url
