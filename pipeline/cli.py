@@ -125,9 +125,11 @@ def run(
     from .integrations.server import ensure_server
 
     settings = Settings.load(store=store, flow=flow)
-    ensure_server(settings.server, err)
+    server_ready = ensure_server(settings.server, err)  # a server may boot while Prefect imports
     from .integrations.runner import run_flow
     from .store import Store
+
+    server_ready()
 
     report = run_flow(
         settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync), force=force
@@ -185,7 +187,7 @@ def server_start() -> None:
     """Start (or find) the local background Prefect server."""
     from .integrations.server import ensure_server
 
-    out.print(f"Prefect API: {ensure_server('auto', err)}")
+    out.print(f"Prefect API: {ensure_server('auto', err)()}")
 
 
 @server_app.command("stop")

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import uuid
 
-# Never let Prefect phone home from tests; settings are read when prefect is imported.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from tests.prefect_server import free_port
+
+# Prefect reads its settings when it is imported: point it, before any test module imports
+# it, at a throwaway home and at the session's server (started by the prefect_api fixture).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="pipeline-test-prefect-")
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest
@@ -41,13 +49,29 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prefect_api():
-    """A real Prefect server for the whole session; in-process clients and child processes use it."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    """A real Prefect server (``prefect server start`` on 127.0.0.1) for the whole session."""
     from tests.prefect_server import prefect_server
 
-    with prefect_server() as url:
-        os.environ["PREFECT_API_URL"] = url
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+    url = os.environ["PREFECT_API_URL"]
+    with prefect_server(url, os.environ["PREFECT_HOME"]):
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        # No heartbeat thread: it is joined in 1 s steps at the end of every flow run.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield url
-        os.environ.pop("PREFECT_API_URL", None)
+        _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Flush Prefect's event and log workers while the server still answers (else their
+    atexit flush retries against a dead server for about a minute)."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all()
+        except Exception:  # draining is best effort at teardown
+            pass

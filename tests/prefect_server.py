@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -30,17 +29,27 @@ def healthy(url: str) -> bool:
 
 
 @contextmanager
-def prefect_server(timeout: float = 90.0) -> Iterator[str]:
-    """Start a Prefect server with a throwaway home; yield its API URL; stop it."""
-    home = tempfile.mkdtemp(prefix="prefect-home-")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
+def prefect_server(url: str, home: str, timeout: float = 120.0) -> Iterator[str]:
+    """Run ``prefect server start`` for ``url`` (http://127.0.0.1:PORT/api) with ``home``."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     env = dict(os.environ, PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
-    log = open(os.path.join(home, "server.log"), "wb")
+    log_path = os.path.join(home, "server.log")
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
-         "--no-ui", "--analytics-off"],
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+            "--analytics-off",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -51,7 +60,7 @@ def prefect_server(timeout: float = 90.0) -> Iterator[str]:
         while not healthy(url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                with open(os.path.join(home, "server.log")) as f:
+                with open(log_path) as f:
                     raise RuntimeError(f"prefect server did not start: {f.read()[-2000:]}")
             time.sleep(0.2)
         yield url

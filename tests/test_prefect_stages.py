@@ -19,7 +19,7 @@ from pipeline.integrations.runner import run_flow
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
-FLOW = '''
+FLOW = """
 import os
 import time
 
@@ -90,7 +90,7 @@ def fan(n: int = 4):
 @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
 def fan_processes(n: int = 3):
     return [f.result() for f in square.map(list(range(n)))]
-'''
+"""
 
 
 class FlowModule:
@@ -215,8 +215,9 @@ def test_sigkilled_cli_run_resumes_after_last_committed_stage(toy, tmp_path):
     toy.ref()
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", FIT_SLEEP="60")
     cmd = [sys.executable, "-m", "pipeline", "run", "--flow", f"{toy.name}:toy", "--store", str(store_dir)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 120
     while "fit" not in (toy.log.read_text().split() if toy.log.exists() else []):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]

@@ -106,6 +106,13 @@ class StageTask(Task):
             return result.result()  # the Cached state holds the loaded value in memory: no I/O
         return result
 
+    def with_options(self, *args: Any, **kwargs: Any) -> StageTask:
+        """Same as Task.with_options, but the copy stays a stage."""
+        new = super().with_options(*args, **kwargs)
+        new.__class__ = StageTask
+        new.__pipeline_stage__ = self.__pipeline_stage__
+        return new
+
 
 def _body(spec: _StageSpec) -> Callable[..., Any]:
     @functools.wraps(spec.fn)

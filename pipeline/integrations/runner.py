@@ -7,8 +7,9 @@ import importlib
 import inspect
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..cache import forcing
 from ..errors import ConfigError, PipelineError
@@ -46,6 +47,16 @@ def _arguments(fn: Callable[..., Any], params: dict[str, Any] | None) -> dict[st
     return dict(params)
 
 
+@contextmanager
+def _quiet_engine() -> Iterator[None]:
+    """No flow heartbeat thread for interactive runs: it is joined in 1 s steps when the flow
+    ends (~1 s per run) and only serves crash detection of deployment runs."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 @dataclass(frozen=True)
 class RunReport:
     run_id: str
@@ -66,7 +77,7 @@ def run_flow(
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
     state = None
-    with use_store(store), forcing(force):
+    with use_store(store), forcing(force), _quiet_engine():
         if hasattr(flow, "fn"):  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConfigError, PipelineError
 
@@ -64,8 +64,9 @@ class LocalServer:
             return None
 
 
-def start_local_server(console: Any = None) -> LocalServer:
-    """Start ``prefect server start`` detached on a free 127.0.0.1 port and wait until it answers."""
+def start_local_server(console: Any = None) -> tuple[LocalServer, Callable[[], LocalServer]]:
+    """Start ``prefect server start`` detached on a free 127.0.0.1 port; return a function
+    that waits until it answers (so the caller can import Prefect meanwhile)."""
     home = _prefect_home()
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -100,18 +101,22 @@ def start_local_server(console: Any = None) -> LocalServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + START_TIMEOUT
-    while not healthy(api_url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise PipelineError(
-                f"the local Prefect server did not start (see {log}); "
-                "set PIPELINE_SERVER=ephemeral to use Prefect's in-process server"
-            )
-        time.sleep(0.1)
     server = LocalServer(api_url, proc.pid, str(log))
-    _state_file().write_text(json.dumps(server.__dict__))
-    return server
+
+    def wait() -> LocalServer:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not healthy(api_url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise PipelineError(
+                    f"the local Prefect server did not start (see {log}); "
+                    "set PIPELINE_SERVER=ephemeral to use Prefect's in-process server"
+                )
+            time.sleep(0.1)
+        _state_file().write_text(json.dumps(server.__dict__))
+        return server
+
+    return server, wait
 
 
 def stop_local_server() -> LocalServer | None:
@@ -127,21 +132,25 @@ def stop_local_server() -> LocalServer | None:
     return server
 
 
-def ensure_server(mode: str = "auto", console: Any = None) -> str | None:
-    """Point Prefect at a server per ``mode`` before Prefect is imported; return the API URL
-    (None in ephemeral mode)."""
+def ensure_server(mode: str = "auto", console: Any = None) -> Callable[[], str | None]:
+    """Point Prefect at a server per ``mode``; call before Prefect is imported. Returns a
+    function to call after importing Prefect: it waits for a server being started and
+    returns the API URL (None in ephemeral mode)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return lambda: url
     if mode == "ephemeral":
-        return None
+        return lambda: None
     if mode.startswith(("http://", "https://")):
         os.environ["PREFECT_API_URL"] = mode
-        return mode
+        return lambda: mode
     if mode != "auto":
         raise ConfigError(f"server setting {mode!r} is not 'auto', 'ephemeral' or an http(s) URL")
     server = LocalServer.read()
-    if server is None or not healthy(server.api_url):
-        server = start_local_server(console)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    return server.api_url
+    if server is not None and healthy(server.api_url):
+        os.environ["PREFECT_API_URL"] = server.api_url
+        return lambda: server.api_url
+    started, wait = start_local_server(console)
+    os.environ["PREFECT_API_URL"] = started.api_url
+    return lambda: wait().api_url
