@@ -32,6 +32,24 @@ from .store.objects import object_path
 
 R = TypeVar("R")
 _FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_force", default=None)
+_RUNNING: contextvars.ContextVar[RunningStage | None] = contextvars.ContextVar("pipeline_running_stage", default=None)
+
+
+@dataclass(frozen=True)
+class RunningStage:
+    """The stage whose body is executing: where its training checkpoints belong."""
+
+    store: Store
+    stage: str
+    key: str
+    run_id: str
+
+
+def current_stage() -> RunningStage | None:
+    """The stage being computed in this thread/task (None outside a stage body)."""
+    return _RUNNING.get()
+
+
 KEY_VERSION = "stage/1"
 _PLAIN = (type(None), bool, int, float, str)
 _REPR_MAX = 80
@@ -295,7 +313,11 @@ class CachedStage(Generic[R]):
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
         t1 = time.perf_counter()
-        value = self.func(*args, **kwargs)
+        token = _RUNNING.set(RunningStage(self.cache.store, self.name, key.key, self.cache.run_id))
+        try:
+            value = self.func(*args, **kwargs)
+        finally:
+            _RUNNING.reset(token)
         manifest = self.save(key, value, time.perf_counter() - t1)
         if forced:
             force.taint(manifest)
@@ -372,4 +394,15 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
     return reasons
 
 
-__all__ = ["forcing", "Force", "StageCache", "CachedStage", "StageKey", "Outcome", "Explanation", "diff_key"]
+__all__ = [
+    "current_stage",
+    "RunningStage",
+    "forcing",
+    "Force",
+    "StageCache",
+    "CachedStage",
+    "StageKey",
+    "Outcome",
+    "Explanation",
+    "diff_key",
+]
