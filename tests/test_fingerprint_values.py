@@ -659,3 +659,54 @@ def test_same_key_in_another_process_for_every_family(worker, tmp_path):
     ]
     for v in corpus:
         assert worker(v) == fp(v), v
+
+
+THREADS = """
+import importlib.abc, sys, threading, time
+
+class SlowLoader(importlib.abc.MetaPathFinder):
+    '''Make importing our pandas handlers slow, to widen the first-use window.'''
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "pipeline.fingerprint._pandas":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        real = spec.loader.exec_module
+        spec.loader.exec_module = lambda module: (time.sleep(0.3), real(module))
+        return spec
+
+import importlib.util
+import numpy as np, pandas as pd
+sys.meta_path.insert(0, SlowLoader())
+from pipeline.fingerprint import fingerprint
+
+df = pd.DataFrame({"a": np.arange(10), "s": list("abcdefghij")})
+keys, barrier = [], threading.Barrier(4)
+
+def work():
+    barrier.wait()
+    keys.append(fingerprint({"df": df}))
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(set(keys)), keys[0] == fingerprint({"df": df}))
+"""
+
+
+def test_first_use_from_many_threads_gives_one_key():
+    """Threads hashing a frame while another is still registering the pandas handlers
+    wait for it, instead of hashing the frame through the generic object walk."""
+    out = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", THREADS],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1 True"

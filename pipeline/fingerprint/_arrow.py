@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from .encoder import Encoder
 from .values import encode
 
-PIECE = 1 << 18  # rows per piece: bounds every temporary copy
+PIECE = 1 << 16  # rows per piece: bounds every temporary copy (<= 1 MB for 16-byte values)
 
 _VARLEN = {
     pa.string(): np.int32,

@@ -18,6 +18,8 @@ from . import _numpy
 from .encoder import Encoder, Unhashable
 from .values import encode
 
+_STEP = 1 << 16  # rows per temporary (codes remapped, index compared to a range)
+
 
 def _arrow_chunks(arr: object) -> Iterator[object]:
     """An extension array as Arrow chunks: Arrow-backed ones as they are, others
@@ -39,7 +41,6 @@ def _canonical_codes(cat: pd.Categorical) -> tuple[pd.Index, Iterator[np.ndarray
     """(categories, codes in pieces). An unordered categorical's category order is a
     storage choice: categories are sorted and the codes remapped, a piece at a time."""
     categories, codes = cat.categories, np.asarray(cat.codes)
-    step = 1 << 20
     if not cat.ordered and len(categories) > 1 and not categories.is_monotonic_increasing:
         try:
             order = np.asarray(categories.argsort())
@@ -49,7 +50,7 @@ def _canonical_codes(cat: pd.Categorical) -> tuple[pd.Index, Iterator[np.ndarray
             remap = np.empty(len(categories) + 1, codes.dtype)
             remap[order] = np.arange(len(categories), dtype=codes.dtype)
             remap[-1] = -1  # code -1 (missing) indexes the last slot
-            pieces = (remap.take(codes[i : i + step]) for i in range(0, len(codes), step))
+            pieces = (remap.take(codes[i : i + _STEP]) for i in range(0, len(codes), _STEP))
             return categories.take(order), pieces
     return categories, iter([codes])
 
@@ -122,9 +123,8 @@ def _as_range(idx: pd.Index) -> tuple[int, int, int] | None:
     first, step = int(v[0]), int(v[1]) - int(v[0])
     if step == 0:
         return None
-    chunk = 1 << 20
-    for i in range(0, n, chunk):
-        piece = v[i : i + chunk]
+    for i in range(0, n, _STEP):
+        piece = v[i : i + _STEP]
         if not np.array_equal(piece, first + step * np.arange(i, i + len(piece), dtype=np.int64)):
             return None
     return n, first, step

@@ -62,7 +62,8 @@ def _source_file(obj: Any) -> str | None:
     if isinstance(obj, types.ModuleType):
         return getattr(obj, "__file__", None)
     code = getattr(obj, "__code__", None)
-    if isinstance(code, types.CodeType) and not code.co_filename.startswith("<"):
+    # (Cython functions carry a code object whose file is the relative .pyx path: not a file.)
+    if isinstance(code, types.CodeType) and os.path.isabs(code.co_filename):
         return code.co_filename
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
     return getattr(module, "__file__", None)
@@ -298,13 +299,14 @@ class _Walk:
         if _is_data(value):
             self.components["global:" + label] = _constant(value)
             return
+        # Any other object (a model, a client, a counter): its class's code or package
+        # version, not its state — state that changes as it is used would change the key.
         tp = type(value)
-        if is_project_local(tp):  # a module-level instance of a project class: code and content
+        if is_project_local(tp):
             self.klass(tp)
-            self.components["global:" + label] = _constant(value)
         else:
             self._package(tp.__module__)
-            self.components["global:" + label] = "instance of " + type_name(tp)
+        self.components["global:" + label] = "instance of " + type_name(tp)
 
     def _package(self, modname: str) -> None:
         version = package_version(modname) if modname else None
