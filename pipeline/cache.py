@@ -102,7 +102,10 @@ class Force:
     tainted: set[str] = dataclasses.field(default_factory=set)
 
     def applies(self, key: StageKey) -> bool:
-        return "*" in self.stages or key.stage in self.stages or any(fp in self.tainted for fp in key.inputs.values())
+        if "*" in self.stages or key.stage in self.stages:
+            return True
+        fps = [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
+        return any(fp in self.tainted for fp in fps)
 
     def taint(self, manifest: Manifest) -> None:
         self.tainted.update(leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint"))

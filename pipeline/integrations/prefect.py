@@ -182,3 +182,27 @@ class StageCachePolicy(CachePolicy):
             ),
         ]
         return fingerprint(parts).partition(":")[2]
+
+
+def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]:
+    """A ``map_fn`` for :func:`pipeline.tuning.tune` that runs calls as Prefect tasks through
+    the current flow's task runner (threads, processes, Dask): ``tune(..., parallel=4,
+    map_fn=prefect_map())`` inside a flow."""
+    from prefect import task
+
+    task_kwargs.setdefault("name", "trial")
+    task_kwargs["persist_result"] = False
+    task_kwargs["cache_policy"] = NO_CACHE
+
+    def map_fn(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+        run = task(_apply, **task_kwargs)
+        if FlowRunContext.get() is None:
+            return [fn(*args) for args in calls]
+        futures = [run.submit(fn, args) for args in calls]
+        return [f.result() for f in futures]
+
+    return map_fn
+
+
+def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return fn(*args)

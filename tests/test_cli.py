@@ -1,0 +1,95 @@
+"""The command line: run/status on the bundled pipeline, store commands, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import Store
+from pipeline.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--set", "tune.alphas=[0.001]", "--set", "train.epochs=5", "--set", "tune.epochs=3"]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def invoke(*args: str):
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_run_status_force_ls_show_verify(tmp_path):
+    store = str(tmp_path / "store")
+    first = invoke("run", "--store", store, *FAST)
+    assert first.exit_code == 0, first.output
+    assert "0 cached, 10 computed" in first.output
+
+    status = invoke("status", "--store", store, *FAST)
+    assert status.exit_code == 0 and "stale" not in status.output and status.output.count("cached") == 10
+
+    changed = invoke("status", "--store", store, *FAST, "--set", "train.epochs=6")
+    assert "param epochs: 5 -> 6" in changed.output
+    assert changed.output.count("stale (upstream)") == 3  # the two evaluations and the package
+
+    forced = invoke("run", "--store", store, *FAST, "--force", "engineer")
+    assert forced.exit_code == 0, forced.output
+    # engineer recomputes; split consumes its (identical) output and is forced too, and so on.
+    assert "2 cached, 8 computed" in forced.output
+
+    listing = invoke("ls", "--store", store)
+    assert listing.exit_code == 0 and "package_model" in listing.output
+    key = next(Store(store).manifests("train")).key
+    shown = invoke("show", key[5:15], "--store", store)
+    assert shown.exit_code == 0 and '"stage": "train"' in shown.output
+    assert invoke("verify", "--store", store).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--set", "train.epochs"], "expected section.key=value"),
+        (["run", "--set", "train.epochs=many"], "expected a int"),
+        (["run", "--params", "nope.toml"], "parameter file nope.toml not found"),
+        (["run", "--flow", "no_such_module:flow"], "cannot import flow module 'no_such_module'"),
+        (["status", "--flow", "flows.ml_pipeline"], "must look like module:function"),
+        (["status", "--set", "data.source=missing"], "data file"),
+        (["show", "deadbeef"], "no stage result with key"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(args, message, tmp_path):
+    done = cli(*args, "--store", str(tmp_path / "s"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2  # one line (rich may wrap a long one)
+
+
+def test_malformed_pyproject_setting_is_named(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.pipeline]\nfsync = "maybe"\n')
+    done = cli("ls", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "setting 'fsync'" in done.stderr and "must be a bool" in done.stderr
+
+
+def test_verify_reports_corruption_with_exit_1(tmp_path):
+    store = Store(tmp_path / "store")
+    from pipeline import StageCache
+
+    StageCache(store).wrap(lambda n: list(range(n)), name="numbers")(1000)
+    obj = next(p for p in (tmp_path / "store" / "objects").rglob("*.json"))
+    data = bytearray(obj.read_bytes())
+    data[5] ^= 0xFF
+    obj.write_bytes(bytes(data))
+    done = cli("verify", "--store", str(tmp_path / "store"))
+    assert done.returncode == 1
+    assert "1" in done.stdout and "corrupt" in done.stdout
