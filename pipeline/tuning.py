@@ -1,0 +1,394 @@
+"""Resumable hyperparameter search: Optuna samples, every trial is a cached stage.
+
+How a search resumes. The study is not stored: it is *replayed*. A rerun creates the same
+sampler with the same seed and asks it for trial 0, 1, 2…; each trial is a stage keyed by its
+parameters and by the code (and data, through the training function's closure or partial
+arguments) of the training function, so a finished trial is served from the store and told
+to the study again with its recorded value and intermediate values — no retraining — and the
+sampler, having seen the same history, proposes exactly what it proposed the first time.
+The interrupted trial has the same key again, so its Checkpointer resumes from its last
+epoch checkpoint. Trials a killed process left running can't become zombies: there is no
+persisted RUNNING state, only committed trial results. The budget ``n_trials`` counts trials
+of the whole search across reruns. When the search space changes, finished trials whose
+parameters still lie in the new space are added to the study first and count toward the budget.
+
+After every finished trial that improves on the best, a "best so far" result (model, params,
+value) is committed atomically under stage ``<name>.best``, so killing the search at any
+instant leaves a loadable best model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .cache import StageCache
+from .errors import ConfigError, PipelineError
+from .fingerprint import fingerprint
+from .store import Manifest, Store
+
+_TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
+SAMPLERS = ("tpe", "random", "grid")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    params: dict[str, Any]
+    value: float | None
+    state: str
+    """"complete", "pruned" or "failed"."""
+    source: str
+    """"done" (trained in this run), "cached" (replayed from the store) or "resumed"."""
+    reason: str = ""
+    intermediate: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    best_params: dict[str, Any]
+    best_value: float
+    best_model: Any
+    trials: list[TrialRecord]
+    study: Any
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per trial: number, params, value, state, source."""
+        return [
+            {"trial": t.number, **t.params, "value": t.value, "state": t.state, "source": t.source} for t in self.trials
+        ]
+
+
+def _distributions(space: Mapping[str, Any]) -> dict[str, Any]:
+    from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+    if not space:
+        raise ConfigError("tune: the search space is empty; give at least one parameter")
+    out = {}
+    for name, dist in space.items():
+        if isinstance(dist, BaseDistribution):
+            out[name] = dist
+        elif isinstance(dist, (list, tuple)) and dist:
+            out[name] = CategoricalDistribution(list(dist))
+        else:
+            raise ConfigError(
+                f"tune: search space entry {name!r} = {dist!r} is neither an optuna distribution nor a list of choices"
+            )
+    return out
+
+
+def _sampler(kind: str, seed: int, dists: Mapping[str, Any]) -> Any:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        grid = {}
+        for name, d in dists.items():
+            if not isinstance(d, CategoricalDistribution):
+                raise ConfigError(f"tune: grid search needs a list of choices for {name!r}, got {d!r}")
+            grid[name] = list(d.choices)
+        return _GridSampler(grid, seed=seed)
+    raise ConfigError(f"tune: unknown sampler {kind!r} (use one of {', '.join(SAMPLERS)})")
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its ``study.stop()`` on exhaustion, which only
+        works inside ``study.optimize``; ``tune`` stops at exhaustion itself."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return GridSampler
+
+
+def _GridSampler(grid: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802 - a class factory
+    return _grid_sampler_class()(grid, seed=seed)
+
+
+class TrialCheckpointer:
+    """The Checkpointer a trial's training function gets: it also reports the monitored
+    metric to Optuna each epoch and stops a trial the pruner prunes."""
+
+    def __init__(self, inner: Any, monitor: str | None, intermediate: dict[int, float]) -> None:
+        self._inner = inner
+        self._monitor = monitor
+        self._intermediate = intermediate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def step(self, epoch: int, state: Any, metrics: Mapping[str, float]) -> bool:
+        stop = self._inner.step(epoch, state, metrics) if self._inner is not None else False
+        trial = _TRIAL.get()
+        if self._monitor is None or self._monitor not in metrics:
+            return stop
+        value = float(metrics[self._monitor])
+        self._intermediate[epoch] = value
+        if trial is not None:
+            import optuna
+
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}: {self._monitor}={value:.6g}")
+        return stop
+
+
+def _run_trial(
+    train_fn: Callable[..., Any],
+    params: dict[str, Any],
+    monitor: str | None,
+    checkpoint: Mapping[str, Any],
+    catch: tuple[type[BaseException], ...] = (),
+) -> dict[str, Any]:
+    """The body of a trial stage: train once; return state, value, intermediate values, model."""
+    import optuna
+
+    intermediate: dict[int, float] = {}
+    inner = _make_checkpointer(checkpoint)
+    ckpt = TrialCheckpointer(inner, monitor, intermediate)
+
+    def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
+        resumed = getattr(inner, "_resumed_from", None) is not None
+        return {"state": state, "value": value, "reason": reason, "intermediate": _keys(intermediate),
+                "model": model, "resumed": resumed, "params": dict(params)}  # fmt: skip
+
+    try:
+        out = train_fn(dict(params), ckpt)
+    except optuna.TrialPruned as e:
+        return record("pruned", None, str(e))
+    except catch as e:
+        return record("failed", None, f"{type(e).__name__}: {e}")
+    finally:
+        if inner is not None:
+            inner.close()
+    value, model = out if isinstance(out, tuple) else (out, None)
+    if isinstance(value, (list, tuple, dict)) or value is None:
+        raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
+    value = float(value)
+    if math.isnan(value):
+        return record("failed", None, "objective is NaN", model)
+    return record("complete", value, "", model)
+
+
+def _keys(d: dict[int, float]) -> dict[str, float]:
+    return {str(k): v for k, v in d.items()}
+
+
+def _make_checkpointer(options: Mapping[str, Any]) -> Any:
+    if options.get("disabled"):
+        return None
+    from .training import Checkpointer
+
+    return Checkpointer(**{k: v for k, v in options.items() if k != "disabled"})
+
+
+def tune(
+    train_fn: Callable[..., Any],
+    space: Mapping[str, Any],
+    *,
+    n_trials: int,
+    sampler: str = "tpe",
+    seed: int = 0,
+    direction: str = "minimize",
+    store: Store | str | None = None,
+    name: str = "tune",
+    pruner: Any = None,
+    monitor: str | None = "val_loss",
+    checkpoint: Mapping[str, Any] | None = None,
+    catch: Sequence[type[BaseException]] = (),
+    parallel: int = 1,
+    map_fn: Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]] | None = None,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> TuneResult:
+    """Run (or resume) a search of ``n_trials`` trials; see the module docstring.
+
+    ``train_fn(params, checkpointer) -> value`` or ``(value, model)``; each call is a stage
+    named ``<name>.trial``. ``parallel`` trials are asked at once and run through ``map_fn``
+    (e.g. Prefect task runners, see ``pipeline.integrations.prefect.prefect_map``); results
+    equal the sequential run for grid and random search.
+    """
+    import optuna
+
+    if not isinstance(n_trials, int) or n_trials <= 0:
+        raise ConfigError(f"tune: n_trials must be a positive integer, got {n_trials!r}")
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"tune: direction must be 'minimize' or 'maximize', got {direction!r}")
+    if parallel < 1:
+        raise ConfigError(f"tune: parallel must be >= 1, got {parallel!r}")
+    dists = _distributions(space)
+    the_sampler = _sampler(sampler, seed, dists)
+    if store is None:
+        from .config import Settings
+
+        store = Settings.load().store
+    cache = StageCache(store if isinstance(store, Store) else Store(store))
+    trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # No pruning unless asked for (Optuna's default would be a MedianPruner).
+    study = optuna.create_study(sampler=the_sampler, pruner=pruner or optuna.pruners.NopPruner(), direction=direction)
+    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction])
+    checkpoint = dict(checkpoint or {})
+    records: list[TrialRecord] = []
+    best: dict[str, Any] | None = None
+    sign = 1.0 if direction == "minimize" else -1.0
+
+    def finish(trial: Any, outcome_value: dict[str, Any], hit: bool, seconds: float) -> None:
+        nonlocal best
+        inter = {int(k): v for k, v in outcome_value["intermediate"].items()}
+        if hit:
+            for step, v in sorted(inter.items()):
+                trial.report(v, step)
+        state = outcome_value["state"]
+        if state == "complete":
+            study.tell(trial, outcome_value["value"])
+        elif state == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        source = "cached" if hit else ("resumed" if outcome_value.get("resumed") else "done")
+        record = TrialRecord(
+            trial.number,
+            dict(trial.params),
+            outcome_value["value"],
+            state,
+            source,
+            outcome_value["reason"],
+            inter,
+            seconds,
+        )
+        records.append(record)
+        if state == "complete" and (best is None or sign * record.value < sign * best["value"]):
+            best = {
+                "params": record.params,
+                "value": record.value,
+                "trial": record.number,
+                "model": outcome_value["model"],
+            }
+            _commit_best(cache.store, name, search_key, best)
+        if on_trial is not None:
+            on_trial(record)
+
+    if sampler != "grid" and cache.store.manifest(f"{name}.best", search_key) is None:
+        # Not a rerun of this very search: seed it with finished trials of earlier searches of
+        # the same name, training function and options whose parameters lie in the new space.
+        # (A grid search needs no seeding: its points are asked again and served as hits.)
+        for prior in _compatible_trials(cache.store, name, dists, train_fn, monitor, checkpoint):
+            study.add_trial(prior)
+            frozen = study.trials[-1]
+            inter = dict(prior.intermediate_values)
+            records.append(TrialRecord(frozen.number, dict(prior.params), prior.value, "complete", "cached", "",
+                                       inter))  # fmt: skip
+            if best is None or sign * prior.value < sign * best["value"]:
+                best = {"params": dict(prior.params), "value": prior.value, "trial": frozen.number,
+                        "model": prior.user_attrs.get("model")}  # fmt: skip
+            if len(records) >= n_trials:
+                break
+        if best is not None:
+            _commit_best(cache.store, name, search_key, best)
+    exhausted = getattr(the_sampler, "is_exhausted", lambda _study: False)
+    while len(records) < n_trials and not exhausted(study):
+        batch = [study.ask(dists) for _ in range(min(parallel, n_trials - len(records)))]
+        calls = [(train_fn, dict(t.params), monitor, checkpoint, tuple(catch)) for t in batch]
+        t0 = time.perf_counter()
+        if len(batch) == 1 or map_fn is None:
+            outcomes = []
+            for t, args in zip(batch, calls):
+                token = _TRIAL.set(t if len(batch) == 1 else None)
+                try:
+                    outcomes.append(trial_stage.call(*args))
+                finally:
+                    _TRIAL.reset(token)
+        else:
+            outcomes = map_fn(trial_stage.call, calls)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        for t, outcome in zip(batch, outcomes):
+            finish(t, outcome.value, outcome.hit, seconds)
+
+    if best is None:
+        raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
+    return TuneResult(best["params"], best["value"], best["model"], records, study)
+
+
+def _compatible_trials(
+    store: Store,
+    name: str,
+    dists: Mapping[str, Any],
+    train_fn: Callable[..., Any],
+    monitor: str | None,
+    checkpoint: Mapping[str, Any],
+) -> list[Any]:
+    """Finished trials of searches named ``name`` that this search may reuse, oldest first."""
+    import optuna
+
+    want = {"train_fn": fingerprint(train_fn)}
+    out = []
+    for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
+        if m.inputs.get("train_fn") != want["train_fn"]:
+            continue
+        if m.params.get("monitor", {}).get("fingerprint") != fingerprint(monitor):
+            continue
+        tree = m.outputs
+        try:
+            parts = {k: store.load(t) for k, t in tree["dict"].items()} if "dict" in tree else store.load(tree)
+        except PipelineError:
+            continue
+        params = parts.get("params")
+        if parts.get("state") != "complete" or not isinstance(params, dict) or set(params) != set(dists):
+            continue
+        if not all(dists[k]._contains(dists[k].to_internal_repr(v)) for k, v in params.items()):
+            continue
+        out.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=dict(dists),
+                value=parts["value"],
+                intermediate_values={int(k): v for k, v in parts.get("intermediate", {}).items()},
+                user_attrs={"model": parts.get("model")} if parts.get("model") is not None else None,
+            )
+        )
+    return out
+
+
+def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
+    return {k: repr(v) for k, v in sorted(dists.items())}
+
+
+def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any]) -> None:
+    """Atomically replace the "best so far" record of a search."""
+    import datetime as dt
+
+    tree = store.save(best, what=f"the best trial of search {name!r}")
+    store.commit(
+        Manifest(
+            stage=f"{name}.best",
+            key=search_key,
+            outputs=tree,
+            created=dt.datetime.now(dt.UTC).isoformat(),
+            kind="best",
+            extra={"params": best["params"], "value": best["value"], "trial": best["trial"]},
+        )
+    )
+
+
+def load_best(store: Store | str, name: str = "tune") -> dict[str, Any] | None:
+    """The newest "best so far" record of search ``name``: params, value, trial, model."""
+    store = store if isinstance(store, Store) else Store(store)
+    manifest = store.latest(f"{name}.best")
+    return None if manifest is None else store.load(manifest.outputs)
+
+
+def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:
+    """Manifests of every trial of search ``name`` in the store."""
+    store = store if isinstance(store, Store) else Store(store)
+    return store.manifests(f"{name}.trial")

@@ -1,0 +1,179 @@
+"""Resumable search on real Optuna, real processes killed with SIGKILL, a real store."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from pipeline import ConfigError, Store
+from pipeline.tuning import load_best, tune
+from tests.tuning import search
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 12
+
+
+def run_search(store: Path, log: Path, *, sleep: float = 0.0, n: int = N, kill_after: float | None = None):
+    env = dict(os.environ, TUNE_LOG=str(log), EPOCH_SLEEP=str(sleep), PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "tests.tuning.search", str(store), str(n)]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after is None:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        return out
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return None
+
+
+def events(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def best_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("BEST"))
+
+
+def test_killed_search_resumes_to_the_same_best_without_retraining(tmp_path):
+    reference = run_search(tmp_path / "ref", tmp_path / "ref.log")
+
+    store, log = tmp_path / "killed", tmp_path / "killed.log"
+    rng = random.Random(5)
+    for _ in range(4):  # kill at random moments, sometimes inside a trial
+        run_search(store, log, sleep=0.03, kill_after=rng.uniform(2.5, 6.0))
+        best = load_best(store, "search")  # best-so-far is loadable after any kill
+        if best is not None:
+            assert best["model"].predict(search.data()[2]).shape == (200,)
+    final = run_search(store, log)
+
+    assert best_line(final) == best_line(reference)
+    finished = Counter(e[1] for e in events(log) if e[0] == "finish")
+    assert sum(finished.values()) == N and max(finished.values()) == 1  # no finished trial retrained
+    starts = [e for e in events(log) if e[0] == "start"]
+    resumed = [e for e in starts if int(e[2]) > 0]
+    assert resumed, "no trial was interrupted mid-training; the kills missed every epoch"
+    assert all(len([s for s in starts if s[1] == r[1]]) >= 2 for r in resumed)
+    assert len(list(Store(store).manifests("search.trial"))) == N
+
+
+def test_fully_cached_rerun_trains_nothing(tmp_path):
+    store, log = tmp_path / "s", tmp_path / "l.log"
+    first = run_search(store, log, n=4)
+    log.unlink()
+    again = run_search(store, log, n=4)
+    assert best_line(again) == best_line(first)
+    assert not log.exists()
+    assert "SOURCES cached cached cached cached" in again
+
+
+def test_budget_is_global_across_calls(tmp_path):
+    store = Store(tmp_path / "s")
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    kwargs = dict(sampler="random", seed=2, store=store, name="g", checkpoint=search.CHECKPOINT)
+    small = tune(search.train, search.SPACE, n_trials=3, **kwargs)
+    big = tune(search.train, search.SPACE, n_trials=5, **kwargs)
+    assert [t.source for t in big.trials] == ["cached"] * 3 + ["done"] * 2
+    assert [t.params for t in big.trials[:3]] == [t.params for t in small.trials]
+
+
+def test_changed_space_reuses_trials_still_inside_it(tmp_path):
+    store = Store(tmp_path / "s")
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    space = {"alpha": CategoricalDistribution([1e-4, 1e-3, 1e-2]), "eta0": [0.01], "batches": [2]}
+    tune(search.train, space, n_trials=3, sampler="grid", store=store, name="c", checkpoint=search.CHECKPOINT)
+    wider = {**space, "alpha": CategoricalDistribution([1e-4, 1e-3, 1e-2, 1e-1])}
+    result = tune(search.train, wider, n_trials=4, sampler="grid", store=store, name="c",
+                  checkpoint=search.CHECKPOINT)  # fmt: skip
+    assert sorted(t.source for t in result.trials) == ["cached", "cached", "cached", "done"]
+
+
+def test_pruned_trials_are_recorded_with_their_reason(tmp_path):
+    import optuna
+
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    result = tune(search.train, search.SPACE, n_trials=8, sampler="random", seed=4, store=Store(tmp_path / "s"),
+                  name="p", checkpoint=search.CHECKPOINT,
+                  pruner=optuna.pruners.ThresholdPruner(upper=0.45))  # fmt: skip
+    pruned = [t for t in result.trials if t.state == "pruned"]
+    assert pruned and all(t.reason.startswith("pruned at epoch") for t in pruned)
+    assert all(t.value is None for t in pruned) and result.best_value <= 0.45
+
+
+def test_parallel_grid_equals_sequential(tmp_path):
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from pipeline.integrations.prefect import prefect_map
+
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    space = {"alpha": [1e-4, 1e-3, 1e-2], "eta0": [0.01, 0.05], "batches": [1]}
+
+    def run(store, parallel):
+        return tune(search.train, space, n_trials=6, sampler="grid", seed=0, store=store, name="par",
+                    parallel=parallel, map_fn=prefect_map(), checkpoint=search.CHECKPOINT)  # fmt: skip
+
+    sequential = run(Store(tmp_path / "a"), 1)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=3))
+    def parallel_search():
+        return run(Store(tmp_path / "b"), 3)
+
+    parallel = parallel_search()
+    assert parallel.best_params == sequential.best_params and parallel.best_value == sequential.best_value
+    assert sorted(t.value for t in parallel.trials) == sorted(t.value for t in sequential.trials)
+
+
+test_parallel_grid_equals_sequential = pytest.mark.usefixtures("prefect_api")(test_parallel_grid_equals_sequential)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"space": {}}, "search space is empty"),
+        ({"sampler": "bayes"}, "unknown sampler 'bayes'"),
+        ({"n_trials": 0}, "n_trials must be a positive integer"),
+        ({"direction": "down"}, "direction must be"),
+        ({"space": {"alpha": FloatDistribution(0.1, 1.0)}, "sampler": "grid"}, "grid search needs a list"),
+        ({"space": {"alpha": 0.1}}, "neither an optuna distribution nor a list"),
+    ],
+)
+def test_bad_input_is_a_clear_error(kwargs, message, tmp_path):
+    args = {"space": search.SPACE, "n_trials": 2, "sampler": "tpe", "direction": "minimize", **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        tune(search.train, args.pop("space"), store=Store(tmp_path / "s"), **args)
+
+
+def test_best_model_is_the_best_trials_model(tmp_path):
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    store = Store(tmp_path / "s")
+    result = tune(search.train, search.SPACE, n_trials=3, sampler="random", seed=1, store=store, name="b",
+                  checkpoint=search.CHECKPOINT)  # fmt: skip
+    best = load_best(store, "b")
+    assert best["params"] == result.best_params and best["value"] == result.best_value
+    x, y, xv, yv = search.data()
+    np.testing.assert_array_equal(best["model"].predict(xv), result.best_model.predict(xv))
+
+
+def test_changed_continuous_space_seeds_the_study_with_trials_inside_it(tmp_path):
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    store = Store(tmp_path / "s")
+    first = tune(search.train, search.SPACE, n_trials=4, sampler="tpe", seed=3, store=store, name="w",
+                 checkpoint=search.CHECKPOINT)  # fmt: skip
+    narrower = {**search.SPACE, "alpha": FloatDistribution(1e-5, 1e-1, log=True), "batches": [1, 2, 3, 4]}
+    inside = [t for t in first.trials if t.params["batches"] in (1, 2, 3, 4)]
+    result = tune(search.train, narrower, n_trials=6, sampler="tpe", seed=3, store=store, name="w",
+                  checkpoint=search.CHECKPOINT)  # fmt: skip
+    assert [t.source for t in result.trials[: len(inside)]] == ["cached"] * len(inside)
+    assert len(result.trials) == 6
+    assert result.best_value <= min(t.value for t in inside)
