@@ -67,16 +67,51 @@ def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> 
 
 @app.command("show")
 @_errors
-def show(key: str, store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
-    """Show one manifest (by key or key prefix)."""
+def show(
+    what: str = typer.Argument(..., help="A result key (a prefix is enough), a stage name or a search name."),
+    store: Optional[str] = typer.Option(None, help="Store URL or path."),
+) -> None:
+    """Show one manifest by key; a stage's results by name; a search's trials and best."""
     s = _store(store)
-    key = key if key.startswith("xxh3:") else "xxh3:" + key
+    trials = list(s.manifests(f"{what}.trial"))
+    if trials:
+        return _show_search(s, what, trials)
+    results = list(s.manifests(what))
+    if results:
+        table = Table("key", "created", "params", "bytes", "compute s", title=f"stage {what}")
+        for m in sorted(results, key=lambda m: m.created, reverse=True):
+            params = ", ".join(f"{k}={v['repr']}" for k, v in m.params.items())
+            table.add_row(m.key, m.created[:19], params, _size(m.bytes), f"{m.compute_seconds:.2f}")
+        out.print(table)
+        return None
+    key = what if what.startswith("xxh3:") else "xxh3:" + what
     matches = [m for m in s.manifests() if m.key.startswith(key)]
     if not matches:
-        raise PipelineError(f"no stage result with key {key} in {s.url} (see `python -m pipeline ls`)")
+        raise PipelineError(f"no stage, search or result key {what!r} in {s.url} (see `python -m pipeline ls`)")
     if len(matches) > 1:
-        raise PipelineError(f"key prefix {key} is ambiguous ({len(matches)} results): give more characters")
+        raise PipelineError(f"key prefix {what} is ambiguous ({len(matches)} results): give more characters")
     out.print_json(matches[0].to_json().decode())
+    return None
+
+
+def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
+
+    rows = []
+    for m in sorted(manifests, key=lambda m: m.created):
+        tree = m.outputs
+        try:
+            parts = {k: s.load(t) for k, t in tree["dict"].items() if k != "model"} if "dict" in tree else s.load(tree)
+        except PipelineError:
+            continue
+        rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
+                     "value": parts.get("value"), "state": parts.get("state"),
+                     "source": "done", "reason": parts.get("reason", "")})  # fmt: skip
+    _print_trials(rows, title=f"trials of search {name} ({len(rows)} in the store)")
+    best = s.latest(f"{name}.best")
+    if best is not None:
+        out.print(
+            f"best: {best.extra.get('params')} value {best.extra.get('value')!r} (trial {best.extra.get('trial')})"
+        )
 
 
 @app.command("verify")
@@ -150,10 +185,31 @@ def _print_run(summary: dict[str, Any]) -> None:
             f"{saved:.2f}" if e["hit"] else "",
         )
     out.print(table)
+    if summary.get("trials"):
+        _print_trials(summary["trials"], title="trials")
     out.print(
         f"{summary['hits']} cached, {summary['misses']} computed, "
         f"{summary['seconds_saved']:.2f} s saved, {summary['wall_seconds']:.1f} s wall, status {summary['status']}"
     )
+
+
+def _print_trials(trials: list[dict[str, Any]], title: str) -> None:
+    names = sorted({k for t in trials for k in t["params"]})
+    table = Table("search", "trial", *names, "value", "state", title=title)
+    for t in trials:
+        state = t["state"] if t["state"] != "complete" else t["source"]
+        table.add_row(
+            t["search"],
+            str(t["trial"]),
+            *(_fmt(t["params"].get(n)) for n in names),
+            "" if t["value"] is None else f"{t['value']:.5g}",
+            state,
+        )
+    out.print(table)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command("status")

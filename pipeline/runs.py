@@ -32,11 +32,37 @@ def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
     store.backend.write_atomic(rel, json.dumps(event).encode())
 
 
+def record_trial(store: Store, run_id: str, search: str, trial: Any) -> None:
+    """Write the event of one finished trial of a search (a TrialRecord)."""
+    event = {
+        "search": search,
+        "trial": trial.number,
+        "params": trial.params,
+        "value": trial.value,
+        "state": trial.state,
+        "source": trial.source,
+        "reason": trial.reason,
+        "seconds": round(trial.seconds, 6),
+        "time": time.time(),
+    }
+    rel = f"runs/{safe_name(run_id)}/trials/{safe_name(search)}-{trial.number:05d}.json"
+    store.backend.write_atomic(rel, json.dumps(event, default=repr).encode())
+
+
 def events(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The events of a run, in the order the stages finished."""
+    return _read_all(store, f"runs/{safe_name(run_id)}", exclude="/trials/")
+
+
+def trial_events(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The trial events of a run, in the order the trials finished."""
+    return _read_all(store, f"runs/{safe_name(run_id)}/trials")
+
+
+def _read_all(store: Store, prefix: str, exclude: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for rel in store.backend.list(f"runs/{safe_name(run_id)}"):
-        if rel.endswith(".json"):
+    for rel in store.backend.list(prefix):
+        if rel.endswith(".json") and (exclude is None or exclude not in rel):
             try:
                 out.append(json.loads(bytes(store.backend.read(rel))))
             except (ValueError, FileNotFoundError):
@@ -54,6 +80,7 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
         "stages": evs,
         "hits": sum(e["hit"] for e in evs),
         "misses": sum(not e["hit"] for e in evs),
+        "trials": trial_events(store, run_id),
         "seconds_saved": round(sum(max(0.0, e["compute_seconds"] - e["seconds"]) for e in evs if e["hit"]), 3),
     }
     store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())

@@ -25,9 +25,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .cache import StageCache
+from .cache import StageCache, current_stage
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
+from .runs import record_trial
 from .store import Manifest, Store
 
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
@@ -232,7 +233,8 @@ def tune(
         from .config import Settings
 
         store = Settings.load().store
-    cache = StageCache(store if isinstance(store, Store) else Store(store))
+    running = current_stage()  # a search inside a stage reports its trials to that run
+    cache = StageCache(store if isinstance(store, Store) else Store(store), run_id=running.run_id if running else None)
     trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # No pruning unless asked for (Optuna's default would be a MedianPruner).
@@ -276,6 +278,8 @@ def tune(
                 "model": outcome_value["model"],
             }
             _commit_best(cache.store, name, search_key, best)
+        if running is not None:
+            record_trial(cache.store, running.run_id, name, record)
         if on_trial is not None:
             on_trial(record)
 

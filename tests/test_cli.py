@@ -63,7 +63,7 @@ def test_run_status_force_ls_show_verify(tmp_path):
         (["run", "--flow", "no_such_module:flow"], "cannot import flow module 'no_such_module'"),
         (["status", "--flow", "flows.ml_pipeline"], "must look like module:function"),
         (["status", "--set", "data.source=missing"], "data file"),
-        (["show", "deadbeef"], "no stage result with key"),
+        (["show", "deadbeef"], "no stage, search or result key"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(args, message, tmp_path):
