@@ -99,9 +99,10 @@ def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):
         tree = m.outputs
-        try:
-            parts = {k: s.load(t) for k, t in tree["dict"].items() if k != "model"} if "dict" in tree else s.load(tree)
-        except PipelineError:
+        try:  # the small JSON record only, not the model
+            parts = s.load(tree["dict"]["record"] if "dict" in tree else tree)
+            parts = parts.get("record", parts)
+        except (PipelineError, KeyError):
             continue
         rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
                      "value": parts.get("value"), "state": parts.get("state"),

@@ -160,9 +160,11 @@ def _run_trial(
     ckpt = TrialCheckpointer(inner, monitor, intermediate)
 
     def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
+        # Two objects per trial at most: the small facts as one JSON object, and the model.
         resumed = getattr(inner, "_resumed_from", None) is not None
-        return {"state": state, "value": value, "reason": reason, "intermediate": _keys(intermediate),
-                "model": model, "resumed": resumed, "params": dict(params)}  # fmt: skip
+        facts = {"state": state, "value": value, "reason": reason, "intermediate": _keys(intermediate),
+                 "resumed": resumed, "params": dict(params)}  # fmt: skip
+        return {"record": facts, "model": model}
 
     try:
         out = train_fn(dict(params), ckpt)
@@ -239,51 +241,44 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # No pruning unless asked for (Optuna's default would be a MedianPruner).
     study = optuna.create_study(sampler=the_sampler, pruner=pruner or optuna.pruners.NopPruner(), direction=direction)
-    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction])
+    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction, train_fn, monitor])
     checkpoint = dict(checkpoint or {})
     records: list[TrialRecord] = []
     best: dict[str, Any] | None = None
     sign = 1.0 if direction == "minimize" else -1.0
 
-    def finish(trial: Any, outcome_value: dict[str, Any], hit: bool, seconds: float) -> None:
+    stored_best = cache.store.manifest(f"{name}.best", search_key)
+
+    def finish(trial: Any, outcome: Any, seconds: float) -> None:
         nonlocal best
-        inter = {int(k): v for k, v in outcome_value["intermediate"].items()}
-        if hit:
+        facts, model = outcome.value["record"], outcome.value["model"]
+        inter = {int(k): v for k, v in facts["intermediate"].items()}
+        if outcome.hit:
             for step, v in sorted(inter.items()):
                 trial.report(v, step)
-        state = outcome_value["state"]
+        state = facts["state"]
         if state == "complete":
-            study.tell(trial, outcome_value["value"])
-        elif state == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            study.tell(trial, facts["value"])
         else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        source = "cached" if hit else ("resumed" if outcome_value.get("resumed") else "done")
-        record = TrialRecord(
-            trial.number,
-            dict(trial.params),
-            outcome_value["value"],
-            state,
-            source,
-            outcome_value["reason"],
-            inter,
-            seconds,
-        )
+            study.tell(
+                trial, state=optuna.trial.TrialState.PRUNED if state == "pruned" else optuna.trial.TrialState.FAIL
+            )
+        source = "cached" if outcome.hit else ("resumed" if facts.get("resumed") else "done")
+        record = TrialRecord(trial.number, dict(trial.params), facts["value"], state, source, facts["reason"], inter,
+                             seconds)  # fmt: skip
         records.append(record)
+        _drop_checkpoints(cache.store, outcome.manifest)  # the committed trial supersedes them
         if state == "complete" and (best is None or sign * record.value < sign * best["value"]):
-            best = {
-                "params": record.params,
-                "value": record.value,
-                "trial": record.number,
-                "model": outcome_value["model"],
-            }
-            _commit_best(cache.store, name, search_key, best)
+            best = {"params": record.params, "value": record.value, "trial": record.number, "model": model}
+            previous = stored_best.extra.get("value") if stored_best is not None else None
+            if previous is None or sign * record.value < sign * previous:  # a replay rewrites nothing
+                _commit_best(cache.store, name, search_key, best)
         if running is not None:
             record_trial(cache.store, running.run_id, name, record)
         if on_trial is not None:
             on_trial(record)
 
-    if sampler != "grid" and cache.store.manifest(f"{name}.best", search_key) is None:
+    if sampler != "grid" and stored_best is None:
         # Not a rerun of this very search: seed it with finished trials of earlier searches of
         # the same name, training function and options whose parameters lie in the new space.
         # (A grid search needs no seeding: its points are asked again and served as hits.)
@@ -317,7 +312,7 @@ def tune(
             outcomes = map_fn(trial_stage.call, calls)
         seconds = (time.perf_counter() - t0) / len(batch)
         for t, outcome in zip(batch, outcomes):
-            finish(t, outcome.value, outcome.hit, seconds)
+            finish(t, outcome, seconds)
 
     if best is None:
         raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
@@ -342,11 +337,11 @@ def _compatible_trials(
             continue
         if m.params.get("monitor", {}).get("fingerprint") != fingerprint(monitor):
             continue
-        tree = m.outputs
         try:
-            parts = {k: store.load(t) for k, t in tree["dict"].items()} if "dict" in tree else store.load(tree)
+            out = store.load(m.outputs)
         except PipelineError:
             continue
+        parts = {**out["record"], "model": out["model"]}
         params = parts.get("params")
         if parts.get("state") != "complete" or not isinstance(params, dict) or set(params) != set(dists):
             continue
@@ -362,6 +357,13 @@ def _compatible_trials(
             )
         )
     return out
+
+
+def _drop_checkpoints(store: Store, trial: Manifest) -> None:
+    """Delete the epoch checkpoints of a committed trial (its result holds what counts)."""
+    prefix = store.manifest_path(trial.stage, trial.key, 0).rsplit("/", 1)[0]
+    for rel in list(store.backend.list(prefix)):
+        store.backend.delete(rel)
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:

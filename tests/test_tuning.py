@@ -22,15 +22,22 @@ ROOT = Path(__file__).resolve().parent.parent
 N = 12
 
 
-def run_search(store: Path, log: Path, *, sleep: float = 0.0, n: int = N, kill_after: float | None = None):
+def run_search(store: Path, log: Path, *, sleep: float = 0.0, n: int = N, kill_after_epochs: int | None = None):
+    """Run the search script; with ``kill_after_epochs``, SIGKILL it once it has logged that
+    many more trained epochs (so the kill lands inside a trial, at a random epoch)."""
     env = dict(os.environ, TUNE_LOG=str(log), EPOCH_SLEEP=str(sleep), PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "tests.tuning.search", str(store), str(n)]
+    before = sum(e[0] == "epoch" for e in events(log))
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if kill_after is None:
+    if kill_after_epochs is None:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
         return out
-    time.sleep(kill_after)
+    deadline = time.monotonic() + 300
+    while sum(e[0] == "epoch" for e in events(log)) - before < kill_after_epochs:
+        assert proc.poll() is None, "the search ended before the planned kill"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     return None
@@ -49,7 +56,7 @@ def committed_labels(store: Path) -> set[str]:
     out = set()
     s = Store(store)
     for m in s.manifests("search.trial"):
-        p = s.load(m.outputs["dict"]["params"]) if "dict" in m.outputs else s.load(m.outputs)["params"]
+        p = s.load(m.outputs)["record"]["params"]
         out.add(f"{p['alpha']:.6g}/{p['eta0']:.6g}/{p['batches']}")
     return out
 
@@ -61,7 +68,7 @@ def test_killed_search_resumes_to_the_same_best_without_retraining(tmp_path):
     rng = random.Random(5)
     committed_before: list[tuple[int, set[str]]] = []  # (log lines so far, trials committed)
     for _ in range(4):  # kill at random moments, sometimes inside a trial
-        run_search(store, log, sleep=0.03, kill_after=rng.uniform(2.5, 6.0))
+        run_search(store, log, sleep=0.01, kill_after_epochs=rng.randint(3, 14))
         committed_before.append((len(events(log)), committed_labels(store) if store.exists() else set()))
         best = load_best(store, "search")  # best-so-far is loadable after any kill
         if best is not None:

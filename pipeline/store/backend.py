@@ -130,8 +130,6 @@ class LocalBackend:
                 hashing = HashingWriter(raw)
                 with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
                     writer(buffered)
-                if self.fsync:
-                    os.fsync(raw.fileno())
         except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -149,6 +147,12 @@ class LocalBackend:
                 os.utime(dest)  # fresh again: gc spares young objects until their manifest lands
                 os.unlink(staged.tmp)
                 return
+            if self.fsync:  # only now: a duplicate (common for checkpoints) costs no fsync
+                fd = os.open(staged.tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.replace(staged.tmp, dest)
             self._fsync_dir(parent)
         except OSError as e:

@@ -1,0 +1,391 @@
+"""Resumable search: from scratch vs resumed after a kill vs fully cached, and the per-trial
+overhead of our trial stages + checkpoints vs a plain Optuna loop. A script, not a test.
+
+Workload: the bundled breast-cancer data (``data/raw/breast_cancer.csv``, target ``target``),
+split 80/20 (stratified), standardised on the training split; the training split is
+replicated ``--replicate`` times with Gaussian jitter (sd 0.1 in standard units) so that a
+trial is a realistic ~0.5 s. ``SGDClassifier(loss="log_loss")`` is trained with one
+``partial_fit`` pass per epoch over a reshuffled training set for ``--epochs`` epochs; the
+validation log loss of every epoch is reported, the last one is the objective.
+Search: TPE (seed fixed), 20 trials, alpha log-uniform 1e-6..1e-1, eta0 log-uniform
+1e-4..1e-1, learning_rate in {"constant", "invscaling"}.
+
+Methods, interleaved round by round (``--rounds``; the order alternates between rounds):
+
+- plain optuna:  ``optuna.create_study(sampler=TPESampler(seed)).optimize(objective, 20)``,
+                 the same epoch loop with ``trial.report`` / ``trial.should_prune``, no store,
+                 no Checkpointer
+- ours ...:      ``tune(train, SPACE, n_trials=20, sampler="tpe", seed=..., store=<fresh store>,
+                 checkpoint=...)`` for each checkpoint setting in ``CHECKPOINTS``
+- cached rerun:  ``tune`` again on the finished store of the first setting (every trial a hit)
+- resumed:       the first setting's search in a subprocess, SIGKILLed as soon as the store holds
+                 10 trial manifests; then the rerun to completion is timed in this process.
+
+All in-process times exclude interpreter start and imports (a warm-up search runs first). The
+store is a local directory with fsync on (the default). The trial values of every method are
+checked to be identical (same sampler, seed and training), so all do the same work.
+
+    /work/venv/bin/python benchmarks/bench_tuning.py [--rounds 3] [--epochs 20] [--replicate 100]
+        [--markdown PATH] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "raw" / "breast_cancer.csv"
+N_TRIALS, KILL_AT, SEED, NAME = 20, 10, 7, "bench"
+CACHED_TARGET, OVERHEAD_TARGET = 0.05, 0.05
+
+
+def space() -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {
+        "alpha": FloatDistribution(1e-6, 1e-1, log=True),
+        "eta0": FloatDistribution(1e-4, 1e-1, log=True),
+        "learning_rate": CategoricalDistribution(["constant", "invscaling"]),
+    }
+
+
+def checkpoints() -> dict[str, dict[str, Any]]:
+    """Settings of ours compared: checkpoint options and the store's fsync. The first is the
+    headline (and the setting of the resumed and cached runs); the fsync=False row is a
+    diagnostic that separates the cost of durability from the rest."""
+    from pipeline.training import EveryNEpochs, LatestN
+
+    every5 = {"save": EveryNEpochs(5), "keep": LatestN(1), "async_write": True}
+    return {
+        "ours, every 5 epochs, async": {"checkpoint": every5, "fsync": True},
+        "ours, every epoch, async": {"checkpoint": {**every5, "save": EveryNEpochs(1)}, "fsync": True},
+        "ours, every 5 epochs, async, store fsync=False": {"checkpoint": every5, "fsync": False},
+    }
+
+
+# -- the workload ------------------------------------------------------------------------------
+@functools.cache
+def load_data(replicate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.read_csv(DATA)
+    x = frame.drop(columns="target").to_numpy(dtype=np.float64)
+    y = frame["target"].to_numpy()
+    xt, xv, yt, yv = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    scaler = StandardScaler().fit(xt)
+    xt, xv = scaler.transform(xt), scaler.transform(xv)
+    rng = np.random.default_rng(0)
+    big_x = np.concatenate([xt + 0.1 * rng.standard_normal(xt.shape) for _ in range(replicate)])
+    return big_x, np.tile(yt, replicate), xv, yv
+
+
+def make_model(params: dict[str, Any]) -> Any:
+    from sklearn.linear_model import SGDClassifier
+
+    return SGDClassifier(loss="log_loss", alpha=params["alpha"], eta0=params["eta0"],
+                         learning_rate=params["learning_rate"], random_state=0)  # fmt: skip
+
+
+def fit_epoch(model: Any, rng: np.random.Generator, data: tuple[np.ndarray, ...]) -> float:
+    """One pass over the reshuffled training set; returns the validation log loss."""
+    from sklearn.metrics import log_loss
+
+    x, y, xv, yv = data
+    order = rng.permutation(len(x))
+    model.partial_fit(x[order], y[order], classes=[0, 1])
+    return float(log_loss(yv, model.predict_proba(xv), labels=[0, 1]))
+
+
+def train(params: dict[str, Any], ckpt: Any, *, data: tuple[np.ndarray, ...], epochs: int) -> tuple[float, Any]:
+    """A trial of ours: the epoch loop under a Checkpointer (resumes from its last checkpoint)."""
+    from pipeline.training import TrainState
+
+    state = ckpt.restore(TrainState(model=make_model(params), rng=np.random.default_rng(0)))
+    for epoch in ckpt.epochs(state, epochs):
+        val = fit_epoch(state.model, state.rng, data)
+        if ckpt.step(epoch, state, {"val_loss": val}):
+            break
+    ckpt.finish(state)
+    return state.history[-1]["val_loss"], state.model
+
+
+def plain_objective(trial: Any, *, data: tuple[np.ndarray, ...], epochs: int, times: list[float]) -> float:
+    """A trial of the plain loop: the same epoch loop, reporting to Optuna, nothing saved."""
+    t0 = time.perf_counter()
+    params = {}
+    for name, dist in space().items():
+        if hasattr(dist, "choices"):
+            params[name] = trial.suggest_categorical(name, list(dist.choices))
+        else:
+            params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    model, rng = make_model(params), np.random.default_rng(0)
+    val = float("nan")
+    for epoch in range(epochs):
+        val = fit_epoch(model, rng, data)
+        trial.report(val, epoch)
+        if trial.should_prune():
+            break
+    times.append(time.perf_counter() - t0)
+    return val
+
+
+# -- the methods -------------------------------------------------------------------------------
+def run_plain(args: argparse.Namespace) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data, times = load_data(args.replicate), []
+    t0 = time.perf_counter()
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=SEED), pruner=optuna.pruners.NopPruner())
+    study.optimize(functools.partial(plain_objective, data=data, epochs=args.epochs, times=times), n_trials=N_TRIALS)
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "trial_times": times, "values": [t.value for t in study.trials], "sources": ""}
+
+
+def run_ours(args: argparse.Namespace, store: str, setting: str) -> dict[str, Any]:
+    from pipeline.store import Store
+    from pipeline.tuning import tune
+
+    fn = functools.partial(train, data=load_data(args.replicate), epochs=args.epochs)
+    options = checkpoints()[setting]
+    t0 = time.perf_counter()
+    result = tune(fn, space(), n_trials=N_TRIALS, sampler="tpe", seed=SEED, store=Store(store, fsync=options["fsync"]),
+                  name=NAME, checkpoint=options["checkpoint"])  # fmt: skip
+    wall = time.perf_counter() - t0
+    sources: dict[str, int] = {}
+    for t in result.trials:
+        sources[t.source] = sources.get(t.source, 0) + 1
+    return {
+        "wall": wall,
+        "trial_times": [t.seconds for t in result.trials],
+        "values": [t.value for t in sorted(result.trials, key=lambda t: t.number)],
+        "sources": ", ".join(f"{n} {s}" for s, n in sources.items()),
+    }
+
+
+def run_resumed(args: argparse.Namespace, store: str) -> dict[str, Any]:
+    """Search in a subprocess, SIGKILL once KILL_AT trials are committed, rerun here."""
+    from pipeline.store import Store
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", store,
+           "--epochs", str(args.epochs), "--replicate", str(args.replicate)]  # fmt: skip
+    t0 = time.perf_counter()
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, view = 0, None
+    while child.poll() is None:
+        view = view or (Store(store) if os.path.exists(os.path.join(store, "store.json")) else None)
+        seen = 0 if view is None else sum(1 for _ in view.manifests(f"{NAME}.trial"))
+        if seen >= KILL_AT:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    child.wait()
+    killed_after = time.perf_counter() - t0
+    if seen < KILL_AT:
+        raise SystemExit(f"the search subprocess ended before it was killed:\n{child.stderr.read().decode()}")
+    child.stderr.close()
+    out = run_ours(args, store, next(iter(checkpoints())))
+    out["killed_after"] = killed_after
+    out["committed_at_kill"] = seen
+    return out
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def fresh_store(base: str, label: str) -> str:
+    path = tempfile.mkdtemp(prefix=label.replace(" ", "_").replace(",", "") + "-", dir=base)
+    shutil.rmtree(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--replicate", type=int, default=100)
+    parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true", help="also cProfile one from-scratch search (stderr)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:  # the search subprocess of the resumed run
+        run_ours(args, args.child, next(iter(checkpoints())))
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+    base = tempfile.mkdtemp(prefix="bench-tuning-")
+    settings = list(checkpoints())
+    methods = ["plain optuna", *settings]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "resumed after kill", "cached rerun"]}
+    try:
+        # Warm-up: imports, first fingerprints, sklearn/optuna first-call costs.
+        warm = argparse.Namespace(**{**vars(args), "epochs": 1})
+        run_plain(warm)
+        run_ours(warm, fresh_store(base, "warm"), settings[0])
+        for r in range(args.rounds):
+            order = methods if r % 2 == 0 else methods[::-1]
+            stores = {}
+            for m in order:
+                if m == "plain optuna":
+                    results[m].append(run_plain(args))
+                else:
+                    stores[m] = fresh_store(base, m)
+                    results[m].append(run_ours(args, stores[m], m))
+                print(f"round {r + 1}: {m}: {results[m][-1]['wall']:.2f} s", file=sys.stderr)
+            results["cached rerun"].append(run_ours(args, stores[settings[0]], settings[0]))
+            results["resumed after kill"].append(run_resumed(args, fresh_store(base, "resumed")))
+            for m in ("cached rerun", "resumed after kill"):
+                print(f"round {r + 1}: {m}: {results[m][-1]['wall']:.2f} s", file=sys.stderr)
+        if args.profile:
+            profile(args, fresh_store(base, "profile"), settings[0])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    check_same_values(results)
+    text = report(args, results, settings[0])
+    print(text)
+    if args.markdown is not None:
+        args.markdown.write_text(text)
+
+
+def profile(args: argparse.Namespace, store: str, setting: str) -> None:
+    """cProfile one from-scratch search; print the library's functions by cumulative time.
+    (The async checkpoint writer thread is not profiled: only the time training waits for it.)"""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_ours(args, store, setting)
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative")
+    stats.print_stats(r"pipeline/|fsync|unlink|bench_tuning", 40)
+
+
+def check_same_values(results: dict[str, list[dict[str, Any]]]) -> None:
+    reference = results["plain optuna"][0]["values"]
+    for method, runs in results.items():
+        for run in runs:
+            if not np.allclose(run["values"], reference, rtol=1e-9, atol=0):
+                raise SystemExit(f"{method}: trial values differ from the plain loop's: {run['values']} vs {reference}")
+
+
+def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], headline: str) -> str:
+    med = {m: statistics.median(r["wall"] for r in runs) for m, runs in results.items()}
+    trial_med = {m: statistics.median(t for r in runs for t in r["trial_times"]) for m, runs in results.items()}
+    plain, scratch = med["plain optuna"], med[headline]
+    # Overhead: per round, ours / plain of the same round (they share that round's machine noise).
+    paired = {
+        m: statistics.median(o["wall"] / p["wall"] for o, p in zip(results[m], results["plain optuna"]))
+        for m in results
+        if m.startswith("ours")
+    }
+    cached_ratio = statistics.median(c["wall"] / s["wall"] for c, s in zip(results["cached rerun"], results[headline]))
+    rows = [
+        "| run | wall s (median) | per-trial s (wall / 20) | median trial s | vs plain optuna (paired) "
+        "| vs from scratch | trials |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    labels = {"plain optuna": "plain optuna loop (no store, no checkpoints)"}
+    for m in results:
+        label = labels.get(m, m)
+        if m == headline:
+            label = f"(1) from scratch: {m}"
+        elif m == "resumed after kill":
+            label = "(2) resumed after SIGKILL at trial 10: the rerun"
+        elif m == "cached rerun":
+            label = "(3) fully cached rerun"
+        vs_plain = f"{paired[m]:.3f}x" if m in paired else f"{med[m] / plain:.3f}x"
+        sources = results[m][0]["sources"] or "20 done"
+        rows.append(
+            f"| {label} | {med[m]:.3f} | {med[m] / N_TRIALS:.4f} | {trial_med[m]:.4f} | {vs_plain} "
+            f"| {med[m] / scratch:.3f}x | {sources} |"
+        )
+    killed = statistics.median(r["killed_after"] for r in results["resumed after kill"])
+    total = killed + med["resumed after kill"]
+    overhead = paired[headline] - 1
+    overhead_trial = (
+        statistics.median(
+            statistics.median(o["trial_times"]) / statistics.median(p["trial_times"])
+            for o, p in zip(results[headline], results["plain optuna"])
+        )
+        - 1
+    )
+    ckpt = checkpoints()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    versions = _versions()
+    lines = [
+        "# Resumable search benchmark results",
+        "",
+        "Command (from the repository root):",
+        "",
+        "```",
+        "/work/venv/bin/python benchmarks/bench_tuning.py "
+        + f"--rounds {args.rounds} --epochs {args.epochs} --replicate {args.replicate}"
+        + (" --profile" if args.profile else "")
+        + (f" --markdown {args.markdown}" if args.markdown else ""),
+        "```",
+        "",
+        f"Environment: {versions}, {platform.machine()}, {os.cpu_count()} CPUs, load average at end {load:.1f}",
+        "",
+        f"Workload: {N_TRIALS} trials of TPE (seed {SEED}) over alpha, eta0 (log-uniform) and learning_rate; "
+        f"SGDClassifier(log_loss), {args.epochs} epochs of partial_fit on breast_cancer.csv standardised, "
+        f"training split replicated {args.replicate}x with jitter ({len(load_data(args.replicate)[0])} x 30), "
+        "validation log loss per epoch. Store: local directory, fsync on. "
+        f"Median of {args.rounds} interleaved rounds; every method's 20 trial values are identical.",
+        "",
+        "Checkpoint settings: "
+        + "; ".join(f"{m}: `{_describe(c['checkpoint'])}`" for m, c in ckpt.items())
+        + ". Runs (1)-(3) use the first setting.",
+        "",
+        *rows,
+        "",
+        '"vs plain optuna (paired)": for ours, the median over rounds of ours / plain in the same round (they '
+        'share that round\'s machine noise); other rows: ratio of medians. "median trial s": median time of one '
+        "trial call (ours: the trial stage: key, train, save; plain: the objective), over all rounds.",
+        "",
+        f"- (1) from scratch {scratch:.2f} s vs plain optuna {plain:.2f} s: per-trial overhead "
+        f"{overhead:+.1%} (median of per-round ratios; target <= {OVERHEAD_TARGET:.0%}: "
+        f"{'met' if overhead <= OVERHEAD_TARGET else 'MISSED'}); by median trial time (same pairing) "
+        f"{overhead_trial:+.1%}",
+        f"- (3) fully cached rerun {med['cached rerun']:.3f} s = {cached_ratio:.1%} of from scratch "
+        f"(target <= {CACHED_TARGET:.0%}: {'met' if cached_ratio <= CACHED_TARGET else 'MISSED'})",
+        f"- (2) the subprocess was SIGKILLed {killed:.2f} s after its start (process start and imports included) "
+        f"with {results['resumed after kill'][0]['committed_at_kill']} trials committed; the rerun took "
+        f"{med['resumed after kill']:.2f} s ({results['resumed after kill'][0]['sources']}); "
+        f"kill + rerun = {total:.2f} s = {total / scratch:.2f}x from scratch",
+    ]
+    for m in results:
+        if m.startswith("ours") and m != headline:
+            lines.append(f"- {m}: overhead vs plain optuna {paired[m] - 1:+.1%}")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return "{" + ", ".join(f'"{k}": {v!r}' for k, v in options.items()) + "}"
+
+
+def _versions() -> str:
+    import optuna
+    import sklearn
+
+    return f"python {platform.python_version()}, optuna {optuna.__version__}, scikit-learn {sklearn.__version__}, " \
+        f"numpy {np.__version__}"  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
