@@ -331,17 +331,17 @@ def _compatible_trials(
     import optuna
 
     want = {"train_fn": fingerprint(train_fn)}
-    out = []
+    out: list[Any] = []
     for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
         if m.inputs.get("train_fn") != want["train_fn"]:
             continue
         if m.params.get("monitor", {}).get("fingerprint") != fingerprint(monitor):
             continue
         try:
-            out = store.load(m.outputs)
+            loaded = store.load(m.outputs)
         except PipelineError:
             continue
-        parts = {**out["record"], "model": out["model"]}
+        parts = {**loaded["record"], "model": loaded["model"]}
         params = parts.get("params")
         if parts.get("state") != "complete" or not isinstance(params, dict) or set(params) != set(dists):
             continue
