@@ -8,11 +8,11 @@ from typing import Any
 from prefect import flow
 
 from pipeline.params import load_params
+
 from .preprocess import clean, engineer, load_csv, make_synthetic, raw_path, split
 from .train import train
-from .tune import select_best, trial
+from .tune import search
 from .validate import evaluate, git_commit, package_model
-
 
 DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "params.toml"
 
@@ -33,19 +33,19 @@ def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
         features, test_size=data["test_size"], val_size=data["val_size"], seed=data["seed"]
     )
 
-    trials = [trial(train_df, val_df, alpha=a, epochs=tn["epochs"], seed=tr["seed"]) for a in tn["alphas"]]
-    search = select_best(*trials)
-
+    best = search(
+        train_df, val_df, n_trials=tn["n_trials"], sampler=tn["sampler"], seed=tn["seed"], epochs=tn["epochs"]
+    )["best"]
     fitted = train(
         train_df,
         val_df,
-        alpha=search["best"]["alpha"],
+        alpha=best["alpha"],
         epochs=tr["epochs"],
         seed=tr["seed"],
-        learning_rate=tr["learning_rate"],
-        eta0=tr["eta0"],
+        learning_rate=best["learning_rate"],
+        eta0=best["eta0"],
     )
     val_metrics = evaluate(fitted["model"], val_df, "validation")
     test_metrics = evaluate(fitted["model"], test_df, "test")
     final = package_model(fitted["model"], val_metrics, test_metrics, p, raw, git=git_commit())
-    return {"best_alpha": search["best"]["alpha"], "metrics": final["metadata"]["metrics"]}
+    return {"best": best, "metrics": final["metadata"]["metrics"]}

@@ -1,26 +1,69 @@
-"""Hyperparameter search: one stage per trial, so a rerun replays finished trials."""
+"""Hyperparameter search: an Optuna search in which every trial is a cached stage.
+
+A rerun replays finished trials from the store without training them, an interrupted trial
+resumes from its epoch checkpoint, and the best model so far is always committed
+(pipeline.tuning). The whole search is itself a stage, served at once when nothing changed.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import stage
+from pipeline.cache import current_stage
+from pipeline.training import EveryNEpochs, LatestN
+from pipeline.tuning import tune
 
 from .train import fit_sgd
 
+SPACE = {
+    "alpha": FloatDistribution(1e-6, 1e-1, log=True),
+    "eta0": FloatDistribution(1e-4, 1e-1, log=True),
+    "learning_rate": CategoricalDistribution(["optimal", "constant", "invscaling"]),
+}
+CHECKPOINT = {"save": EveryNEpochs(5), "keep": LatestN(1)}
+
+
+def objective(
+    train_df: pd.DataFrame, val_df: pd.DataFrame, epochs: int, seed: int, params: dict[str, Any], checkpointer: Any
+) -> tuple[float, Any]:
+    """One trial: train with the trial's hyperparameters; the best epoch's validation loss."""
+    model, history = fit_sgd(
+        train_df,
+        val_df,
+        alpha=params["alpha"],
+        eta0=params["eta0"],
+        learning_rate=params["learning_rate"],
+        epochs=epochs,
+        seed=seed,
+        checkpointer=checkpointer,
+    )
+    return min(h["val_loss"] for h in history), model
+
 
 @stage
-def trial(train_df: pd.DataFrame, val_df: pd.DataFrame, alpha: float, epochs: int = 15, seed: int = 0) -> dict:
-    """Train one candidate and report its validation metrics."""
-    _, history = fit_sgd(train_df, val_df, alpha=alpha, epochs=epochs, seed=seed)
-    best = min(history, key=lambda m: m["val_loss"])
-    return {"alpha": alpha, "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"]}
-
-
-@stage
-def select_best(*trials: dict[str, Any]) -> dict[str, Any]:
-    """The trial with the lowest validation loss, and the table of all trials."""
-    ranked = sorted(trials, key=lambda t: t["val_loss"])
-    return {"best": ranked[0], "trials": list(trials)}
+def search(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    n_trials: int = 8,
+    sampler: str = "tpe",
+    seed: int = 0,
+    epochs: int = 15,
+) -> dict[str, Any]:
+    """Search the SPACE; returns the best hyperparameters and the table of trials."""
+    running = current_stage()
+    result = tune(
+        functools.partial(objective, train_df, val_df, epochs, seed),
+        SPACE,
+        n_trials=n_trials,
+        sampler=sampler,
+        seed=seed,
+        store=running.store if running else None,
+        name="tune",
+        checkpoint=CHECKPOINT,
+    )
+    return {"best": {**result.best_params, "val_loss": result.best_value}, "trials": result.table()}
