@@ -1,0 +1,432 @@
+"""Checkpointer: save by policy, keep by policy, stop early, resume exactly.
+
+::
+
+    ckpt = Checkpointer(save=EveryNEpochs(1), keep=LatestN(2) | BestK(1, "val_loss"),
+                        early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True))
+    state = ckpt.restore(TrainState(model=net, optimizer=opt, scheduler=sched))
+    for epoch in ckpt.epochs(state, epochs):       # range(state.epoch, epochs); empty once stopped
+        ...train one epoch, compute metrics...
+        if ckpt.step(epoch, state, {"val_loss": v}):
+            break
+    ckpt.finish(state)                             # waits for writes, best model in state, prunes
+
+Inside a ``@stage`` (or any StageCache call) checkpoints live under that stage's key, so
+the same key after a crash resumes and changed code, params or data start fresh; outside
+a stage pass ``store=`` and ``name=``. A checkpoint is objects (one per state entry, plus
+the global RNG streams) and a manifest ``checkpoints/<stage>/<key>/<step>.json`` whose
+``extra`` carries the epoch, metrics, history and early-stopping counters; the manifest is
+the commit. Writes run in a background thread (``async_write``) after an in-memory
+snapshot; their failures surface at the next ``step()`` or at ``close()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+import warnings
+from typing import Any, Mapping, Sequence
+
+from ..cache import current_stage
+from ..errors import CheckpointError, ConfigError
+from ..store import Manifest, Store
+from ..store.manifest import library_versions
+from . import adapters
+from .catalog import Catalog, record_of
+from .policies import (
+    AnyKeep,
+    AnySave,
+    BestK,
+    EarlyStopping,
+    EveryNEpochs,
+    History,
+    KeepPolicy,
+    LatestN,
+    OnImprovement,
+    Record,
+    SavePolicy,
+    StopState,
+    best_of,
+)
+from .progress import ProgressEvent, emit
+from .state import TrainState
+
+GRANULARITIES = ("full", "partial", "light")
+RNG = "_rng"  # the global RNG streams' object in a checkpoint (entry names never start with "_")
+_DEFAULT_KEEP = LatestN(2)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _members(policy: Any) -> tuple[Any, ...]:
+    return tuple(policy.policies) if isinstance(policy, (AnySave, AnyKeep)) else (policy,)
+
+
+class Checkpointer:
+    """Training checkpoints of one stage key (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        save: SavePolicy | None = None,
+        keep: KeepPolicy | None = _DEFAULT_KEEP,
+        early_stopping: EarlyStopping | None = None,
+        granularity: str = "full",
+        keys: Sequence[str] | None = None,
+        async_write: bool = True,
+        when_busy: str = "wait",
+        hyperparameters: Mapping[str, Any] | None = None,
+        store: Store | str | None = None,
+        name: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.save_policy = EveryNEpochs(1) if save is None else save
+        self.keep = keep
+        self.stopping = early_stopping
+        self._check_config(granularity, keys, hyperparameters)
+        self.granularity = granularity
+        self.keys = tuple(keys or ())
+        self.hyperparameters = dict(hyperparameters or {})
+        running = current_stage()
+        if store is None and running is None:
+            raise ConfigError("outside a @stage a Checkpointer needs a store and a name: Checkpointer(store=, name=)")
+        if store is None:
+            self.store, self.stage, self.key, self.run_id = running.store, running.stage, running.key, running.run_id
+        else:
+            self.store = store if isinstance(store, Store) else Store(store)
+            self.stage = name or (running.stage if running else "")
+            if not self.stage:
+                raise ConfigError("Checkpointer(store=...) needs name= (the training run's name in the store)")
+            self.key = key or (running.key if running and not name else "default")
+            self.run_id = running.run_id if running else ""
+        self._catalog = Catalog(self.store, self.stage, self.key)
+        from .writer import Writer
+
+        self._writer = Writer(asynchronous=async_write, when_busy=when_busy)
+        self._monitored = self._monitored_metrics()
+        self._monitor = self._best_metric()
+        self._stop = StopState()
+        self._seen: list[Record] = []
+        self._saved: list[Record] = []
+        self._resumed_from: int | None = None
+        self._captured: set[str] = set()
+        self._start = time.time()
+        self._clock = time.perf_counter()
+        self._best_loaded = False
+        self._closed = False
+        self.total: int | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+    def _check_config(self, granularity: str, keys: Sequence[str] | None, hyperparameters: Any) -> None:
+        if not isinstance(self.save_policy, SavePolicy):
+            raise ConfigError(f"save= takes a save policy (EveryNEpochs, OnImprovement…), not {self.save_policy!r}")
+        if self.keep is not None and not isinstance(self.keep, KeepPolicy):
+            raise ConfigError(f"keep= takes a keep policy (LatestN, BestK…) or None, not {self.keep!r}")
+        if self.stopping is not None and not isinstance(self.stopping, EarlyStopping):
+            raise ConfigError(f"early_stopping= takes an EarlyStopping(...), not {self.stopping!r}")
+        if granularity not in GRANULARITIES:
+            raise ConfigError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+        if granularity == "partial" and not keys:
+            raise ConfigError("granularity='partial' needs keys=[...] naming the state entries to save")
+        if granularity != "partial" and keys:
+            raise ConfigError(f"keys={list(keys)!r} only applies to granularity='partial' (got {granularity!r})")
+        if granularity == "light" and self.stopping is not None and self.stopping.restore_best:
+            raise ConfigError("EarlyStopping(restore_best=True) needs model state: use granularity 'full' or 'partial'")
+        try:
+            json.dumps(dict(hyperparameters or {}), allow_nan=True)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"hyperparameters must be JSON-able (numbers, strings, lists, dicts): {e}") from None
+
+    def _monitored_metrics(self) -> list[tuple[str, str]]:
+        owners = [*_members(self.save_policy), *(_members(self.keep) if self.keep else ()), self.stopping]
+        return [(m, type(p).__name__) for p in owners if p is not None for m in p.monitors]
+
+    def _best_metric(self) -> tuple[str, str] | None:
+        """The metric whose best checkpoint retention always keeps."""
+        if self.stopping is not None:
+            return self.stopping.monitor, self.stopping.mode
+        for p in (*(_members(self.keep) if self.keep else ()), *_members(self.save_policy)):
+            if isinstance(p, (BestK, OnImprovement)):
+                return p.metric, p.mode
+        return None
+
+    # -- restore -------------------------------------------------------------------------------
+    def restore(self, default: TrainState | Mapping[str, Any], *, step: int | None = None) -> TrainState:
+        """Fill ``default`` from the newest valid checkpoint of this key (or ``step``).
+
+        A corrupt or unreadable checkpoint is quarantined and the previous one is tried, with a
+        warning naming both. Without any (or with ``granularity='light'``) ``default`` is
+        returned as it is: a fresh start."""
+        self._check_open()
+        state = TrainState.of(default)
+        restored, failures = None, []
+        if self.granularity != "light":
+            candidates = [step] if step is not None else self._catalog.steps()[::-1]
+            for s in candidates:
+                try:
+                    manifest = self._catalog.read(s)
+                    if manifest.extra.get("granularity") == "light":
+                        continue
+                    payloads = self.store.load(manifest.outputs)
+                except FileNotFoundError:
+                    continue
+                except Exception as e:  # corrupt, missing object, undecodable: quarantine, fall back
+                    failures.append((s, e))
+                    self._catalog.quarantine(s)
+                    continue
+                self._apply(state, manifest, payloads)
+                restored = s
+                break
+        for s, e in failures:
+            fallback = f"resuming from checkpoint {restored}" if restored is not None else "starting fresh"
+            warnings.warn(
+                f"checkpoint {s} of stage {self.stage!r} ({self.key}) is unusable ({e}); quarantined it, {fallback}",
+                stacklevel=2,
+            )
+        if step is not None and restored is None:
+            raise CheckpointError(f"no usable checkpoint {step} of stage {self.stage!r} ({self.key})")
+        self._emit("restore", state)
+        return state
+
+    def _apply(self, state: TrainState, manifest: Manifest, payloads: dict[str, Any]) -> None:
+        extra = manifest.extra
+        kinds = extra.get("entries", {})
+        for name, payload in payloads.items():
+            if name != RNG:
+                state[name] = adapters.restore(name, kinds.get(name, "value"), state._entries.get(name), payload)
+        if RNG in payloads:
+            adapters.restore_rng(payloads[RNG])
+        state.epoch = int(extra["epoch"])
+        state.history = [dict(h) for h in extra.get("history", [])]
+        self._stop = StopState(**extra.get("early_stopping", {}))
+        state.stopped = self._stop.stopped
+        state.resumed_from = self._resumed_from = int(manifest.step or 0)
+        self._seen = [Record(h["epoch"], {k: v for k, v in h.items() if k != "epoch"}) for h in state.history]
+        self._saved = [record_of(manifest)]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def epochs(self, state: TrainState, total: int) -> range:
+        """The epochs still to run: ``range(state.epoch, total)``, empty once stopped early."""
+        self.total = int(total)
+        return range(state.epoch, state.epoch if state.stopped else self.total)
+
+    def step(self, epoch: int, state: TrainState, metrics: Mapping[str, Any]) -> bool:
+        """Record epoch ``epoch`` (0-based, just finished); save by policy. True: stop now.
+
+        When early stopping stops with ``restore_best``, ``state`` already holds the best
+        epoch's entries on return."""
+        self._check_open()
+        self._writer.check()
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"step() takes the index of the epoch just finished (an int >= 0), not {epoch!r}")
+        n = epoch + 1
+        values = self._check_metrics(metrics)
+        record = Record(n, values, time.time())
+        history = History(tuple(self._seen), tuple(self._saved), self._start)
+        was_stopped, improved = self._stop.stopped, False
+        if self.stopping is not None:
+            self._stop, improved = self.stopping.update(self._stop, record)
+        force = (improved and self.stopping.restore_best) or (self._stop.stopped and not was_stopped)
+        due = force or self.save_policy.should_save(record, history)
+        state.epoch, state.stopped = n, self._stop.stopped
+        state.history.append({"epoch": n, **values})
+        self._seen.append(record)
+        saved = skipped = False
+        if due:
+            skipped = self._writer.will_skip(force)
+            if not skipped:
+                self._save(record, state, force)
+                saved = True
+        self._emit("epoch", state, values, saved=saved, skipped=skipped)
+        if state.stopped and self.stopping is not None and self.stopping.restore_best:
+            self._load_best(state)
+        return state.stopped
+
+    def _check_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        if not isinstance(metrics, Mapping):
+            raise ConfigError(f"step() takes metrics as a dict of name -> number, not {type(metrics).__name__}")
+        values = {}
+        for k, v in metrics.items():
+            if k == "epoch":
+                continue  # the checkpointer records the epoch itself
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) and not _is_scalar(v):
+                raise ConfigError(f"metric {k!r} = {v!r}: metrics must be numbers keyed by name")
+            values[k] = float(v)
+        for name, owner in self._monitored:
+            if name not in values:
+                raise ConfigError(
+                    f"{owner} monitors metric {name!r}, but step() got only {sorted(values)}: "
+                    "report it every epoch or fix the metric name"
+                )
+        return values
+
+    # -- saving --------------------------------------------------------------------------------
+    def _save(self, record: Record, state: TrainState, force: bool) -> None:
+        t0 = time.perf_counter()
+        kinds, payloads = self._snapshot(state)
+        extra = {
+            "epoch": record.step,
+            "metrics": record.metrics,
+            "time": record.time,
+            "granularity": self.granularity,
+            "entries": kinds,
+            "history": [dict(h) for h in state.history],
+            "early_stopping": dataclasses.asdict(self._stop),
+            "hyperparameters": self.hyperparameters,
+            "resumed_from": self._resumed_from,
+        }
+        self._saved.append(record)
+        what = f"checkpoint {record.step} of stage {self.stage!r}"
+        self._writer.submit(what, lambda: self._write(record, payloads, extra, t0), force=force)
+
+    def _snapshot(self, state: TrainState) -> tuple[dict[str, str], dict[str, Any]]:
+        """Kinds and payloads of what this granularity saves, taken in the training thread."""
+        if self.granularity == "light":
+            return {}, {}
+        names = state.keys() if self.granularity == "full" else list(self.keys)
+        missing = [k for k in names if k not in state]
+        if missing:
+            raise ConfigError(f"keys {missing} name no entry of the training state (entries: {state.keys()})")
+        copy = self._writer.asynchronous
+        kinds, payloads = {}, {}
+        for name in names:
+            kinds[name], payloads[name] = adapters.capture(
+                name, state[name], copy=copy, check=name not in self._captured
+            )
+            self._captured.add(name)
+        if self.granularity == "full":
+            payloads[RNG] = adapters.capture_rng()
+        return kinds, payloads
+
+    def _write(self, record: Record, payloads: dict[str, Any], extra: dict[str, Any], t0: float) -> None:
+        """Serialise, commit and prune (in the writer thread when async)."""
+        put = self.store.objects.put
+        if self.granularity == "light":
+            light = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
+            outputs = put(light, what="light checkpoint")
+        else:
+            outputs = {"dict": {k: put(v, what=f"checkpoint entry {k!r}") for k, v in payloads.items()}}
+        manifest = Manifest(
+            stage=self.stage,
+            key=self.key,
+            outputs=outputs,
+            created=_now(),
+            run_id=self.run_id,
+            save_seconds=round(time.perf_counter() - t0, 6),
+            versions=library_versions(),
+            kind="checkpoint",
+            step=record.step,
+            extra=extra,
+        )
+        self.store.commit(manifest)
+        self._catalog.committed(manifest)
+        self._prune(newest=record.step)
+
+    def _prune(self, newest: int | None, finishing: bool = False) -> None:
+        protected = {s for s in (newest, self._stop.best_step) if s is not None}
+        if self._resumed_from is not None and not finishing:
+            protected.add(self._resumed_from)
+        if self._monitor is not None:
+            records = self._catalog.records()
+            best = best_of(records, *self._monitor)
+            if best is not None:
+                protected.add(best.step)
+        self._catalog.prune(self.keep, protected)
+
+    def _load_best(self, state: TrainState) -> None:
+        """Put the best checkpoint's entries into ``state`` (after pending writes land)."""
+        self.wait()
+        best = self._stop.best_step
+        if self._best_loaded or best is None or best == state.epoch:
+            self._best_loaded = True
+            return
+        try:
+            manifest = self._catalog.read(best)
+            payloads = self.store.load(manifest.outputs)
+        except Exception as e:
+            warnings.warn(
+                f"cannot restore the best checkpoint {best} of stage {self.stage!r} ({e}); keeping epoch {state.epoch}",
+                stacklevel=3,
+            )
+            return
+        kinds = manifest.extra.get("entries", {})
+        for name, payload in payloads.items():
+            if name != RNG:
+                state[name] = adapters.restore(name, kinds.get(name, "value"), state._entries.get(name), payload)
+        self._best_loaded = True
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self, state: TrainState) -> TrainState:
+        """Wait for writes (raising their errors); with ``restore_best`` put the best epoch's
+        entries into ``state``; prune by the keep policy (best and newest stay). Returns it."""
+        self.close()
+        if self.stopping is not None and self.stopping.restore_best:
+            self._load_best(state)
+        steps = self._catalog.steps()
+        self._prune(newest=steps[-1] if steps else None, finishing=True)
+        last = state.history[-1] if state.history else {}
+        self._emit("finish", state, {k: v for k, v in last.items() if k != "epoch"})
+        return state
+
+    def wait(self) -> None:
+        """Until the write in flight has landed; raises the error of a failed write."""
+        self._writer.wait()
+        self._writer.check()
+
+    def close(self) -> None:
+        """Wait for the write in flight; raise the error of any failed background write."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as e:  # don't hide the exception that ended training
+            warnings.warn(f"{e}", stacklevel=2)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"the Checkpointer of stage {self.stage!r} is closed")
+
+    # -- introspection -------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        """Committed checkpoint steps of this key, ascending."""
+        return self._catalog.steps()
+
+    @property
+    def best_step(self) -> int | None:
+        return self._stop.best_step
+
+    def _emit(self, kind: str, state: TrainState, metrics: Mapping[str, float] = (), **flags: bool) -> None:
+        now = time.perf_counter()
+        seconds, self._clock = now - self._clock, now
+        total = self.total if self.total is not None or kind != "finish" else state.epoch
+        emit(
+            ProgressEvent(
+                kind, self.stage, self.key, state.epoch, total, dict(metrics or {}),
+                stopped=state.stopped, resumed_from=state.resumed_from, seconds=seconds, **flags,
+            )
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<Checkpointer {self.stage!r} {self.key} in {self.store.url}>"
+
+
+def _is_scalar(v: Any) -> bool:
+    """numpy / torch scalars (float(v) works and they are not containers)."""
+    return hasattr(v, "item") and getattr(v, "ndim", 1) == 0
+
+
+__all__ = ["Checkpointer", "GRANULARITIES"]

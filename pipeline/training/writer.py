@@ -1,0 +1,83 @@
+"""One checkpoint write at a time, in a background thread or inline.
+
+The training thread hands over a job (serialise a snapshot, commit its manifest). With
+``asynchronous=True`` the job runs in a background thread and at most one is in flight:
+a new job waits for the previous one (``when_busy="wait"``) or is dropped
+(``when_busy="skip"``, unless forced). A job's failure is kept and raised by the next
+:meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ..errors import CheckpointError, ConfigError, PipelineError
+
+WHEN_BUSY = ("wait", "skip")
+
+
+class Writer:
+    def __init__(self, *, asynchronous: bool = True, when_busy: str = "wait") -> None:
+        if when_busy not in WHEN_BUSY:
+            raise ConfigError(f"when_busy must be 'wait' or 'skip', not {when_busy!r}")
+        self.asynchronous = asynchronous
+        self.when_busy = when_busy
+        self._thread: threading.Thread | None = None
+        self._error: tuple[str, BaseException] | None = None
+        self._lock = threading.Lock()
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def will_skip(self, force: bool = False) -> bool:
+        """True when a job submitted now would be dropped (check before taking a snapshot)."""
+        return self.asynchronous and self.when_busy == "skip" and not force and self.busy()
+
+    def submit(self, what: str, job: Callable[[], None], *, force: bool = False) -> bool:
+        """Run ``job`` (now, or in the background); False when it was skipped as busy."""
+        self.check()
+        if not self.asynchronous:
+            self._run(what, job)
+            self.check()
+            return True
+        if self.will_skip(force):
+            return False
+        self.wait()
+        self.check()
+        self._thread = threading.Thread(
+            target=self._run, args=(what, job), name="pipeline-checkpoint-writer", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def _run(self, what: str, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as e:  # kept and raised in the training thread
+            with self._lock:
+                if self._error is None:
+                    self._error = (what, e)
+
+    def wait(self) -> None:
+        """Until the write in flight (if any) is done."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+            self._thread = None
+
+    def check(self) -> None:
+        """Raise the failure of an earlier write, once."""
+        with self._lock:
+            failure, self._error = self._error, None
+        if failure is None:
+            return
+        what, e = failure
+        if isinstance(e, CheckpointError):
+            raise e
+        detail = str(e) if isinstance(e, PipelineError) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"writing {what} failed: {detail}") from e
+
+    def close(self) -> None:
+        self.wait()
+        self.check()

@@ -1,0 +1,327 @@
+"""Checkpointer on a real store: stage keys, integrity fallback, retention on disk, async
+writes (snapshots, failures, skipping), granularity, early-stopping resume, bad input."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import SGDClassifier
+
+from pipeline import CheckpointError, ConfigError, StageCache, Store
+from pipeline.training import (
+    BestK,
+    Checkpointer,
+    EarlyStopping,
+    EveryNEpochs,
+    KeepAll,
+    LatestN,
+    TrainState,
+    listening,
+)
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((400, 8))
+Y = (X[:, 0] + 0.3 * RNG.standard_normal(400) > 0).astype(int)
+
+
+def fresh() -> TrainState:
+    return TrainState(model=SGDClassifier(loss="log_loss", random_state=0), order=np.random.default_rng(1))
+
+
+def train(ckpt: Checkpointer, epochs: int, losses: list[float] | None = None, state=None) -> TrainState:
+    """Real SGD epochs; ``losses`` replaces the reported val_loss (to script retention cases)."""
+    state = ckpt.restore(state or fresh())
+    for epoch in ckpt.epochs(state, epochs):
+        perm = state.order.permutation(len(X))
+        state.model.partial_fit(X[perm], Y[perm], classes=[0, 1])
+        loss = losses[epoch] if losses else float(1 - state.model.score(X, Y))
+        if ckpt.step(epoch, state, {"val_loss": loss}):
+            break
+    return state
+
+
+def on_disk(store: Store, stage: str = "run", key: str = "default") -> list[int]:
+    root = Path(store.url) / "checkpoints" / stage / key
+    return sorted(int(p.stem) for p in root.glob("*.json"))
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "store")
+
+
+# -- the stage key -------------------------------------------------------------------------------
+def test_inside_a_stage_checkpoints_live_under_its_key_and_resume_after_a_crash(store):
+    def fit(epochs: int, crash_after: int = 0, alpha: float = 1e-4):
+        ckpt = Checkpointer(keep=KeepAll(), async_write=False)
+        model = SGDClassifier(alpha=alpha, random_state=0)
+        state = ckpt.restore(TrainState(model=model, order=np.random.default_rng(1)))
+        for epoch in ckpt.epochs(state, epochs):
+            state.model.partial_fit(X[state.order.permutation(400)], Y, classes=[0, 1])
+            ckpt.step(epoch, state, {"acc": state.model.score(X, Y)})
+            if epoch + 1 == crash_after:
+                raise RuntimeError("killed")
+        ckpt.finish(state)
+        return state.model.coef_
+
+    events = []
+    stage = StageCache(store).wrap(fit, ignore=["crash_after"])
+    with listening(events.append):
+        with pytest.raises(RuntimeError):
+            stage(6, crash_after=3)
+        key = stage.key(6).key.partition(":")[2]
+        assert on_disk(store, "fit", key) == [1, 2, 3]
+        stage(6)  # same key after the crash: resumes from checkpoint 3
+        stage(6, alpha=1e-3)  # changed params: another key, a fresh start
+    assert [e.resumed_from for e in events if e.kind == "restore"] == [None, 3, None]
+    assert {e.key.partition(":")[2] for e in events[:9]} == {key}  # crash run + resumed run
+    assert on_disk(store, "fit", key) == [1, 2, 3, 4, 5, 6]
+
+
+def test_outside_a_stage_a_store_and_name_are_required(store):
+    with pytest.raises(ConfigError, match="needs a store and a name"):
+        Checkpointer()
+    with pytest.raises(ConfigError, match="needs name="):
+        Checkpointer(store=store)
+
+
+# -- integrity -----------------------------------------------------------------------------------
+def _model_object(store: Store, step: int) -> Path:
+    manifest = store.manifest("run", "default", step)
+    leaf = manifest.outputs["dict"]["model"]
+    return Path(store.url) / "objects" / leaf["object"][:2] / f"{leaf['object'][2:]}.joblib"
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "missing object", "garbled manifest"])
+def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, damage):
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), async_write=False), 2)
+    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), async_write=False), 2)
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), async_write=False), 3)
+    assert on_disk(store) == [1, 2, 3]
+    if damage == "flipped bytes":
+        path = _model_object(store, 3)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "missing object":
+        _model_object(store, 3).unlink()
+    else:
+        (Path(store.url) / "checkpoints/run/default/3.json").write_text('{"format": 1, "stage": ')
+
+    with pytest.warns(UserWarning, match=r"checkpoint 3 of stage 'run' .* quarantined it, resuming from checkpoint 2"):
+        state = Checkpointer(store=store, name="run", async_write=False).restore(fresh())
+    assert state.epoch == 2 and state.resumed_from == 2
+    np.testing.assert_array_equal(state.model.coef_, reference.model.coef_)
+    assert on_disk(store) == [1, 2]
+    assert any("checkpoints__run__default__3.json" in p.name for p in (Path(store.url) / "quarantine").iterdir())
+
+
+# -- retention on disk ---------------------------------------------------------------------------
+def test_retention_on_disk_keeps_latest_and_best_only_in_its_own_key(store):
+    other = Checkpointer(store=store, name="run", key="other", keep=KeepAll(), async_write=False)
+    train(other, 4)
+    losses = [0.9, 0.3, 0.5, 0.6, 0.4, 0.7, 0.8]
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(2) | BestK(2, "val_loss"))
+    state = train(ckpt, 7, losses)
+    ckpt.finish(state)
+    assert on_disk(store) == [2, 5, 6, 7]
+    assert on_disk(store, key="other") == [1, 2, 3, 4]  # another key's checkpoints are untouched
+
+
+def test_the_checkpoint_resumed_from_survives_until_finish(store):
+    train(Checkpointer(store=store, name="run", keep=LatestN(1), async_write=False), 3)
+    assert on_disk(store) == [3]
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), async_write=False)
+    state = train(ckpt, 6)
+    assert state.resumed_from == 3 and on_disk(store) == [3, 6]
+    ckpt.finish(state)
+    assert on_disk(store) == [6]
+
+
+# -- async writes --------------------------------------------------------------------------------
+def test_async_snapshot_is_isolated_from_later_updates(store):
+    big = np.arange(8_000_000, dtype=np.float64)  # 64 MB: the write is still running when we mutate
+    ckpt = Checkpointer(store=store, name="run", async_write=True)
+    state = ckpt.restore(TrainState(weights=big))
+    ckpt.step(0, state, {})
+    state.weights *= -1.0  # in place, right after step() returned
+    ckpt.close()
+    restored = Checkpointer(store=store, name="run").restore(TrainState(weights=np.zeros_like(big)))
+    np.testing.assert_array_equal(restored.weights, np.arange(8_000_000, dtype=np.float64))
+
+
+def test_a_failed_background_write_is_raised_at_the_next_step_and_at_close(store):
+    objects_tmp = Path(store.url) / "objects" / "tmp"
+    for where in ("step", "close"):
+        ckpt = Checkpointer(store=store, name=where, async_write=True)
+        state = ckpt.restore(fresh())
+        ckpt.step(0, state, {})
+        ckpt.wait()
+        shutil.rmtree(objects_tmp)
+        objects_tmp.write_text("not a directory")  # every object write now fails with an OSError
+        try:
+            ckpt.step(1, state, {})  # submitted; fails in the background, not here
+            with pytest.raises(CheckpointError, match=f"writing checkpoint 2 of stage '{where}' failed: cannot write"):
+                if where == "step":
+                    ckpt.step(2, state, {})
+                else:
+                    ckpt.close()
+        finally:
+            objects_tmp.unlink()
+            objects_tmp.mkdir()
+        assert on_disk(store, where) == [1]
+
+
+def test_when_busy_skip_drops_saves_instead_of_waiting(store):
+    events = []
+    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), async_write=True, when_busy="skip")
+    with listening(events.append):
+        state = ckpt.restore(TrainState(weights=np.ones(4_000_000)))
+        for epoch in range(6):
+            state.weights += 1.0
+            ckpt.step(epoch, state, {})
+        ckpt.finish(state)
+    skipped = [e.epoch for e in events if e.skipped]
+    saved = [e.epoch for e in events if e.saved]
+    assert skipped and saved and sorted(skipped + saved) == list(range(1, 7))
+    assert on_disk(store) == saved
+
+
+# -- granularity ---------------------------------------------------------------------------------
+def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
+    part = Checkpointer(store=store, name="part", granularity="partial", keys=["model"], async_write=False)
+    state = train(part, 2)
+    manifest = store.manifest("part", "default", 2)
+    assert set(manifest.outputs["dict"]) == {"model"}
+    resumed = Checkpointer(store=store, name="part", granularity="partial", keys=["model"]).restore(fresh())
+    assert resumed.epoch == 2
+    np.testing.assert_array_equal(resumed.model.coef_, state.model.coef_)
+    assert resumed.order.bit_generator.state == np.random.default_rng(1).bit_generator.state  # not saved
+
+    light = Checkpointer(store=store, name="light", granularity="light", hyperparameters={"alpha": 1e-4})
+    train(light, 2)
+    light.close()
+    manifest = store.manifest("light", "default", 2)
+    assert store.load(manifest.outputs) == {
+        "epoch": 2,
+        "metrics": {"val_loss": manifest.extra["metrics"]["val_loss"]},
+        "hyperparameters": {"alpha": 1e-4},
+    }
+    assert Checkpointer(store=store, name="light", granularity="light").restore(fresh()).epoch == 0
+
+
+# -- early stopping ------------------------------------------------------------------------------
+def test_a_run_that_stopped_early_resumes_stopped_and_finishes_with_the_best(store):
+    losses = [0.9, 0.5, 0.6, 0.7, 0.8, 0.2]
+    stopping = EarlyStopping("val_loss", patience=2, restore_best=True)
+    ckpt = Checkpointer(store=store, name="run", save=EveryNEpochs(10), keep=LatestN(1), early_stopping=stopping)
+    best = train(Checkpointer(store=store, name="ref", keep=KeepAll(), async_write=False), 2)
+    state = train(ckpt, 6, losses)
+    assert state.stopped and state.epoch == 4 and ckpt.best_step == 2
+    assert on_disk(store) == [2, 4]  # saved: improvements 1, 2 and the stop 4; LatestN(1) + the best
+    np.testing.assert_array_equal(state.model.coef_, best.model.coef_)  # restored at the stop
+    ckpt.close()  # then "crash" before the stage returns
+
+    again = Checkpointer(store=store, name="run", save=EveryNEpochs(10), keep=LatestN(1), early_stopping=stopping)
+    state = again.restore(fresh())
+    assert state.stopped and state.resumed_from == 4 and list(again.epochs(state, 6)) == []
+    again.finish(state)
+    np.testing.assert_array_equal(state.model.coef_, best.model.coef_)
+    assert on_disk(store) == [2, 4]
+    assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
+
+
+# -- progress ------------------------------------------------------------------------------------
+def test_progress_events_reach_a_listener_from_a_worker_thread(store):
+    events = []
+    with listening(events.append), concurrent.futures.ThreadPoolExecutor(1) as pool:
+        ckpt = Checkpointer(store=store, name="run", save=EveryNEpochs(2))
+        pool.submit(lambda: ckpt.finish(train(ckpt, 3))).result()
+    assert [(e.kind, e.epoch, e.total, e.saved) for e in events] == [
+        ("restore", 0, None, False),  # the total is known once epochs() is called
+        ("epoch", 1, 3, False),
+        ("epoch", 2, 3, True),
+        ("epoch", 3, 3, False),
+        ("finish", 3, 3, False),
+    ]
+    assert events[1].metrics.keys() == {"val_loss"} and threading.current_thread() is threading.main_thread()
+
+
+# -- bad input -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"granularity": "medium"}, "granularity must be one of"),
+        ({"granularity": "partial"}, "needs keys="),
+        ({"keys": ["model"]}, "only applies to granularity='partial'"),
+        ({"save": LatestN(2)}, "save= takes a save policy"),
+        ({"keep": EveryNEpochs(1)}, "keep= takes a keep policy"),
+        ({"when_busy": "later"}, "when_busy must be 'wait' or 'skip', not 'later'"),
+        ({"granularity": "light", "early_stopping": EarlyStopping(restore_best=True)}, "needs model state"),
+        ({"hyperparameters": {"f": print}}, "hyperparameters must be JSON-able"),
+    ],
+)
+def test_bad_configuration_is_a_config_error(store, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Checkpointer(store=store, name="run", **kwargs)
+
+
+def test_unknown_monitored_metric_names_it_and_the_metrics_given(store):
+    ckpt = Checkpointer(store=store, name="run", early_stopping=EarlyStopping("val_los"))
+    state = ckpt.restore(fresh())
+    message = r"EarlyStopping monitors metric 'val_los', but step\(\) got only \['val_loss'\]"
+    with pytest.raises(ConfigError, match=message):
+        ckpt.step(0, state, {"val_loss": 0.5})
+    with pytest.raises(ConfigError, match="metric 'val_loss' = 'low'"):
+        ckpt.step(0, state, {"val_los": 0.5, "val_loss": "low"})
+    with pytest.raises(ConfigError, match="keys \\['net'\\] name no entry"):
+        Checkpointer(store=store, name="p", granularity="partial", keys=["net"]).step(0, state, {})
+
+
+@pytest.mark.parametrize("async_write", [False, True])
+@pytest.mark.parametrize("bad", [threading.Lock(), (i for i in range(3)), lambda x: x])
+def test_state_that_cannot_be_captured_fails_at_once_naming_the_entry(store, bad, async_write):
+    ckpt = Checkpointer(store=store, name="run", async_write=async_write)
+    state = ckpt.restore(TrainState(model=np.zeros(3), callback=bad))
+    with pytest.raises(CheckpointError, match=r"cannot capture state entry 'callback' \("):
+        ckpt.step(0, state, {})
+    ckpt.close()
+    assert on_disk(store) == []
+
+
+def test_closed_checkpointer_refuses_work(store):
+    ckpt = Checkpointer(store=store, name="run")
+    ckpt.close()
+    with pytest.raises(CheckpointError, match="is closed"):
+        ckpt.step(0, TrainState(), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Checkpointer(store=store, name="run") as ctx:
+            ctx.step(0, ctx.restore(TrainState(x=1)), {})
+    assert on_disk(store) == [1] and os.path.isdir(store.url)
+
+
+def test_the_same_on_an_fsspec_store(tmp_path):
+    import uuid
+
+    import fsspec
+
+    url = f"memory://ckpt-{uuid.uuid4().hex}"
+    try:
+        store = Store(url)
+        ckpt = Checkpointer(store=store, name="run", keep=LatestN(1) | BestK(1, "val_loss"))
+        first = train(ckpt, 3, [0.5, 0.9, 0.8])
+        ckpt.close()
+        assert Checkpointer(store=store, name="run").steps() == [1, 3]
+        again = Checkpointer(store=store, name="run").restore(fresh())
+        assert again.epoch == 3 and again.history == first.history
+        np.testing.assert_array_equal(again.model.coef_, first.model.coef_)
+    finally:
+        fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
