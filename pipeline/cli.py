@@ -166,10 +166,12 @@ def run(
     from .store import Store
 
     server_ready()
+    from .training.progress import rich_progress
 
-    report = run_flow(
-        settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync), force=force
-    )
+    with rich_progress(out):  # a live bar per training stage, epoch by epoch
+        report = run_flow(
+            settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync), force=force
+        )
     _print_run(report.summary)
 
 
