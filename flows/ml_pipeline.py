@@ -44,6 +44,7 @@ def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
         seed=tr["seed"],
         learning_rate=best["learning_rate"],
         eta0=best["eta0"],
+        patience=tr.get("patience") or None,
     )
     val_metrics = evaluate(fitted["model"], val_df, "validation")
     test_metrics = evaluate(fitted["model"], test_df, "test")

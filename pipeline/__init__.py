@@ -20,6 +20,9 @@ from .store import Manifest, Store, VerifyReport
 __version__ = "0.1.0"
 
 _PREFECT_EXPORTS = {"stage", "StageCachePolicy", "use_store", "current_store"}
+_TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "LatestN", "BestK",
+                     "EarlyStopping"}  # fmt: skip
+_TUNING_EXPORTS = {"tune", "load_best"}
 
 
 def __getattr__(name: str):
@@ -28,6 +31,14 @@ def __getattr__(name: str):
         from .integrations import prefect
 
         return getattr(prefect, name)
+    if name in _TRAINING_EXPORTS:
+        from . import training
+
+        return getattr(training, name)
+    if name in _TUNING_EXPORTS:
+        from . import tuning
+
+        return getattr(tuning, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 
@@ -51,4 +62,6 @@ __all__ = [
     "stage",
     "StageCachePolicy",
     "use_store",
+    *sorted(_TRAINING_EXPORTS),
+    *sorted(_TUNING_EXPORTS),
 ]

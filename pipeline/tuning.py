@@ -162,7 +162,7 @@ def _run_trial(
 
     def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
         # Two objects per trial at most: the small facts as one JSON object, and the model.
-        resumed = getattr(inner, "_resumed_from", None) is not None
+        resumed = getattr(inner, "resumed_from", None) is not None
         facts = {"state": state, "value": value, "reason": reason, "intermediate": _keys(intermediate),
                  "resumed": resumed, "params": dict(params)}  # fmt: skip
         return {"record": facts, "model": model}

@@ -409,6 +409,11 @@ class Checkpointer:
     def best_step(self) -> int | None:
         return self._stop.best_step
 
+    @property
+    def resumed_from(self) -> int | None:
+        """The checkpoint step ``restore`` resumed from (None: a fresh start)."""
+        return self._resumed_from
+
     def _emit(self, kind: str, state: TrainState, metrics: Mapping[str, float] = (), **flags: bool) -> None:
         now = time.perf_counter()
         seconds, self._clock = now - self._clock, now
