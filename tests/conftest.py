@@ -7,7 +7,7 @@ import sys
 import tempfile
 import uuid
 
-from tests.prefect_server import free_port
+from pipeline.integrations.server import free_port
 
 # Prefect reads its settings when it is imported: point it, before any test module imports
 # it, at a throwaway home and at the session's server (started by the prefect_api fixture).

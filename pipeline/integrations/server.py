@@ -44,7 +44,7 @@ def healthy(api_url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -64,43 +64,34 @@ class LocalServer:
             return None
 
 
+def spawn_server(port: int, home: str | os.PathLike, log: str | os.PathLike) -> subprocess.Popen:
+    """``prefect server start`` on 127.0.0.1:``port`` with ``home`` as PREFECT_HOME, detached
+    (its own session, so it outlives the caller), output appended to ``log``."""
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+           "--no-ui", "--analytics-off"]  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
 def start_local_server(console: Any = None) -> tuple[LocalServer, Callable[[], LocalServer]]:
     """Start ``prefect server start`` detached on a free 127.0.0.1 port; return a function
     that waits until it answers (so the caller can import Prefect meanwhile)."""
     home = _prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log = home / "pipeline-server.log"
-    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    env.pop("PREFECT_API_URL", None)
     if console is not None:
         console.print(
             f"starting a local Prefect server on {api_url} (kept for later runs; "
             "`python -m pipeline server stop` stops it)",
             highlight=False,
         )
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-ui",
-                "--analytics-off",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = spawn_server(port, home, log)
     server = LocalServer(api_url, proc.pid, str(log))
 
     def wait() -> LocalServer:
