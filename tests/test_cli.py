@@ -93,3 +93,30 @@ def test_verify_reports_corruption_with_exit_1(tmp_path):
     done = cli("verify", "--store", str(tmp_path / "store"))
     assert done.returncode == 1
     assert "1" in done.stdout and "corrupt" in done.stdout
+
+
+def test_default_run_starts_a_local_server_and_reuses_it(tmp_path):
+    """`python -m pipeline run` with no PREFECT_API_URL: the CLI starts one detached local
+    server, the second run reuses it (served from the same database), `server stop` ends it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "PREFECT_HOME"))}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+
+    def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    store = str(tmp_path / "store")
+    try:
+        first = run_cli("run", "--store", store, *FAST)
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+        assert "starting a local Prefect server" in first.stderr
+        second = run_cli("run", "--store", store, *FAST)
+        assert second.returncode == 0 and "starting" not in second.stderr
+        assert "9 cached, 0 computed" in second.stdout
+        assert "local server running at http://127.0.0.1:" in run_cli("server", "status").stdout
+    finally:
+        stopped = run_cli("server", "stop")
+    assert stopped.stdout.startswith("stopped http://127.0.0.1:")
+    assert "no local server running" in run_cli("server", "status").stdout

@@ -1,0 +1,30 @@
+"""Fold the per-benchmark result files (``benchmarks/_*.md``, each written by its script with
+``--markdown``) into ``benchmarks/RESULTS.md`` under the summary kept in ``_summary.md``.
+
+    python benchmarks/make_results.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["_fingerprint_results.md", "_store_results.md", "_pipeline_results.md", "_cli_results.md",
+         "_training_results.md", "_tuning_results.md"]  # fmt: skip
+
+
+def demote(text: str) -> str:
+    return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+
+
+def main() -> None:
+    parts = [(HERE / "_summary.md").read_text().rstrip()]
+    for name in ORDER:
+        path = HERE / name
+        if path.exists():
+            parts.append(demote(path.read_text().rstrip()))
+    (HERE / "RESULTS.md").write_text("\n\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    main()
