@@ -70,8 +70,7 @@ def main() -> None:
     results = {mode: measure(mode, args.runs) for mode in ("ephemeral", "auto")}
     eph = results["ephemeral"]["median"]
     lines = [
-        f"`python -m pipeline run`, bundled pipeline, {args.runs} fully cached reruns per mode, "
-        f"{os.cpu_count()} CPUs.",
+        f"`python -m pipeline run`, bundled pipeline, {args.runs} fully cached reruns per mode, {os.cpu_count()} CPUs.",
         "",
         "| mode | cold run s (incl. server start) | cached rerun median s | min s | vs ephemeral |",
         "|---|---:|---:|---:|---:|",

@@ -40,9 +40,13 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 
 def _store(url: Optional[str]):
+    return _open(Settings.load(store=url))
+
+
+def _open(settings: Settings):
+    """The store the settings name (opened or created)."""
     from .store import Store
 
-    settings = Settings.load(store=url)
     return Store(settings.store, fsync=settings.fsync)
 
 
@@ -163,15 +167,12 @@ def run(
     settings = Settings.load(store=store, flow=flow)
     server_ready = ensure_server(settings.server, err)  # a server may boot while Prefect imports
     from .integrations.runner import run_flow
-    from .store import Store
 
     server_ready()
     from .training.progress import rich_progress
 
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(
-            settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync), force=force
-        )
+        report = run_flow(settings.flow, _params(params, sets, settings), _open(settings), force=force)
     _print_run(report.summary)
 
 
@@ -226,9 +227,8 @@ def status(
     """Each stage of the flow as cached or stale, with the reasons, without running anything."""
     settings = Settings.load(store=store, flow=flow)
     from .integrations.runner import plan_flow
-    from .store import Store
 
-    statuses = plan_flow(settings.flow, _params(params, sets, settings), Store(settings.store, fsync=settings.fsync))
+    statuses = plan_flow(settings.flow, _params(params, sets, settings), _open(settings))
     table = Table("stage", "status", "why", "compute s")
     colour = {"cached": "green", "stale": "yellow", "stale (upstream)": "yellow"}
     for st in statuses:

@@ -21,6 +21,7 @@ from .errors import PipelineError
 from .store.manifest import Manifest
 
 _PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("pipeline_plan", default=None)
+_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_plan_store", default=None)
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,6 @@ def _materialise(stage: str, tree: dict[str, Any]) -> Any:
         except PipelineError:
             return Planned(stage, None)
     return Planned(stage, tree)
-
-
-_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_plan_store", default=None)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from .store.store import safe_name
 
 
 def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
-    """Write the event of one stage call."""
+    """Write the event of one stage call (not fsynced: a run record is informational)."""
     m = outcome.manifest
     event = {
         "stage": m.stage,
@@ -29,7 +29,7 @@ def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
         "time": time.time(),
     }
     rel = f"runs/{safe_name(run_id)}/{safe_name(m.stage)}-{m.key.partition(':')[2][:12]}.json"
-    store.backend.write_atomic(rel, json.dumps(event).encode())
+    store.backend.write_atomic(rel, json.dumps(event).encode(), durable=False)
 
 
 def record_trial(store: Store, run_id: str, search: str, trial: Any) -> None:
@@ -46,7 +46,7 @@ def record_trial(store: Store, run_id: str, search: str, trial: Any) -> None:
         "time": time.time(),
     }
     rel = f"runs/{safe_name(run_id)}/trials/{safe_name(search)}-{trial.number:05d}.json"
-    store.backend.write_atomic(rel, json.dumps(event, default=repr).encode())
+    store.backend.write_atomic(rel, json.dumps(event, default=repr).encode(), durable=False)
 
 
 def events(store: Store, run_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ instant leaves a loadable best model.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -97,10 +98,11 @@ def _sampler(kind: str, seed: int, dists: Mapping[str, Any]) -> Any:
             if not isinstance(d, CategoricalDistribution):
                 raise ConfigError(f"tune: grid search needs a list of choices for {name!r}, got {d!r}")
             grid[name] = list(d.choices)
-        return _GridSampler(grid, seed=seed)
+        return _grid_sampler_class()(grid, seed=seed)
     raise ConfigError(f"tune: unknown sampler {kind!r} (use one of {', '.join(SAMPLERS)})")
 
 
+@functools.cache
 def _grid_sampler_class() -> type:
     import optuna
 
@@ -112,10 +114,6 @@ def _grid_sampler_class() -> type:
             return None
 
     return GridSampler
-
-
-def _GridSampler(grid: dict[str, list[Any]], seed: int) -> Any:  # noqa: N802 - a class factory
-    return _grid_sampler_class()(grid, seed=seed)
 
 
 class TrialCheckpointer:

@@ -129,6 +129,7 @@ def test_pruned_trials_are_recorded_with_their_reason(tmp_path):
     assert all(t.value is None for t in pruned) and result.best_value <= 0.45
 
 
+@pytest.mark.usefixtures("prefect_api")
 def test_parallel_grid_equals_sequential(tmp_path):
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -151,9 +152,6 @@ def test_parallel_grid_equals_sequential(tmp_path):
     parallel = parallel_search()
     assert parallel.best_params == sequential.best_params and parallel.best_value == sequential.best_value
     assert sorted(t.value for t in parallel.trials) == sorted(t.value for t in sequential.trials)
-
-
-test_parallel_grid_equals_sequential = pytest.mark.usefixtures("prefect_api")(test_parallel_grid_equals_sequential)
 
 
 @pytest.mark.parametrize(

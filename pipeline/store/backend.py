@@ -63,7 +63,7 @@ class Backend(Protocol):
     def stage(self, writer: Writer) -> Staged: ...
     def commit(self, staged: Staged, rel: str) -> None: ...
     def discard(self, staged: Staged) -> None: ...
-    def write_atomic(self, rel: str, data: bytes) -> None: ...
+    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None: ...
     def read(self, rel: str) -> Any: ...
     def exists(self, rel: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
@@ -163,7 +163,8 @@ class LocalBackend:
         with contextlib.suppress(OSError):
             os.unlink(staged.tmp)
 
-    def write_atomic(self, rel: str, data: bytes) -> None:
+    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace ``rel`` atomically; ``durable=False`` skips the fsyncs (informational records)."""
         dest = self._path(rel)
         parent = os.path.dirname(dest)
         tmp = os.path.join(self.root, "objects", "tmp", uuid.uuid4().hex)
@@ -173,10 +174,11 @@ class LocalBackend:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                if self.fsync:
+                if self.fsync and durable:
                     os.fsync(f.fileno())
             os.replace(tmp, dest)
-            self._fsync_dir(parent)
+            if durable:
+                self._fsync_dir(parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -272,7 +274,7 @@ class FsspecBackend:
     def discard(self, staged: _RemoteStaged) -> None:
         staged.data = b""
 
-    def write_atomic(self, rel: str, data: bytes) -> None:
+    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         try:
             self.fs.pipe_file(self._path(rel), data)
         except OSError as e:
