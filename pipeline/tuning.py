@@ -129,7 +129,7 @@ class TrialCheckpointer:
         return getattr(self._inner, name)
 
     def step(self, epoch: int, state: Any, metrics: Mapping[str, float]) -> bool:
-        stop = self._inner.step(epoch, state, metrics) if self._inner is not None else False
+        stop = self._inner.step(epoch, state, metrics)
         trial = _TRIAL.get()
         if self._monitor is None or self._monitor not in metrics:
             return stop
@@ -172,8 +172,7 @@ def _run_trial(
     except catch as e:
         return record("failed", None, f"{type(e).__name__}: {e}")
     finally:
-        if inner is not None:
-            inner.close()
+        inner.close()
     value, model = out if isinstance(out, tuple) else (out, None)
     if isinstance(value, (list, tuple, dict)) or value is None:
         raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
@@ -193,12 +192,12 @@ def _make_checkpointer(options: Mapping[str, Any]) -> Any:
     Epoch checkpoints of a trial are written without fsync unless ``durable=True``: a power
     cut can then tear only checkpoints, which restore verifies and skips (resuming from an
     older one or from scratch), while the trial's committed result stays fsynced. This keeps
-    per-trial overhead near zero on disks where fsync costs tens of milliseconds."""
-    if options.get("disabled"):
-        return None
+    per-trial overhead near zero on disks where fsync costs tens of milliseconds. The
+    checkpoint after the last epoch is skipped (``save_last=False``): the trial's result,
+    committed right after, supersedes it."""
     from .training import Checkpointer
 
-    kwargs = {k: v for k, v in options.items() if k not in ("disabled", "durable")}
+    kwargs = {"save_last": False, **{k: v for k, v in options.items() if k != "durable"}}
     running = current_stage()
     if running is not None and not options.get("durable", False) and "store" not in kwargs:
         store = running.store
@@ -292,7 +291,8 @@ def tune(
         records.append(record)
         _drop_checkpoints(cache.store, outcome.manifest)  # the committed trial supersedes them
         if state == "complete" and (best is None or sign * record.value < sign * best["value"]):
-            best = {"params": record.params, "value": record.value, "trial": record.number, "model": model}
+            best = {"params": record.params, "value": record.value, "trial": record.number, "model": model,
+                    "tree": outcome.manifest.outputs}  # fmt: skip
             previous = stored_best.extra.get("value") if stored_best is not None else None
             if previous is None or sign * record.value < sign * previous:  # a replay rewrites nothing
                 _commit_best(cache.store, name, search_key, best)
@@ -313,7 +313,7 @@ def tune(
                                        inter))  # fmt: skip
             if best is None or sign * prior.value < sign * best["value"]:
                 best = {"params": dict(prior.params), "value": prior.value, "trial": frozen.number,
-                        "model": prior.user_attrs.get("model")}  # fmt: skip
+                        "model": None, "tree": prior.user_attrs["tree"]}  # fmt: skip
             if len(records) >= n_trials:
                 break
         if best is not None:
@@ -339,6 +339,8 @@ def tune(
 
     if best is None:
         raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
+    if best["model"] is None:  # the best is a reused trial of an earlier search: load its model now
+        best["model"] = cache.store.load(best["tree"])["model"]
     return TuneResult(best["params"], best["value"], best["model"], records, study)
 
 
@@ -360,11 +362,11 @@ def _compatible_trials(
             continue
         if m.params.get("monitor", {}).get("fingerprint") != fingerprint(monitor):
             continue
-        try:
-            loaded = store.load(m.outputs)
+        try:  # the small record only; the model is loaded if it turns out to be the best
+            parts = store.load(m.outputs["dict"]["record"] if "dict" in m.outputs else m.outputs)
         except PipelineError:
             continue
-        parts = {**loaded["record"], "model": loaded["model"]}
+        parts = parts.get("record", parts)
         params = parts.get("params")
         if parts.get("state") != "complete" or not isinstance(params, dict) or set(params) != set(dists):
             continue
@@ -376,7 +378,7 @@ def _compatible_trials(
                 distributions=dict(dists),
                 value=parts["value"],
                 intermediate_values={int(k): v for k, v in parts.get("intermediate", {}).items()},
-                user_attrs={"model": parts.get("model")} if parts.get("model") is not None else None,
+                user_attrs={"tree": m.outputs},
             )
         )
     return out
@@ -394,15 +396,15 @@ def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any]) -> None:
-    """Atomically replace the "best so far" record of a search."""
+    """Atomically replace the "best so far" record of a search: one manifest whose outputs
+    are the best trial's result objects (already in the store: nothing is pickled again)."""
     import datetime as dt
 
-    tree = store.save(best, what=f"the best trial of search {name!r}")
     store.commit(
         Manifest(
             stage=f"{name}.best",
             key=search_key,
-            outputs=tree,
+            outputs={"dict": {"trial": best["tree"]}},
             created=dt.datetime.now(dt.UTC).isoformat(),
             kind="best",
             extra={"params": best["params"], "value": best["value"], "trial": best["trial"]},
@@ -414,7 +416,11 @@ def load_best(store: Store | str, name: str = "tune") -> dict[str, Any] | None:
     """The newest "best so far" record of search ``name``: params, value, trial, model."""
     store = store if isinstance(store, Store) else Store(store)
     manifest = store.latest(f"{name}.best")
-    return None if manifest is None else store.load(manifest.outputs)
+    if manifest is None:
+        return None
+    facts = {k: manifest.extra.get(k) for k in ("params", "value", "trial")}
+    loaded = store.load(manifest.outputs)
+    return {**facts, "model": loaded["trial"]["model"] if "trial" in loaded else loaded.get("model")}
 
 
 def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:

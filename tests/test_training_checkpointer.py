@@ -325,3 +325,14 @@ def test_the_same_on_an_fsspec_store(tmp_path):
         np.testing.assert_array_equal(again.model.coef_, first.model.coef_)
     finally:
         fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
+
+
+def test_save_last_false_skips_only_the_last_epochs_checkpoint(store):
+    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), save_last=False)
+    ckpt.finish(train(ckpt, 4))
+    assert on_disk(store) == [1, 2, 3]
+    # a forced save (early stopping's new best, restore_best) still happens at the last epoch
+    ckpt = Checkpointer(store=store, name="run", key="es", keep=KeepAll(), save=EveryNEpochs(10), save_last=False,
+                        early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True))  # fmt: skip
+    ckpt.finish(train(ckpt, 3, [0.9, 0.8, 0.1]))
+    assert on_disk(store, key="es") == [1, 2, 3]

@@ -194,3 +194,46 @@ def test_changed_continuous_space_seeds_the_study_with_trials_inside_it(tmp_path
     assert [t.source for t in result.trials[: len(inside)]] == ["cached"] * len(inside)
     assert len(result.trials) == 6
     assert result.best_value <= min(t.value for t in inside)
+
+
+def _leaves(tree):
+    if "object" in tree:
+        yield tree["object"]
+    for child in tree.get("tuple", ()):
+        yield from _leaves(child)
+    for child in tree.get("dict", {}).values():
+        yield from _leaves(child)
+
+
+def _fitted(x: int):
+    from sklearn.linear_model import SGDClassifier
+
+    xt, yt, _, _ = search.data()
+    return SGDClassifier(alpha=10.0 ** -(x + 1), random_state=0).fit(xt, yt)
+
+
+@pytest.mark.parametrize("model", ["sgd", "json", "none"])
+def test_best_record_reuses_the_trials_objects(tmp_path, model):
+    """The best-so-far record is one manifest over the best trial's committed objects: the
+    model is neither pickled nor written twice, whatever the training function returns."""
+    from optuna.distributions import IntDistribution
+
+    def train(params, ckpt):
+        value = (params["x"] - 3) ** 2
+        if model == "none":
+            return value
+        return value, ({"x": params["x"], "coef": [0.5, 1.5]} if model == "json" else _fitted(params["x"]))
+
+    store = Store(tmp_path / "s")
+    result = tune(train, {"x": IntDistribution(0, 6)}, n_trials=5, sampler="random", seed=2, store=store, name="q")
+    best_manifest = store.latest("q.best")
+    trial_objects = {o for m in store.manifests("q.trial") for o in _leaves(m.outputs)}
+    assert set(_leaves(best_manifest.outputs)) <= trial_objects
+    best = load_best(store, "q")
+    assert best["params"] == result.best_params and best["value"] == result.best_value
+    if model == "none":
+        assert best["model"] is None and result.best_model is None
+    elif model == "json":
+        assert best["model"] == {"x": result.best_params["x"], "coef": [0.5, 1.5]} == result.best_model
+    else:
+        np.testing.assert_array_equal(best["model"].coef_, result.best_model.coef_)

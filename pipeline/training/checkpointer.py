@@ -67,7 +67,11 @@ def _members(policy: Any) -> tuple[Any, ...]:
 
 
 class Checkpointer:
-    """Training checkpoints of one stage key (see the module docstring)."""
+    """Training checkpoints of one stage key (see the module docstring).
+
+    ``save_last=False`` skips the policy's checkpoint after the last epoch of ``epochs()``
+    (saves that early stopping forces still happen): for training whose final result is
+    committed right afterwards anyway, as a search trial's stage result is."""
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class Checkpointer:
         store: Store | str | None = None,
         name: str | None = None,
         key: str | None = None,
+        save_last: bool = True,
     ) -> None:
         self.save_policy = EveryNEpochs(1) if save is None else save
         self.keep = keep
@@ -119,6 +124,7 @@ class Checkpointer:
         self._best_loaded = False
         self._closed = False
         self.total: int | None = None
+        self.save_last = save_last
 
     # -- configuration -------------------------------------------------------------------------
     def _check_config(self, granularity: str, keys: Sequence[str] | None, hyperparameters: Any) -> None:
@@ -231,7 +237,8 @@ class Checkpointer:
         if self.stopping is not None:
             self._stop, improved = self.stopping.update(self._stop, record)
         force = (improved and self.stopping.restore_best) or (self._stop.stopped and not was_stopped)
-        due = force or self.save_policy.should_save(record, history)
+        last = not self.save_last and self.total is not None and n >= self.total
+        due = force or (not last and self.save_policy.should_save(record, history))
         state.epoch, state.stopped = n, self._stop.stopped
         state.history.append({"epoch": n, **values})
         self._seen.append(record)
