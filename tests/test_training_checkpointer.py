@@ -336,3 +336,41 @@ def test_save_last_false_skips_only_the_last_epochs_checkpoint(store):
                         early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True))  # fmt: skip
     ckpt.finish(train(ckpt, 3, [0.9, 0.8, 0.1]))
     assert on_disk(store, key="es") == [1, 2, 3]
+
+
+EXIT_WITHOUT_CLOSE = """
+import shutil, sys
+from pathlib import Path
+import numpy as np
+from pipeline import Store
+from pipeline.training import Checkpointer, TrainState
+
+store = Store(sys.argv[1])
+ckpt = Checkpointer(store=store, name="run", async_write=True)
+state = ckpt.restore(TrainState(w=np.zeros(1)))
+if sys.argv[2] == "fail":
+    tmp = Path(store.url) / "objects" / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_text("not a directory")
+state["w"] = np.random.default_rng(0).standard_normal(20_000_000)  # 160 MB: still writing at exit
+ckpt.step(0, state, {})
+print("exiting", flush=True)  # no finish(), no close()
+"""
+
+
+@pytest.mark.parametrize("mode", ["ok", "fail"])
+def test_a_program_that_exits_without_close_keeps_its_last_write_or_says_why(tmp_path, mode):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(tmp_path / "s"), mode], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and "exiting" in proc.stdout, proc.stderr
+    if mode == "ok":
+        store = Store(tmp_path / "s")
+        assert on_disk(store) == [1] and store.verify().clean
+        assert Checkpointer(store=store, name="run").restore(TrainState(w=np.zeros(1))).epoch == 1
+    else:
+        assert "pipeline: writing checkpoint 1 of stage 'run' failed: StoreError: cannot write" in proc.stderr
+        assert not (tmp_path / "s" / "checkpoints").exists()

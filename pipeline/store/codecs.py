@@ -150,6 +150,14 @@ def _read_joblib(buf: Any) -> Any:
     return joblib.load(io.BytesIO(buf) if isinstance(buf, bytes) else _reader(buf))
 
 
+def preload() -> None:
+    """Import the codecs' libraries now. A background writer must not import them lazily:
+    at interpreter exit (a program that ends while a checkpoint write is in flight) joblib's
+    import fails ("can't register atexit after shutdown")."""
+    import joblib  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+
 PARQUET_FRAME = Codec("parquet-pandas", "parquet", _write_frame, _read_frame)
 PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
 PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_arrow, _read_table)

@@ -4,17 +4,38 @@ The training thread hands over a job (serialise a snapshot, commit its manifest)
 ``asynchronous=True`` the job runs in a background thread and at most one is in flight:
 a new job waits for the previous one (``when_busy="wait"``) or is dropped
 (``when_busy="skip"``, unless forced). A job's failure is kept and raised by the next
-:meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never lost.
+:meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never lost: a program
+that exits without closing waits for the write in flight and has its failure printed.
 """
 
 from __future__ import annotations
 
+import atexit
+import sys
 import threading
+import weakref
 from typing import Callable
 
 from ..errors import CheckpointError, ConfigError, PipelineError
 
 WHEN_BUSY = ("wait", "skip")
+
+
+_OPEN: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    """A program that ends without ``close()`` hears why its last write failed. (The write
+    itself has finished: writer threads are not daemons, so the interpreter waits for them
+    before it runs this.)"""
+    for writer in list(_OPEN):
+        writer.wait()
+        with writer._lock:
+            failure, writer._error = writer._error, None
+        if failure is not None:
+            what, e = failure
+            print(f"pipeline: writing {what} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 class Writer:
@@ -26,6 +47,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._error: tuple[str, BaseException] | None = None
         self._lock = threading.Lock()
+        if asynchronous:
+            _OPEN.add(self)
 
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -46,7 +69,7 @@ class Writer:
         self.wait()
         self.check()
         self._thread = threading.Thread(
-            target=self._run, args=(what, job), name="pipeline-checkpoint-writer", daemon=True
+            target=self._run, args=(what, job), name="pipeline-checkpoint-writer", daemon=False
         )
         self._thread.start()
         return True
@@ -79,5 +102,6 @@ class Writer:
         raise CheckpointError(f"writing {what} failed: {detail}") from e
 
     def close(self) -> None:
+        _OPEN.discard(self)
         self.wait()
         self.check()
