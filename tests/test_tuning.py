@@ -130,9 +130,10 @@ def test_pruned_trials_are_recorded_with_their_reason(tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_parallel_grid_equals_sequential(tmp_path):
+@pytest.mark.parametrize("runner", ["threads", "processes"])
+def test_parallel_grid_equals_sequential(tmp_path, runner):
     from prefect import flow
-    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
     from pipeline.integrations.prefect import prefect_map
 
@@ -145,13 +146,17 @@ def test_parallel_grid_equals_sequential(tmp_path):
 
     sequential = run(Store(tmp_path / "a"), 1)
 
-    @flow(task_runner=ThreadPoolTaskRunner(max_workers=3))
+    pool = ThreadPoolTaskRunner(max_workers=3) if runner == "threads" else ProcessPoolTaskRunner(max_workers=2)
+
+    @flow(task_runner=pool)
     def parallel_search():
         return run(Store(tmp_path / "b"), 3)
 
     parallel = parallel_search()
     assert parallel.best_params == sequential.best_params and parallel.best_value == sequential.best_value
     assert sorted(t.value for t in parallel.trials) == sorted(t.value for t in sequential.trials)
+    starts = [e for e in events(tmp_path / "l.log") if e[0] == "start"]
+    assert len(starts) == 12 and {e[2] for e in starts} == {"0"}  # each trial trained once, from scratch, per search
 
 
 @pytest.mark.parametrize(
