@@ -23,6 +23,7 @@ import contextvars
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -241,7 +242,7 @@ def tune(
     ``train_fn(params, checkpointer) -> value`` or ``(value, model)``; each call is a stage
     named ``<name>.trial``. ``parallel`` trials are asked at once and run through ``map_fn``
     (e.g. Prefect task runners, see ``pipeline.integrations.prefect.prefect_map``); results
-    equal the sequential run for grid and random search.
+    equal the sequential run for grid and random search. Parallel trials are not pruned.
     """
     import optuna
 
@@ -251,6 +252,12 @@ def tune(
         raise ConfigError(f"tune: direction must be 'minimize' or 'maximize', got {direction!r}")
     if parallel < 1:
         raise ConfigError(f"tune: parallel must be >= 1, got {parallel!r}")
+    if pruner is not None and parallel > 1 and map_fn is not None:
+        warnings.warn(
+            f"tune: search {name!r} runs {parallel} trials at once through map_fn, where the pruner can't "
+            "see them: they run unpruned (use parallel=1 to prune)",
+            stacklevel=2,
+        )
     dists = _distributions(space)
     the_sampler = _sampler(sampler, seed, dists)
     if store is None:

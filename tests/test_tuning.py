@@ -242,3 +242,14 @@ def test_best_record_reuses_the_trials_objects(tmp_path, model):
         assert best["model"] == {"x": result.best_params["x"], "coef": [0.5, 1.5]} == result.best_model
     else:
         np.testing.assert_array_equal(best["model"].coef_, result.best_model.coef_)
+
+
+def test_a_pruner_with_parallel_trials_warns_that_they_run_unpruned(tmp_path):
+    import optuna
+
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    with pytest.warns(UserWarning, match="runs 2 trials at once through map_fn.*unpruned"):
+        result = tune(search.train, search.SPACE, n_trials=2, sampler="random", seed=0, store=Store(tmp_path / "s"),
+                      pruner=optuna.pruners.MedianPruner(), parallel=2, checkpoint=search.CHECKPOINT,
+                      map_fn=lambda fn, calls: [fn(*c) for c in calls])  # fmt: skip
+    assert [t.state for t in result.trials] == ["complete", "complete"]
