@@ -151,10 +151,16 @@ def _run_trial(
     monitor: str | None,
     checkpoint: Mapping[str, Any],
     catch: tuple[type[BaseException], ...] = (),
+    early_stopping: Any = None,
 ) -> dict[str, Any]:
-    """The body of a trial stage: train once; return state, value, intermediate values, model."""
+    """The body of a trial stage: train once; return state, value, intermediate values, model.
+
+    Of the checkpoint options only ``early_stopping`` can change a trial's result, so only it
+    is part of the trial's key: how often and how a trial checkpoints may change between
+    runs without retraining finished trials."""
     import optuna
 
+    # early_stopping is one of the checkpoint options too: this argument exists for the key.
     intermediate: dict[int, float] = {}
     inner = _make_checkpointer(checkpoint)
     ckpt = TrialCheckpointer(inner, monitor, intermediate)
@@ -266,12 +272,14 @@ def tune(
         store = Settings.load().store
     running = current_stage()  # a search inside a stage reports its trials to that run
     cache = StageCache(store if isinstance(store, Store) else Store(store), run_id=running.run_id if running else None)
-    trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch"])
+    trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch", "checkpoint"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # No pruning unless asked for (Optuna's default would be a MedianPruner).
     study = optuna.create_study(sampler=the_sampler, pruner=pruner or optuna.pruners.NopPruner(), direction=direction)
-    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction, train_fn, monitor])
     checkpoint = dict(checkpoint or {})
+    stopping = checkpoint.get("early_stopping")
+    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction, train_fn, monitor,
+                              stopping])  # fmt: skip
     records: list[TrialRecord] = []
     best: dict[str, Any] | None = None
     sign = 1.0 if direction == "minimize" else -1.0
@@ -312,7 +320,7 @@ def tune(
         # Not a rerun of this very search: seed it with finished trials of earlier searches of
         # the same name, training function and options whose parameters lie in the new space.
         # (A grid search needs no seeding: its points are asked again and served as hits.)
-        for prior in _compatible_trials(cache.store, name, dists, train_fn, monitor, checkpoint):
+        for prior in _compatible_trials(cache.store, name, dists, train_fn, monitor, stopping):
             study.add_trial(prior)
             frozen = study.trials[-1]
             inter = dict(prior.intermediate_values)
@@ -328,7 +336,7 @@ def tune(
     exhausted = getattr(the_sampler, "is_exhausted", lambda _study: False)
     while len(records) < n_trials and not exhausted(study):
         batch = [study.ask(dists) for _ in range(min(parallel, n_trials - len(records)))]
-        calls = [(train_fn, dict(t.params), monitor, checkpoint, tuple(catch)) for t in batch]
+        calls = [(train_fn, dict(t.params), monitor, checkpoint, tuple(catch), stopping) for t in batch]
         t0 = time.perf_counter()
         if len(batch) == 1 or map_fn is None:
             outcomes = []
@@ -357,17 +365,16 @@ def _compatible_trials(
     dists: Mapping[str, Any],
     train_fn: Callable[..., Any],
     monitor: str | None,
-    checkpoint: Mapping[str, Any],
+    stopping: Any,
 ) -> list[Any]:
-    """Finished trials of searches named ``name`` that this search may reuse, oldest first."""
+    """Finished trials of searches named ``name`` that this search may reuse, oldest first:
+    same training function, monitored metric and early stopping."""
     import optuna
 
-    want = {"train_fn": fingerprint(train_fn)}
+    want = {"train_fn": fingerprint(train_fn), "monitor": fingerprint(monitor), "early_stopping": fingerprint(stopping)}
     out: list[Any] = []
     for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
-        if m.inputs.get("train_fn") != want["train_fn"]:
-            continue
-        if m.params.get("monitor", {}).get("fingerprint") != fingerprint(monitor):
+        if any(_recorded(m, arg) != fp for arg, fp in want.items()):
             continue
         try:  # the small record only; the model is loaded if it turns out to be the best
             parts = store.load(m.outputs["dict"]["record"] if "dict" in m.outputs else m.outputs)
@@ -389,6 +396,13 @@ def _compatible_trials(
             )
         )
     return out
+
+
+def _recorded(m: Manifest, arg: str) -> str | None:
+    """The fingerprint of argument ``arg`` that manifest ``m``'s key was made of."""
+    if arg in m.params:
+        return m.params[arg].get("fingerprint")
+    return m.inputs.get(arg)
 
 
 def _drop_checkpoints(store: Store, trial: Manifest) -> None:

@@ -253,3 +253,24 @@ def test_a_pruner_with_parallel_trials_warns_that_they_run_unpruned(tmp_path):
                       pruner=optuna.pruners.MedianPruner(), parallel=2, checkpoint=search.CHECKPOINT,
                       map_fn=lambda fn, calls: [fn(*c) for c in calls])  # fmt: skip
     assert [t.state for t in result.trials] == ["complete", "complete"]
+
+
+def test_checkpoint_frequency_is_not_part_of_a_trials_key_but_early_stopping_is(tmp_path):
+    from pipeline.training import EarlyStopping, EveryNEpochs, KeepAll
+
+    log = tmp_path / "l.log"
+    os.environ["TUNE_LOG"] = str(log)
+    store = Store(tmp_path / "s")
+
+    def run(checkpoint):
+        return tune(search.train, search.SPACE, n_trials=3, sampler="tpe", seed=5, store=store, name="k",
+                    checkpoint=checkpoint)  # fmt: skip
+
+    first = run(search.CHECKPOINT)
+    log.unlink()
+    other = run({"save": EveryNEpochs(3), "keep": KeepAll(), "async_write": True, "granularity": "full"})
+    assert [t.source for t in other.trials] == ["cached"] * 3 and not log.exists()
+    assert other.best_value == first.best_value
+    stopping = run({**search.CHECKPOINT, "early_stopping": EarlyStopping("val_loss", patience=1, restore_best=True)})
+    assert [t.source for t in stopping.trials] == ["done"] * 3
+    assert load_best(store, "k")["value"] == stopping.best_value  # its own best record, not the other's
