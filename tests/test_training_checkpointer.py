@@ -374,3 +374,19 @@ def test_a_program_that_exits_without_close_keeps_its_last_write_or_says_why(tmp
     else:
         assert "pipeline: writing checkpoint 1 of stage 'run' failed: StoreError: cannot write" in proc.stderr
         assert not (tmp_path / "s" / "checkpoints").exists()
+
+
+def test_global_random_streams_round_trip_in_both_recorded_forms():
+    import random
+
+    from pipeline.training import adapters
+
+    random.seed(5)
+    np.random.seed(6)
+    states = (adapters.capture_rng(), {"python": random.getstate(), "numpy": np.random.get_state(legacy=False)})
+    expected = ([random.random() for _ in range(3)], np.random.random(3).tolist())
+    for state in states:
+        random.seed(9)
+        np.random.seed(9)
+        adapters.restore_rng(state)  # the compact array form, and tuples of ints (older checkpoints)
+        assert ([random.random() for _ in range(3)], np.random.random(3).tolist()) == expected

@@ -300,8 +300,12 @@ def restore(name: str, kind: str, target: Any, payload: Any) -> Any:
 # -- global RNG streams ----------------------------------------------------------------------
 def capture_rng() -> dict[str, Any]:
     """The global random streams: Python ``random``, NumPy's global one, torch CPU (and CUDA)."""
-    out: dict[str, Any] = {"python": random.getstate()}
+    version, internal, gauss = random.getstate()
     np = sys.modules.get("numpy")
+    # The Mersenne Twister's 625 words as one array: a tuple of 625 ints would go through
+    # joblib's pure-Python pickler one int at a time, every checkpoint.
+    words = internal if np is None else np.asarray(internal, dtype=np.uint32)
+    out: dict[str, Any] = {"python": (version, words, gauss)}
     if np is not None:
         out["numpy"] = np.random.get_state(legacy=False)
     torch = sys.modules.get("torch")
@@ -315,7 +319,8 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     """Set the global streams back. torch's only when torch is loaded here: a program that
     uses torch has imported it before restoring, and one that doesn't should not pay for it."""
-    random.setstate(state["python"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(int(w) for w in words), gauss))
     if "numpy" in state:
         import numpy as np
 
