@@ -67,6 +67,23 @@ class TuneResult:
         ]
 
 
+def _check_train_fn(train_fn: Any) -> None:
+    """A training function takes ``(params, checkpointer)``: say so before any trial runs."""
+    import inspect
+
+    if not callable(train_fn):
+        raise ConfigError(f"tune: the training function must be callable, got {train_fn!r}")
+    try:
+        inspect.signature(train_fn).bind({}, None)
+    except TypeError as e:
+        raise ConfigError(
+            f"tune: the training function {getattr(train_fn, '__name__', train_fn)!r} must take (params, checkpointer) "
+            f"and return the objective or (objective, model): {e}"
+        ) from None
+    except ValueError:  # builtins without a signature: let the call tell
+        return
+
+
 def _distributions(space: Mapping[str, Any]) -> dict[str, Any]:
     from optuna.distributions import BaseDistribution, CategoricalDistribution
 
@@ -264,6 +281,7 @@ def tune(
             "see them: they run unpruned (use parallel=1 to prune)",
             stacklevel=2,
         )
+    _check_train_fn(train_fn)
     dists = _distributions(space)
     the_sampler = _sampler(sampler, seed, dists)
     if store is None:

@@ -168,12 +168,15 @@ def test_parallel_grid_equals_sequential(tmp_path, runner):
         ({"direction": "down"}, "direction must be"),
         ({"space": {"alpha": FloatDistribution(0.1, 1.0)}, "sampler": "grid"}, "grid search needs a list"),
         ({"space": {"alpha": 0.1}}, "neither an optuna distribution nor a list"),
+        ({"train_fn": lambda params: 1.0}, "must take \\(params, checkpointer\\)"),
+        ({"train_fn": "train"}, "must be callable"),
     ],
 )
 def test_bad_input_is_a_clear_error(kwargs, message, tmp_path):
     args = {"space": search.SPACE, "n_trials": 2, "sampler": "tpe", "direction": "minimize", **kwargs}
+    train_fn = args.pop("train_fn", search.train)
     with pytest.raises(ConfigError, match=message):
-        tune(search.train, args.pop("space"), store=Store(tmp_path / "s"), **args)
+        tune(train_fn, args.pop("space"), store=Store(tmp_path / "s"), **args)
 
 
 def test_best_model_is_the_best_trials_model(tmp_path):
