@@ -17,6 +17,10 @@ Methods, interleaved round by round (``--rounds``; the order alternates between 
                  no Checkpointer
 - ours ...:      ``tune(train, SPACE, n_trials=20, sampler="tpe", seed=..., store=<fresh store>,
                  checkpoint=...)`` for each checkpoint setting in ``CHECKPOINTS``
+- interleaved:   the headline per-trial overhead: our search (first setting) and the plain loop
+                 trial by trial in one process, alternating (``run_interleaved``), so the two
+                 trials of a pair share the machine's noise; whole runs tens of seconds apart
+                 swing by several percent on a shared machine
 - cached rerun:  ``tune`` again on the finished store of the first setting (every trial a hit)
 - resumed:       the first setting's search in a subprocess, SIGKILLed as soon as the store holds
                  10 trial manifests; then the rerun to completion is timed in this process.
