@@ -99,7 +99,24 @@ def show(
 
 
 def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
+    """The newest search named ``name``: its trials in order and its best; without a search
+    index (stores written before it existed), every trial result of that name."""
+    from .tuning import search_index
 
+    index = search_index(s, name)
+    if index is None:
+        return _show_trial_results(s, name, manifests)
+    # In `show`, a finished trial is "complete": done/cached/resumed describe a run.
+    rows = [{"search": name, **t, "source": "complete"} for t in index["trials"]]
+    _print_trials(rows, title=f"search {name}: {len(rows)} of {index['n_trials']} trials "
+                              f"({index['sampler']}, seed {index['seed']}, {index['direction']})")  # fmt: skip
+    _print_best(s.manifest(f"{name}.best", index["key"]))
+    if len(manifests) > len(rows):
+        out.print(f"the store holds {len(manifests)} trial results of searches named {name!r} (earlier ones included)")
+    return None
+
+
+def _show_trial_results(s: Any, name: str, manifests: list[Any]) -> None:
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):
         tree = m.outputs
@@ -110,9 +127,12 @@ def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
             continue
         rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
                      "value": parts.get("value"), "state": parts.get("state"),
-                     "source": "done", "reason": parts.get("reason", "")})  # fmt: skip
+                     "source": "complete", "reason": parts.get("reason", "")})  # fmt: skip
     _print_trials(rows, title=f"trials of search {name} ({len(rows)} in the store)")
-    best = s.latest(f"{name}.best")
+    _print_best(s.latest(f"{name}.best"))
+
+
+def _print_best(best: Any) -> None:
     if best is not None:
         out.print(
             f"best: {best.extra.get('params')} value {best.extra.get('value')!r} (trial {best.extra.get('trial')})"

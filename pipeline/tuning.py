@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import math
 import time
 import warnings
@@ -33,6 +34,7 @@ from .fingerprint import fingerprint
 from .runs import record_trial
 from .store import Manifest, Store
 from .store.backend import LocalBackend
+from .store.store import safe_name
 
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
 SAMPLERS = ("tpe", "random", "grid")
@@ -303,6 +305,8 @@ def tune(
     sign = 1.0 if direction == "minimize" else -1.0
 
     stored_best = cache.store.manifest(f"{name}.best", search_key)
+    index = {"search": name, "key": search_key, "sampler": sampler, "seed": seed, "direction": direction,
+             "n_trials": n_trials, "space": space_repr(dists)}  # fmt: skip
 
     def finish(trial: Any, outcome: Any, seconds: float) -> None:
         nonlocal best
@@ -331,6 +335,7 @@ def tune(
                 _commit_best(cache.store, name, search_key, best)
         if running is not None:
             record_trial(cache.store, running.run_id, name, record)
+        _write_index(cache.store, name, search_key, index, records)
         if on_trial is not None:
             on_trial(record)
 
@@ -370,6 +375,7 @@ def tune(
         for t, outcome in zip(batch, outcomes):
             finish(t, outcome, seconds)
 
+    _write_index(cache.store, name, search_key, index, records)
     if best is None:
         raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
     if best["model"] is None:  # the best is a reused trial of an earlier search: load its model now
@@ -449,6 +455,34 @@ def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any])
             extra={"params": best["params"], "value": best["value"], "trial": best["trial"]},
         )
     )
+
+
+def _index_path(name: str, search_key: str) -> str:
+    return f"searches/{safe_name(name)}/{search_key.partition(':')[2] or search_key}.json"
+
+
+def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any], records: list[TrialRecord]) -> None:
+    """The search's trial table as this run left it (``python -m pipeline show <name>``).
+
+    Informational, like run events: rewritten after every trial without fsync; the trials
+    themselves are the committed stage results."""
+    rows = [{"trial": t.number, "params": t.params, "value": t.value, "state": t.state, "source": t.source,
+             "reason": t.reason} for t in sorted(records, key=lambda t: t.number)]  # fmt: skip
+    doc = {**meta, "updated": time.time(), "trials": rows}
+    store.backend.write_atomic(_index_path(name, search_key), json.dumps(doc, default=repr).encode(), durable=False)
+
+
+def search_index(store: Store, name: str) -> dict[str, Any] | None:
+    """The trial table of the newest search named ``name`` (None: no search wrote one)."""
+    newest = None
+    for rel in store.backend.list(f"searches/{safe_name(name)}"):
+        try:
+            doc = json.loads(bytes(store.backend.read(rel)))
+        except (ValueError, OSError):
+            continue
+        if isinstance(doc, dict) and (newest is None or doc.get("updated", 0) > newest.get("updated", 0)):
+            newest = doc
+    return newest
 
 
 def load_best(store: Store | str, name: str = "tune") -> dict[str, Any] | None:

@@ -277,3 +277,22 @@ def test_checkpoint_frequency_is_not_part_of_a_trials_key_but_early_stopping_is(
     stopping = run({**search.CHECKPOINT, "early_stopping": EarlyStopping("val_loss", patience=1, restore_best=True)})
     assert [t.source for t in stopping.trials] == ["done"] * 3
     assert load_best(store, "k")["value"] == stopping.best_value  # its own best record, not the other's
+
+
+def test_show_lists_the_newest_search_in_trial_order_with_its_best(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    store = Store(tmp_path / "s")
+    tune(search.train, search.SPACE, n_trials=3, sampler="random", seed=1, store=store, name="sh",
+         checkpoint=search.CHECKPOINT)  # fmt: skip
+    second = tune(search.train, search.SPACE, n_trials=4, sampler="tpe", seed=2, store=store, name="sh",
+                  checkpoint=search.CHECKPOINT)  # fmt: skip
+    shown = CliRunner().invoke(app, ["show", "sh", "--store", str(tmp_path / "s")], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "search sh: 4 of 4 trials (tpe, seed 2, minimize)" in shown.output
+    assert f"value {second.best_value!r}" in shown.output
+    numbers = [line.split("│")[2].strip() for line in shown.output.splitlines() if line.startswith("│ sh")]
+    assert numbers == ["0", "1", "2", "3"]
