@@ -364,7 +364,7 @@ def tune(
         if len(batch) == 1 or map_fn is None:
             outcomes = []
             for t, args in zip(batch, calls):
-                token = _TRIAL.set(t if len(batch) == 1 else None)
+                token = _TRIAL.set(t)
                 try:
                     outcomes.append(trial_stage.call(*args))
                 finally:

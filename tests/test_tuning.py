@@ -117,12 +117,13 @@ def test_changed_space_reuses_trials_still_inside_it(tmp_path):
     assert sorted(t.source for t in result.trials) == ["cached", "cached", "cached", "done"]
 
 
-def test_pruned_trials_are_recorded_with_their_reason(tmp_path):
+@pytest.mark.parametrize("parallel", [1, 2])  # 2 without map_fn: asked in pairs, run (and pruned) one by one
+def test_pruned_trials_are_recorded_with_their_reason(tmp_path, parallel):
     import optuna
 
     os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
     result = tune(search.train, search.SPACE, n_trials=8, sampler="random", seed=4, store=Store(tmp_path / "s"),
-                  name="p", checkpoint=search.CHECKPOINT,
+                  name="p", checkpoint=search.CHECKPOINT, parallel=parallel,
                   pruner=optuna.pruners.ThresholdPruner(upper=0.45))  # fmt: skip
     pruned = [t for t in result.trials if t.state == "pruned"]
     assert pruned and all(t.reason.startswith("pruned at epoch") for t in pruned)
