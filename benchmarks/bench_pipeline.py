@@ -506,24 +506,17 @@ def report(results: dict[str, Any], params: dict[str, int], warm: int, command: 
             f"| {m['stage']:.2f} | {m['stage'] / base_m['stage']:.2f}x | {each} | {sizes[name] / 1e6:.0f} "
             f"| {sizes[name] / base_bytes:.2f}x | {hits} |"
         )
-    lines += [
-        "",
-        "Warm rerun, median seconds per stage call (engine, key hashing and cache load included):",
-        "",
-        "| variant | " + " | ".join(s.__name__ for s in STAGES) + " |",
-        "|---|" + "---:|" * len(STAGES),
-    ]
-    for name in VARIANTS:
-        lines.append(f"| {name} | " + " | ".join(f"{med[name]['per_stage'][s.__name__]:.3f}" for s in STAGES) + " |")
-    lines += [
-        "",
-        "Cold run, seconds per stage call (compute + persist):",
-        "",
-        "| variant | " + " | ".join(s.__name__ for s in STAGES) + " |",
-        "|---|" + "---:|" * len(STAGES),
-    ]
-    for name in VARIANTS:
-        lines.append(f"| {name} | " + " | ".join(f"{cold[name].stage_seconds[s.__name__]:.3f}" for s in STAGES) + " |")
+    per_stage_tables = {
+        "Warm rerun, median seconds per stage call (engine, key hashing and cache load included):": {
+            name: med[name]["per_stage"] for name in VARIANTS
+        },
+        "Cold run, seconds per stage call (compute + persist):": {name: cold[name].stage_seconds for name in VARIANTS},
+    }
+    for title, seconds in per_stage_tables.items():
+        lines += ["", title, "", "| variant | " + " | ".join(s.__name__ for s in STAGES) + " |",
+                  "|---|" + "---:|" * len(STAGES)]  # fmt: skip
+        for name in VARIANTS:
+            lines.append(f"| {name} | " + " | ".join(f"{seconds[name][s.__name__]:.3f}" for s in STAGES) + " |")
     stage_ratio = med["ours"]["stage"] / base_m["stage"]
     bytes_ratio = sizes["ours"] / base_bytes
     cold_ratio = cold["ours"].wall / base_cold.wall

@@ -174,14 +174,13 @@ def _run_trial(
 ) -> dict[str, Any]:
     """The body of a trial stage: train once; return state, value, intermediate values, model.
 
-    Of the checkpoint options only ``early_stopping`` can change a trial's result, so only it
-    is part of the trial's key: how often and how a trial checkpoints may change between
-    runs without retraining finished trials."""
+    Of the Checkpointer's options only ``early_stopping`` can change a trial's result, so it is
+    an argument of its own, part of the trial's key; ``checkpoint`` (how often and how a trial
+    checkpoints) is not, and may change between runs without retraining finished trials."""
     import optuna
 
-    # early_stopping is one of the checkpoint options too: this argument exists for the key.
     intermediate: dict[int, float] = {}
-    inner = _make_checkpointer(checkpoint)
+    inner = _make_checkpointer({**checkpoint, "early_stopping": early_stopping})
     ckpt = TrialCheckpointer(inner, monitor, intermediate)
 
     def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
@@ -267,7 +266,8 @@ def tune(
     ``train_fn(params, checkpointer) -> value`` or ``(value, model)``; each call is a stage
     named ``<name>.trial``. ``parallel`` trials are asked at once and run through ``map_fn``
     (e.g. Prefect task runners, see ``pipeline.integrations.prefect.prefect_map``); results
-    equal the sequential run for grid and random search. Parallel trials are not pruned.
+    equal the sequential run for grid and random search. Trials run through ``map_fn`` are
+    not pruned.
     """
     import optuna
 
@@ -297,8 +297,9 @@ def tune(
     # No pruning unless asked for (Optuna's default would be a MedianPruner).
     study = optuna.create_study(sampler=the_sampler, pruner=pruner or optuna.pruners.NopPruner(), direction=direction)
     checkpoint = dict(checkpoint or {})
-    stopping = checkpoint.get("early_stopping")
-    search_key = fingerprint(["search/1", name, space_repr(dists), sampler, seed, direction, train_fn, monitor,
+    stopping = checkpoint.pop("early_stopping", None)
+    space_text = space_repr(dists)
+    search_key = fingerprint(["search/1", name, space_text, sampler, seed, direction, train_fn, monitor,
                               stopping])  # fmt: skip
     records: list[TrialRecord] = []
     best: dict[str, Any] | None = None
@@ -306,7 +307,7 @@ def tune(
 
     stored_best = cache.store.manifest(f"{name}.best", search_key)
     index = {"search": name, "key": search_key, "sampler": sampler, "seed": seed, "direction": direction,
-             "n_trials": n_trials, "space": space_repr(dists)}  # fmt: skip
+             "n_trials": n_trials, "space": space_text}  # fmt: skip
 
     def finish(trial: Any, outcome: Any, seconds: float) -> None:
         nonlocal best
@@ -356,6 +357,7 @@ def tune(
                 break
         if best is not None:
             _commit_best(cache.store, name, search_key, best)
+            _write_index(cache.store, name, search_key, index, records)
     exhausted = getattr(the_sampler, "is_exhausted", lambda _study: False)
     while len(records) < n_trials and not exhausted(study):
         batch = [study.ask(dists) for _ in range(min(parallel, n_trials - len(records)))]
@@ -375,7 +377,6 @@ def tune(
         for t, outcome in zip(batch, outcomes):
             finish(t, outcome, seconds)
 
-    _write_index(cache.store, name, search_key, index, records)
     if best is None:
         raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
     if best["model"] is None:  # the best is a reused trial of an earlier search: load its model now
@@ -398,7 +399,7 @@ def _compatible_trials(
     want = {"train_fn": fingerprint(train_fn), "monitor": fingerprint(monitor), "early_stopping": fingerprint(stopping)}
     out: list[Any] = []
     for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
-        if any(_recorded(m, arg) != fp for arg, fp in want.items()):
+        if any(m.argument(arg) != fp for arg, fp in want.items()):
             continue
         try:  # the small record only; the model is loaded if it turns out to be the best
             parts = store.load(m.outputs["dict"]["record"] if "dict" in m.outputs else m.outputs)
@@ -420,13 +421,6 @@ def _compatible_trials(
             )
         )
     return out
-
-
-def _recorded(m: Manifest, arg: str) -> str | None:
-    """The fingerprint of argument ``arg`` that manifest ``m``'s key was made of."""
-    if arg in m.params:
-        return m.params[arg].get("fingerprint")
-    return m.inputs.get(arg)
 
 
 def _drop_checkpoints(store: Store, trial: Manifest) -> None:

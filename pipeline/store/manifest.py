@@ -52,6 +52,12 @@ class Manifest:
     def output_fingerprint(self) -> str:
         return self.outputs.get("fingerprint", "")
 
+    def argument(self, name: str) -> str | None:
+        """The fingerprint argument ``name`` contributed to the key (a param or an input)."""
+        if name in self.params:
+            return self.params[name].get("fingerprint")
+        return self.inputs.get(name)
+
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
 

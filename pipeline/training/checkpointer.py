@@ -32,7 +32,6 @@ from typing import Any, Mapping, Sequence
 from ..cache import current_stage
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
-from ..store.codecs import preload as preload_codecs
 from ..store.manifest import library_versions
 from . import adapters
 from .catalog import Catalog, record_of
@@ -113,8 +112,6 @@ class Checkpointer:
         from .writer import Writer
 
         self._writer = Writer(asynchronous=async_write, when_busy=when_busy)
-        if async_write:
-            preload_codecs()
         self._monitored = self._monitored_metrics()
         self._monitor = self._best_metric()
         self._stop = StopState()

@@ -17,6 +17,7 @@ import weakref
 from typing import Callable
 
 from ..errors import CheckpointError, ConfigError, PipelineError
+from ..store.codecs import preload as preload_codecs
 
 WHEN_BUSY = ("wait", "skip")
 
@@ -31,8 +32,7 @@ def _finish_at_exit() -> None:
     before it runs this.)"""
     for writer in list(_OPEN):
         writer.wait()
-        with writer._lock:
-            failure, writer._error = writer._error, None
+        failure = writer._take_error()
         if failure is not None:
             what, e = failure
             print(f"pipeline: writing {what} failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -49,6 +49,7 @@ class Writer:
         self._lock = threading.Lock()
         if asynchronous:
             _OPEN.add(self)
+            preload_codecs()  # the writer thread must not import them lazily (see preload)
 
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -89,10 +90,14 @@ class Writer:
             thread.join()
             self._thread = None
 
-    def check(self) -> None:
-        """Raise the failure of an earlier write, once."""
+    def _take_error(self) -> tuple[str, BaseException] | None:
         with self._lock:
             failure, self._error = self._error, None
+        return failure
+
+    def check(self) -> None:
+        """Raise the failure of an earlier write, once."""
+        failure = self._take_error()
         if failure is None:
             return
         what, e = failure
