@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline import FingerprintError
 from pipeline.fingerprint import fingerprint, register
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -288,7 +288,7 @@ def test_bundled_pipeline_second_run_all_cached(tmp_path):
     from pipeline.params import load_params
 
     store = Store(tmp_path / "bundled")
-    params = load_params(Path(__file__).resolve().parent.parent / "params.toml", ["tune.n_trials=3", "tune.epochs=5"])
+    params = load_params(Path(__file__).resolve().parents[2] / "params.toml", ["tune.n_trials=3", "tune.epochs=5"])
     first = run_flow("flows.ml_pipeline:ml_pipeline", params, store)
     assert first.summary["misses"] == first.summary["hits"] + first.summary["misses"]
     second = run_flow("flows.ml_pipeline:ml_pipeline", params, store)

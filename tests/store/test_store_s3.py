@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pipeline import StageCache, Store, StoreError, fingerprint
 from pipeline.store.backend import FsspecBackend
-from tests.test_store import FRAMES, assert_same, commit, flip_byte, object_rel
+from tests.store.test_store import FRAMES, assert_same, commit, flip_byte, object_rel
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from pipeline import Store
 from pipeline.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--set", "tune.n_trials=2", "--set", "train.epochs=5", "--set", "tune.epochs=3"]
 
 

@@ -363,7 +363,7 @@ def test_a_program_that_exits_without_close_keeps_its_last_write_or_says_why(tmp
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(tmp_path / "s"), mode], cwd=root,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and "exiting" in proc.stdout, proc.stderr

@@ -14,7 +14,7 @@ from pipeline.fingerprint import code_components, code_fingerprint, fingerprint
 from tests.helpers import closures, cycle, mutual, thirdparty
 from tests.helpers.loader import load_project
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 HELPERS = """
 FACTOR = 2
@@ -34,8 +34,8 @@ def unrelated():
 """
 
 STAGES = '''
-from . import helpers
-from .helpers import THRESHOLD, scale
+from tests import helpers
+from tests.helpers import THRESHOLD, scale
 
 
 def prepare(rows):
