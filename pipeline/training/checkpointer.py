@@ -99,7 +99,10 @@ class Checkpointer:
         running = current_stage()
         if store is None and running is None:
             if not name:
-                raise ConfigError("outside a @stage a Checkpointer needs a name (and store=, else the current store)")
+                raise ConfigError(
+                    "outside a @stage a Checkpointer needs a store and a name: Checkpointer(name=...) on the "
+                    "current store (use_store), or Checkpointer(store=..., name=...)"
+                )
             store = current_store()
         if store is None:
             self.store, self.stage, self.key, self.run_id = running.store, running.stage, running.key, running.run_id

@@ -55,10 +55,8 @@ def lines(mod: FlowModule) -> list[str]:
 def test_forced_stage_recomputes_in_a_process_pool_worker(mod, tmp_path):
     store = Store(tmp_path / "store")
     ref = mod.ref("workers")
-    assert run_flow(ref, {"n": 2}, store).result == [1, 2]
+    assert run_flow(ref, {"n": 2}, store).result == [1, 2]  # unforced reruns hit: test_map_under_process_pool
     mod.executed()
-    again = run_flow(ref, {"n": 2}, store)
-    assert again.summary["hits"] == 2 and mod.executed() == []
     forced = run_flow(ref, {"n": 2}, store, force=["where"])
     assert forced.result == [1, 2]
     ran = lines(mod)
@@ -81,3 +79,36 @@ def test_use_store_as_a_plain_call_reaches_process_pool_workers_without_an_env_v
         assert f"store={chosen}" in line and "env=None" in line and f"pid={os.getpid()}" not in line
     assert sorted(m.stage for m in Store(chosen).manifests()) == ["where", "where"]
     assert "PIPELINE_STORE" not in os.environ
+
+
+@pytest.mark.slow  # three process-pool flow runs
+def test_forced_trials_run_through_prefect_map_retrain_in_process_pool_workers(tmp_path):
+    from prefect import flow
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from pipeline.cache import forcing
+    from pipeline.integrations.prefect import prefect_map
+    from pipeline.tuning import tune
+    from tests.tuning import search
+
+    log = tmp_path / "trials.log"
+    os.environ["TUNE_LOG"] = str(log)
+    store = Store(tmp_path / "s")
+    space = {"alpha": [1e-4, 1e-3], "eta0": [0.01], "batches": [1]}
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    def parallel_search():
+        return tune(search.train, space, n_trials=2, sampler="grid", store=store, name="par", parallel=2,
+                    map_fn=prefect_map(), checkpoint=search.CHECKPOINT)  # fmt: skip
+
+    def starts() -> list[str]:
+        found = [line.split()[2] for line in log.read_text().splitlines() if line.startswith("start")]
+        log.unlink()
+        return found
+
+    assert {t.source for t in parallel_search().trials} == {"done"}
+    assert starts() == ["0", "0"]
+    assert {t.source for t in parallel_search().trials} == {"cached"} and not log.exists()
+    with forcing(["par.trial"]):
+        assert {t.source for t in parallel_search().trials} == {"done"}
+    assert starts() == ["0", "0"]  # retrained in the workers, from epoch 0 (not resumed)
