@@ -71,13 +71,16 @@ class Settings:
 def settings() -> Settings:
     """The settings of this process, loaded once per working directory and ``PIPELINE_*``
     environment (pyproject.toml is not re-read when it changes while the process runs)."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("PIPELINE_")))
+    env = tuple((name, os.environ.get(name)) for name in _ENV_NAMES)  # a few lookups, not a scan
     return _load(os.getcwd(), env)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(cwd: str, env: tuple[tuple[str, str], ...]) -> Settings:
-    return Settings.load(start=cwd, env=dict(env))
+def _load(cwd: str, env: tuple[tuple[str, str | None], ...]) -> Settings:
+    return Settings.load(start=cwd, env={k: v for k, v in env if v is not None})
+
+
+_ENV_NAMES = tuple(f"PIPELINE_{f.name.upper()}" for f in dataclasses.fields(Settings))
 
 
 def _absolute(store: Any, base: Path) -> Any:

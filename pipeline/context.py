@@ -136,24 +136,29 @@ def current_stage() -> RunningStage | None:
     return current().stage
 
 
-class use_store:  # noqa: N801 - used like a function
+def use_store(store: Store | str | os.PathLike) -> StoreChoice:
     """Make stages use ``store`` (a :class:`Store`, URL or path).
 
     As a plain call, ``use_store("s3://bucket/ckpt")`` sets the store for the rest of the
     process (and of the current run, if one is active); as a context manager, ``with
     use_store(path) as store:`` sets it for the block and restores the previous store on exit.
     Worker processes of a run get it with each call (no environment variable)."""
+    return StoreChoice(open_store(store))
 
-    def __init__(self, store: Store | str | os.PathLike) -> None:
+
+class StoreChoice:
+    """A store chosen by :func:`use_store`, in effect from the call until :meth:`restore`."""
+
+    def __init__(self, store: Store) -> None:
         global _process
-        self.store = open_store(store)
+        self.store = store
         self._previous = _process
-        _process = _process.replace(store=self.store)
+        _process = _process.replace(store=store)
         ctx = _current.get()
-        self._token = None if ctx is None else _current.set(ctx.replace(store=self.store))
+        self._token = None if ctx is None else _current.set(ctx.replace(store=store))
 
     def restore(self) -> None:
-        """Undo this call: the store before it is the store again."""
+        """Undo the choice: the store before it is the store again."""
         global _process
         _process = self._previous
         if self._token is not None:
@@ -167,7 +172,7 @@ class use_store:  # noqa: N801 - used like a function
         self.restore()
 
     def __repr__(self) -> str:
-        return f"use_store({self.store.url!r})"
+        return f"<store choice {self.store.url!r}>"
 
 
 class Carried:
@@ -201,6 +206,7 @@ __all__ = [
     "current_store",
     "current_stage",
     "use_store",
+    "StoreChoice",
     "open_store",
     "carry",
     "Carried",
