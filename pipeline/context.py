@@ -119,6 +119,8 @@ def open_store(store: Store | str | os.PathLike) -> Store:
 
 @functools.lru_cache(maxsize=4)
 def _configured(url: str, fsync: bool) -> Store:
+    # The configured default, opened once per settings (not per stage call: on S3 opening
+    # reads store.json). Nothing registers stores here; a chosen store lives in the context.
     return Store(url, fsync=fsync)
 
 
