@@ -45,6 +45,7 @@ def run(store: Path, *args: str) -> tuple[str, dict[str, int]]:
     return done.stdout, epochs
 
 
+@pytest.mark.slow  # three CLI processes, each a run of the bundled flow
 @pytest.mark.usefixtures("prefect_api")
 def test_force_retrains_from_epoch_zero_and_forced_search_retrains_its_trials(tmp_path):
     store = tmp_path / "store"
@@ -52,6 +53,7 @@ def test_force_retrains_from_epoch_zero_and_forced_search_retrains_its_trials(tm
     assert "0 cached, 9 computed" in out
     assert epochs == {"train": 5, "tune.trial": 6}
     (first,) = Store(store).manifests("train")
+    (best,) = Store(store).manifests("tune.best")
 
     # --force train used to restore the committed epoch-5 checkpoint and train 0 epochs.
     out, epochs = run(store, "--force", "train")
@@ -64,6 +66,8 @@ def test_force_retrains_from_epoch_zero_and_forced_search_retrains_its_trials(tm
     assert epochs == {"train": 5, "tune.trial": 6}, out
     assert "1 cached, 8 computed" in out  # only the raw data load is upstream of clean
     assert [row.split("│")[-2].strip() for row in _trial_rows(out)] == ["done", "done"]
+    (rewritten,) = Store(store).manifests("tune.best")  # the forced search's best replaces the old
+    assert rewritten.key == best.key and rewritten.created > forced.created > best.created
 
 
 def _trial_rows(out: str) -> list[str]:
