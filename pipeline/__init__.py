@@ -5,6 +5,7 @@ integration lives in :mod:`pipeline.integrations.prefect`.
 """
 
 from .cache import CachedStage, Explanation, StageCache, StageKey
+from .context import current_stage, current_store, run_context, use_store
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -19,7 +20,7 @@ from .store import Manifest, Store, VerifyReport
 
 __version__ = "0.1.0"
 
-_PREFECT_EXPORTS = {"stage", "StageCachePolicy", "use_store", "current_store"}
+_PREFECT_EXPORTS = {"stage", "StageCachePolicy"}
 _TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "LatestN", "BestK",
                      "EarlyStopping"}  # fmt: skip
 _TUNING_EXPORTS = {"tune", "load_best"}
@@ -62,6 +63,9 @@ __all__ = [
     "stage",
     "StageCachePolicy",
     "use_store",
+    "current_store",
+    "current_stage",
+    "run_context",
     *sorted(_TRAINING_EXPORTS),
     *sorted(_TUNING_EXPORTS),
 ]

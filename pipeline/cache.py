@@ -11,8 +11,6 @@ keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything e
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -22,6 +20,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+from . import context
+from .context import Force, RunningStage, current_stage
 from .errors import PipelineError
 from .fingerprint import code_components, code_fingerprint, fingerprint
 from .fingerprint.code import digest_components
@@ -31,23 +31,6 @@ from .store.manifest import iter_leaves, library_versions
 from .store.objects import object_path
 
 R = TypeVar("R")
-_FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_force", default=None)
-_RUNNING: contextvars.ContextVar[RunningStage | None] = contextvars.ContextVar("pipeline_running_stage", default=None)
-
-
-@dataclass(frozen=True)
-class RunningStage:
-    """The stage whose body is executing: where its training checkpoints belong."""
-
-    store: Store
-    stage: str
-    key: str
-    run_id: str
-
-
-def current_stage() -> RunningStage | None:
-    """The stage being computed in this thread/task (None outside a stage body)."""
-    return _RUNNING.get()
 
 
 KEY_VERSION = "stage/1"
@@ -94,23 +77,6 @@ class Explanation:
         return f"{self.stage}: stale: " + "; ".join(self.reasons)
 
 
-@dataclass
-class Force:
-    """Stages to recompute although cached, and everything downstream of their outputs."""
-
-    stages: frozenset[str]
-    tainted: set[str] = dataclasses.field(default_factory=set)
-
-    def applies(self, key: StageKey) -> bool:
-        if "*" in self.stages or key.stage in self.stages:
-            return True
-        fps = [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
-        return any(fp in self.tainted for fp in fps)
-
-    def taint(self, manifest: Manifest) -> None:
-        self.tainted.update(leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint"))
-
-
 def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield tree
     for child in tree.get("tuple", ()):
@@ -119,15 +85,19 @@ def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
+def _key_fingerprints(key: StageKey) -> list[str]:
+    return [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
+
+
+def _output_fingerprints(manifest: Manifest) -> list[str]:
+    return [leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint")]
+
+
 @contextlib.contextmanager
 def forcing(stages: Iterable[str]) -> Iterator[Force]:
     """Within this block the named stages (``"*"``: all) and their dependants recompute."""
-    force = Force(frozenset(stages))
-    token = _FORCE.set(force)
-    try:
-        yield force
-    finally:
-        _FORCE.reset(token)
+    with context.run_context(force=Force.of(stages)) as ctx:
+        yield ctx.force
 
 
 def _fingerprint_of(value: Any, name: str) -> str:
@@ -162,9 +132,11 @@ def _now() -> str:
 class StageCache:
     """Serves stage results from a :class:`Store` while their key is unchanged."""
 
-    def __init__(self, store: Store | str, *, run_id: str | None = None) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
-        self.run_id = run_id or uuid.uuid4().hex
+    def __init__(self, store: Store | str | None = None, *, run_id: str | None = None) -> None:
+        """``store`` defaults to the run context's (:func:`pipeline.context.current_store`),
+        ``run_id`` to the context's run id, else a fresh one."""
+        self.store = context.current_store() if store is None else context.open_store(store)
+        self.run_id = run_id or context.current().run_id or uuid.uuid4().hex
 
     def wrap(
         self,
@@ -309,21 +281,21 @@ class CachedStage(Generic[R]):
         """Run (or serve) the stage and say how it went."""
         t0 = time.perf_counter()
         key = self.key(*args, **kwargs)
-        force = _FORCE.get()
-        forced = force is not None and force.applies(key)
+        ctx = context.current()
+        force = ctx.force
+        forced = force is not None and force.applies(key.stage, _key_fingerprints(key))
         found = None if forced else self.lookup(key)
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
         t1 = time.perf_counter()
-        token = _RUNNING.set(RunningStage(self.cache.store, self.name, key.key, self.cache.run_id))
-        try:
+        running = RunningStage(self.cache.store, self.name, key.key, self.cache.run_id, forced=forced)
+        # A forced stage computes from scratch: every stage its body calls recomputes too.
+        with context.activate(ctx.replace(stage=running, force=force.everything() if forced else force)):
             value = self.func(*args, **kwargs)
-        finally:
-            _RUNNING.reset(token)
-        manifest = self.save(key, value, time.perf_counter() - t1)
+        manifest = self.save(key, value, time.perf_counter() - t1)  # replaces a forced key's old result
         if forced:
-            force.taint(manifest)
+            force.taint(_output_fingerprints(manifest))
         return Outcome(value, False, manifest, time.perf_counter() - t0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:

@@ -10,18 +10,16 @@ is "stale (upstream)".
 
 from __future__ import annotations
 
-import contextvars
 import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .cache import CachedStage
+from .context import current, run_context
 from .errors import PipelineError
+from .store import Store
 from .store.manifest import Manifest
-
-_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("pipeline_plan", default=None)
-_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_plan_store", default=None)
 
 
 @dataclass(frozen=True)
@@ -43,10 +41,13 @@ class Plan:
 class Planned:
     """Stands in for a stage output during a dry run."""
 
-    def __init__(self, stage: str, tree: dict[str, Any] | None, arity: int | None = None) -> None:
+    def __init__(
+        self, stage: str, tree: dict[str, Any] | None, arity: int | None = None, store: Store | None = None
+    ) -> None:
         self._stage = stage
         self._tree = tree  # None: stale, content unknown
         self._arity = arity
+        self._store = store  # where small JSON items of a cached output are loaded from
 
     @property
     def stale(self) -> bool:
@@ -60,14 +61,14 @@ class Planned:
         if self._tree is None:
             return Planned(self._stage, None)
         if "dict" in self._tree and item in self._tree["dict"]:
-            return _materialise(self._stage, self._tree["dict"][item])
+            return _materialise(self._stage, self._tree["dict"][item], self._store)
         if "tuple" in self._tree and isinstance(item, int):
-            return _materialise(self._stage, self._tree["tuple"][item])
+            return _materialise(self._stage, self._tree["tuple"][item], self._store)
         return Planned(self._stage, None)  # an item of a single object: can't know it without loading
 
     def __iter__(self) -> Iterator[Any]:
         if self._tree is not None and "tuple" in self._tree:
-            return iter([_materialise(self._stage, t) for t in self._tree["tuple"]])
+            return iter([_materialise(self._stage, t, self._store) for t in self._tree["tuple"]])
         if self._arity is None:
             raise PipelineError(
                 f"dry run: can't unpack the output of stage {self._stage!r} without running it; "
@@ -82,29 +83,24 @@ class Planned:
 _LOAD_FOR_REAL = {"json"}
 
 
-def _materialise(stage: str, tree: dict[str, Any]) -> Any:
-    plan_store = _STORE.get()
-    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and plan_store is not None:
+def _materialise(stage: str, tree: dict[str, Any], store: Store | None) -> Any:
+    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and store is not None:
         try:
-            return plan_store.load(tree)
+            return store.load(tree)
         except PipelineError:
             return Planned(stage, None)
-    return Planned(stage, tree)
+    return Planned(stage, tree, store=store)
 
 
 @contextmanager
 def dry_run() -> Iterator[Plan]:
-    """Within this block, stage calls plan instead of running."""
-    plan = Plan()
-    token = _PLAN.set(plan)
-    try:
-        yield plan
-    finally:
-        _PLAN.reset(token)
+    """Within this block, stage calls plan instead of running (the run context's ``plan``)."""
+    with run_context(plan=Plan()) as ctx:
+        yield ctx.plan
 
 
 def current_plan() -> Plan | None:
-    return _PLAN.get()
+    return current().plan
 
 
 def _arity(stage: CachedStage[Any], previous: Manifest | None) -> int | None:
@@ -130,31 +126,25 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
 def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What a stage call does in a dry run: record its status, return placeholders."""
     store = stage.cache.store
-    token = _STORE.set(store)
-    try:
-        upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
-        if upstream:
-            previous = store.latest(stage.name)
-            own = stage.param_changes(previous, *args, **kwargs) if previous else []
-            plan.statuses.append(
-                StageStatus(
-                    stage.name,
-                    None,
-                    "stale (upstream)",
-                    (*own, *(f"upstream {u} is stale" for u in upstream)),
-                    previous.compute_seconds if previous else 0.0,
-                )
-            )
-            return Planned(stage.name, None, _arity(stage, previous))
-        why = stage.explain(*args, **kwargs)
-        if why.hit:
-            m = why.previous
-            plan.statuses.append(StageStatus(stage.name, why.key, "cached", (), m.compute_seconds if m else 0.0))
-            return _materialise(stage.name, m.outputs) if m else Planned(stage.name, None)
-        prev = why.previous
+    upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
+    if upstream:
+        previous = store.latest(stage.name)
+        own = stage.param_changes(previous, *args, **kwargs) if previous else []
         plan.statuses.append(
-            StageStatus(stage.name, why.key, "stale", why.reasons, prev.compute_seconds if prev else 0.0)
+            StageStatus(
+                stage.name,
+                None,
+                "stale (upstream)",
+                (*own, *(f"upstream {u} is stale" for u in upstream)),
+                previous.compute_seconds if previous else 0.0,
+            )
         )
-        return Planned(stage.name, None, _arity(stage, prev))
-    finally:
-        _STORE.reset(token)
+        return Planned(stage.name, None, _arity(stage, previous))
+    why = stage.explain(*args, **kwargs)
+    if why.hit:
+        m = why.previous
+        plan.statuses.append(StageStatus(stage.name, why.key, "cached", (), m.compute_seconds if m else 0.0))
+        return _materialise(stage.name, m.outputs, store) if m else Planned(stage.name, None)
+    prev = why.previous
+    plan.statuses.append(StageStatus(stage.name, why.key, "stale", why.reasons, prev.compute_seconds if prev else 0.0))
+    return Planned(stage.name, None, _arity(stage, prev))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .cache import StageCache, current_stage
+from .context import current_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .runs import record_trial
@@ -287,10 +288,9 @@ def tune(
     dists = _distributions(space)
     the_sampler = _sampler(sampler, seed, dists)
     if store is None:
-        from .config import Settings
-
-        store = Settings.load().store
+        store = current_store()
     running = current_stage()  # a search inside a stage reports its trials to that run
+    forced = running is not None and running.forced  # a forced search replaces its old best
     cache = StageCache(store if isinstance(store, Store) else Store(store), run_id=running.run_id if running else None)
     trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch", "checkpoint"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -332,7 +332,7 @@ def tune(
             best = {"params": record.params, "value": record.value, "trial": record.number, "model": model,
                     "tree": outcome.manifest.outputs}  # fmt: skip
             previous = stored_best.extra.get("value") if stored_best is not None else None
-            if previous is None or sign * record.value < sign * previous:  # a replay rewrites nothing
+            if forced or previous is None or sign * record.value < sign * previous:  # a replay rewrites nothing
                 _commit_best(cache.store, name, search_key, best)
         if running is not None:
             record_trial(cache.store, running.run_id, name, record)

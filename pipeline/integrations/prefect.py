@@ -1,4 +1,4 @@
-"""Prefect integration: ``@stage``, ``StageCachePolicy`` and the store a flow run uses.
+"""Prefect integration: ``@stage``, ``StageCachePolicy`` and the run a stage reports to.
 
 ``@stage`` makes a Prefect task whose body goes through :class:`~pipeline.cache.StageCache`.
 On a hit the outputs are loaded once from our store and the task run ends in a
@@ -7,17 +7,17 @@ and committed, and the task run ends ``Completed``. Prefect's own result persist
 cache keys are off for stages: our store owns the bytes. Each stage commits on its own.
 
 Called outside a flow run, a stage is just a cached function (no Prefect involved);
-inside :func:`pipeline.plan.dry_run` it plans instead of running.
+inside :func:`pipeline.plan.dry_run` it plans instead of running. The store, the forced
+stages and the dry-run plan come from the run context (:mod:`pipeline.context`), which
+``submit``/``map`` ship with each call to the task runner's workers.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import os
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from prefect import Task
 from prefect.cache_policies import NO_CACHE, CachePolicy
@@ -25,52 +25,20 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import Completed, State
 
 from ..cache import CachedStage, StageCache
-from ..config import Settings
+from ..context import carry, current, current_store, use_store
 from ..fingerprint import fingerprint
-from ..plan import current_plan, plan_call
+from ..plan import plan_call
 from ..runs import record
 from ..store import Store
 
 R = TypeVar("R")
 
-_stores: dict[str, Store] = {}
-_lock = threading.Lock()
-_active: list[Store] = []
-
-
-def _open(url: str) -> Store:
-    with _lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = Store(url, fsync=Settings.load().fsync)
-        return store
-
-
-def current_store() -> Store:
-    """The store stages use: the one set by :func:`use_store`, else the configured one."""
-    if _active:
-        return _active[-1]
-    return _open(Settings.load().store)
-
-
-@contextmanager
-def use_store(store: Store | str) -> Iterator[Store]:
-    """Make stages use ``store`` in this process and in worker processes it starts."""
-    s = store if isinstance(store, Store) else _open(str(store))
-    previous = os.environ.get("PIPELINE_STORE")
-    os.environ["PIPELINE_STORE"] = s.url  # ProcessPoolTaskRunner workers read the environment
-    _active.append(s)
-    try:
-        yield s
-    finally:
-        _active.pop()
-        if previous is None:
-            os.environ.pop("PIPELINE_STORE", None)
-        else:
-            os.environ["PIPELINE_STORE"] = previous
-
 
 def current_run_id() -> str | None:
+    """The run stages report to: the run context's, else the Prefect flow run's."""
+    run_id = current().run_id
+    if run_id is not None:
+        return run_id
     ctx = FlowRunContext.get()
     if ctx is not None and ctx.flow_run is not None:
         return str(ctx.flow_run.id)
@@ -96,7 +64,7 @@ class StageTask(Task):
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         spec: _StageSpec = self.__pipeline_stage__
-        plan = current_plan()
+        plan = current().plan
         if plan is not None:
             return plan_call(spec.bind(current_store()), plan, args, kwargs)
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
@@ -105,6 +73,20 @@ class StageTask(Task):
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the loaded value in memory: no I/O
         return result
+
+    # A submitted or mapped call may run in another process (ProcessPoolTaskRunner, Dask),
+    # where the run context does not exist: the task runner ships a copy of this task whose
+    # body carries the context of the submitting caller.
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return Task.submit(self._carrying_context(), *args, **kwargs)
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:
+        return Task.map(self._carrying_context(), *args, **kwargs)
+
+    def _carrying_context(self) -> StageTask:
+        shipped = copy.copy(self)
+        shipped.fn = carry(self.fn)
+        return shipped
 
     def with_options(self, *args: Any, **kwargs: Any) -> StageTask:
         """Same as Task.with_options, but the copy stays a stage."""
@@ -198,7 +180,8 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
         run = task(_apply, **task_kwargs)
         if FlowRunContext.get() is None:
             return [fn(*args) for args in calls]
-        futures = [run.submit(fn, args) for args in calls]
+        shipped = carry(fn)  # the run context (store, force) reaches trials in worker processes
+        futures = [run.submit(shipped, args) for args in calls]
         return [f.result() for f in futures]
 
     return map_fn
@@ -206,3 +189,14 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
 
 def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
+
+
+__all__ = [
+    "stage",
+    "StageTask",
+    "StageCachePolicy",
+    "prefect_map",
+    "use_store",
+    "current_store",
+    "current_run_id",
+]

@@ -11,12 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from ..cache import forcing
+from ..context import Force, run_context
 from ..errors import ConfigError, PipelineError
-from ..plan import StageStatus, dry_run
+from ..plan import Plan, StageStatus
 from ..runs import summarise
 from ..store import Store
-from .prefect import use_store
 
 
 def load_flow(ref: str) -> Callable[..., Any]:
@@ -72,18 +71,24 @@ def run_flow(
     *,
     force: Iterable[str] = (),
 ) -> RunReport:
-    """Run a flow with stages on ``store``; fold its stage events into a run record."""
+    """Run a flow with stages on ``store``; fold its stage events into a run record.
+
+    The run's context (store, forced stages; for a plain function also the run id, which
+    for a Prefect flow is its flow run's) is set once here, for every stage of the run."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
     state = None
-    with use_store(store), forcing(force), _quiet_engine():
-        if hasattr(flow, "fn"):  # a Prefect flow: run it and keep its final state
+    forced = tuple(force)
+    is_prefect = hasattr(flow, "fn")
+    run_id = None if is_prefect else uuid.uuid4().hex
+    with run_context(store=store, run_id=run_id, force=Force.of(forced) if forced else None), _quiet_engine():
+        if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)
             status = state.type.value.lower()
         else:
-            run_id, status = uuid.uuid4().hex, "completed"
+            status = "completed"
             result = flow(**kwargs)
     summary = summarise(store, run_id, status, time.perf_counter() - t0)
     if state is not None:
@@ -100,6 +105,6 @@ def plan_flow(ref: str, params: dict[str, Any] | None, store: Store) -> list[Sta
     """Each stage of a flow as cached or stale (with reasons), without running anything."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
-    with use_store(store), dry_run() as plan:
+    with run_context(store=store, plan=Plan()) as ctx:
         getattr(flow, "fn", flow)(**kwargs)
-    return plan.statuses
+    return ctx.plan.statuses

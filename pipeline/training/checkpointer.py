@@ -29,7 +29,7 @@ import time
 import warnings
 from typing import Any, Mapping, Sequence
 
-from ..cache import current_stage
+from ..context import current_stage, current_store
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
 from ..store.manifest import library_versions
@@ -98,7 +98,12 @@ class Checkpointer:
         self.hyperparameters = dict(hyperparameters or {})
         running = current_stage()
         if store is None and running is None:
-            raise ConfigError("outside a @stage a Checkpointer needs a store and a name: Checkpointer(store=, name=)")
+            if not name:
+                raise ConfigError(
+                    "outside a @stage a Checkpointer needs a store and a name: Checkpointer(name=...) on the "
+                    "current store (use_store), or Checkpointer(store=..., name=...)"
+                )
+            store = current_store()
         if store is None:
             self.store, self.stage, self.key, self.run_id = running.store, running.stage, running.key, running.run_id
         else:
@@ -109,6 +114,11 @@ class Checkpointer:
             self.key = key or (running.key if running and not name else "default")
             self.run_id = running.run_id if running else ""
         self._catalog = Catalog(self.store, self.stage, self.key)
+        # A stage computed by force starts from scratch: its old checkpoints are superseded.
+        self._fresh = running is not None and running.forced and (self.stage, self.key) == (running.stage, running.key)
+        if self._fresh:
+            for old in self._catalog.steps():
+                self.store.backend.delete(self._catalog.path(old))
         from .writer import Writer
 
         self._writer = Writer(asynchronous=async_write, when_busy=when_busy)
@@ -170,7 +180,7 @@ class Checkpointer:
         self._check_open()
         state = TrainState.of(default)
         restored, failures = None, []
-        if self.granularity != "light":
+        if self.granularity != "light" and not self._fresh:
             candidates = [step] if step is not None else self._catalog.steps()[::-1]
             for s in candidates:
                 try:
