@@ -449,10 +449,10 @@ def tune(
     for gone, instead in _GONE.items():
         if gone in options:
             raise ConfigError(f"tune({gone}=...) is gone: options became policies; pass {instead}")
-    fields = {f.name for f in dataclasses.fields(Search)}
+    fields = {f.name for f in dataclasses.fields(Search)} - {"name", "space", "train_fn", "n_trials"}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ConfigError(f"tune() got unexpected argument(s) {unknown} (options: {sorted(fields - {'name'})})")
+        raise ConfigError(f"tune() got unexpected argument(s) {unknown} (its options: {', '.join(sorted(fields))})")
     search = Search(name, space, train_fn, n_trials, **options)
     return search.run(store, parallel=parallel, map_fn=map_fn, on_trial=on_trial)
 

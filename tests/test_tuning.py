@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -15,7 +16,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import ConfigError, Store
-from pipeline.tuning import TrialCheckpointing, load_best, tune
+from pipeline.training import Background, EarlyStopping, EveryNEpochs, LatestN, Light, Sync, TrainState
+from pipeline.tuning import Best, Search, SearchResult, TrialCheckpointing, TrialRecord, load_best, tune
 from tests.tuning import search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +173,10 @@ def test_parallel_grid_equals_sequential(tmp_path, runner):
         ({"space": {"alpha": 0.1}}, "neither an optuna distribution nor a list"),
         ({"train_fn": lambda params: 1.0}, "must take \\(params, checkpointer\\)"),
         ({"train_fn": "train"}, "must be callable"),
+        ({"checkpoint": {"save": None}}, r"tune\(checkpoint=...\) is gone.*checkpointing=TrialCheckpointing"),
+        ({"checkpointing": {"keep": None}}, r"checkpointing= takes a TrialCheckpointing"),
+        ({"early_stopping": 5}, r"early_stopping= takes an EarlyStopping\(...\), not 5"),
+        ({"samplr": "tpe"}, r"unexpected argument\(s\) \['samplr'\] \(its options: catch, checkpointing"),
     ],
 )
 def test_bad_input_is_a_clear_error(kwargs, message, tmp_path):
@@ -260,7 +266,7 @@ def test_a_pruner_with_parallel_trials_warns_that_they_run_unpruned(tmp_path):
 
 
 def test_checkpoint_frequency_is_not_part_of_a_trials_key_but_early_stopping_is(tmp_path):
-    from pipeline.training import Background, EarlyStopping, EveryNEpochs, KeepAll, Partial
+    from pipeline.training import KeepAll, Partial
 
     log = tmp_path / "l.log"
     os.environ["TUNE_LOG"] = str(log)
@@ -297,3 +303,65 @@ def test_show_lists_the_newest_search_in_trial_order_with_its_best(tmp_path):
     assert f"value {second.best_value!r}" in shown.output
     numbers = [line.split("│")[2].strip() for line in shown.output.splitlines() if line.startswith("│ sh")]
     assert numbers == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TrialCheckpointing(save=LatestN(1)), r"save=\) takes a save policy"),
+        (lambda: TrialCheckpointing(keep=EveryNEpochs(1)), r"keep=\) takes a keep policy"),
+        (lambda: TrialCheckpointing(content="full"), r"content= takes Full\(\)"),
+        (lambda: TrialCheckpointing(writer="async"), r"writer= takes Sync\(\)"),
+        (lambda: TrialCheckpointing(durable="yes"), r"durable=\) takes True or False"),
+        (
+            lambda: Search(
+                "s",
+                search.SPACE,
+                search.train,
+                2,
+                early_stopping=EarlyStopping(restore_best=True),
+                checkpointing=TrialCheckpointing(content=Light()),
+            ),  # fmt: skip
+            "needs model state",
+        ),
+        (lambda: Search("", search.SPACE, search.train, 2), "needs a name"),
+        (lambda: Search("s", search.SPACE, search.train, 2).run(parallel=0), "parallel must be >= 1"),
+    ],
+)
+def test_bad_search_policies_are_config_errors(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_a_search_is_a_frozen_value_with_typed_results(tmp_path):
+    os.environ["TUNE_LOG"] = str(tmp_path / "l.log")
+    store = Store(tmp_path / "s")
+    found = Search("t", search.SPACE, search.train, 3, sampler="random", seed=1, checkpointing=search.CHECKPOINTING)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        found.n_trials = 4  # type: ignore[misc]
+    result = found.run(store)
+    assert isinstance(result, SearchResult) and result.key == found.key and result.name == "t"
+    assert all(isinstance(t, TrialRecord) for t in result.trials) and len(result.trials) == 3
+    assert isinstance(result.best, Best) and result.best.value == min(t.value for t in result.trials)
+    assert result.best_params == result.best.params and result.best_model is result.best.model
+    # the budget, pruner and checkpointing are not part of the search's key; what it searches is
+    same = dataclasses.replace(found, n_trials=5, checkpointing=TrialCheckpointing(writer=Background()))
+    assert same.key == found.key and dataclasses.replace(found, seed=2).key != found.key
+    again = same.run(store)
+    assert [t.source for t in again.trials] == ["cached"] * 3 + ["done"] * 2
+    assert (tmp_path / "s" / "checkpoints").is_dir()  # trials did checkpoint their epochs…
+    assert not list((tmp_path / "s" / "checkpoints").rglob("*.json"))  # …and each committed trial dropped them
+
+
+def test_a_trials_checkpoint_after_its_last_epoch_is_skipped(tmp_path):
+    """SkipFinal: a trial killed after its last epoch resumes from the epoch before, never from
+    a checkpoint its own result supersedes."""
+    from pipeline.training import Checkpointer, KeepAll
+
+    ckpt = Checkpointer(store=Store(tmp_path / "s"), name="trial", **TrialCheckpointing(keep=KeepAll(),
+                        writer=Sync()).options(None))  # fmt: skip
+    state = ckpt.restore(TrainState(w=np.zeros(1)))
+    for epoch in ckpt.epochs(state, 3):
+        ckpt.step(epoch, state, {"val_loss": 1.0 / (epoch + 1)})
+    ckpt.finish(state)
+    assert ckpt.steps() == [1, 2]
