@@ -124,17 +124,14 @@ def _show_search(s: Any, name: str, manifests: list[Any], key: str | None) -> No
 
 
 def _show_trial_results(s: Any, name: str, manifests: list[Any], ref: Any) -> None:
+    from .tuning import trial_facts
+
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):
-        tree = m.outputs
-        try:  # the small JSON record only, not the model
-            parts = s.load(tree["dict"]["record"] if "dict" in tree else tree)
-            parts = parts.get("record", parts)
-        except (PipelineError, KeyError):
-            continue
-        rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
-                     "value": parts.get("value"), "state": parts.get("state"),
-                     "source": "complete", "reason": parts.get("reason", "")})  # fmt: skip
+        facts = trial_facts(s, m)  # the small JSON record only, not the model
+        if facts is not None:
+            rows.append({"search": name, "trial": len(rows), "params": facts.params, "value": facts.value,
+                         "state": facts.state, "source": "complete", "reason": facts.reason})  # fmt: skip
     _print_trials(rows, title=f"trials of search {name} ({len(rows)} in the store)")
     if ref is not None:
         out.print(ref.describe(), soft_wrap=True, highlight=False)

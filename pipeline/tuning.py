@@ -42,6 +42,7 @@ from .cache import StageCache, current_stage
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .runs import record_trial, run_summaries
+from .samplers import check_train_fn, distributions, make_sampler
 from .store import Manifest, Store
 from .store.backend import LocalBackend
 from .store.store import safe_name
@@ -49,75 +50,7 @@ from .training.policies import EarlyStopping
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
-SAMPLERS = ("tpe", "random", "grid")
 MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
-
-
-def _check_train_fn(train_fn: Any) -> None:
-    """A training function takes ``(params, checkpointer)``: say so before any trial runs."""
-    import inspect
-
-    if not callable(train_fn):
-        raise ConfigError(f"tune: the training function must be callable, got {train_fn!r}")
-    try:
-        inspect.signature(train_fn).bind({}, None)
-    except TypeError as e:
-        raise ConfigError(
-            f"tune: the training function {getattr(train_fn, '__name__', train_fn)!r} must take (params, checkpointer) "
-            f"and return the objective or (objective, model): {e}"
-        ) from None
-    except ValueError:  # builtins without a signature: let the call tell
-        return
-
-
-def _distributions(space: Mapping[str, Any]) -> dict[str, Any]:
-    from optuna.distributions import BaseDistribution, CategoricalDistribution
-
-    if not space:
-        raise ConfigError("tune: the search space is empty; give at least one parameter")
-    out = {}
-    for name, dist in space.items():
-        if isinstance(dist, BaseDistribution):
-            out[name] = dist
-        elif isinstance(dist, (list, tuple)) and dist:
-            out[name] = CategoricalDistribution(list(dist))
-        else:
-            raise ConfigError(
-                f"tune: search space entry {name!r} = {dist!r} is neither an optuna distribution nor a list of choices"
-            )
-    return out
-
-
-def _sampler(kind: str, seed: int, dists: Mapping[str, Any]) -> Any:
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        grid = {}
-        for name, d in dists.items():
-            if not isinstance(d, CategoricalDistribution):
-                raise ConfigError(f"tune: grid search needs a list of choices for {name!r}, got {d!r}")
-            grid[name] = list(d.choices)
-        return _grid_sampler_class()(grid, seed=seed)
-    raise ConfigError(f"tune: unknown sampler {kind!r} (use one of {', '.join(SAMPLERS)})")
-
-
-@functools.cache
-def _grid_sampler_class() -> type:
-    import optuna
-
-    class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its ``study.stop()`` on exhaustion, which only
-        works inside ``study.optimize``; ``tune`` stops at exhaustion itself."""
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            return None
-
-    return GridSampler
 
 
 class TrialCheckpointer:
@@ -263,10 +196,10 @@ class Search:
             raise ConfigError(
                 f"tune: EarlyStopping(restore_best=True) needs model state, which {content!r} does not save"
             )
-        _check_train_fn(self.train_fn)
+        check_train_fn(self.train_fn)
         object.__setattr__(self, "catch", tuple(self.catch))
-        object.__setattr__(self, "_dists", _distributions(self.space))
-        _sampler(self.sampler, self.seed, self._dists)  # a bad sampler or grid fails here, not mid-run
+        object.__setattr__(self, "_dists", distributions(self.space))
+        make_sampler(self.sampler, self.seed, self._dists)  # a bad sampler or grid fails here, not mid-run
 
     @functools.cached_property
     def key(self) -> str:
@@ -319,7 +252,7 @@ class _SearchRun:
         self.store = self.cache.store
         self.stage = self.cache.wrap(_run_trial, name=f"{search.name}.trial", ignore=["catch", "checkpointing"])
         self.dists = search._dists
-        self.sampler = _sampler(search.sampler, search.seed, self.dists)
+        self.sampler = make_sampler(search.sampler, search.seed, self.dists)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # No pruning unless asked for (Optuna's default would be a MedianPruner).
         pruner = search.pruner or optuna.pruners.NopPruner()
@@ -474,7 +407,7 @@ def _compatible_trials(
     for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
         if any(m.argument(arg) != fp for arg, fp in want.items()):
             continue
-        facts = _trial_facts(store, m)  # the small record only; the model is loaded if it is the best
+        facts = trial_facts(store, m)  # the small record only; the model is loaded if it is the best
         if facts is None or facts.state != "complete" or set(facts.params) != set(dists):
             continue
         if not all(dists[k]._contains(dists[k].to_internal_repr(v)) for k, v in facts.params.items()):
@@ -491,7 +424,7 @@ def _compatible_trials(
     return out
 
 
-def _trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
+def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
     """The facts of a committed trial (None: unreadable, or not a trial record)."""
     tree = trial.outputs
     try:
@@ -582,7 +515,7 @@ def which_search(store: Store | str, name: str = "tune", *, key: str | None = No
     docs = search_indexes(store, name)
     if key is not None:
         return _search_by_key(store, name, key, docs)
-    for run in run_summaries(store):
+    for run in run_summaries(store) if docs else ():
         run_id = run.get("run_id")
         stages = {(e.get("stage"), e.get("key")) for e in run["stages"]}
         for doc in docs:
@@ -630,4 +563,5 @@ def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:
 
 
 __all__ = ["Search", "tune", "TrialCheckpointing", "SearchResult", "TuneResult", "TrialRecord", "Best", "SearchRef",
-           "load_best", "which_search", "search_index", "search_indexes", "trials_of", "space_repr"]  # fmt: skip
+           "load_best", "which_search", "search_index", "search_indexes", "trials_of", "trial_facts",
+           "space_repr"]  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -303,6 +304,15 @@ def test_show_lists_the_newest_search_in_trial_order_with_its_best(tmp_path):
     assert f"value {second.best_value!r}" in shown.output
     numbers = [line.split("│")[2].strip() for line in shown.output.splitlines() if line.startswith("│ sh")]
     assert numbers == ["0", "1", "2", "3"]
+    assert "(the most recently updated search; no run record names one)" in shown.output  # no run: no stage ran it
+
+    shutil.rmtree(tmp_path / "s" / "searches")  # a store written before search indexes: every trial result
+    shown = CliRunner().invoke(app, ["show", "sh", "--store", str(tmp_path / "s")], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    held = len(list(store.manifests("sh.trial")))  # the second search reused the first one's trials
+    assert f"trials of search sh ({held} in the store)" in shown.output
+    assert "(the newest best-so-far record)" in shown.output
+    assert f"value {second.best_value!r}" in shown.output
 
 
 @pytest.mark.parametrize(
