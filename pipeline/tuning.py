@@ -515,13 +515,14 @@ def which_search(store: Store | str, name: str = "tune", *, key: str | None = No
     docs = search_indexes(store, name)
     if key is not None:
         return _search_by_key(store, name, key, docs)
-    for run in run_summaries(store) if docs else ():
+    for n, run in enumerate(run_summaries(store) if docs else ()):
         run_id = run.get("run_id")
         stages = {(e.get("stage"), e.get("key")) for e in run["stages"]}
         for doc in docs:
             used_by = {tuple(u) for u in doc.get("used_by", []) if isinstance(u, list) and len(u) == 2}
             if doc.get("run_id") == run_id or used_by & stages:
-                return SearchRef(name, doc["key"], f"used by the latest run {run_id}", run_id, doc)
+                why = f"used by the latest run {run_id}" if n == 0 else f"used by run {run_id}, the latest using one"
+                return SearchRef(name, doc["key"], why, run_id, doc)
     if docs:
         return SearchRef(name, docs[0]["key"], "the most recently updated search; no run record names one", None,
                          docs[0])  # fmt: skip

@@ -375,3 +375,41 @@ def test_a_trials_checkpoint_after_its_last_epoch_is_skipped(tmp_path):
         ckpt.step(epoch, state, {"val_loss": 1.0 / (epoch + 1)})
     ckpt.finish(state)
     assert ckpt.steps() == [1, 2]
+
+
+def _quadratic(params, ckpt):
+    return float((params["x"] - 2) ** 2)
+
+
+def _searching(root: str, seed: int) -> float:
+    from optuna.distributions import IntDistribution
+
+    return Search("w", {"x": IntDistribution(0, 4)}, _quadratic, 2, sampler="random", seed=seed).run(root).best.value
+
+
+def test_which_search_follows_the_latest_run_also_when_it_served_the_search_from_the_store(tmp_path):
+    """Runs r1 (seed 1), r2 (seed 2), r3 (seed 1 again: its stage is served, no trial runs):
+    the search in question is r3's, the seed-1 one, not the newest computed."""
+    from optuna.distributions import IntDistribution
+
+    from pipeline import StageCache
+    from pipeline.runs import record, summarise
+    from pipeline.tuning import which_search
+
+    root = str(tmp_path / "s")
+    store = Store(root)
+
+    def run(run_id: str, seed: int):
+        outcome = StageCache(store, run_id=run_id).wrap(_searching, name="searching").call(root, seed)
+        record(store, run_id, outcome)
+        summarise(store, run_id, "completed", 0.0)
+        return outcome
+
+    run("r1", 1)
+    run("r2", 2)
+    assert which_search(store, "w").run_id == "r2"
+    assert run("r3", 1).hit
+    ref = which_search(store, "w")
+    assert ref.why == "used by the latest run r3" and ref.run_id == "r3"
+    assert ref.key == Search("w", {"x": IntDistribution(0, 4)}, _quadratic, 2, sampler="random", seed=1).key
+    assert load_best(store, "w").search == ref

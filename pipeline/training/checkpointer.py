@@ -222,7 +222,7 @@ class Checkpointer:
         self.total = int(total)
         return range(state.epoch, state.epoch if state.stopped else self.total)
 
-    def step(self, epoch: int, state: TrainState | MutableMapping[str, Any], metrics: Mapping[str, Any]) -> bool:
+    def step(self, epoch: int, state: TrainState | Mapping[str, Any], metrics: Mapping[str, Any]) -> bool:
         """Record epoch ``epoch`` (0-based, just finished); save by policy. True: stop now.
 
         ``state`` is the TrainState ``restore`` returned, or a plain dict of entries
@@ -255,7 +255,7 @@ class Checkpointer:
         self._emit("epoch", state, values, saved=saved, skipped=skipped)
         if state.stopped and self.stopping is not None and self.stopping.restore_best:
             self._load_best(state)
-            if given is not state:  # a plain dict: hand it the best epoch's entries too
+            if given is not state and isinstance(given, MutableMapping):  # a dict: the best epoch's entries too
                 given.update(state.items())
         return state.stopped
 
@@ -263,7 +263,7 @@ class Checkpointer:
         """The TrainState ``step`` works on: ``state``, or one over a plain dict's entries."""
         if isinstance(state, TrainState):
             return state
-        if not isinstance(state, MutableMapping):
+        if not isinstance(state, Mapping):
             raise CheckpointError(
                 f"step() takes the training state: the TrainState restore() returned, or a dict of entries "
                 f'such as {{"model": model, "optimizer": opt}}; got {type(state).__name__}'

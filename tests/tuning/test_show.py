@@ -26,6 +26,7 @@ def best_line(output: str) -> str:
     return next(line for line in output.splitlines() if line.startswith("best: "))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_after_runs_a_b_a_show_and_load_best_name_the_a_search(tmp_path):
     store = str(tmp_path / "store")
@@ -49,6 +50,10 @@ def test_after_runs_a_b_a_show_and_load_best_name_the_a_search(tmp_path):
     assert best.search.key == a["key"] and best.search.run_id == run_id
     assert (best.params, best.value, best.trial) == (a_best.params, a_best.value, a_best.trial)
     assert best.model.predict_proba is not None
+
+    invoke("run", "--store", store, "--flow", "tests.tuning.other_flow:no_search")  # a later run with no search
+    shown = invoke("show", "tune", "--store", store)
+    assert f"search tune {a['key']} (used by run {run_id}, the latest using one)" in shown
 
     by_key = invoke("show", "tune", "--store", store, "--key", b["key"][5:15])  # a prefix of the digest
     assert f"search tune {b['key']} (named by key)" in by_key
