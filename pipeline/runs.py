@@ -88,8 +88,8 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
 
 
 def run_summaries(store: Store) -> list[dict[str, Any]]:
-    """Every folded run record (``runs/<run id>.json``), the most recent first (by the time
-    of its last stage or trial event)."""
+    """Every folded run record (``runs/<run id>.json``), the most recent first (by its
+    ``finished`` time, else the time of its last stage or trial event)."""
     out = []
     for rel in store.backend.list("runs"):
         if rel.count("/") != 1 or not rel.endswith(".json"):
@@ -102,6 +102,8 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
             out.append(doc)
 
     def finished(doc: dict[str, Any]) -> float:
+        if isinstance(doc.get("finished"), (int, float)):
+            return float(doc["finished"])
         return max((e.get("time", 0.0) for e in [*doc["stages"], *doc.get("trials", [])]), default=0.0)
 
     return sorted(out, key=finished, reverse=True)
