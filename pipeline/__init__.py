@@ -21,9 +21,9 @@ from .store import Manifest, Store, VerifyReport
 __version__ = "0.1.0"
 
 _PREFECT_EXPORTS = {"stage", "StageCachePolicy"}
-_TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "LatestN", "BestK",
-                     "EarlyStopping"}  # fmt: skip
-_TUNING_EXPORTS = {"tune", "load_best"}
+_TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "SkipFinal",
+                     "LatestN", "BestK", "EarlyStopping", "Full", "Partial", "Light", "Sync", "Background"}  # fmt: skip
+_TUNING_EXPORTS = {"tune", "load_best", "Search", "TrialCheckpointing"}
 
 
 def __getattr__(name: str):

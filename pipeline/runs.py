@@ -85,3 +85,25 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
     }
     store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())
     return summary
+
+
+def run_summaries(store: Store) -> list[dict[str, Any]]:
+    """Every folded run record (``runs/<run id>.json``), the most recent first (by its
+    ``finished`` time, else the time of its last stage or trial event)."""
+    out = []
+    for rel in store.backend.list("runs"):
+        if rel.count("/") != 1 or not rel.endswith(".json"):
+            continue  # a stage or trial event of a run, not a run record
+        try:
+            doc = json.loads(bytes(store.backend.read(rel)))
+        except (ValueError, FileNotFoundError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("stages"), list):
+            out.append(doc)
+
+    def finished(doc: dict[str, Any]) -> float:
+        if isinstance(doc.get("finished"), (int, float)):
+            return float(doc["finished"])
+        return max((e.get("time", 0.0) for e in [*doc["stages"], *doc.get("trials", [])]), default=0.0)
+
+    return sorted(out, key=finished, reverse=True)

@@ -19,7 +19,7 @@ from pipeline import StageCache, Store, current_store, run_context, use_store
 from pipeline.cache import forcing
 from pipeline.config import Settings, settings
 from pipeline.context import Force, carry, current, current_stage
-from pipeline.training import Checkpointer, EveryNEpochs, LatestN, TrainState
+from pipeline.training import Checkpointer, EveryNEpochs, LatestN, Sync, TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ def test_forced_stage_forces_the_stages_its_body_calls_and_its_dependants(tmp_pa
 
 
 def _train(epochs: int, trained: list[int]) -> dict[str, int]:
-    ckpt = Checkpointer(save=EveryNEpochs(1), keep=LatestN(2), async_write=False)
+    ckpt = Checkpointer(save=EveryNEpochs(1), keep=LatestN(2), writer=Sync())
     state = ckpt.restore(TrainState(w=np.zeros(2)))
     for epoch in ckpt.epochs(state, epochs):
         state.w = state.w + 1
@@ -217,7 +217,7 @@ def test_forced_stage_trains_from_scratch_and_supersedes_its_old_checkpoints(tmp
 def test_checkpointer_outside_a_stage_defaults_to_the_current_store(tmp_path):
     store = Store(tmp_path / "s")
     with use_store(store):
-        ckpt = Checkpointer(name="loop", async_write=False)
+        ckpt = Checkpointer(name="loop", writer=Sync())
         state = ckpt.restore(TrainState(w=np.zeros(1)))
         ckpt.step(0, state, {"loss": 1.0})
         ckpt.finish(state)

@@ -29,6 +29,8 @@ RANK: dict[str, float] = {
     "plan": 3.5,
     "runs": 3.5,
     "training": 4,
+    "samplers": 4.2,
+    "trials": 4.3,
     "tuning": 4.5,
     "tracking": 4.6,
     "report": 4.7,

@@ -99,7 +99,7 @@ def test_forced_trials_run_through_prefect_map_retrain_in_process_pool_workers(t
     @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
     def parallel_search():
         return tune(search.train, space, n_trials=2, sampler="grid", store=store, name="par", parallel=2,
-                    map_fn=prefect_map(), checkpoint=search.CHECKPOINT)  # fmt: skip
+                    map_fn=prefect_map(), checkpointing=search.CHECKPOINTING)  # fmt: skip
 
     def starts() -> list[str]:
         found = [line.split()[2] for line in log.read_text().splitlines() if line.startswith("start")]
