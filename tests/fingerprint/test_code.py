@@ -34,8 +34,8 @@ def unrelated():
 """
 
 STAGES = '''
-from tests import helpers
-from tests.helpers import THRESHOLD, scale
+from . import helpers
+from .helpers import THRESHOLD, scale
 
 
 def prepare(rows):
