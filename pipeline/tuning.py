@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .cache import StageCache, current_stage
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
+from .keys import search_key as search_key_of
 from .runs import record_trial
 from .store import Manifest, Store
 from .store.backend import LocalBackend
@@ -299,8 +300,8 @@ def tune(
     checkpoint = dict(checkpoint or {})
     stopping = checkpoint.pop("early_stopping", None)
     space_text = space_repr(dists)
-    search_key = fingerprint(["search/1", name, space_text, sampler, seed, direction, train_fn, monitor,
-                              stopping])  # fmt: skip
+    search_key = search_key_of(name, train_fn, space=space_text, sampler=sampler, seed=seed, direction=direction,
+                               monitor=monitor, early_stopping=stopping)  # fmt: skip
     records: list[TrialRecord] = []
     best: dict[str, Any] | None = None
     sign = 1.0 if direction == "minimize" else -1.0

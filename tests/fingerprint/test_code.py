@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fingerprint import code_components, code_fingerprint, fingerprint
+from pipeline.fingerprint import Component, code_components, code_fingerprint, fingerprint
 from tests.helpers import closures, cycle, mutual, thirdparty
 from tests.helpers.loader import load_project
 
@@ -43,6 +43,11 @@ def prepare(rows):
     rows = helpers.clean(rows)
     return [r for r in scale(rows) if r > THRESHOLD]
 '''
+
+
+def names(parts, kind="code"):
+    """The names of the components of one kind."""
+    return {c.name for c in parts if c.kind == kind}
 
 
 def key(tmp_path, version: str, helpers: str = HELPERS, stages: str = STAGES, package: str = "proj") -> str:
@@ -132,17 +137,17 @@ def test_a_module_never_put_in_sys_modules_is_still_project_code(tmp_path):
 
 def test_closures_contribute_their_cells():
     parts = code_components(closures.both)
-    scales = [k for k in parts if k.startswith("tests.helpers.closures.make_scaler.<locals>.scale")]
-    cells = [k for k in parts if "<closure factor>" in k]
+    scales = [k for k in names(parts) if k.startswith("tests.helpers.closures.make_scaler.<locals>.scale")]
+    cells = [k for k in names(parts, "closure") if "<closure factor>" in k]
     assert len(scales) == 2 and len(cells) == 2  # two closures of one factory, both counted
-    assert "tests.helpers.closures.double" in parts  # the helper the closure calls
+    assert "tests.helpers.closures.double" in names(parts)  # the helper the closure calls
     assert code_fingerprint(closures.by_two) != code_fingerprint(closures.by_three)
     assert code_fingerprint(closures.make_scaler(2)) == code_fingerprint(closures.by_two)
 
 
 def test_two_lambdas_of_one_module_are_both_counted():
     parts = code_components(closures.both_lambdas)
-    assert {"tests.helpers.closures.<lambda>", "tests.helpers.closures.<lambda>#2"} <= set(parts)
+    assert {"tests.helpers.closures.<lambda>", "tests.helpers.closures.<lambda>#2"} <= names(parts)
 
 
 def test_closure_over_an_edited_helper(tmp_path):
@@ -161,13 +166,13 @@ def test_closure_over_an_edited_helper(tmp_path):
 
 def test_mutual_recursion_terminates():
     parts = code_components(mutual.stage)
-    assert {"tests.helpers.mutual.is_even", "tests.helpers.mutual.is_odd", "tests.helpers.mutual.stage"} <= set(parts)
+    assert {"tests.helpers.mutual.is_even", "tests.helpers.mutual.is_odd", "tests.helpers.mutual.stage"} <= names(parts)
     assert code_fingerprint(mutual.is_even) == code_fingerprint(mutual.is_even)
 
 
 def test_a_constant_holding_the_function_itself_terminates():
     parts = code_components(cycle.handle)
-    assert "global:tests.helpers.cycle.HANDLERS" in parts
+    assert "tests.helpers.cycle.HANDLERS" in names(parts, "global")
     assert fingerprint(cycle.HANDLERS) == fingerprint(cycle.HANDLERS)
 
 
@@ -184,8 +189,8 @@ def test_version_pins_the_code_part(tmp_path):
 def test_third_party_package_contributes_its_major_minor_version():
     parts = code_components(thirdparty.stage)
     major_minor = ".".join(importlib.metadata.version("numpy").split(".")[:2])
-    assert parts["pkg:numpy"] == major_minor
-    assert not any(k.startswith("numpy.") for k in parts)  # its code is not walked
+    assert Component("package", "numpy", major_minor) in parts
+    assert not any(c.name.startswith("numpy.") for c in parts)  # its code is not walked
 
 
 def test_decorators_and_wrappers_are_not_code(tmp_path):
@@ -197,7 +202,7 @@ def test_decorators_and_wrappers_are_not_code(tmp_path):
     )
     p1 = code_components(load_project(tmp_path / "v1", "deco", {"m": plain})["m"].prepare)
     p2 = code_components(load_project(tmp_path / "v2", "deco", {"m": wrapped})["m"].prepare)
-    assert p1["deco.m.prepare"] == p2["deco.m.prepare"]
+    assert [c for c in p1 if c.name == "deco.m.prepare"] == [c for c in p2 if c.name == "deco.m.prepare"]
 
 
 SUBPROCESS = """
@@ -242,5 +247,5 @@ def test_cython_callee_counts_as_its_package_not_as_project_code():
         return np.random.default_rng(seed).random()
 
     parts = code_components(draw)
-    assert "pkg:numpy" in parts
-    assert not any("default_rng" in k for k in parts)
+    assert "numpy" in names(parts, "package")
+    assert not any("default_rng" in c.name for c in parts)
