@@ -16,12 +16,14 @@ The module-constant rule (the same for closure cells and defaults):
 - an immutable value (number, string, bytes, None, enum member, tuple/frozenset of such)
   and any value under an UPPER_CASE name (a constant, PEP 8) is hashed as it is now:
   ``THRESHOLD = 0.5 -> 0.6`` or an edited ``LABELS = {...}`` changes the key;
-- any other data value (a lowercase list, dict, set, array, frame: a memo, a call counter,
-  a registry) is hashed as this process first saw it: the key does not follow what the
-  program does to it afterwards, so a stage that appends to a module-level list still hits;
+- any other value (a lowercase list, dict, set, array, frame or object: a memo, a call
+  counter, a registry) is hashed as this process first saw it: the key does not follow what
+  the program does to it afterwards, so a stage that appends to a module-level list still
+  hits, while an edit of its initial value in the source (seen by the next run) misses;
 - a name the code itself rebinds (``global n; n += 1``, ``nonlocal``) is state: it is
   part of the key by name only;
-- any other object (a model, a client) contributes its class's code or package version.
+- an object also brings its class's code (or its package's version); one whose state can't
+  be hashed (a logger, a client) is its class alone.
 
 ``__main__`` is named by its file, as the import system would name it (``my_flow``,
 ``flows.train``), so ``python my_flow.py`` and ``--flow my_flow:flow`` give one key.
@@ -78,7 +80,7 @@ _CO_OPTIMIZED = 0x01
 _COMPREHENSIONS = {"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"}
 _CLASS_SKIP = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__",
                "__dataclass_fields__", "__dataclass_params__", "__match_args__", "__firstlineno__",
-               "__static_attributes__", "__slots__", "__orig_bases__", "__parameters__"}  # fmt: skip
+               "__static_attributes__", "__slots__", "__slotnames__", "__orig_bases__", "__parameters__"}  # fmt: skip
 
 
 @functools.cache
@@ -437,17 +439,13 @@ class _Walk:
             elif target is not getattr(builtins, getattr(target, "__name__", ""), None):
                 self._package(modname)
             return
-        if _is_data(value):
-            self.add(kind, label, digest(value))
-            return
-        # Any other object (a model, a client, a counter): its class's code or package
-        # version, not its state — state that changes as it is used would change the key.
-        tp = type(value)
-        if is_project_local(tp):
-            self.klass(tp)
-        else:
-            self._package(tp.__module__)
-        self.add(kind, label, "instance of " + qualified_name(tp))
+        if not _is_data(value):  # an object (a model, a scaler): its class's code or package too
+            tp = type(value)
+            if is_project_local(tp):
+                self.klass(tp)
+            else:
+                self._package(tp.__module__)
+        self.add(kind, label, digest(value))
 
     def klass(self, cls: type) -> None:
         name = self._claim(cls, qualified_name(cls))

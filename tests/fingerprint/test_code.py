@@ -103,21 +103,29 @@ def test_changes_reach_through_a_chain_of_helpers_and_classes(tmp_path):
     assert base != k("v4", model_src=model.replace("* 2", "* 3"))  # a method of a class it uses
 
 
-def test_a_module_level_instance_brings_its_class_code_not_its_state(tmp_path):
+def test_a_module_level_instance_brings_its_class_code_and_its_state_as_first_seen(tmp_path):
     src = (
-        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n\n"
-        "    def apply(self, x):\n        return x * self.k\n\n\n"
-        "SCALER = Scaler(2)\n\n\ndef prepare(x):\n    return SCALER.apply(x)\n"
+        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n        self.calls = 0\n\n"
+        "    def apply(self, x):\n        self.calls += 1\n        return x * self.k\n\n\n"
+        "SCALER = Scaler(2)\nscaler = Scaler(2)\n\n\n"
+        "def prepare(x):\n    return SCALER.apply(x)\n\n\n"
+        "def counted(x):\n    return scaler.apply(x)\n"
     )
 
-    def k(version, s):
-        return code_fingerprint(load_project(tmp_path / version, "inst", {"stages": s})["stages"].prepare)
+    def mods(version, s):
+        return load_project(tmp_path / version, "inst", {"stages": s})["stages"]
 
-    base = k("v1", src)
-    assert base == k("v2", src)
-    assert base != k("v3", src.replace("x * self.k", "x + self.k"))
-    # its state is not code: an object that counts its calls must not change the key
-    assert base == k("v4", src.replace("Scaler(2)", "Scaler(3)"))
+    base = code_fingerprint(mods("v1", src).prepare)
+    assert base == code_fingerprint(mods("v2", src).prepare)
+    assert base != code_fingerprint(mods("v3", src.replace("x * self.k", "x + self.k")).prepare)
+    # a constant object's state is behaviour: Scaler(3) computes something else
+    assert base != code_fingerprint(mods("v4", src.replace("SCALER = Scaler(2)", "SCALER = Scaler(3)")).prepare)
+    # a lowercase object the stage mutates as it runs is taken as this process first saw it
+    m = mods("v5", src)
+    before = code_fingerprint(m.counted)
+    m.counted(1)
+    assert m.scaler.calls == 1 and code_fingerprint(m.counted) == before
+    assert before != code_fingerprint(mods("v6", src.replace("scaler = Scaler(2)", "scaler = Scaler(5)")).counted)
 
 
 def test_a_module_never_put_in_sys_modules_is_still_project_code(tmp_path):
