@@ -262,3 +262,12 @@ def test_manifest_stores_typed_components_and_reads_the_old_dict_shape(store, tm
         Component("package", "numpy", "2.4"),
         Component("global", "m.X", "xxh3:1"),
     }
+
+
+def test_what_a_library_holds_is_not_part_of_the_key(tmp_path, monkeypatch):
+    src = "import os\n\n\ndef where(x):\n    return os.environ.get('HOME_OF_X', x)\n"
+    mod = load_project(tmp_path / "v1", "libstate", {"m": src})["m"]
+    before = code_key(mod.where)
+    monkeypatch.setenv("SOMETHING_ELSE", "1")  # the environment is os's state, not this code
+    assert code_key(mod.where) == before
+    assert not any("environ" in c.name for c in before.components)

@@ -22,8 +22,10 @@ The module-constant rule (the same for closure cells and defaults):
   hits, while an edit of its initial value in the source (seen by the next run) misses;
 - a name the code itself rebinds (``global n; n += 1``, ``nonlocal``) is state: it is
   part of the key by name only;
-- an object also brings its class's code (or its package's version); one whose state can't
-  be hashed (a logger, a client) is its class alone.
+- an object of a project class also brings its class's code; one whose state can't be
+  hashed is its class alone. An object of a library class that is not data (a client, a
+  logger, ``os.environ``) and anything reached through a library module
+  (``np.linalg.norm``, ``os.environ``) contribute that package's version only.
 
 ``__main__`` is named by its file, as the import system would name it (``my_flow``,
 ``flows.train``), so ``python my_flow.py`` and ``--flow my_flow:flow`` give one key.
@@ -392,8 +394,10 @@ class _Walk:
     def _chain(self, namespace: dict[str, Any], chain: tuple[str, ...], module: str, stores: frozenset[str]) -> None:
         value, holder = namespace[chain[0]], namespace
         label = chain[0]
-        for attr in chain[1:]:  # follow module attributes: helpers.clean, np.linalg.norm
+        for attr in chain[1:]:  # follow project module attributes: helpers.clean, config.LR
             if not isinstance(value, types.ModuleType) or not hasattr(value, attr):
+                break
+            if not is_project_local(value):  # np.linalg.norm, os.environ: the library's own
                 break
             value, holder = getattr(value, attr), vars(value)
             label += "." + attr
@@ -410,7 +414,9 @@ class _Walk:
         except (ImportError, ValueError):
             return
         mod = sys.modules.get(full)
-        if mod is not None and hasattr(mod, attr):
+        if mod is not None and not is_project_local(mod):
+            self._package(full)
+        elif mod is not None and hasattr(mod, attr):
             value = getattr(mod, attr)
             self.reference(f"{full}.{attr}", value, GLOBAL, lambda v: _data_digest(attr, v, vars(mod), attr))
 
@@ -439,13 +445,16 @@ class _Walk:
             elif target is not getattr(builtins, getattr(target, "__name__", ""), None):
                 self._package(modname)
             return
-        if not _is_data(value):  # an object (a model, a scaler): its class's code or package too
-            tp = type(value)
+        tp = type(value)
+        if _is_data(value) or is_project_local(tp):  # data, or an object of a project class
             if is_project_local(tp):
                 self.klass(tp)
-            else:
-                self._package(tp.__module__)
-        self.add(kind, label, digest(value))
+            self.add(kind, label, digest(value))
+            return
+        # An object of a library class that is not data (a client, a logger, os.environ):
+        # its package's version; its state is the library's business, not code.
+        self._package(tp.__module__)
+        self.add(kind, label, "instance of " + type_name(tp))
 
     def klass(self, cls: type) -> None:
         name = self._claim(cls, qualified_name(cls))
