@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FLOW = '''
 import sys
+from dataclasses import dataclass
 
 from prefect import flow, task
 from prefect.task_runners import ProcessPoolTaskRunner
@@ -32,15 +33,20 @@ THRESHOLD = 0.5
 calls = []
 
 
+@dataclass(frozen=True)
+class Config:
+    scale: float = 2.0
+
+
 def helper(xs):
     return [v * 2 for v in xs if v > THRESHOLD]
 
 
 @stage
-def clean(xs, scale=2):
+def clean(xs, config=Config()):
     """Keep the values above THRESHOLD, doubled and scaled."""
     calls.append(len(xs))
-    return [v * scale for v in helper(xs)]
+    return [v * config.scale for v in helper(xs)]
 
 
 def key_of(fn, store, xs):

@@ -68,6 +68,7 @@ from .component import (
     digest_components,
 )
 from .encoder import Encoder, type_name
+from .names import module_name, qualified_name
 from .values import encode, fingerprint
 
 __all__ = ["code_fingerprint", "code_components", "is_project_local", "module_name"]
@@ -132,47 +133,6 @@ def is_project_local(obj: Any) -> bool:
         return True
     path = _source_file(obj)
     return isinstance(path, str) and _path_is_local(path)
-
-
-# -- names that do not depend on how the program was started --------------------------
-@functools.lru_cache(maxsize=256)
-def _name_from_path(path: str) -> str | None:
-    """The module name the import system gives ``path``: its stem, under every enclosing
-    package (a directory with ``__init__.py``)."""
-    if not path.endswith(".py") or not os.path.isabs(path):
-        return None
-    folder, stem = os.path.split(path[:-3])
-    parts = [] if stem == "__init__" else [stem]
-    while os.path.isfile(os.path.join(folder, "__init__.py")):
-        folder, pkg = os.path.split(folder)
-        parts.append(pkg)
-    return ".".join(reversed(parts)) or None
-
-
-def _main_file(obj: Any) -> str | None:
-    file = (getattr(obj, "__globals__", None) or {}).get("__file__")
-    if isinstance(file, str):  # a function, also when shipped by value to another process
-        return file
-    if isinstance(obj, type):  # a class: the file its methods were defined in
-        for member in vars(obj).values():
-            member = getattr(member, "__func__", member)
-            if isinstance(member, types.FunctionType):
-                return _main_file(member)
-    main = sys.modules.get(getattr(obj, "__module__", None) or "")
-    return getattr(main, "__file__", None)
-
-
-def module_name(obj: Any) -> str:
-    """``obj.__module__``, except that ``__main__`` is named by its file (``my_flow``)."""
-    mod = getattr(obj, "__module__", None) or "<unknown>"
-    if mod in ("__main__", "__mp_main__"):
-        file = _main_file(obj)
-        return (_name_from_path(os.path.realpath(file)) if file else None) or mod
-    return mod
-
-
-def qualified_name(obj: Any) -> str:
-    return f"{module_name(obj)}.{getattr(obj, '__qualname__', type_name(type(obj)))}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -475,8 +435,9 @@ class _Walk:
             if isinstance(member, type):
                 enc.text(qualified_name(member))
                 self.reference(f"{name}.{attr}", member, GLOBAL, _constant)
-            elif not _functions_of(member):
-                enc.text(_constant(member) if _is_data(member) else "instance of " + qualified_name(type(member)))
+            elif not _functions_of(member):  # a class attribute: by the module-constant rule
+                data = _is_data(member) or is_project_local(type(member))
+                enc.text(_data_digest(attr, member, cls, attr) if data else "instance of " + type_name(type(member)))
         self.parts[(CODE, name)] = enc.hexdigest()
         for base in cls.__bases__:
             self.reference(qualified_name(base), base, GLOBAL, _constant)
@@ -567,6 +528,6 @@ def _function(v: types.FunctionType, enc: Encoder) -> None:
 @encode.register(type)
 def _type(v: type, enc: Encoder) -> None:
     enc.tag(b"type")
-    enc.text(qualified_name(v) if v.__module__ in ("__main__", "__mp_main__") else type_name(v))
+    enc.text(type_name(v))
     if is_project_local(v):
         enc.text(code_fingerprint(v))

@@ -257,3 +257,17 @@ def test_cython_callee_counts_as_its_package_not_as_project_code():
     parts = code_components(draw)
     assert "numpy" in names(parts, "package")
     assert not any("default_rng" in c.name for c in parts)
+
+
+def test_values_never_imports_code_and_code_registers_into_its_registry():
+    import ast
+    import types
+
+    from pipeline.fingerprint import code, values
+
+    tree = ast.parse(Path(values.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and (m == "code" or m.endswith(".code")) for m in imported)
+    assert values.encode.dispatch(types.FunctionType) is code._function
+    assert values.encode.dispatch(type) is code._type
