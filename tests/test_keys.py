@@ -271,3 +271,12 @@ def test_what_a_library_holds_is_not_part_of_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("SOMETHING_ELSE", "1")  # the environment is os's state, not this code
     assert code_key(mod.where) == before
     assert not any("environ" in c.name for c in before.components)
+
+
+def test_a_module_level_ufunc_is_keyed_by_the_function_it_wraps(tmp_path):
+    src = "import numpy as np\n\nINC = np.frompyfunc(lambda x: x + 1, 1, 1)\n\n\ndef stage(x):\n    return INC(x)\n"
+    one = load_project(tmp_path / "v1", "ufuncs", {"m": src})["m"]
+    same = load_project(tmp_path / "v2", "ufuncs", {"m": src})["m"]
+    two = load_project(tmp_path / "v3", "ufuncs", {"m": src.replace("x + 1", "x + 2")})["m"]
+    assert code_key(one.stage).digest == code_key(same.stage).digest
+    assert code_key(one.stage).digest != code_key(two.stage).digest

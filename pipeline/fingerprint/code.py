@@ -402,6 +402,9 @@ class _Walk:
                     self.function(target)
                 else:  # a project-local callable object without code of its own
                     self.add(kind, label, _constant(target))
+            elif not isinstance(target, (types.FunctionType, type)) and _is_data(target):
+                self._package(type(target).__module__)  # np.frompyfunc(f), np.vectorize(f): by f
+                self.add(kind, label, digest(value))
             elif target is not getattr(builtins, getattr(target, "__name__", ""), None):
                 self._package(modname)
             return
