@@ -275,7 +275,10 @@ def _constant(value: Any) -> str:
 # (id(holder), slot) -> (holder, value, digest): mutable data as this process first saw it.
 # The holder (a module namespace, a closure cell, a function) is kept alive, so its id
 # can't be reused while the entry exists.
+# Bounded: closures made per call would otherwise be kept alive forever; a dropped entry is
+# taken again at its next use (at worst a spurious miss, never a stale hit).
 _snapshots: dict[tuple[int, str], tuple[Any, Any, str]] = {}
+_SNAPSHOTS_MAX = 4096
 
 
 def _data_digest(name: str, value: Any, holder: Any, slot: str) -> str:
@@ -285,6 +288,8 @@ def _data_digest(name: str, value: Any, holder: Any, slot: str) -> str:
     if entry is not None and entry[0] is holder and entry[1] is value:
         return entry[2]
     digest = _constant(value)
+    if len(_snapshots) >= _SNAPSHOTS_MAX:
+        del _snapshots[next(iter(_snapshots))]
     _snapshots[(id(holder), slot)] = (holder, value, digest)
     return digest
 
