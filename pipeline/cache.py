@@ -1,7 +1,7 @@
 """StageCache: derive a stage's key, serve it from the store, or run, persist and commit.
 
-key = xxh3_128 of ``["stage/1", name, code fingerprint, params fingerprint,
-[(argument, content fingerprint), ...]]``. Arguments are hashed by *content*, so an
+key = :func:`pipeline.keys.stage_key`: xxh3_128 of ``["stage/2", name, code fingerprint,
+sorted((argument, content fingerprint))]``. Arguments are hashed by *content*, so an
 upstream stage whose code changed but whose output did not leaves this stage a hit.
 Small plain arguments (numbers, strings, short lists of them) are *params*: the manifest
 keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything else is an
@@ -20,11 +20,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
-from . import context
+from . import context, keys
 from .context import Force, RunningStage, current_stage
 from .errors import PipelineError
-from .fingerprint import code_components, code_fingerprint, fingerprint
-from .fingerprint.code import digest_components
+from .fingerprint import Component, fingerprint
+from .fingerprint.component import CLOSURE, CODE, DEFAULTS, GLOBAL, PACKAGE, PINNED, STATE
 from .store import Manifest, Store
 from .store.codecs import CODECS
 from .store.manifest import iter_leaves, library_versions
@@ -33,7 +33,7 @@ from .store.objects import object_path
 R = TypeVar("R")
 
 
-KEY_VERSION = "stage/1"
+KEY_VERSION = keys.STAGE
 _PLAIN = (type(None), bool, int, float, str)
 _REPR_MAX = 80
 _EXPLAIN_CANDIDATES = 64
@@ -46,7 +46,7 @@ class StageKey:
     stage: str
     key: str
     code: str
-    code_components: dict[str, str]
+    code_components: tuple[Component, ...]
     params: dict[str, dict[str, str]]
     inputs: dict[str, str]
 
@@ -181,12 +181,6 @@ class CachedStage(Generic[R]):
         return f"<stage {self.name!r} of {self.cache.store.url}>"
 
     # -- the key ---------------------------------------------------------------------
-    def _code(self) -> tuple[str, dict[str, str]]:
-        if self.version is not None:
-            return code_fingerprint(self.func, version=self.version), {"pinned": str(self.version)}
-        components = code_components(self.func)
-        return digest_components(components), components
-
     def key(self, *args: Any, **kwargs: Any) -> StageKey:
         """Compute the stage key of a call without running anything."""
         try:
@@ -204,17 +198,10 @@ class CachedStage(Generic[R]):
                 params[arg] = {"fingerprint": fp, "repr": _short_repr(value)}
             else:
                 inputs[arg] = fp
-        code, components = self._code()
-        key = fingerprint(
-            [
-                KEY_VERSION,
-                self.name,
-                code,
-                fingerprint({k: v["fingerprint"] for k, v in params.items()}),
-                list(inputs.items()),
-            ]
-        )
-        return StageKey(self.name, key, code, components, params, inputs)
+        code = keys.code_key(self.func, self.version)
+        arguments = {**{k: v["fingerprint"] for k, v in params.items()}, **inputs}
+        key = keys.stage_key(self.name, code.digest, arguments)
+        return StageKey(self.name, key, code.digest, code.components, params, inputs)
 
     def _flat_arguments(self, bound: inspect.BoundArguments) -> Iterator[tuple[str, Any]]:
         """Arguments by name; each item of ``*args`` / ``**kwargs`` as an argument of its own."""
@@ -330,26 +317,7 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
     """Human-readable differences between a manifest's key components and a new key."""
     reasons: list[str] = []
     if previous.code != key.code:
-        old, new = previous.code_components, key.code_components
-        for name in sorted(set(old) | set(new)):
-            a, b = old.get(name), new.get(name)
-            if a == b:
-                continue
-            if name.startswith("pkg:"):
-                reasons.append(f"package {name[4:]}: {a or 'unused'} -> {b or 'unused'}")
-            elif name.startswith("global:"):
-                change = "changed" if a and b else ("added" if b else "removed")
-                reasons.append(f"global {name[7:]} {change}")
-            elif name == "pinned":
-                reasons.append(f"version: {a} -> {b}")
-            elif a is None:
-                reasons.append(f"code now uses {name}")
-            elif b is None:
-                reasons.append(f"code no longer uses {name}")
-            else:
-                reasons.append(f"code of {name} changed")
-        if not reasons:
-            reasons.append("code changed")
+        reasons.extend(_code_changes(previous.code_components, key.code_components) or ["code changed"])
     for name in sorted(set(previous.params) | set(key.params)):
         a, b = previous.params.get(name), key.params.get(name)
         if a is not None and b is not None and a["fingerprint"] != b["fingerprint"]:
@@ -366,6 +334,32 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
             reasons.append(f"input {name} added" if name not in previous.params else f"input {name}: content changed")
         elif b is None and a is not None and name not in key.params:
             reasons.append(f"input {name} removed")
+    return reasons
+
+
+_WHAT = {CODE: "code of", DEFAULTS: "defaults of", CLOSURE: "closure", GLOBAL: "global", STATE: "state"}
+
+
+def _code_changes(old: Iterable[Component], new: Iterable[Component]) -> list[str]:
+    """What differs between two sets of code components, one line per component."""
+    a = {(c.kind, c.name): c.digest for c in old}
+    b = {(c.kind, c.name): c.digest for c in new}
+    reasons = []
+    for kind, name in sorted(set(a) | set(b)):
+        before, after = a.get((kind, name)), b.get((kind, name))
+        if before == after:
+            continue
+        if kind == PACKAGE:
+            reasons.append(f"package {name}: {before or 'unused'} -> {after or 'unused'}")
+        elif kind == PINNED:
+            reasons.append(f"version: {before or 'none'} -> {after or 'none'}")
+        elif kind == CODE and before is None:
+            reasons.append(f"code now uses {name}")
+        elif kind == CODE and after is None:
+            reasons.append(f"code no longer uses {name}")
+        else:
+            change = "changed" if before and after else ("added" if after else "removed")
+            reasons.append(f"{_WHAT.get(kind, kind)} {name} {change}")
     return reasons
 
 

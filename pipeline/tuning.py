@@ -42,6 +42,7 @@ from .cache import StageCache, current_stage
 from .context import current_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
+from .keys import search_key as search_key_of
 from .runs import record_trial, run_summaries
 from .samplers import check_train_fn, distributions, make_sampler
 from .store import Manifest, Store
@@ -205,8 +206,9 @@ class Search:
     @functools.cached_property
     def key(self) -> str:
         """What identifies the search (not the budget, pruner or checkpointing)."""
-        return fingerprint(["search/1", self.name, space_repr(self._dists), self.sampler, self.seed, self.direction,
-                            self.train_fn, self.monitor, self.early_stopping])  # fmt: skip
+        return search_key_of(self.name, self.train_fn, space=space_repr(self._dists), sampler=self.sampler,
+                             seed=self.seed, direction=self.direction, monitor=self.monitor,
+                             early_stopping=self.early_stopping)  # fmt: skip
 
     def run(
         self,

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
 from prefect import Task
-from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy, CompoundCachePolicy, Inputs
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import Completed, State
 
+from .. import keys
 from ..cache import CachedStage, StageCache
 from ..context import carry, current, current_store, use_store
 from ..fingerprint import fingerprint
@@ -146,24 +147,61 @@ class StageCachePolicy(CachePolicy):
 
     For tasks that keep Prefect's own result persistence::
 
-        @task(cache_policy=StageCachePolicy(), persist_result=True)
+        @task(cache_policy=StageCachePolicy() - "logger", persist_result=True)
+
+    It behaves as Prefect's policies do: ``- "arg"`` leaves an argument out of the key (as
+    ``Inputs - "arg"``), ``+`` composes it with other policies (``+ RUN_ID``), and
+    ``key_storage`` / ``isolation_level`` / ``lock_manager`` / ``configure()`` are Prefect's.
+    Subtract before composing or put this policy first: ``RUN_ID + StageCachePolicy()``
+    builds Prefect's own compound, whose ``-`` only reaches Prefect's ``Inputs``.
     """
 
     version: str | None = None
+    exclude: list[str] = field(default_factory=list)
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        fn = task_ctx.task.fn
-        from ..fingerprint import code_fingerprint
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any] | None, flow_parameters: dict[str, Any] | None, **kwargs: Any
+    ) -> str:
+        task = task_ctx.task
+        code = keys.code_key(task.fn, self.version).digest
+        arguments = {
+            k: fingerprint(v, name=f"argument {k!r} of task {task.name!r}")
+            for k, v in (inputs or {}).items()
+            if k not in self.exclude
+        }
+        return keys.task_key(task.name, code, arguments)
 
-        parts = [
-            "prefect-task/1",
-            task_ctx.task.name,
-            code_fingerprint(fn, version=self.version),
-            sorted(
-                (k, fingerprint(v, name=f"argument {k!r} of task {task_ctx.task.name!r}")) for k, v in inputs.items()
-            ),
-        ]
-        return fingerprint(parts).partition(":")[2]
+    def __sub__(self, other: str) -> StageCachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Can only subtract strings from key policies.")
+        return replace(self, exclude=[*self.exclude, other])
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        combined = super().__add__(other)  # Prefect's checks: one key storage, one isolation level
+        return _StageCompound.of(combined) if isinstance(combined, CompoundCachePolicy) else combined
+
+
+@dataclass
+class _StageCompound(CompoundCachePolicy):
+    """A compound holding a StageCachePolicy: ``- "arg"`` reaches it too."""
+
+    @classmethod
+    def of(cls, compound: CompoundCachePolicy) -> _StageCompound:
+        return cls(
+            policies=list(compound.policies),
+            key_storage=compound.key_storage,
+            isolation_level=compound.isolation_level,
+            lock_manager=compound.lock_manager,
+        )
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        return _StageCompound.of(super().__add__(other))
+
+    def __sub__(self, other: str) -> CachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Can only subtract strings from key policies.")
+        policies = [p - other if isinstance(p, (StageCachePolicy, Inputs)) else p for p in self.policies]
+        return replace(self, policies=policies)
 
 
 def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]:
