@@ -54,7 +54,7 @@ from . import adapters
 # key)``; Writer (one background write at a time, its error raised at the next call) becomes
 # the writer of the ``writer=Background()`` policy.
 from .catalog import Catalog
-from .policies import EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
+from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
 from .state import TrainState
 from .writer import Writer
 
@@ -96,7 +96,7 @@ class Asynchronous(Strategy):
     name: ClassVar[str] = "asynchronous"
     background: ClassVar[bool] = True
     timeout: float = 600.0
-    poll: float = 0.005
+    poll: float = 0.05
 
     def __post_init__(self) -> None:
         for field, value in (("timeout", self.timeout), ("poll", self.poll)):
@@ -189,6 +189,34 @@ class ShardMeta:
     skeleton: dict[str, Any] | None  # the replicated entries around their arrays (rank 0's shard)
     rng: dict[int, Any]  # rank -> global RNG streams
     local: dict[int, dict[str, Any]]  # rank -> local entry -> payload
+
+
+class SnapshotBuffers:
+    """Two sets of arrays that background snapshots alternate between. Copying into memory
+    already touched costs no page faults (a fresh 25 MB copy can take 5-20x longer on a VM),
+    and the set the writer may still be reading is never the one written: the Writer has
+    one write in flight and starts the next only after it, so when snapshot ``k + 2`` is
+    taken, write ``k`` (the other user of its set) has finished. Costs twice the shard."""
+
+    def __init__(self) -> None:
+        self._sets: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        self._turn = 0
+
+    def copy(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        into, self._turn = self._sets[self._turn], self._turn ^ 1
+        out = {}
+        for k, a in arrays.items():
+            if isinstance(a, dict):  # a dtype numpy lacks: the adapters' raw-bytes record
+                out[k] = copy.deepcopy(a)
+                continue
+            b = into.get(k)
+            if b is None or b.shape != a.shape or b.dtype != a.dtype:
+                b = into[k] = np.empty_like(a)
+            np.copyto(b, a)
+            out[k] = b
+        return out
 
 
 def shard_key(key: str, rank: int) -> str:
@@ -338,7 +366,8 @@ class DistributedCheckpointer:
     """Checkpoints of one data-parallel run, written by every rank of its process group.
 
     Collective: every rank constructs it, calls ``restore`` and ``step`` at the same steps.
-    ``save`` decides on rank 0 (the decision is broadcast); ``keep`` prunes committed steps
+    ``save`` decides on rank 0 (the decision is broadcast each step, unless it depends on the
+    step number alone, like ``EveryNEpochs``); ``keep`` prunes committed steps
     (the newest and the one resumed from always stay)."""
 
     def __init__(
@@ -379,6 +408,8 @@ class DistributedCheckpointer:
         self.rank, self.world_size = self.group.rank, self.group.world_size
         self.coordinator = Coordinator(self.store, self.stage, self.key, self.world_size, run_id)
         self._writer = Writer(asynchronous=self.strategy.background)
+        self._local_decision = _step_count_only(self.save_policy)
+        self._buffers = SnapshotBuffers()
         self._seen: list[Record] = []
         self._saved: list[Record] = []
         self._start = time.time()
@@ -461,10 +492,9 @@ class DistributedCheckpointer:
             raise ConfigError(f"step() takes the index of the step just finished (an int >= 0), not {step!r}")
         values = _metrics(metrics or {})
         record = Record(step + 1, values, time.time())
-        due = self.rank == 0 and self.save_policy.should_save(
-            record, History(tuple(self._seen), tuple(self._saved), self._start)
-        )
-        due = self.group.flag(due)
+        due = self.save_policy.should_save(record, History(tuple(self._seen), tuple(self._saved), self._start))
+        if not self._local_decision:  # time or metrics decide: rank 0's decision for all
+            due = self.group.flag(self.rank == 0 and due)
         state.epoch = record.step
         state.history.append({"epoch": record.step, **values})
         self._seen.append(record)
@@ -503,8 +533,9 @@ class DistributedCheckpointer:
             (local if name in self.local else replicated)[name] = payload
         skeleton, arrays = split(replicated)
         mine = owners([_nbytes(a) for a in arrays], self.world_size) if owned_by is not None else None
-        chosen = {str(i): (a.copy() if copy_ and not isinstance(a, dict) else copy.deepcopy(a) if copy_ else a)
-                  for i, a in enumerate(arrays) if mine is None or mine[i] == owned_by}  # fmt: skip
+        chosen = {str(i): a for i, a in enumerate(arrays) if mine is None or mine[i] == owned_by}
+        if copy_:
+            chosen = self._buffers.copy(chosen)
         meta = ShardMeta(
             rank=self.rank,
             kinds=kinds,
@@ -612,6 +643,14 @@ class DistributedCheckpointer:
             raise CheckpointError(f"the DistributedCheckpointer of stage {self.stage!r} is closed")
 
 
+def _step_count_only(policy: SavePolicy) -> bool:
+    """True when the policy decides by the step number alone, so every rank decides the
+    same without a broadcast per step."""
+    if isinstance(policy, AnySave):
+        return all(_step_count_only(p) for p in policy.policies)
+    return type(policy) is EveryNEpochs
+
+
 def _entry(state: TrainState, name: str) -> Any:
     return state[name] if name in state else None
 
@@ -638,6 +677,7 @@ __all__ = [
     "Asynchronous",
     "Coordinator",
     "ShardMeta",
+    "SnapshotBuffers",
     "Slot",
     "split",
     "fill",
