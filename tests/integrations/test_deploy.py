@@ -110,3 +110,25 @@ def test_served_flow_runs_on_its_interval_the_second_run_fully_cached_and_sigter
     store = Store(tmp_path / "store")
     results = {m.stage: m for m in store.manifests()}
     assert set(results) == {"square", "plus"} and results["square"].params["x"]["repr"] == "3"
+
+
+@pytest.mark.slow
+def test_prefect_yaml_deploys_the_pipeline_to_a_process_work_pool(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+    pool = subprocess.run([*prefect, "work-pool", "create", "pipeline-process", "--type", "process", "--overwrite"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    deploy = subprocess.run([*prefect, "deploy", "--all"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment_by_name("ml-pipeline/nightly")
+        on_demand = client.read_deployment_by_name("ml-pipeline/on-demand")
+    assert nightly.entrypoint == on_demand.entrypoint == "flows.ml_pipeline.ml_pipeline"
+    assert nightly.work_pool_name == on_demand.work_pool_name == "pipeline-process"
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 3 * * *"] and not on_demand.schedules
+    assert nightly.job_variables == {"env": {"PIPELINE_STORE": "data/checkpoints"}}
+    assert nightly.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
