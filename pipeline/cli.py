@@ -325,3 +325,6 @@ def server_status() -> None:
 def main() -> None:
     app()
     sys.exit(0)
+
+
+from . import cli_serve  # noqa: E402,F401  (registers `serve`)
