@@ -56,7 +56,7 @@ from . import adapters
 from .catalog import Catalog
 from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
 from .state import TrainState
-from .writer import Writer
+from .writer import Background, Sync, Writer
 
 SHARD_KIND = "checkpoint-shard"
 
@@ -407,7 +407,7 @@ class DistributedCheckpointer:
         self.group = Group(group)
         self.rank, self.world_size = self.group.rank, self.group.world_size
         self.coordinator = Coordinator(self.store, self.stage, self.key, self.world_size, run_id)
-        self._writer = Writer(asynchronous=self.strategy.background)
+        self._writer = Writer(Background() if self.strategy.background else Sync())
         self._local_decision = _step_count_only(self.save_policy)
         self._buffers = SnapshotBuffers()
         self._seen: list[Record] = []
