@@ -17,6 +17,7 @@ from ..plan import StageStatus, dry_run
 from ..runs import summarise
 from ..store import Store
 from .prefect import use_store
+from .training_artifacts import configured_tracking
 
 
 def load_flow(ref: str) -> Callable[..., Any]:
@@ -77,7 +78,7 @@ def run_flow(
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
     state = None
-    with use_store(store), forcing(force), _quiet_engine():
+    with use_store(store), forcing(force), _quiet_engine(), configured_tracking():
         if hasattr(flow, "fn"):  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)
