@@ -318,3 +318,6 @@ def server_status() -> None:
 def main() -> None:
     app()
     sys.exit(0)
+
+
+from . import cli_history  # noqa: E402,F401  (registers report, runs, history, diff; extends show)

@@ -31,17 +31,20 @@ RANK: dict[str, float] = {
     "training": 4,
     "tuning": 4.5,
     "tracking": 4.6,
+    "history": 4.65,
     "report": 4.7,
     "integrations": 5,
     "cli": 6,
 }
 EXEMPT = {"__init__", "__main__"}  # the public re-exports and the entry point
+PART_OF = {"cli_history": "cli"}  # command modules registered on cli.app are part of the cli unit
 
 
 def unit_of(module: str) -> str:
     """``pipeline.store.manifest`` -> ``store``; ``pipeline.cache`` -> ``cache``."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
+    unit = parts[1] if len(parts) > 1 else "__init__"
+    return PART_OF.get(unit, unit)
 
 
 def module_name(path: Path) -> str:

@@ -14,7 +14,7 @@ or in pyproject.toml ``[tool.pipeline.tracking] sinks = ["mlflow", "tensorboard"
 :func:`configured_tracking` (``python -m pipeline run`` uses it).
 """
 
-from .base import CheckpointInfo, Sink, TrainingResult, TrainingRun, checkpoint_uri
+from .base import CheckpointInfo, Sink, TrainingResult, TrainingRun, checkpoint_uri, training_record
 from .dispatch import Tracker, configured_tracking, register_sink, sinks_from, tracking
 from .mlflow_sink import MlflowSink
 from .settings import SINK_NAMES, TrackingSettings
@@ -34,6 +34,7 @@ __all__ = [
     "TrainingResult",
     "CheckpointInfo",
     "checkpoint_uri",
+    "training_record",
     "TrackingSettings",
     "SINK_NAMES",
     "register_sink",

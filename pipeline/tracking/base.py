@@ -123,41 +123,53 @@ def checkpoint_uri(store: Store, stage: str, key: str, step: int) -> str:
 def read_result(run: TrainingRun, event: ProgressEvent, seen: list[dict[str, float]]) -> TrainingResult:
     """The result of a finished run: the store's surviving checkpoints, the newest one's
     history and hyperparameters, and the epochs this process saw (``seen``) on top."""
-    manifests: list[Manifest] = []
-    if run.store is not None:
-        catalog = Catalog(run.store, run.stage, run.key)
-        for step in catalog.steps():
-            try:
-                manifests.append(catalog.read(step))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                warnings.warn(f"tracking: checkpoint {step} of stage {run.stage!r} is unreadable ({e})", stacklevel=2)
-    history: dict[int, dict[str, float]] = {}
-    newest = manifests[-1].extra if manifests else {}
-    for h in newest.get("history", []):
-        history[int(h["epoch"])] = dict(h)
-    for h in seen:
-        history[int(h["epoch"])] = dict(h)
-    checkpoints = tuple(
-        CheckpointInfo(
-            step=int(m.step or 0),
-            uri=checkpoint_uri(run.store, run.stage, run.key, int(m.step or 0)),
-            bytes=m.bytes,
-            metrics=dict(m.extra.get("metrics", {})),
-            created=m.created,
-            entries=dict(m.extra.get("entries", {})),
-        )
-        for m in manifests
-        if run.store is not None
-    )
-    hyper = dict(event.hyperparameters) or dict(newest.get("hyperparameters", {}))
+    stored = training_record(run.store, run.stage, run.key, run=run) if run.store is not None else None
+    history = {int(h["epoch"]): dict(h) for h in (stored.history if stored else ())}
+    history.update({int(h["epoch"]): dict(h) for h in seen})
     return TrainingResult(
         run=run,
         epochs=event.epoch,
         stopped=event.stopped,
         history=tuple(history[k] for k in sorted(history)),
-        hyperparameters=hyper,
-        checkpoints=checkpoints,
-        best_step=newest.get("early_stopping", {}).get("best_step"),
+        hyperparameters=dict(event.hyperparameters) or (stored.hyperparameters if stored else {}),
+        checkpoints=stored.checkpoints if stored else (),
+        best_step=stored.best_step if stored else None,
+    )
+
+
+def training_record(store: Store, stage: str, key: str, *, run: TrainingRun | None = None) -> TrainingResult | None:
+    """A training run as the store holds it: its surviving checkpoints, and the newest one's
+    history, hyperparameters and early-stopping state. None: no checkpoint of that key."""
+    catalog = Catalog(store, stage, key)
+    manifests: list[Manifest] = []
+    for step in catalog.steps():
+        try:
+            manifests.append(catalog.read(step))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"tracking: checkpoint {step} of stage {stage!r} is unreadable ({e})", stacklevel=2)
+    if not manifests:
+        return None
+    newest = manifests[-1].extra
+    history = tuple(dict(h) for h in newest.get("history", []))
+    stopping = newest.get("early_stopping", {})
+    return TrainingResult(
+        run=run or TrainingRun(stage, key, manifests[-1].run_id, store),
+        epochs=int(history[-1]["epoch"]) if history else int(newest.get("epoch", 0)),
+        stopped=bool(stopping.get("stopped", False)),
+        history=history,
+        hyperparameters=dict(newest.get("hyperparameters", {})),
+        checkpoints=tuple(
+            CheckpointInfo(
+                step=int(m.step or 0),
+                uri=checkpoint_uri(store, stage, key, int(m.step or 0)),
+                bytes=m.bytes,
+                metrics=dict(m.extra.get("metrics", {})),
+                created=m.created,
+                entries=dict(m.extra.get("entries", {})),
+            )
+            for m in manifests
+        ),
+        best_step=stopping.get("best_step"),
     )
 
 
@@ -172,4 +184,13 @@ def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["Sink", "TrainingRun", "TrainingResult", "CheckpointInfo", "checkpoint_uri", "MODEL_KINDS", "flat"]
+__all__ = [
+    "Sink",
+    "TrainingRun",
+    "TrainingResult",
+    "CheckpointInfo",
+    "checkpoint_uri",
+    "training_record",
+    "MODEL_KINDS",
+    "flat",
+]
