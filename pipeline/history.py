@@ -1,9 +1,10 @@
-"""What happened: past runs as typed records, and the training runs of a run.
+"""What happened: past runs, the versions of a stage, and the training runs of a run.
 
 ``runs(store)`` lists run records newest first (a killed run, which has stage events but no
 summary, is listed as ``incomplete``); ``find_run(store, "3f2a")`` takes an id or a unique
-prefix; ``training_of(store, run)`` finds the training stages of a run (stage keys with
-checkpoints) as :class:`~pipeline.tracking.TrainingResult` records.
+prefix; ``versions(store, "train")`` is every result of a stage, newest first, each with what
+changed from the closest older one; ``training_of(store, run)`` finds the training stages of a
+run (stage keys with checkpoints) as :class:`~pipeline.tracking.TrainingResult` records.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .cache import StageKey, diff_key
 from .errors import PipelineError
 from .runs import events, trial_events
-from .store import Store
+from .store import Manifest, Store
 from .tracking import TrainingResult, training_record
 
 
@@ -94,6 +96,44 @@ def find_run(store: Store, ref: str | None = None) -> RunRecord:
     return _read(store, matches[0], files[matches[0]])
 
 
+@dataclass(frozen=True)
+class Version:
+    """One result of a stage: ``number`` 1 is the newest; ``changes`` say what differs from
+    the older version it is closest to (``base``; None for the first one)."""
+
+    number: int
+    manifest: Manifest
+    changes: tuple[str, ...]
+    base: int | None
+
+
+_CANDIDATES = 64
+
+
+def versions(store: Store, stage: str) -> list[Version]:
+    """Every result of ``stage``, newest first, with the key components that changed.
+
+    A stage called several times per run (one call per split, per trial) has several current
+    results: each version is compared with the *closest* older one (fewest differences), not
+    merely the previous in time."""
+    found = sorted(store.manifests(stage), key=lambda m: m.created, reverse=True)
+    out = []
+    for i, m in enumerate(found):
+        older = found[i + 1 : i + 1 + _CANDIDATES]
+        if not older:
+            out.append(Version(i + 1, m, (), None))
+            continue
+        diffs = [(diff_key(o, key_of(m)), i + 2 + j) for j, o in enumerate(older)]
+        changes, base = min(diffs, key=lambda d: len(d[0]))
+        out.append(Version(i + 1, m, tuple(changes) or ("key format changed",), base))
+    return out
+
+
+def key_of(m: Manifest) -> StageKey:
+    """The key components a manifest recorded, as a StageKey."""
+    return StageKey(m.stage, m.key, m.code, dict(m.code_components), dict(m.params), dict(m.inputs))
+
+
 def training_of(store: Store, run: RunRecord) -> list[TrainingResult]:
     """The training stages of a run (stage calls whose key has checkpoints), in run order.
     Search trials are left out: a committed trial drops its epoch checkpoints."""
@@ -139,4 +179,4 @@ def _run_files(store: Store) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-__all__ = ["RunRecord", "StageRun", "runs", "find_run", "training_of"]
+__all__ = ["RunRecord", "StageRun", "Version", "runs", "find_run", "versions", "key_of", "training_of"]

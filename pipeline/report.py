@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from .errors import ConfigError
 from .history import RunRecord, find_run, training_of
+from .runs import trial_events
 from .store import Store
 from .store.store import safe_name
 from .tracking import TrainingResult
@@ -54,7 +55,7 @@ def render(store: Store, run: RunRecord) -> str:
     parts += [_training(t) for t in training] or ["<p>No training stage of this run has checkpoints.</p>"]
     searches = _searches(store, run)
     parts.append("<h2>Search</h2>")
-    parts += [_search(name, index) for name, index in searches] or ["<p>No search in this store.</p>"]
+    parts += [_search(*found) for found in searches] or ["<p>No search in this run.</p>"]
     body = "\n".join(parts)
     return _PAGE.format(title=html.escape(f"pipeline run {run.run_id}"), body=body)
 
@@ -151,24 +152,41 @@ def _training(t: TrainingResult) -> str:
     )
 
 
-def _searches(store: Store, run: RunRecord) -> list[tuple[str, dict[str, Any]]]:
-    """The searches this run ran trials of; without any (its search was served from the
-    store), every search the store holds."""
-    names = list(dict.fromkeys(str(t["search"]) for t in run.trials if "search" in t))
-    if not names:
-        names = sorted({m.stage[: -len(".trial")] for m in store.manifests() if m.stage.endswith(".trial")})
-    found = []
-    for name in names:
-        index = search_index(store, name)
-        if index is not None and index.get("trials"):
-            found.append((name, index))
-    return found
+def _searches(store: Store, run: RunRecord) -> list[tuple[str, list[dict[str, Any]], dict[str, Any], str]]:
+    """``(name, trials, facts, source)`` of each search of this run: the trials it recorded;
+    for a search it was served from the store, the trials of the run that computed it (the
+    ``run_id`` of the served result's manifest)."""
+    found: dict[str, tuple[list[dict[str, Any]], str]] = {}
+    for name, trials in _by_search(run.trials).items():
+        found[name] = (trials, run.run_id)
+    computing = []
+    for s in run.stages:
+        m = store.manifest(s.stage, s.key) if s.hit else None
+        if m is not None and m.run_id and m.run_id != run.run_id and m.run_id not in computing:
+            computing.append(m.run_id)
+    for rid in computing:
+        for name, trials in _by_search(trial_events(store, rid)).items():
+            found.setdefault(name, (trials, rid))
+    out = []
+    for name, (trials, rid) in found.items():
+        index = search_index(store, name) or {}
+        facts = {k: index[k] for k in ("direction", "sampler", "n_trials") if k in index}
+        out.append((name, trials, facts, rid))
+    return out
 
 
-def _search(name: str, index: dict[str, Any]) -> str:
-    trials = sorted(index["trials"], key=lambda t: t["trial"])
+def _by_search(events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Trial events by search name, one per trial number (the last recorded), in trial order."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for e in events:
+        if "search" in e and "trial" in e:
+            out.setdefault(str(e["search"]), {})[int(e["trial"])] = e
+    return {name: [trials[n] for n in sorted(trials)] for name, trials in out.items()}
+
+
+def _search(name: str, trials: list[dict[str, Any]], facts: dict[str, Any], source: str) -> str:
     done = [t for t in trials if t.get("value") is not None and t.get("state") == "complete"]
-    maximise = index.get("direction") == "maximize"
+    maximise = facts.get("direction") == "maximize"
     params = sorted({k for t in trials for k in t["params"]})
     fig, axes = _figure(8, 3.0, ncols=1 + len(params), width_per=3.0)
     axes = list(axes) if params else [axes]
@@ -201,10 +219,11 @@ def _search(name: str, index: dict[str, Any]) -> str:
     ]
     table = _table(["trial", *params, "value", "state"], rows, "trials")
     direction = "maximise" if maximise else "minimise"
-    facts = f"{len(trials)} of {index.get('n_trials', len(trials))} trials, {index.get('sampler', '?')}, {direction}"
+    text = f"{len(trials)} of {facts.get('n_trials', len(trials))} trials, {facts.get('sampler', '?')}, {direction}"
+    text += f"; trials as run {source} recorded them"
     return (
-        f"<section class='search' data-search='{html.escape(name)}'><h3>{html.escape(name)}</h3>"
-        f"<p>{html.escape(facts)}</p>{_img(fig, f'search {name}')}\n{table}</section>"
+        f"<section class='search' data-search='{html.escape(name)}' data-run='{html.escape(source)}'>"
+        f"<h3>{html.escape(name)}</h3><p>{html.escape(text)}</p>{_img(fig, f'search {name}')}\n{table}</section>"
     )
 
 

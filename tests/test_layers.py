@@ -32,6 +32,7 @@ RANK: dict[str, float] = {
     "tuning": 4.5,
     "tracking": 4.6,
     "history": 4.65,
+    "diff": 4.68,
     "report": 4.7,
     "integrations": 5,
     "cli": 6,

@@ -23,9 +23,9 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-g
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, prefect_api):
-    from tests.bundled_runs import run_bundled
+    from tests.bundled_runs import bundled_runs
 
-    return run_bundled(tmp_path_factory.mktemp("bundled") / "store")
+    return bundled_runs(tmp_path_factory)
 
 
 class Browser:
@@ -168,7 +168,11 @@ def test_the_warm_run_shows_hits_and_time_saved(runs, tmp_path):
     summary = read_json(Path(runs.store.url) / "runs" / f"{runs.warm}.json")
     assert summary["misses"] == 0 and f'<td id="run-stages-hit">{summary["hits"]}</td>' in text
     assert f'<td id="run-seconds-saved">{summary["seconds_saved"]:.2f}</td>' in text
-    assert "<section class='search' data-search='tune'>" in text  # its search was served: the stored one
+    # its search was served from the store: the trials are those of the run that computed it
+    assert f"<section class='search' data-search='tune' data-run='{runs.cold}'>" in text
+    cold = read_json(Path(runs.store.url) / "runs" / f"{runs.cold}.json")["trials"]
+    for t in cold:
+        assert f"<td>{t['value']:.5g}</td>" in text
 
 
 def test_no_run_and_an_unknown_run_are_clear_errors(tmp_path):
@@ -186,11 +190,12 @@ def test_report_command(runs, tmp_path):
 
     from pipeline.cli import app
 
-    done = CliRunner().invoke(app, ["report", "--store", runs.store.url, "--out", str(tmp_path), runs.changed[:8]])
+    args = ["report", "--store", runs.store.url, "--out", str(tmp_path), runs.changed_param[:8]]
+    done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    path = tmp_path / f"report-{runs.changed}.html"
-    assert f"report: {path}" in done.output.replace("\n", "") and runs.changed in path.read_text()
+    path = tmp_path / f"report-{runs.changed_param}.html"
+    assert f"report: {path}" in done.output.replace("\n", "") and runs.changed_param in path.read_text()
     newest = CliRunner().invoke(app, ["report", "--store", runs.store.url, "--out", str(tmp_path)])
-    assert newest.exit_code == 0 and runs.changed in newest.output.replace("\n", "")  # the newest run
+    assert newest.exit_code == 0 and runs.changed_helper in newest.output.replace("\n", "")  # the newest run
     missing = CliRunner().invoke(app, ["report", "--store", runs.store.url, "zzz"])
     assert missing.exit_code == 1 and "no run 'zzz' in" in missing.output
