@@ -55,6 +55,8 @@ class CheckpointInfo:
     created: str
     entries: dict[str, str] = field(default_factory=dict)
     """State entry name -> adapter kind (``sklearn.estimator``, ``torch.module``…)."""
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The checkpoint's output tree (objects stay readable after its manifest is pruned, until gc)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,7 @@ class TrainingResult:
         names = [n for n, kind in (info.entries if info else {}).items() if kind in MODEL_KINDS]
         if not names or self.run.store is None:
             return {}
-        manifest = Catalog(self.run.store, self.run.stage, self.run.key).read(step)
-        tree = manifest.outputs.get("dict", {})
+        tree = info.outputs.get("dict", {})
         return {n: (info.entries[n], self.run.store.load(tree[n])) for n in names if n in tree}
 
 
@@ -95,6 +96,9 @@ class Sink:
     sink for the rest of the ``tracking`` block, with one warning; training goes on."""
 
     name = "sink"
+    background = False
+    """True: the hooks run on a thread of the sink's own, in order (training only queues them).
+    A sink that needs the training thread's context (a Prefect task run) stays False."""
 
     def start(self, run: TrainingRun) -> None:
         """A training run began (fresh, or resumed from ``run.resumed_from``)."""
@@ -166,6 +170,7 @@ def training_record(store: Store, stage: str, key: str, *, run: TrainingRun | No
                 metrics=dict(m.extra.get("metrics", {})),
                 created=m.created,
                 entries=dict(m.extra.get("entries", {})),
+                outputs=m.outputs,
             )
             for m in manifests
         ),

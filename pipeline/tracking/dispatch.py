@@ -9,13 +9,17 @@
         run_flow(...)
 
 A sink that raises (its server is down, its disk is full) is disabled for the rest of the
-block with one warning; training never fails because of tracking.
+block with one warning; training never fails because of tracking. Sinks with ``background =
+True`` (MLflow, TensorBoard) run on a thread of their own, so training waits for neither the
+network nor the disk; the end of the block waits for them to catch up (``drain_seconds``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -44,13 +48,15 @@ class _Open:
 class Tracker:
     """A progress listener feeding ``sinks`` (see the module docstring)."""
 
-    def __init__(self, sinks: list[Sink]) -> None:
+    def __init__(self, sinks: list[Sink], *, drain_seconds: float = 120.0) -> None:
         self.sinks = list(sinks)
         self.failed: dict[str, str] = {}
         """Sink name -> the error that disabled it."""
+        self.drain_seconds = drain_seconds
         self._open: dict[tuple[str, str], _Open] = {}
         self._lock = threading.Lock()
         self._sink_locks = {id(s): threading.Lock() for s in self.sinks}
+        self._queues = {id(s): _Delivery(s, self._call) for s in self.sinks if s.background}
 
     def __call__(self, event: ProgressEvent) -> None:
         try:
@@ -94,18 +100,25 @@ class Tracker:
 
     def _each(self, hook: str, call: Callable[[Sink], Any]) -> None:
         for sink in self._live():
-            with self._sink_locks[id(sink)]:
-                if sink.name in self.failed:
-                    continue
-                try:
-                    call(sink)
-                except Exception as e:
-                    self.failed[sink.name] = f"{type(e).__name__}: {e}"
-                    warnings.warn(
-                        f"tracking sink {sink.name!r} failed in {hook} ({type(e).__name__}: {e}); "
-                        "it is off for the rest of this run, training goes on",
-                        stacklevel=4,
-                    )
+            delivery = self._queues.get(id(sink))
+            if delivery is not None:
+                delivery.submit(hook, call)  # the sink's own thread calls it: training does not wait
+            else:
+                self._call(sink, hook, call)
+
+    def _call(self, sink: Sink, hook: str, call: Callable[[Sink], Any]) -> None:
+        with self._sink_locks[id(sink)]:
+            if sink.name in self.failed:
+                return
+            try:
+                call(sink)
+            except Exception as e:
+                self.failed[sink.name] = f"{type(e).__name__}: {e}"
+                warnings.warn(
+                    f"tracking sink {sink.name!r} failed in {hook} ({type(e).__name__}: {e}); "
+                    "it is off for the rest of this run, training goes on",
+                    stacklevel=4,
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -113,15 +126,58 @@ class Tracker:
         for o in dangling:
             self._each("abandon", lambda s, run=o.run: s.abandon(run))
         self._each("close", lambda s: s.close())
+        deadline = time.monotonic() + self.drain_seconds
+        for delivery in self._queues.values():
+            left = delivery.join(max(0.0, deadline - time.monotonic()))
+            if left:
+                warnings.warn(
+                    f"tracking sink {delivery.sink.name!r} did not catch up within {self.drain_seconds:g} s; "
+                    f"{left} pending call(s) dropped",
+                    stacklevel=3,
+                )
+
+
+class _Delivery:
+    """The calls of one background sink, in order, on a thread of its own."""
+
+    def __init__(self, sink: Sink, call: Callable[[Sink, str, Callable[[Sink], Any]], None]) -> None:
+        self.sink = sink
+        self._call = call
+        self._queue: queue.Queue[tuple[str, Callable[[Sink], Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def submit(self, hook: str, call: Callable[[Sink], Any]) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=f"tracking-{self.sink.name}", daemon=True)
+                self._thread.start()
+        self._queue.put((hook, call))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._call(self.sink, *item)
+
+    def join(self, timeout: float) -> int:
+        """Let the queued calls run (at most ``timeout`` s); returns how many were left undone."""
+        if self._thread is None:
+            return 0
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return self._queue.qsize() if self._thread.is_alive() else 0
 
 
 @contextlib.contextmanager
-def tracking(*sinks: Sink) -> Iterator[Tracker]:
-    """Feed ``sinks`` with every Checkpointer's epochs in this process while the block runs."""
+def tracking(*sinks: Sink, drain_seconds: float = 120.0) -> Iterator[Tracker]:
+    """Feed ``sinks`` with every Checkpointer's epochs in this process while the block runs;
+    at its end, wait up to ``drain_seconds`` for background sinks to catch up."""
     for s in sinks:
         if not isinstance(s, Sink):
             raise ConfigError(f"tracking() takes sinks (MlflowSink(...), TensorBoardSink(...)…), not {s!r}")
-    tracker = Tracker(list(sinks))
+    tracker = Tracker(list(sinks), drain_seconds=drain_seconds)
     remove = add_listener(tracker)
     try:
         yield tracker

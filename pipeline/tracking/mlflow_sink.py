@@ -32,6 +32,7 @@ class MlflowSink(Sink):
     MLflow's own default (``MLFLOW_TRACKING_URI`` or ``./mlflow.db``)."""
 
     name = "mlflow"
+    background = True
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ purges the events it is about to redo (steps > N), so the curves have no doubled
 from __future__ import annotations
 
 import os
-import uuid
+import time
 from typing import Any
 
 from ..errors import ConfigError
@@ -23,6 +23,7 @@ from .settings import TrackingSettings
 
 class TensorBoardSink(Sink):
     name = "tensorboard"
+    background = True
 
     def __init__(self, log_dir: str | os.PathLike = "data/tensorboard", *, flush_secs: int = 10) -> None:
         try:
@@ -48,9 +49,10 @@ class TensorBoardSink(Sink):
 
         self._close(run)
         purge = run.resumed_from + 1 if run.resumed_from else None
-        # A unique suffix: event files are named by the second, and a resumed run may start in
-        # the same second as the one it resumes (same name: the old file would be overwritten).
-        suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        # Event files are named by the second, and a resumed run may start in the same second as
+        # the one it resumes: a suffix that keeps the name unique (else the old file is
+        # overwritten) and sorting in time order (TensorBoard reads the files in name order).
+        suffix = f".{time.time_ns():020d}.{os.getpid()}"
         self._writers[run.ident] = SummaryWriter(
             logdir=self.run_dir(run), purge_step=purge, flush_secs=self.flush_secs, filename_suffix=suffix
         )

@@ -122,3 +122,41 @@ except Exception as e:
     )
     assert out.returncode == 0, out.stderr
     assert "the MLflow sink needs the [mlflow] extra: pip install 'pipeline[mlflow]'" in out.stdout
+
+
+class Slow(Recorder):
+    name = "slow"
+    background = True
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.threads = set()
+
+    def epoch(self, run, event):
+        import threading
+        import time
+
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.seconds)
+        super().epoch(run, event)
+
+
+def test_a_background_sink_does_not_slow_training_and_catches_up_at_the_end(tmp_path):
+    import time
+
+    slow = Slow(0.3)
+    with tracking(slow):
+        t0 = time.perf_counter()
+        train(Store(tmp_path / "store"), epochs=5)
+        trained = time.perf_counter() - t0
+        assert len([c for c in slow.calls if c[0] == "epoch"]) < 5  # still catching up
+    assert trained < 5 * 0.3  # training waited for none of the sink's 1.5 s
+    assert [c[0] for c in slow.calls] == ["start", "epoch", "epoch", "epoch", "epoch", "epoch", "finish", "close"]
+    assert slow.threads == {"tracking-slow"}
+
+
+def test_a_sink_that_cannot_catch_up_is_left_behind_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="tracking sink 'slow' did not catch up within 0.2 s; .* pending call"):
+        with tracking(Slow(0.5), drain_seconds=0.2):
+            train(Store(tmp_path / "store"), epochs=4)
