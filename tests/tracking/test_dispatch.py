@@ -160,3 +160,30 @@ def test_a_sink_that_cannot_catch_up_is_left_behind_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="tracking sink 'slow' did not catch up within 0.2 s; .* pending call"):
         with tracking(Slow(0.5), drain_seconds=0.2):
             train(Store(tmp_path / "store"), epochs=4)
+
+
+def test_events_that_carry_their_store_need_no_running_stage(tmp_path):
+    """A Checkpointer outside a stage: with store/run_id/hyperparameters on its events (the
+    hook the Checkpointer's _emit can fill), the result still has its checkpoints."""
+    from pipeline.training import Checkpointer, TrainState
+    from pipeline.training.progress import ProgressEvent, emit
+
+    store = Store(tmp_path / "store")
+    ckpt = Checkpointer(store=store, name="fit", async_write=False)
+    state = ckpt.restore(TrainState(w=[0.0]))
+    ckpt.step(0, state, {"loss": 1.0})
+    ckpt.finish(state)
+    rec = Recorder()
+    with tracking(rec):
+        emit(ProgressEvent("finish", "fit", "default", 1, 1, {"loss": 1.0}, store=store, run_id="r1",
+                           hyperparameters={"lr": 0.1}))  # fmt: skip
+    (result,) = rec.results
+    assert result.run.store is store and result.run.run_id == "r1" and result.hyperparameters == {"lr": 0.1}
+    assert [c.step for c in result.checkpoints] == [1]
+    rec = Recorder()
+    with tracking(rec):  # the same Checkpointer today (no store on its events): metrics only
+        ckpt = Checkpointer(store=store, name="fit2", async_write=False)
+        state = ckpt.restore(TrainState(w=[0.0]))
+        ckpt.step(0, state, {"loss": 1.0})
+        ckpt.finish(state)
+    assert rec.results[0].run.store is None and rec.results[0].checkpoints == ()
