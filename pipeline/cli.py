@@ -327,4 +327,4 @@ def main() -> None:
     sys.exit(0)
 
 
-from . import cli_serve  # noqa: E402,F401  (registers `serve`)
+from . import cli_history, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, serve; extend show)

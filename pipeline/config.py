@@ -107,7 +107,8 @@ def _from_pyproject(path: Path) -> dict[str, Any]:
     section = data.get("tool", {}).get("pipeline", {})
     if not isinstance(section, dict):
         raise ConfigError(f"[tool.pipeline] in {path} must be a table")
-    values = {k.replace("-", "_"): v for k, v in section.items()}
+    # Sub-tables ([tool.pipeline.tracking]…) belong to the settings of their own module.
+    values = {k.replace("-", "_"): v for k, v in section.items() if not isinstance(v, dict)}
     _check(values, f"[tool.pipeline] in {path}")
     return values
 

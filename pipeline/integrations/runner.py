@@ -16,6 +16,7 @@ from ..errors import ConfigError, PipelineError
 from ..plan import Plan, StageStatus
 from ..runs import summarise
 from ..store import Store
+from .training_artifacts import configured_tracking
 
 
 def load_flow(ref: str) -> Callable[..., Any]:
@@ -82,7 +83,8 @@ def run_flow(
     forced = tuple(force)
     is_prefect = hasattr(flow, "fn")
     run_id = None if is_prefect else uuid.uuid4().hex
-    with run_context(store=store, run_id=run_id, force=Force.of(forced) if forced else None), _quiet_engine():
+    context = run_context(store=store, run_id=run_id, force=Force.of(forced) if forced else None)
+    with context, _quiet_engine(), configured_tracking():
         if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)

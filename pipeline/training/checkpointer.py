@@ -460,7 +460,8 @@ class Checkpointer:
         emit(
             ProgressEvent(
                 kind, self.stage, self.key, state.epoch, total, dict(metrics or {}),
-                stopped=state.stopped, resumed_from=state.resumed_from, seconds=seconds, **flags,
+                stopped=state.stopped, resumed_from=state.resumed_from, seconds=seconds, store=self.store,
+                run_id=self.run_id, hyperparameters=self.hyperparameters, **flags,
             )
         )  # fmt: skip
 

@@ -17,7 +17,7 @@ import contextlib
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 Listener = Callable[["ProgressEvent"], None]
 
@@ -43,6 +43,12 @@ class ProgressEvent:
     resumed_from: int | None = None
     seconds: float = 0.0
     """Wall time of this epoch (since the previous event of this Checkpointer)."""
+    store: Any = None
+    """The Checkpointer's :class:`~pipeline.store.Store` (None: the running stage's, if any)."""
+    run_id: str = ""
+    """The pipeline run the Checkpointer belongs to ("" when unknown)."""
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    """The Checkpointer's ``hyperparameters=`` (empty: read them from its checkpoints)."""
 
 
 def add_listener(listener: Listener) -> Callable[[], None]:
