@@ -26,9 +26,8 @@ from .errors import PipelineError
 from .fingerprint import code_components, code_fingerprint, fingerprint
 from .fingerprint.code import digest_components
 from .store import Manifest, Store
-from .store.codecs import CODECS
-from .store.manifest import iter_leaves, library_versions
-from .store.objects import object_path
+from .store.manifest import library_versions
+from .store.tree import nodes
 
 R = TypeVar("R")
 _FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_force", default=None)
@@ -108,15 +107,7 @@ class Force:
         return any(fp in self.tainted for fp in fps)
 
     def taint(self, manifest: Manifest) -> None:
-        self.tainted.update(leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint"))
-
-
-def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield tree
-    for child in tree.get("tuple", ()):
-        yield from _nodes(child)
-    for child in tree.get("dict", {}).values():
-        yield from _nodes(child)
+        self.tainted.update(node.fingerprint for node in nodes(manifest.outputs) if node.fingerprint is not None)
 
 
 @contextlib.contextmanager
@@ -302,8 +293,7 @@ class CachedStage(Generic[R]):
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
         )
-        store.commit(manifest)
-        return manifest
+        return store.commit(manifest, value=value)
 
     def call(self, *args: Any, **kwargs: Any) -> Outcome[R]:
         """Run (or serve) the stage and say how it went."""
@@ -336,8 +326,7 @@ class CachedStage(Generic[R]):
         store = self.cache.store
         current = store.manifest(self.name, key.key)
         if current is not None:
-            missing = [leaf for leaf in iter_leaves(current.outputs) if not _object_exists(store, leaf)]
-            if not missing:
+            if not store.missing(current.outputs):
                 return Explanation(self.name, key.key, True, (), current)
             return Explanation(self.name, key.key, False, ("cached result has missing objects",), current)
         # Compare with the closest earlier result: a stage called several times per run
@@ -348,10 +337,6 @@ class CachedStage(Generic[R]):
         diffs = [(diff_key(m, key), m) for m in recent]
         reasons, previous = min(diffs, key=lambda d: len(d[0]))
         return Explanation(self.name, key.key, False, tuple(reasons or ["key format changed"]), previous)
-
-
-def _object_exists(store: Store, leaf: dict[str, Any]) -> bool:
-    return store.backend.exists(object_path(leaf["object"], CODECS[leaf["codec"]].suffix))
 
 
 def diff_key(previous: Manifest, key: StageKey) -> list[str]:

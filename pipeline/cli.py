@@ -117,13 +117,14 @@ def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
 
 
 def _show_trial_results(s: Any, name: str, manifests: list[Any]) -> None:
+    from .store.tree import part
+
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):
-        tree = m.outputs
         try:  # the small JSON record only, not the model
-            parts = s.load(tree["dict"]["record"] if "dict" in tree else tree)
+            parts = s.load(part(m.outputs, "record"))
             parts = parts.get("record", parts)
-        except (PipelineError, KeyError):
+        except (PipelineError, KeyError, AttributeError):
             continue
         rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
                      "value": parts.get("value"), "state": parts.get("state"),

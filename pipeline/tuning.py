@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import json
 import math
 import time
 import warnings
@@ -32,9 +31,8 @@ from .cache import StageCache, current_stage
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .runs import record_trial
-from .store import Manifest, Store
-from .store.backend import LocalBackend
-from .store.store import safe_name
+from .store import DictNode, Manifest, Store
+from .store.tree import part
 
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
 SAMPLERS = ("tpe", "random", "grid")
@@ -225,22 +223,8 @@ def _make_checkpointer(options: Mapping[str, Any]) -> Any:
     kwargs = {"save_last": False, **{k: v for k, v in options.items() if k != "durable"}}
     running = current_stage()
     if running is not None and not options.get("durable", False) and "store" not in kwargs:
-        store = running.store
-        if isinstance(store.backend, LocalBackend) and store.backend.fsync:
-            store = _relaxed(store)
-        kwargs.update(store=store, name=running.stage, key=running.key)
+        kwargs.update(store=running.store.relaxed(), name=running.stage, key=running.key)
     return Checkpointer(**kwargs)
-
-
-_RELAXED: dict[str, Store] = {}
-
-
-def _relaxed(store: Store) -> Store:
-    """The same local store, written without fsync (one instance per root)."""
-    relaxed = _RELAXED.get(store.url)
-    if relaxed is None:
-        relaxed = _RELAXED[store.url] = Store(store.url, fsync=False)
-    return relaxed
 
 
 def tune(
@@ -402,7 +386,7 @@ def _compatible_trials(
         if any(m.argument(arg) != fp for arg, fp in want.items()):
             continue
         try:  # the small record only; the model is loaded if it turns out to be the best
-            parts = store.load(m.outputs["dict"]["record"] if "dict" in m.outputs else m.outputs)
+            parts = store.load(part(m.outputs, "record"))
         except PipelineError:
             continue
         parts = parts.get("record", parts)
@@ -425,9 +409,7 @@ def _compatible_trials(
 
 def _drop_checkpoints(store: Store, trial: Manifest) -> None:
     """Delete the epoch checkpoints of a committed trial (its result holds what counts)."""
-    prefix = store.manifest_path(trial.stage, trial.key, 0).rsplit("/", 1)[0]
-    for rel in list(store.backend.list(prefix)):
-        store.backend.delete(rel)
+    store.checkpoints(trial.stage, trial.key).delete_all()
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
@@ -443,16 +425,12 @@ def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any])
         Manifest(
             stage=f"{name}.best",
             key=search_key,
-            outputs={"dict": {"trial": best["tree"]}},
+            outputs=DictNode.of({"trial": best["tree"]}),
             created=dt.datetime.now(dt.UTC).isoformat(),
             kind="best",
             extra={"params": best["params"], "value": best["value"], "trial": best["trial"]},
         )
     )
-
-
-def _index_path(name: str, search_key: str) -> str:
-    return f"searches/{safe_name(name)}/{search_key.partition(':')[2] or search_key}.json"
 
 
 def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any], records: list[TrialRecord]) -> None:
@@ -463,20 +441,12 @@ def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any],
     rows = [{"trial": t.number, "params": t.params, "value": t.value, "state": t.state, "source": t.source,
              "reason": t.reason} for t in sorted(records, key=lambda t: t.number)]  # fmt: skip
     doc = {**meta, "updated": time.time(), "trials": rows}
-    store.backend.write_atomic(_index_path(name, search_key), json.dumps(doc, default=repr).encode(), durable=False)
+    store.searches.write_index(name, search_key, doc)
 
 
 def search_index(store: Store, name: str) -> dict[str, Any] | None:
     """The trial table of the newest search named ``name`` (None: no search wrote one)."""
-    newest = None
-    for rel in store.backend.list(f"searches/{safe_name(name)}"):
-        try:
-            doc = json.loads(bytes(store.backend.read(rel)))
-        except (ValueError, OSError):
-            continue
-        if isinstance(doc, dict) and (newest is None or doc.get("updated", 0) > newest.get("updated", 0)):
-            newest = doc
-    return newest
+    return store.searches.newest_index(name)
 
 
 def load_best(store: Store | str, name: str = "tune") -> dict[str, Any] | None:

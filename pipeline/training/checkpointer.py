@@ -311,12 +311,11 @@ class Checkpointer:
 
     def _write(self, record: Record, payloads: dict[str, Any], extra: dict[str, Any], t0: float) -> None:
         """Serialise, commit and prune (in the writer thread when async)."""
-        put = self.store.objects.put
         if self.granularity == "light":
-            light = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
-            outputs = put(light, what="light checkpoint")
+            payloads = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
+            outputs = self.store.put(payloads, what="light checkpoint")
         else:
-            outputs = {"dict": {k: put(v, what=f"checkpoint entry {k!r}") for k, v in payloads.items()}}
+            outputs = self.store.save_parts(payloads, what="checkpoint entry")
         manifest = Manifest(
             stage=self.stage,
             key=self.key,
@@ -329,8 +328,7 @@ class Checkpointer:
             step=record.step,
             extra=extra,
         )
-        self.store.commit(manifest)
-        self._catalog.committed(manifest)
+        self._catalog.commit(manifest, payloads)
         self._prune(newest=record.step)
 
     def _prune(self, newest: int | None, finishing: bool = False) -> None:

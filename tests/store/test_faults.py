@@ -201,10 +201,28 @@ def test_temp_files_of_killed_writers_are_cleaned(tmp_path):
         assert proc.stdout.readline().strip() == "writing"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert Store(root).verify().temp_files == 2  # left by the kills
-    store = Store(root)  # reopening (or gc at its default grace) removes them: their writers are dead
-    gc(store)
-    assert store.verify().temp_files == 0
+    tmp = root / "objects" / "tmp"
+    assert len(list(tmp.iterdir())) >= 1  # left by the kills (a second writer removes the first's)
+    store = Store(root)  # opening the store removes them: their writers are dead
+    assert store.verify().temp_files == 0 and list(tmp.iterdir()) == []
+
+
+def test_gc_spares_temps_of_live_writers_at_any_grace_and_removes_stale_ones(tmp_path):
+    from pipeline.store import layout
+
+    root = tmp_path / "store"
+    store = Store(root)
+    tmp = root / "objects" / "tmp"
+    live = root / layout.temp_path()  # a temp of this process: a writer in flight
+    live.write_bytes(b"half an object")
+    foreign = tmp / "0123abcd-1-deadbeef"  # another host's writer: judged by age only
+    foreign.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    os.utime(live, (old, old))
+    assert gc(store, grace_seconds=0).deleted_temp_files == 0  # foreign is young, live is alive
+    os.utime(foreign, (old, old))
+    assert gc(store, grace_seconds=0).deleted_temp_files == 1
+    assert live.exists() and not foreign.exists()
 
 
 def test_quarantine_names_never_overwrite_each_other(tmp_path):

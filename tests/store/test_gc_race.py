@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import pytest
@@ -48,8 +47,13 @@ def race(tmp_path, seconds: float) -> tuple[int, int]:
     script.write_text(WRITER)
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OPENBLAS_NUM_THREADS": "1"}
     writers = [
-        subprocess.Popen([sys.executable, str(script), str(root), str(seconds), str(seed)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, str(script), str(root), str(seconds), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
         for seed in (1, 2)
     ]
     grace = getattr(retention, "MIN_GRACE_SECONDS", 0.0)

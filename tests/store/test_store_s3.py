@@ -45,7 +45,7 @@ def runs(log: Path) -> int:
 
 
 def test_layout_on_s3(s3_store, s3_server):
-    assert isinstance(s3_store.backend, FsspecBackend)
+    assert isinstance(s3_store._backend, FsspecBackend)
     m = commit(s3_store, FRAMES["numpy-columns"])
     fs = s3_server.filesystem()
     root = s3_store.url.removeprefix("s3://")
@@ -62,7 +62,7 @@ def test_frame_round_trip_on_s3(s3_store, name):
     tree = s3_store.save(df)
     back = s3_store.load(tree)
     assert_same(df, back)
-    assert fingerprint(back) == fingerprint(df) and tree["codec"] == "parquet-pandas"
+    assert fingerprint(back) == fingerprint(df) and tree.codec == "parquet-pandas"
 
 
 def test_other_values_round_trip_on_s3(s3_store):
@@ -77,7 +77,7 @@ def test_other_values_round_trip_on_s3(s3_store):
         {"acc": 0.5, "as_tuple": (1, 2), "as_list": [1, 2]},
     )
     tree = s3_store.save(value)
-    assert [t.get("codec") or "dict" for t in tree["tuple"]] == [
+    assert [getattr(t, "codec", "dict") for t in tree.items] == [
         "parquet-series",
         "parquet-arrow",
         "joblib",
@@ -120,7 +120,7 @@ def test_corrupt_object_on_s3_is_quarantined_and_recomputed(s3_store, tmp_path):
     with pytest.warns(UserWarning, match="recomputing"):
         assert stage(df, str(log)) == expected
     assert runs(log) == 2
-    assert any(m.outputs["object"] in q for q in s3_store.backend.list("quarantine"))
+    assert any(m.outputs.object in q for q in s3_store._backend.list("quarantine"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert stage(df, str(log)) == expected
@@ -133,7 +133,7 @@ def test_verify_on_s3_finds_missing_and_corrupt(s3_store):
     a = commit(s3_store, FRAMES["categorical"], key="xxh3:" + "0a" * 16)
     b = commit(s3_store, np.arange(1000), key="xxh3:" + "0b" * 16)
     flip_byte(s3_store, object_rel(a.outputs))
-    s3_store.backend.delete(object_rel(b.outputs))
+    s3_store._backend.delete(object_rel(b.outputs))
     report = s3_store.verify()
     assert (report.manifests, report.ok, report.corrupt, report.missing, report.quarantined) == (2, 0, 1, 1, 1)
 

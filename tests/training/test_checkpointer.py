@@ -95,8 +95,8 @@ def test_outside_a_stage_a_store_and_name_are_required(store):
 # -- integrity -----------------------------------------------------------------------------------
 def _model_object(store: Store, step: int) -> Path:
     manifest = store.manifest("run", "default", step)
-    leaf = manifest.outputs["dict"]["model"]
-    return Path(store.url) / "objects" / leaf["object"][:2] / f"{leaf['object'][2:]}.joblib"
+    leaf = manifest.outputs["model"]
+    return Path(store.url) / "objects" / leaf.object[:2] / f"{leaf.object[2:]}.joblib"
 
 
 @pytest.mark.parametrize("damage", ["flipped bytes", "missing object", "garbled manifest"])
@@ -199,7 +199,7 @@ def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
     part = Checkpointer(store=store, name="part", granularity="partial", keys=["model"], async_write=False)
     state = train(part, 2)
     manifest = store.manifest("part", "default", 2)
-    assert set(manifest.outputs["dict"]) == {"model"}
+    assert set(manifest.outputs.names()) == {"model"}
     resumed = Checkpointer(store=store, name="part", granularity="partial", keys=["model"]).restore(fresh())
     assert resumed.epoch == 2
     np.testing.assert_array_equal(resumed.model.coef_, state.model.coef_)
