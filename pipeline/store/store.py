@@ -57,11 +57,6 @@ class VerifyReport:
         return not (self.corrupt or self.missing or self.bad_manifests)
 
 
-def safe_name(name: str) -> str:
-    """A name as one safe, bounded path component (see ``layout.component``)."""
-    return layout.component(name)
-
-
 class Store:
     """A checkpoint store at a local path or any fsspec URL (``memory://``, ``s3://``…)."""
 
@@ -352,4 +347,4 @@ class Store:
         return len(dead)
 
 
-__all__ = ["Store", "VerifyReport", "IntegrityError", "safe_name"]
+__all__ = ["Store", "VerifyReport", "IntegrityError"]

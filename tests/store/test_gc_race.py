@@ -25,7 +25,8 @@ WRITER = textwrap.dedent(
         return np.arange(n) * (i % 7), {"i": i % 5}  # shared parts: dedup of existing objects
 
     root, seconds, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    stage = StageCache(Store(root)).wrap(make)
+    store = Store(root)
+    stage = StageCache(store).wrap(make)
     committed = []
     rng = np.random.default_rng(seed)
     end = time.monotonic() + seconds
@@ -35,6 +36,7 @@ WRITER = textwrap.dedent(
         n = int(rng.integers(1, 400))
         outcome = stage.call(seed * 10**6 + i % 40, n)  # reuses keys too: hits, and rewrites
         committed.append(outcome.manifest.key)
+        store.save(np.full(n, seed * 10**6 + i))  # an orphan: gc has real garbage to delete
     print(json.dumps(committed))
     """
 )
@@ -57,9 +59,9 @@ def race(tmp_path, seconds: float) -> tuple[int, int]:
         for seed in (1, 2)
     ]
     grace = getattr(retention, "MIN_GRACE_SECONDS", 0.0)
-    sweeps = 0
+    sweeps = deleted = 0
     while any(w.poll() is None for w in writers):
-        retention.gc(store, grace_seconds=grace)
+        deleted += retention.gc(store, grace_seconds=grace).deleted_objects
         sweeps += 1
     keys = set()
     for w in writers:
@@ -76,7 +78,8 @@ def race(tmp_path, seconds: float) -> tuple[int, int]:
                 store.load(m.outputs)
             except Exception:
                 lost += 1
-    assert sweeps > 5 and len(keys) > 40, (sweeps, len(keys))
+    assert sweeps > 5 and len(keys) > 40 and deleted > 10, (sweeps, len(keys), deleted)
+    print(f"{sweeps} gc sweeps, {deleted} orphans deleted, {len(keys)} committed entries, {lost} lost")
     return lost, len(keys)
 
 

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline import IntegrityError, Manifest, StageCache, Store, StoreError, fingerprint
 from pipeline.store.backend import LocalBackend
-from pipeline.store.tree import leaves as iter_leaves
+from pipeline.store.tree import leaves
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ def test_a_value_nothing_can_save_is_one_clear_error(store):
 
 def test_objects_are_named_by_the_checksum_of_their_bytes(store):
     m = commit(store, (FRAMES["numpy-columns"], {"a": 1}, ARRAYS["large"]))
-    for leaf in iter_leaves(m.outputs):
+    for leaf in leaves(m.outputs):
         rel = object_rel(leaf)
         assert rel.startswith(f"objects/{leaf.object[:2]}/") and len(Path(rel).stem) == 30
         data = raw_bytes(store, rel)
