@@ -146,13 +146,10 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
     """Re-hash every object every manifest references; quarantine corrupt ones."""
     s = _store(store)
     report = s.verify()
-    table = Table("manifests", "ok", "corrupt", "missing", "quarantined", "bad manifests", "orphans", "temp files")
-    table.add_row(
-        *(
-            str(getattr(report, f))
-            for f in ("manifests", "ok", "corrupt", "missing", "quarantined", "bad_manifests", "orphans", "temp_files")
-        )
-    )
+    fields = ("manifests", "ok", "corrupt", "missing", "quarantined", "bad_manifests", "unverified", "orphans",
+              "temp_files")  # fmt: skip
+    table = Table(*(f.replace("_", " ") for f in fields))
+    table.add_row(*(str(getattr(report, f)) for f in fields))
     out.print(table)
     if not report.clean:
         raise typer.Exit(1)
