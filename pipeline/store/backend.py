@@ -125,7 +125,13 @@ class LocalBackend:
         return os.path.join(self.root, *rel.split("/"))
 
     def _makedirs(self, path: str, durable: bool = True) -> None:
-        """Create ``path`` and missing parents, each new entry made durable in its parent."""
+        """Create ``path`` and missing parents, each new entry made durable in its parent.
+        A symbolic link in the way (inside the store) is moved to quarantine/ first."""
+        if os.path.islink(path) and path.startswith(self.root + os.sep):
+            rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+            target = self._path(layout.quarantine_path(rel))
+            self._makedirs(os.path.dirname(target), durable)
+            os.replace(path, target)
         if os.path.isdir(path):
             return
         parent = os.path.dirname(path)
@@ -253,13 +259,8 @@ class LocalBackend:
                 raise SymlinkRefused(f"{path} is a symbolic link: the store never follows one") from None
             raise
         with os.fdopen(fd, "rb") as f:
-            parent = os.path.dirname(path)
-            if os.path.realpath(parent) != os.path.normpath(
-                os.path.join(self._real_root, os.path.relpath(parent, self.root))
-            ):
-                raise SymlinkRefused(
-                    f"a directory on the way to {path} is a symbolic link: the store never follows one"
-                )
+            if not self._inside(os.path.dirname(path)):
+                raise SymlinkRefused(f"a directory on the way to {path} is a symbolic link: the store follows none")
             if os.fstat(f.fileno()).st_size < 1 << 20:
                 return f.read()
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -268,6 +269,12 @@ class LocalBackend:
         import pyarrow as pa
 
         return pa.py_buffer(mm)  # keeps the mapping alive for as long as the buffer lives
+
+    def _inside(self, directory: str) -> bool:
+        """True when no symbolic link leads ``directory`` out of its place in the store."""
+        return os.path.realpath(directory) == os.path.normpath(
+            os.path.join(self._real_root, os.path.relpath(directory, self.root))
+        )
 
     def exists(self, rel: str) -> bool:
         try:
@@ -295,6 +302,8 @@ class LocalBackend:
 
     def move(self, rel: str, dest: str) -> None:
         target = self._path(dest)
+        if not self._inside(os.path.dirname(self._path(rel))):
+            raise SymlinkRefused(f"{rel} lies behind a symbolic link: the store moves nothing outside itself")
         try:
             self._makedirs(os.path.dirname(target))
             os.replace(self._path(rel), target)

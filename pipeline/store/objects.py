@@ -99,5 +99,5 @@ class Objects:
         return False
 
     def quarantine(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # behind a link: the next write moves it
             self._backend.move(rel, layout.quarantine_path(rel))

@@ -29,7 +29,7 @@ from .manifest import Manifest, Unverified
 from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
 from .seal import CHECKSUM, Sealer
-from .tree import DictNode, Leaf, Tree, TupleNode, leaves
+from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves
 
 STORE_FORMAT = 1
 _NO_VALUE: Any = object()
@@ -69,6 +69,7 @@ class Store:
         self._sealer = sealer or CHECKSUM  # a signing key's HMAC sealer goes here
         self._durable = True
         self._relaxed: Store | None = None
+        self._warned_unverified = False
         self.runs = Runs(self._backend)
         self.searches = Searches(self._backend)
         if isinstance(self._backend, LocalBackend):
@@ -221,7 +222,7 @@ class Store:
         return m
 
     def _quarantine_manifest(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):  # another reader moved it first
+        with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # moved by another reader; behind a link
             self._backend.move(rel, layout.quarantine_path(rel))
 
     def _read_manifest(self, rel: str) -> Manifest | None:
@@ -230,9 +231,13 @@ class Store:
         except FileNotFoundError:
             return None
         except Unverified:
-            warnings.warn(
-                f"manifest {rel} in {self.url} has no checksum (written by pipeline < 0.x); not served", stacklevel=3
-            )
+            if not self._warned_unverified:  # once per store: an old store holds many
+                self._warned_unverified = True
+                warnings.warn(
+                    f"store {self.url} holds manifests of format 1, without a checksum (e.g. {rel}): they are "
+                    "not served, so their stages recompute once (`verify` counts them as unverified)",
+                    stacklevel=3,
+                )
             return None
         except (ValueError, TypeError, KeyError) as e:
             self._reject(rel, e)
@@ -291,9 +296,23 @@ class Store:
                     yield rel, None
 
     def live_objects(self) -> set[str]:
-        """Paths of every object some manifest references (format-1 manifests included:
-        they are not served, but what they reference is kept)."""
-        return {leaf_path(leaf) for _, m in self._walk(quarantine=False) if m is not None for leaf in leaves(m.outputs)}
+        """Paths of every object some manifest references. Manifests that are not served
+        count too (format 1; a seal this store can't check, such as another key's HMAC):
+        whatever a manifest in the store names is kept, until ``verify`` quarantines it."""
+        live: set[str] = set()
+        for rel, m in self._walk(quarantine=False):
+            tree = m.outputs if m is not None else self._named_tree(rel)
+            if tree is not None:
+                live.update(leaf_path(leaf) for leaf in leaves(tree))
+        return live
+
+    def _named_tree(self, rel: str) -> Tree | None:
+        """The output tree a manifest that fails its checks names, if it names one."""
+        try:
+            doc = json.loads(bytes(self._backend.read(rel)))
+            return from_doc(doc.get("outputs")) if isinstance(doc, dict) else None
+        except (OSError, StoreError, ValueError, TypeError, AttributeError):
+            return None
 
     def verify(self) -> VerifyReport:
         """Check every manifest and re-hash every object they reference; quarantine what fails."""

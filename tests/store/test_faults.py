@@ -254,7 +254,27 @@ def test_old_manifests_without_a_checksum_are_not_served(tmp_path):
     old = {k: v for k, v in doc.items() if k != "seal"}
     old["format"] = 1
     path.write_text(json.dumps(old))
+    report = store.verify()
+    assert report.unverified == 1 and report.manifests == 0 and report.clean  # counted, kept
+    assert gc(store, grace_seconds=0).deleted_objects == 0  # what it references is kept
+    with pytest.warns(UserWarning, match="format 1"):
+        assert not stage.call(1).hit  # not served: recomputed (and rewritten sealed)
+    assert stage.call(1).hit and store.verify().unverified == 0
+
+
+def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path):
+    root = tmp_path / "store"
+    store = Store(root)
+    stage = StageCache(store).wrap(lambda n: np.arange(n), name="arange")
+    stage(50)
+    (obj,) = [p for p in (root / "objects").rglob("*.joblib")]
+    outside = tmp_path / "outside"
+    shutil.copytree(obj.parent, outside)  # the same bytes, elsewhere
+    shutil.rmtree(obj.parent)
+    obj.parent.symlink_to(outside, target_is_directory=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert not stage.call(1).hit
-    assert stage.call(1).hit
+        assert not stage.call(50).hit  # refused: recomputed into a real directory
+    assert not obj.parent.is_symlink() and obj.is_file()
+    assert (outside / obj.name).is_file()  # nothing outside the store was moved or written
+    assert stage.call(50).hit and store.verify().clean
