@@ -60,7 +60,7 @@ def store_save(fsync: bool) -> Callable[[pd.DataFrame, Path], tuple[Callable[[],
         outputs = store.save(df, what="the frame")
         now = dt.datetime.now(dt.UTC).isoformat()
         store.commit(Manifest(stage="bench", key="xxh3:" + "0" * 32, outputs=outputs, created=now))
-        return (lambda: store.load(store.manifest("bench", "xxh3:" + "0" * 32).outputs)), outputs["bytes"]
+        return (lambda: store.load(store.manifest("bench", "xxh3:" + "0" * 32).outputs)), outputs.bytes
 
     return save
 
@@ -121,7 +121,7 @@ def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
         store = Store(Path(d) / "s", fsync=False)
         tree = store.save(df)
         parts["read + verify checksum (load)"] = statistics.median(
-            timed(lambda: checksum(store.objects.read_verified(tree)))[0] for _ in range(runs)
+            timed(lambda: checksum(store.read_verified(tree)))[0] for _ in range(runs)
         )
     nbytes = int(df.memory_usage(index=True).sum())
     return {

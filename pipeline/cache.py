@@ -26,9 +26,8 @@ from .errors import PipelineError
 from .fingerprint import Component, fingerprint
 from .fingerprint.component import CLOSURE, CODE, DEFAULTS, GLOBAL, PACKAGE, PINNED, STATE
 from .store import Manifest, Store
-from .store.codecs import CODECS
-from .store.manifest import iter_leaves, library_versions
-from .store.objects import object_path
+from .store.manifest import library_versions
+from .store.tree import nodes
 
 R = TypeVar("R")
 
@@ -77,20 +76,12 @@ class Explanation:
         return f"{self.stage}: stale: " + "; ".join(self.reasons)
 
 
-def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield tree
-    for child in tree.get("tuple", ()):
-        yield from _nodes(child)
-    for child in tree.get("dict", {}).values():
-        yield from _nodes(child)
-
-
 def _key_fingerprints(key: StageKey) -> list[str]:
     return [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
 
 
 def _output_fingerprints(manifest: Manifest) -> list[str]:
-    return [leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint")]
+    return [node.fingerprint for node in nodes(manifest.outputs) if node.fingerprint is not None]
 
 
 @contextlib.contextmanager
@@ -261,8 +252,7 @@ class CachedStage(Generic[R]):
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
         )
-        store.commit(manifest)
-        return manifest
+        return store.commit(manifest, value=value)
 
     def call(self, *args: Any, **kwargs: Any) -> Outcome[R]:
         """Run (or serve) the stage and say how it went."""
@@ -295,8 +285,7 @@ class CachedStage(Generic[R]):
         store = self.cache.store
         current = store.manifest(self.name, key.key)
         if current is not None:
-            missing = [leaf for leaf in iter_leaves(current.outputs) if not _object_exists(store, leaf)]
-            if not missing:
+            if not store.missing(current.outputs):
                 return Explanation(self.name, key.key, True, (), current)
             return Explanation(self.name, key.key, False, ("cached result has missing objects",), current)
         # Compare with the closest earlier result: a stage called several times per run
@@ -307,10 +296,6 @@ class CachedStage(Generic[R]):
         diffs = [(diff_key(m, key), m) for m in recent]
         reasons, previous = min(diffs, key=lambda d: len(d[0]))
         return Explanation(self.name, key.key, False, tuple(reasons or ["key format changed"]), previous)
-
-
-def _object_exists(store: Store, leaf: dict[str, Any]) -> bool:
-    return store.backend.exists(object_path(leaf["object"], CODECS[leaf["codec"]].suffix))
 
 
 def diff_key(previous: Manifest, key: StageKey) -> list[str]:

@@ -152,14 +152,12 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
     """Re-hash every object every manifest references; quarantine corrupt ones."""
     s = _store(store)
     report = s.verify()
-    table = Table("manifests", "ok", "corrupt", "missing", "quarantined", "bad manifests", "orphans", "temp files")
-    table.add_row(
-        *(
-            str(getattr(report, f))
-            for f in ("manifests", "ok", "corrupt", "missing", "quarantined", "bad_manifests", "orphans", "temp_files")
-        )
-    )
+    fields = ("manifests", "ok", "corrupt", "missing", "quarantined", "bad_manifests", "orphans", "temp_files")
+    table = Table(*(f.replace("_", " ") for f in fields))
+    table.add_row(*(str(getattr(report, f)) for f in fields))
     out.print(table)
+    if report.unverified:
+        out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
     if not report.clean:
         raise typer.Exit(1)
 

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import PipelineError
 from .history import RunRecord, find_run, versions
 from .store import Manifest, Store
-from .store.manifest import iter_leaves
+from .store.tree import DictNode, Leaf, leaves
 from .tracking import training_record
 
 SECTIONS = ("stage", "param", "metric", "code", "input", "version", "size")
@@ -141,9 +141,9 @@ def metrics_of(store: Store, m: Manifest) -> dict[str, Any]:
     if record is not None:
         out.update(record.final_metrics)
     tree = m.outputs
-    leaves = tree.get("dict", {}).items() if "dict" in tree else [("", tree)]
-    for name, leaf in leaves:
-        if leaf.get("codec") != "json":
+    parts = tree.entries if isinstance(tree, DictNode) else (("", tree),)
+    for name, leaf in parts:
+        if not isinstance(leaf, Leaf) or leaf.codec != "json":
             continue
         try:
             value = store.load(leaf)
@@ -159,7 +159,7 @@ def metrics_of(store: Store, m: Manifest) -> dict[str, Any]:
 
 
 def _count(m: Manifest) -> int:
-    return sum(1 for _ in iter_leaves(m.outputs))
+    return sum(1 for _ in leaves(m.outputs))
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, str]:

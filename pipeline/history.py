@@ -9,7 +9,6 @@ run (stage keys with checkpoints) as :class:`~pipeline.tracking.TrainingResult` 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,20 +161,11 @@ def _read(store: Store, run_id: str, summary: dict[str, Any] | None) -> RunRecor
 
 
 def _run_files(store: Store) -> dict[str, dict[str, Any] | None]:
-    """run id -> its summary (None: only events). Reads ``runs/`` directly until the store
-    grows a run-record API (pipeline/runs.py writes these files)."""
-    out: dict[str, dict[str, Any] | None] = {}
-    for rel in store.backend.list("runs"):
-        parts = rel.split("/")
-        if len(parts) == 2 and parts[1].endswith(".json"):
-            try:
-                doc = json.loads(bytes(store.backend.read(rel)))
-            except (ValueError, FileNotFoundError):
-                continue
-            if isinstance(doc, dict) and "run_id" in doc:
-                out[str(doc["run_id"])] = doc
-        elif len(parts) >= 3:
-            out.setdefault(parts[1], None)
+    """run id -> its summary (None: a run killed before it wrote one has events only)."""
+    out: dict[str, dict[str, Any] | None] = dict.fromkeys(store.runs.ids())
+    for doc in store.runs.summaries():
+        if "run_id" in doc:
+            out[str(doc["run_id"])] = doc
     return out
 
 

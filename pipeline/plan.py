@@ -20,6 +20,7 @@ from .context import current, run_context
 from .errors import PipelineError
 from .store import Store
 from .store.manifest import Manifest
+from .store.tree import DictNode, Leaf, Tree, TupleNode
 
 
 @dataclass(frozen=True)
@@ -42,39 +43,44 @@ class Planned:
     """Stands in for a stage output during a dry run."""
 
     def __init__(
-        self, stage: str, tree: dict[str, Any] | None, arity: int | None = None, store: Store | None = None
+        self,
+        stage: str,
+        tree: Tree | None,
+        arity: int | None = None,
+        known: bool | None = None,
+        store: Store | None = None,
     ) -> None:
         self._stage = stage
-        self._tree = tree  # None: stale, content unknown
+        self._tree = tree
+        self._known = tree is not None if known is None else known  # False: stale, content unknown
         self._arity = arity
         self._store = store  # where small JSON items of a cached output are loaded from
 
     @property
     def stale(self) -> bool:
-        return self._tree is None
+        return not self._known
 
     @property
     def __pipeline_fingerprint__(self) -> str | None:
-        return None if self._tree is None else self._tree.get("fingerprint") or None
+        return None if self._tree is None else self._tree.fingerprint
 
     def __getitem__(self, item: Any) -> Any:
-        if self._tree is None:
-            return Planned(self._stage, None)
-        if "dict" in self._tree and item in self._tree["dict"]:
-            return _materialise(self._stage, self._tree["dict"][item], self._store)
-        if "tuple" in self._tree and isinstance(item, int):
-            return _materialise(self._stage, self._tree["tuple"][item], self._store)
+        tree = self._tree
+        if isinstance(tree, DictNode) and isinstance(item, str) and item in tree:
+            return _materialise(self._stage, tree[item], self._store)
+        if isinstance(tree, TupleNode) and isinstance(item, int) and -len(tree) <= item < len(tree):
+            return _materialise(self._stage, tree[item], self._store)
         return Planned(self._stage, None)  # an item of a single object: can't know it without loading
 
     def __iter__(self) -> Iterator[Any]:
-        if self._tree is not None and "tuple" in self._tree:
-            return iter([_materialise(self._stage, t, self._store) for t in self._tree["tuple"]])
+        if isinstance(self._tree, TupleNode):
+            return iter([_materialise(self._stage, t, self._store) for t in self._tree.items])
         if self._arity is None:
             raise PipelineError(
                 f"dry run: can't unpack the output of stage {self._stage!r} without running it; "
                 "annotate its return type as tuple[...]"
             )
-        return iter([Planned(self._stage, None if self._tree is None else {}) for _ in range(self._arity)])
+        return iter([Planned(self._stage, None, known=self._known) for _ in range(self._arity)])
 
     def __repr__(self) -> str:
         return f"<planned output of {self._stage}{' (stale)' if self.stale else ''}>"
@@ -83,8 +89,8 @@ class Planned:
 _LOAD_FOR_REAL = {"json"}
 
 
-def _materialise(stage: str, tree: dict[str, Any], store: Store | None) -> Any:
-    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and store is not None:
+def _materialise(stage: str, tree: Tree, store: Store | None) -> Any:
+    if isinstance(tree, Leaf) and tree.codec in _LOAD_FOR_REAL and store is not None:
         try:
             return store.load(tree)
         except PipelineError:
@@ -104,8 +110,8 @@ def current_plan() -> Plan | None:
 
 
 def _arity(stage: CachedStage[Any], previous: Manifest | None) -> int | None:
-    if previous is not None and "tuple" in previous.outputs:
-        return len(previous.outputs["tuple"])
+    if previous is not None and isinstance(previous.outputs, TupleNode):
+        return len(previous.outputs)
     try:
         hint = typing.get_type_hints(stage.func).get("return")
     except Exception:  # unresolvable annotations: no arity

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .history import RunRecord, find_run, training_of
 from .runs import trial_events
 from .store import Store
-from .store.store import safe_name
+from .store.layout import component as safe_name
 from .tracking import TrainingResult
 from .tuning import search_index
 

@@ -1,19 +1,17 @@
 """Run records: what each stage of a run did (hit or miss, seconds, bytes), in the store.
 
-Every stage call writes one small event file ``runs/<run id>/<stage>-<key>.json`` (so
-stages running in other processes or machines report too); ``summarise`` folds them
-into ``runs/<run id>.json``.
+Every stage call writes one small event record (so stages running in other processes or
+machines report too); ``summarise`` folds them into the run's summary record. Where the
+records live is the store's business (``store.runs``).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from .cache import Outcome
 from .store import Store
-from .store.store import safe_name
 
 
 def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
@@ -28,8 +26,7 @@ def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
         "bytes": m.bytes,
         "time": time.time(),
     }
-    rel = f"runs/{safe_name(run_id)}/{safe_name(m.stage)}-{m.key.partition(':')[2][:12]}.json"
-    store.backend.write_atomic(rel, json.dumps(event).encode(), durable=False)
+    store.runs.write_event(run_id, m.stage, m.key, event)
 
 
 def record_trial(store: Store, run_id: str, search: str, trial: Any) -> None:
@@ -45,33 +42,21 @@ def record_trial(store: Store, run_id: str, search: str, trial: Any) -> None:
         "seconds": round(trial.seconds, 6),
         "time": time.time(),
     }
-    rel = f"runs/{safe_name(run_id)}/trials/{safe_name(search)}-{trial.number:05d}.json"
-    store.backend.write_atomic(rel, json.dumps(event, default=repr).encode(), durable=False)
+    store.runs.write_trial(run_id, search, trial.number, event)
 
 
 def events(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The events of a run, in the order the stages finished."""
-    return _read_all(store, f"runs/{safe_name(run_id)}", exclude="/trials/")
+    return store.runs.events(run_id)
 
 
 def trial_events(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The trial events of a run, in the order the trials finished."""
-    return _read_all(store, f"runs/{safe_name(run_id)}/trials")
-
-
-def _read_all(store: Store, prefix: str, exclude: str | None = None) -> list[dict[str, Any]]:
-    out = []
-    for rel in store.backend.list(prefix):
-        if rel.endswith(".json") and (exclude is None or exclude not in rel):
-            try:
-                out.append(json.loads(bytes(store.backend.read(rel))))
-            except (ValueError, FileNotFoundError):
-                continue
-    return sorted(out, key=lambda e: e["time"])
+    return store.runs.trial_events(run_id)
 
 
 def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> dict[str, Any]:
-    """Fold a run's events into ``runs/<run id>.json`` and return it."""
+    """Fold a run's events into its summary record and return it."""
     evs = events(store, run_id)
     summary = {
         "run_id": run_id,
@@ -83,23 +68,14 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
         "trials": trial_events(store, run_id),
         "seconds_saved": round(sum(max(0.0, e["compute_seconds"] - e["seconds"]) for e in evs if e["hit"]), 3),
     }
-    store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())
+    store.runs.write_summary(run_id, summary)
     return summary
 
 
 def run_summaries(store: Store) -> list[dict[str, Any]]:
     """Every folded run record (``runs/<run id>.json``), the most recent first (by its
     ``finished`` time, else the time of its last stage or trial event)."""
-    out = []
-    for rel in store.backend.list("runs"):
-        if rel.count("/") != 1 or not rel.endswith(".json"):
-            continue  # a stage or trial event of a run, not a run record
-        try:
-            doc = json.loads(bytes(store.backend.read(rel)))
-        except (ValueError, FileNotFoundError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("stages"), list):
-            out.append(doc)
+    out = [doc for doc in store.runs.summaries() if isinstance(doc.get("stages"), list)]
 
     def finished(doc: dict[str, Any]) -> float:
         if isinstance(doc.get("finished"), (int, float)):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
-import json
 import math
 import time
 import warnings
@@ -45,9 +44,8 @@ from .fingerprint import fingerprint
 from .keys import search_key as search_key_of
 from .runs import record_trial, run_summaries
 from .samplers import check_train_fn, distributions, make_sampler
-from .store import Manifest, Store
-from .store.backend import LocalBackend
-from .store.store import safe_name
+from .store import DictNode, Manifest, Store
+from .store.tree import part
 from .training.policies import EarlyStopping
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
@@ -138,22 +136,8 @@ def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyS
     kwargs = checkpointing.options(early_stopping)
     running = current_stage()
     if running is not None and not checkpointing.durable:
-        store = running.store
-        if isinstance(store.backend, LocalBackend) and store.backend.fsync:
-            store = _relaxed(store)
-        kwargs.update(store=store, name=running.stage, key=running.key)
+        kwargs.update(store=running.store.relaxed(), name=running.stage, key=running.key)
     return Checkpointer(**kwargs)
-
-
-_RELAXED: dict[str, Store] = {}
-
-
-def _relaxed(store: Store) -> Store:
-    """The same local store, written without fsync (one instance per root)."""
-    relaxed = _RELAXED.get(store.url)
-    if relaxed is None:
-        relaxed = _RELAXED[store.url] = Store(store.url, fsync=False)
-    return relaxed
 
 
 @dataclass(frozen=True)
@@ -429,9 +413,8 @@ def _compatible_trials(
 
 def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
     """The facts of a committed trial (None: unreadable, or not a trial record)."""
-    tree = trial.outputs
     try:
-        parts = store.load(tree["dict"]["record"] if "dict" in tree else tree)
+        parts = store.load(part(trial.outputs, "record"))
         return TrialFacts.from_json(parts.get("record", parts))
     except (PipelineError, KeyError, ValueError, TypeError, AttributeError):
         return None
@@ -439,9 +422,7 @@ def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
 
 def _drop_checkpoints(store: Store, trial: Manifest) -> None:
     """Delete the epoch checkpoints of a committed trial (its result holds what counts)."""
-    prefix = store.manifest_path(trial.stage, trial.key, 0).rsplit("/", 1)[0]
-    for rel in list(store.backend.list(prefix)):
-        store.backend.delete(rel)
+    store.checkpoints(trial.stage, trial.key).delete_all()
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
@@ -457,16 +438,12 @@ def _commit_best(store: Store, name: str, search_key: str, best: Best) -> None:
         Manifest(
             stage=f"{name}.best",
             key=search_key,
-            outputs={"dict": {"trial": best.tree}},
+            outputs=DictNode.of({"trial": best.tree}),
             created=dt.datetime.now(dt.UTC).isoformat(),
             kind="best",
             extra={"params": best.params, "value": best.value, "trial": best.trial},
         )
     )
-
-
-def _index_path(name: str, search_key: str) -> str:
-    return f"searches/{safe_name(name)}/{search_key.partition(':')[2] or search_key}.json"
 
 
 def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any], records: list[TrialRecord]) -> None:
@@ -477,33 +454,17 @@ def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any],
     rows = [{"trial": t.number, "params": t.params, "value": t.value, "state": t.state, "source": t.source,
              "reason": t.reason} for t in sorted(records, key=lambda t: t.number)]  # fmt: skip
     doc = {**meta, "updated": time.time(), "trials": rows}
-    store.backend.write_atomic(_index_path(name, search_key), json.dumps(doc, default=repr).encode(), durable=False)
+    store.searches.write_index(name, search_key, doc)
 
 
 def search_index(store: Store, name: str) -> dict[str, Any] | None:
     """The trial table of the newest search named ``name`` (None: no search wrote one)."""
-    newest = None
-    for rel in store.backend.list(f"searches/{safe_name(name)}"):
-        try:
-            doc = json.loads(bytes(store.backend.read(rel)))
-        except (ValueError, OSError):
-            continue
-        if isinstance(doc, dict) and (newest is None or doc.get("updated", 0) > newest.get("updated", 0)):
-            newest = doc
-    return newest
+    return store.searches.newest_index(name)
 
 
 def search_indexes(store: Store, name: str) -> list[dict[str, Any]]:
     """The trial tables of every search named ``name``, the most recently updated first."""
-    docs = []
-    for rel in store.backend.list(f"searches/{safe_name(name)}"):
-        try:
-            doc = json.loads(bytes(store.backend.read(rel)))
-        except (ValueError, OSError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("key"), str):
-            docs.append(doc)
-    return sorted(docs, key=lambda d: d.get("updated", 0), reverse=True)
+    return store.searches.indexes(name)
 
 
 def which_search(store: Store | str, name: str = "tune", *, key: str | None = None) -> SearchRef | None:

@@ -101,8 +101,8 @@ def test_multi_output_parts_use_their_own_codecs(store, frame):
     stage(frame)
     outcome = stage.call(frame)
     assert outcome.hit
-    parts = outcome.manifest.outputs["tuple"]
-    assert [p["codec"] for p in parts] == ["parquet-pandas", "joblib", "json"]
+    parts = outcome.manifest.outputs.items
+    assert [p.codec for p in parts] == ["parquet-pandas", "joblib", "json"]
     head, arr, meta = outcome.value
     pd.testing.assert_frame_equal(head, frame.iloc[:2])
     np.testing.assert_array_equal(arr, np.arange(3))
@@ -232,5 +232,5 @@ def test_manifest_records_components_timings_and_versions(store, frame):
     assert set(manifest.inputs) == {"df"}
     assert manifest.compute_seconds >= 0 and manifest.bytes > 0
     assert "pandas" in manifest.versions and manifest.created
-    assert manifest.outputs["fingerprint"].startswith("xxh3:")
+    assert manifest.outputs.fingerprint.startswith("xxh3:")
     assert any(c.kind == "code" and c.name.endswith("total") for c in manifest.code_components)

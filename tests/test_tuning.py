@@ -213,12 +213,9 @@ def test_changed_continuous_space_seeds_the_study_with_trials_inside_it(tmp_path
 
 
 def _leaves(tree):
-    if "object" in tree:
-        yield tree["object"]
-    for child in tree.get("tuple", ()):
-        yield from _leaves(child)
-    for child in tree.get("dict", {}).values():
-        yield from _leaves(child)
+    from pipeline.store.tree import leaves
+
+    return (leaf.object for leaf in leaves(tree))
 
 
 def _fitted(x: int):

@@ -9,16 +9,18 @@ is the commit marker).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import io
 import mmap
 import os
-import uuid
-from typing import Any, Callable, Iterator, Protocol
+import stat as stat_module
+from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 import xxhash
 
-from ..errors import StoreError
+from ..errors import IntegrityError, StoreError
+from . import layout
 
 Writer = Callable[[io.BufferedIOBase], None]
 
@@ -58,28 +60,47 @@ class Staged(Protocol):
 
 
 class Backend(Protocol):
+    """Bytes under relative paths. ``read``, ``stat`` and ``move`` raise FileNotFoundError
+    for a missing path; every other OS error is a StoreError naming the path."""
+
     url: str
 
     def stage(self, writer: Writer) -> Staged: ...
-    def commit(self, staged: Staged, rel: str) -> None: ...
+    def commit(self, staged: Staged, rel: str, *, durable: bool = True) -> None: ...
     def discard(self, staged: Staged) -> None: ...
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None: ...
     def read(self, rel: str) -> Any: ...
     def exists(self, rel: str) -> bool: ...
+    def stat(self, rel: str) -> Stat: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def move(self, rel: str, dest: str) -> None: ...
     def delete(self, rel: str) -> None: ...
+    def remove_empty(self, prefix: str) -> None: ...
 
 
-def describe_oserror(e: OSError, what: str, url: str) -> StoreError:
-    """Turn an OSError during a store write into one line that says what to do."""
+class Stat(NamedTuple):
+    size: int
+    mtime: float
+    """Seconds since the epoch of the last write (or, for objects, of the last dedup refresh)."""
+
+
+class SymlinkRefused(IntegrityError):
+    """A path inside the store is a symbolic link: the store never follows one."""
+
+
+def describe_oserror(e: OSError, what: str, url: str, verb: str = "write") -> StoreError:
+    """Turn an OSError on a store path into one line that names it and says what to do."""
     if e.errno == errno.ENOSPC:
         hint = "free disk space on that volume or point --store / PIPELINE_STORE elsewhere"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "choose a writable store (--store / PIPELINE_STORE) or fix its permissions"
+    elif e.errno in (errno.ENOTDIR, errno.EISDIR):
+        hint = f"something not made by the store is in the way: move it out of {url}"
+    elif e.errno == errno.ENAMETOOLONG:
+        hint = "choose a store location with a shorter path"
     else:
         hint = "check the store location"
-    return StoreError(f"cannot write {what} in store {url}: {e.strerror or e} ({hint})")
+    return StoreError(f"cannot {verb} {what} in store {url}: {e.strerror or e} ({hint})")
 
 
 class _LocalStaged:
@@ -90,28 +111,40 @@ class _LocalStaged:
 
 
 class LocalBackend:
-    """A directory on a local filesystem: temp + fsync + rename, reads memory-mapped."""
+    """A directory on a local filesystem: temp + fsync + rename, reads memory-mapped.
+
+    Symbolic links inside the store are never followed: reading one is a SymlinkRefused."""
 
     def __init__(self, root: str, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root
         self.fsync = fsync
+        self._real_root = os.path.realpath(self.root)
 
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, *rel.split("/"))
 
-    def _makedirs(self, path: str) -> None:
-        """Create ``path`` and missing parents, each new entry made durable in its parent."""
+    def _makedirs(self, path: str, durable: bool = True) -> None:
+        """Create ``path`` and missing parents, each new entry made durable in its parent.
+        A symbolic link in the way (inside the store) is moved to quarantine/ first."""
+        if os.path.islink(path) and path.startswith(self.root + os.sep):
+            rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+            target = self._path(layout.quarantine_path(rel))
+            self._makedirs(os.path.dirname(target), durable)
+            os.replace(path, target)
         if os.path.isdir(path):
             return
         parent = os.path.dirname(path)
         if parent != path:
-            self._makedirs(parent)
+            self._makedirs(parent, durable)
         try:
             os.mkdir(path)
         except FileExistsError:
+            if not os.path.isdir(path):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
             return
-        self._fsync_dir(parent)
+        if durable:
+            self._fsync_dir(parent)
 
     def _fsync_dir(self, path: str) -> None:
         if not self.fsync:
@@ -123,7 +156,7 @@ class LocalBackend:
             os.close(fd)
 
     def stage(self, writer: Writer) -> _LocalStaged:
-        tmp = os.path.join(self.root, "objects", "tmp", uuid.uuid4().hex)
+        tmp = self._path(layout.temp_path())
         try:
             self._makedirs(os.path.dirname(tmp))
             with open(tmp, "wb", buffering=0) as raw:
@@ -138,26 +171,46 @@ class LocalBackend:
             raise
         return _LocalStaged(tmp, hashing.hexdigest(), hashing.size)
 
-    def commit(self, staged: _LocalStaged, rel: str) -> None:
+    def commit(self, staged: _LocalStaged, rel: str, *, durable: bool = True) -> None:
         dest = self._path(rel)
         parent = os.path.dirname(dest)
         try:
-            self._makedirs(parent)
-            if _size(dest) == staged.size:  # content-addressed: already there = deduplicated
-                os.utime(dest)  # fresh again: gc spares young objects until their manifest lands
-                os.unlink(staged.tmp)
-                return
-            if self.fsync:  # only now: a duplicate (common for checkpoints) costs no fsync
+            self._makedirs(parent, durable)
+            if self._holds(dest, staged):  # content-addressed and verified: deduplicated
+                try:
+                    os.utime(dest, follow_symlinks=False)  # young again: gc spares it until our manifest lands
+                except FileNotFoundError:
+                    pass  # gone meanwhile (a gc): write ours
+                else:
+                    os.unlink(staged.tmp)
+                    return
+            if self.fsync and durable:  # only now: a duplicate (common for checkpoints) costs no fsync
                 fd = os.open(staged.tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
             os.replace(staged.tmp, dest)
-            self._fsync_dir(parent)
+            if durable:
+                self._fsync_dir(parent)
         except OSError as e:
             self.discard(staged)
             raise describe_oserror(e, rel, self.url) from e
+
+    def _holds(self, dest: str, staged: _LocalStaged) -> bool:
+        """True when ``dest`` is a regular file whose bytes hash to the staged checksum
+        (same size alone is not enough: rotted bytes of the same size are replaced)."""
+        try:
+            st = os.lstat(dest)
+        except FileNotFoundError:
+            return False
+        if not stat_module.S_ISREG(st.st_mode) or st.st_size != staged.size:
+            return False
+        try:
+            data = self._read_path(dest)
+        except (FileNotFoundError, SymlinkRefused):
+            return False
+        return xxhash.xxh3_128_hexdigest(data) == staged.digest
 
     def discard(self, staged: _LocalStaged) -> None:
         with contextlib.suppress(OSError):
@@ -167,10 +220,10 @@ class LocalBackend:
         """Replace ``rel`` atomically; ``durable=False`` skips the fsyncs (informational records)."""
         dest = self._path(rel)
         parent = os.path.dirname(dest)
-        tmp = os.path.join(self.root, "objects", "tmp", uuid.uuid4().hex)
+        tmp = self._path(layout.temp_path())
         try:
             self._makedirs(os.path.dirname(tmp))
-            self._makedirs(parent)
+            self._makedirs(parent, durable)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -185,12 +238,29 @@ class LocalBackend:
             raise describe_oserror(e, rel, self.url) from e
 
     def read(self, rel: str) -> Any:
-        """The file's bytes: memory-mapped when large (zero-copy), plain bytes when small.
+        """The file's bytes: memory-mapped when large (zero-copy), plain bytes when small."""
+        path = self._path(rel)
+        try:
+            return self._read_path(path)
+        except (FileNotFoundError, SymlinkRefused):
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
 
-        Large files are mapped with MADV_SEQUENTIAL: they are read front to back (checksum,
+    def _read_path(self, path: str) -> Any:
+        """Large files are mapped with MADV_SEQUENTIAL: they are read front to back (checksum,
         then decode), and the kernel's aggressive readahead makes a cold read markedly
-        faster than default paging."""
-        with open(self._path(rel), "rb") as f:
+        faster than default paging. A symbolic link (the file or a directory on the way)
+        is refused."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SymlinkRefused(f"{path} is a symbolic link: the store never follows one") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            if not self._inside(os.path.dirname(path)):
+                raise SymlinkRefused(f"a directory on the way to {path} is a symbolic link: the store follows none")
             if os.fstat(f.fileno()).st_size < 1 << 20:
                 return f.read()
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -200,8 +270,28 @@ class LocalBackend:
 
         return pa.py_buffer(mm)  # keeps the mapping alive for as long as the buffer lives
 
+    def _inside(self, directory: str) -> bool:
+        """True when no symbolic link leads ``directory`` out of its place in the store."""
+        return os.path.realpath(directory) == os.path.normpath(
+            os.path.join(self._real_root, os.path.relpath(directory, self.root))
+        )
+
     def exists(self, rel: str) -> bool:
-        return os.path.exists(self._path(rel))
+        try:
+            return stat_module.S_ISREG(os.lstat(self._path(rel)).st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
+
+    def stat(self, rel: str) -> Stat:
+        try:
+            st = os.lstat(self._path(rel))
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
+        return Stat(st.st_size, st.st_mtime)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
@@ -212,19 +302,29 @@ class LocalBackend:
 
     def move(self, rel: str, dest: str) -> None:
         target = self._path(dest)
-        self._makedirs(os.path.dirname(target))
-        os.replace(self._path(rel), target)
+        if not self._inside(os.path.dirname(self._path(rel))):
+            raise SymlinkRefused(f"{rel} lies behind a symbolic link: the store moves nothing outside itself")
+        try:
+            self._makedirs(os.path.dirname(target))
+            os.replace(self._path(rel), target)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "move") from e
 
     def delete(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(self._path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "delete") from e
 
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return -1
+    def remove_empty(self, prefix: str) -> None:
+        """Remove empty directories under ``prefix`` (and ``prefix`` itself when empty)."""
+        for root, _dirs, _files in os.walk(self._path(prefix), topdown=False):
+            with contextlib.suppress(OSError):  # not empty (a writer is using it)
+                os.rmdir(root)
 
 
 class _RemoteStaged:
@@ -235,12 +335,16 @@ class _RemoteStaged:
 
 
 class FsspecBackend:
-    """Any fsspec URL (memory://, s3://, gcs://…): one PUT per object, manifest last."""
+    """Any fsspec URL (memory://, s3://, gcs://…): one PUT per object, manifest last.
+
+    Directory listings are never cached (``use_listings_cache=False``): other processes
+    write to the same store, and every read, lookup, verify and gc must see what they did."""
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         import fsspec
 
         self.url = url
+        storage_options.setdefault("use_listings_cache", False)
         self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
         self.root = self.root.rstrip("/")
 
@@ -254,9 +358,9 @@ class FsspecBackend:
             writer(buffered)
         return _RemoteStaged(buf.getvalue(), hashing.hexdigest(), hashing.size)
 
-    def commit(self, staged: _RemoteStaged, rel: str) -> None:
+    def commit(self, staged: _RemoteStaged, rel: str, *, durable: bool = True) -> None:
         # Always PUT, even when the object is already there: it renews its modification time,
-        # and gc spares only young unreferenced objects (an old one could go before our manifest).
+        # and it replaces bytes that may have rotted (same size or not).
         try:
             self.fs.pipe_file(self._path(rel), staged.data)
         except OSError as e:
@@ -264,12 +368,15 @@ class FsspecBackend:
         finally:
             staged.data = b""
 
-    def _size(self, path: str) -> int:
-        self.fs.invalidate_cache(path)  # listings may be cached, and other writers exist
+    def _info(self, rel: str) -> dict[str, Any]:
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)  # in case a listing cache was asked for after all
         try:
-            return self.fs.info(path).get("size", -1)
+            return self.fs.info(path)
         except FileNotFoundError:
-            return -1
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
 
     def discard(self, staged: _RemoteStaged) -> None:
         staged.data = b""
@@ -281,10 +388,25 @@ class FsspecBackend:
             raise describe_oserror(e, rel, self.url) from e
 
     def read(self, rel: str) -> bytes:
-        return self.fs.cat_file(self._path(rel))
+        try:
+            return self.fs.cat_file(self._path(rel))
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
 
     def exists(self, rel: str) -> bool:
-        return self._size(self._path(rel)) >= 0
+        try:
+            return self._info(rel).get("type", "file") == "file"
+        except FileNotFoundError:
+            return False
+
+    def stat(self, rel: str) -> Stat:
+        info = self._info(rel)
+        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
+        if isinstance(modified, dt.datetime):
+            modified = modified.timestamp()
+        return Stat(int(info.get("size") or 0), float(modified) if modified is not None else 0.0)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self._path(prefix)
@@ -300,11 +422,23 @@ class FsspecBackend:
                 yield path[len(root) :]
 
     def move(self, rel: str, dest: str) -> None:
-        self.fs.mv(self._path(rel), self._path(dest))
+        try:
+            self.fs.mv(self._path(rel), self._path(dest))
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "move") from e
 
     def delete(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.fs.rm_file(self._path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "delete") from e
+
+    def remove_empty(self, prefix: str) -> None:
+        """Object stores have no directories to remove."""
 
 
 def open_backend(url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> Backend:

@@ -2,7 +2,9 @@
 
 It names every object of the result with its checksum and codec, records every
 component of the key (so ``explain`` can say what changed), and carries timings,
-sizes, the run id, the creation time and library versions. JSON on disk.
+sizes, the run id, the creation time and library versions. JSON on disk, sealed: a
+checksum over its bytes is its first member (``pipeline.store.seal``), so a damaged or
+substituted manifest is detected before anything it says is believed.
 """
 
 from __future__ import annotations
@@ -11,24 +13,33 @@ import dataclasses
 import functools
 import json
 import platform
-import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any
 
 from ..fingerprint.component import Component, read_components
-from .codecs import CODECS
+from . import seal as _seal
+from .tree import Tree, from_doc, to_doc, total_bytes
 
-FORMAT = 1
+FORMAT = 2
+"""2: sealed (a checksum over the manifest's bytes). 1: unsealed, read as unverified."""
+
+
+class Unverified(ValueError):
+    """A manifest of format 1: it has no seal, so nothing proves it is the one asked for.
+    ``manifest`` is what it says (for gc, which keeps what it references)."""
+
+    def __init__(self, message: str, manifest: Manifest | None = None) -> None:
+        super().__init__(message)
+        self.manifest = manifest
 
 
 @dataclass(frozen=True)
 class Manifest:
     stage: str
     key: str
-    outputs: dict[str, Any]
-    """Tree of output references: ``{"object": id, "codec", "bytes", "fingerprint"}``
-    leaves under ``{"tuple": [...]}`` / ``{"dict": {...}}`` nodes."""
+    outputs: Tree
+    """The result's objects: a typed tree (see ``pipeline.store.tree``)."""
     code: str = ""
     code_components: tuple[Component, ...] = ()
     """Typed ``(kind, name, digest)`` records of the code key; JSON: ``[kind, name, digest]``."""
@@ -48,11 +59,11 @@ class Manifest:
 
     @property
     def bytes(self) -> int:
-        return sum(leaf["bytes"] for leaf in iter_leaves(self.outputs))
+        return total_bytes(self.outputs)
 
     @property
-    def output_fingerprint(self) -> str:
-        return self.outputs.get("fingerprint", "")
+    def output_fingerprint(self) -> str | None:
+        return self.outputs.fingerprint
 
     def argument(self, name: str) -> str | None:
         """The fingerprint argument ``name`` contributed to the key (a param or an input)."""
@@ -60,53 +71,42 @@ class Manifest:
             return self.params[name].get("fingerprint")
         return self.inputs.get(name)
 
-    def to_json(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True).encode()
+    def to_doc(self) -> dict[str, Any]:
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc["outputs"] = to_doc(self.outputs)
+        doc["format"] = FORMAT
+        return doc
+
+    def to_json(self, sealer: _seal.Sealer = _seal.CHECKSUM) -> bytes:
+        """The manifest as sealed JSON bytes."""
+        body = json.dumps(self.to_doc(), indent=1, sort_keys=True).encode()
+        return _seal.seal(body, sealer)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> Manifest:
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ValueError(f"unknown manifest format {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    def from_json(cls, data: bytes | str, sealer: _seal.Sealer = _seal.CHECKSUM) -> Manifest:
+        """Parse and check a manifest: ValueError when it is damaged or not a manifest,
+        Unverified (a ValueError) for an unsealed manifest of format 1."""
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        if _seal.is_sealed(raw):
+            doc = json.loads(_seal.unseal(raw, sealer))
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                raise ValueError(f"unknown manifest format {doc.get('format') if isinstance(doc, dict) else doc!r}")
+        else:
+            doc = json.loads(raw)
+            if not (isinstance(doc, dict) and doc.get("format") == 1 and "seal" not in doc):
+                raise _seal.BadSeal("the manifest has no seal")
         names = {f.name for f in dataclasses.fields(cls)}
-        raw["code_components"] = read_components(raw.get("code_components", ()))
-        manifest = cls(**{k: v for k, v in raw.items() if k in names})
+        fields = {k: v for k, v in doc.items() if k in names}
+        fields["outputs"] = from_doc(doc.get("outputs"))
+        fields["code_components"] = read_components(doc.get("code_components", ()))
+        manifest = cls(**fields)
         if not (isinstance(manifest.stage, str) and isinstance(manifest.key, str)):
             raise ValueError("stage and key must be strings")
-        check_outputs(manifest.outputs)
+        if manifest.step is not None and (type(manifest.step) is not int or manifest.step < 0):
+            raise ValueError(f"bad step {manifest.step!r}")
+        if manifest.format == 1:
+            raise Unverified("a manifest of format 1 carries no checksum", manifest)
         return manifest
-
-
-_OID = re.compile(r"[0-9a-f]{32}")
-
-
-def check_outputs(tree: Any) -> None:
-    """Raise ValueError unless ``tree`` is a well-formed output tree of known codecs."""
-    if not isinstance(tree, dict):
-        raise ValueError(f"output tree node is {type(tree).__name__}, not an object")
-    if "tuple" in tree and isinstance(tree["tuple"], list):
-        for child in tree["tuple"]:
-            check_outputs(child)
-    elif "dict" in tree and isinstance(tree["dict"], dict):
-        for child in tree["dict"].values():
-            check_outputs(child)
-    elif not (
-        isinstance(tree.get("object"), str)
-        and _OID.fullmatch(tree["object"])
-        and tree.get("codec") in CODECS
-        and type(tree.get("bytes")) is int
-    ):
-        raise ValueError(f"bad object reference {tree!r}"[:200])
-
-
-def iter_leaves(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every object reference in an output tree."""
-    if "object" in tree:
-        yield tree
-    for child in tree.get("tuple", ()):
-        yield from iter_leaves(child)
-    for child in tree.get("dict", {}).values():
-        yield from iter_leaves(child)
 
 
 _VERSIONED = ("pipeline", "prefect", "pandas", "pyarrow", "numpy", "scikit-learn", "joblib")

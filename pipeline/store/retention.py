@@ -1,25 +1,37 @@
-"""Garbage collection: delete objects no manifest references (and stale temp files).
+"""Garbage collection: delete objects no manifest references (and temp files of dead writers).
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
-best-so-far record) references, so it can't touch a checkpoint a stage resumes from. An
-unreferenced object younger than ``grace_seconds`` is kept too: a writer commits its objects
-before its manifest, and gc must not race it.
+best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
+it is safe against writers committing while it runs, at any grace:
+
+1. candidates: objects no manifest references, older than ``grace_seconds``;
+2. each candidate is *set aside* (moved to ``gc/<sweep>/…``), not deleted;
+3. the manifests are read again: a set-aside object that one of them references now (a
+   writer committed meanwhile) is put back; the others are deleted.
+
+A writer checks, right after writing its manifest, that every object it references is in
+place (putting back one a sweep set aside, writing again one a sweep deleted), and a
+reader that misses an object looks for a set-aside copy first. So an object of a committed
+manifest is either seen by step 3 (the manifest was there) or re-checked by its writer
+(the manifest came later). The grace period only spares young unreferenced objects work.
+Temp files are removed when their writer (a process on this host) is dead, or, for temps of
+other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
+import contextlib
 import time
+import uuid
 from dataclasses import dataclass
 
-from .backend import LocalBackend
-from .codecs import CODECS
-from .manifest import iter_leaves
-from .objects import object_path
+from ..errors import ConfigError
+from . import layout
 from .store import Store
 
 DEFAULT_GRACE_SECONDS = 3600.0
+MIN_GRACE_SECONDS = 0.0
+TEMP_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -33,54 +45,62 @@ class GcReport:
     dry_run: bool
 
 
-def _age_and_size(store: Store, rel: str, now: float) -> tuple[float, int]:
-    backend = store.backend
-    if isinstance(backend, LocalBackend):
-        st = os.stat(os.path.join(backend.root, *rel.split("/")))
-        return now - st.st_mtime, st.st_size
-    info = backend.fs.info(f"{backend.root}/{rel}")
-    modified = info.get("mtime") or info.get("LastModified") or info.get("created")
-    if isinstance(modified, dt.datetime):
-        modified = modified.timestamp()
-    age = now - float(modified) if modified is not None else float("inf")
-    return age, int(info.get("size") or 0)
-
-
-def live_objects(store: Store) -> set[str]:
-    """Paths of every object some manifest references."""
-    live: set[str] = set()
-    for prefix in ("stages", "checkpoints"):
-        for rel in store.backend.list(prefix):
-            if not rel.endswith(".json"):
-                continue
-            manifest = store._read_manifest(rel)
-            if manifest is None:
-                continue
-            for leaf in iter_leaves(manifest.outputs):
-                live.add(object_path(leaf["object"], CODECS[leaf["codec"]].suffix))
-    return live
+def _put_back(store: Store) -> None:
+    """Objects an earlier sweep set aside and never finished with (it was killed) go back."""
+    backend = store._backend
+    for trashed in list(backend.list(layout.TRASH)):
+        rel = layout.untrash(trashed)
+        if rel is None:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            backend.move(trashed, rel)
 
 
 def gc(store: Store, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> GcReport:
-    """Delete unreferenced objects and temp files older than ``grace_seconds``."""
-    live = live_objects(store)
-    now = time.time()
-    deleted = freed = temps = 0
-    for rel in list(store.backend.list("objects")):
-        is_temp = rel.startswith("objects/tmp/")
-        if not is_temp and rel in live:
+    """Delete unreferenced objects older than ``grace_seconds`` and stale temp files."""
+    if not grace_seconds >= MIN_GRACE_SECONDS:
+        raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
+    backend = store._backend
+    if not dry_run:
+        _put_back(store)
+    start = time.time()
+    live = store.live_objects()
+    candidates: list[tuple[str, int]] = []
+    temps = 0
+    for rel in list(backend.list(layout.OBJECTS)):
+        is_temp = rel.startswith(layout.TMP + "/")
+        if not is_temp and (rel in live or not layout.is_object(rel)):
             continue
         try:
-            age, size = _age_and_size(store, rel, now)
+            st = backend.stat(rel)
         except FileNotFoundError:
             continue
-        if age < grace_seconds:
-            continue
-        if not dry_run:
-            store.backend.delete(rel)
         if is_temp:
-            temps += 1
+            state = layout.temp_state(rel)
+            if state == "dead" or (state == "unknown" and start - st.mtime >= max(grace_seconds, TEMP_SECONDS)):
+                temps += 1
+                if not dry_run:
+                    backend.delete(rel)
+        elif start - st.mtime >= grace_seconds:
+            candidates.append((rel, st.size))
+    if dry_run:
+        return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True)
+    sweep = f"{int(start)}-{uuid.uuid4().hex[:12]}"
+    aside = []
+    for rel, size in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            backend.move(rel, layout.trash_path(sweep, rel))
+            aside.append((rel, size))
+    live = store.live_objects() if aside else live  # manifests committed during the sweep count
+    deleted = freed = 0
+    for rel, size in aside:
+        trashed = layout.trash_path(sweep, rel)
+        if rel in live:
+            with contextlib.suppress(FileNotFoundError):  # a reader or writer put it back already
+                backend.move(trashed, rel)
         else:
+            backend.delete(trashed)
             deleted += 1
             freed += size
-    return GcReport(len(live), deleted, freed, temps, dry_run)
+    backend.remove_empty(layout.TRASH)
+    return GcReport(len(live), deleted, freed, temps, False)

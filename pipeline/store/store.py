@@ -1,39 +1,46 @@
 """The checkpoint store: objects + manifests under one root, local or any fsspec URL.
 
-Layout (DESIGN.md "The store")::
-
-    objects/<2 hex>/<30 hex>.<parquet|joblib|json>   content-addressed by file checksum
-    stages/<stage>/<key>.json                         manifest = the commit of a stage result
-    checkpoints/<stage>/<key>/<step>.json             training checkpoint manifests
-    quarantine/                                       objects that failed verification
+Every path is ``layout``'s; everyone outside ``pipeline.store`` asks the store: ``save`` /
+``load`` values as typed trees, ``commit`` / ``manifest`` / ``manifests`` results,
+``checkpoints(stage, key)``, ``runs`` and ``searches`` records, ``live_objects()``,
+``verify()``. A manifest is believed only when its seal matches its bytes and it names
+the stage, key and step of the path it was read from; anything else is quarantined and
+reported as a miss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import xxhash
-
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
-from .backend import LocalBackend, open_backend
-from .codecs import CODECS, _is_jsonable
-from .manifest import Manifest, iter_leaves
-from .objects import Objects, checksum, object_path
+from . import layout
+from .backend import LocalBackend, SymlinkRefused, open_backend
+from .checkpoints import Checkpoints
+from .codecs import _is_jsonable
+from .manifest import Manifest, Unverified
+from .objects import Objects, checksum, leaf_path
+from .records import Runs, Searches
+from .seal import CHECKSUM, Sealer
+from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves
 
 STORE_FORMAT = 1
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_NO_VALUE: Any = object()
+_COMMIT_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What ``Store.verify()`` found. ``clean`` when nothing is corrupt, missing or unreadable."""
+    """What ``Store.verify()`` found. ``clean`` when nothing is corrupt, missing or unreadable.
+
+    ``unverified``: manifests of format 1 (no seal), kept but never served."""
 
     manifests: int
     ok: int
@@ -43,40 +50,39 @@ class VerifyReport:
     bad_manifests: int
     orphans: int
     temp_files: int
+    unverified: int = 0
 
     @property
     def clean(self) -> bool:
         return not (self.corrupt or self.missing or self.bad_manifests)
 
 
-def safe_name(stage: str) -> str:
-    """A stage name as a directory name: unchanged when already safe, else escaped + hashed."""
-    safe = _SAFE.sub("_", stage)
-    if safe == stage and stage not in ("", ".", ".."):
-        return stage
-    return f"{safe}-{xxhash.xxh3_64_hexdigest(stage.encode())[:8]}"
-
-
-def _key_file(key: str) -> str:
-    return key.partition(":")[2] or key
-
-
 class Store:
     """A checkpoint store at a local path or any fsspec URL (``memory://``, ``s3://``…)."""
 
-    def __init__(self, url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> None:
+    def __init__(
+        self, url: str | os.PathLike, *, fsync: bool = True, sealer: Sealer | None = None, **storage_options: Any
+    ) -> None:
         self.url = os.fspath(url)
-        self.backend = open_backend(self.url, fsync=fsync, **storage_options)
-        self.objects = Objects(self.backend)
-        if isinstance(self.backend, LocalBackend):
-            self._open_local(self.backend.root)
+        self._backend = open_backend(self.url, fsync=fsync, **storage_options)
+        self._objects = Objects(self._backend)
+        self._sealer = sealer or CHECKSUM  # a signing key's HMAC sealer goes here
+        self._durable = True
+        self._relaxed: Store | None = None
+        self._warned_unverified = False
+        self.runs = Runs(self._backend)
+        self.searches = Searches(self._backend)
+        if isinstance(self._backend, LocalBackend):
+            self._open_local(self._backend.root)
         self._check_marker()
+        if isinstance(self._backend, LocalBackend):
+            self.remove_dead_temps()
 
     def _open_local(self, root: str) -> None:
         if os.path.exists(root) and not os.path.isdir(root):
             raise StoreError(f"store path {root} is a file, not a directory: choose another --store")
         try:
-            os.makedirs(os.path.join(root, "objects", "tmp"), exist_ok=True)
+            os.makedirs(os.path.join(root, *layout.TMP.split("/")), exist_ok=True)
         except OSError as e:
             raise StoreError(
                 f"cannot create store directory {root}: {e.strerror} (choose a writable --store / PIPELINE_STORE)"
@@ -86,13 +92,14 @@ class Store:
 
     def _check_marker(self) -> None:
         try:
-            raw = self.backend.read("store.json")
+            raw = self._backend.read(layout.MARKER)
         except FileNotFoundError:
-            self.backend.write_atomic("store.json", json.dumps({"format": STORE_FORMAT}).encode())
+            self._backend.write_atomic(layout.MARKER, json.dumps({"format": STORE_FORMAT}).encode())
             return
-        except OSError as e:
+        except (OSError, StoreError) as e:
+            cause = e.__cause__ if isinstance(e, StoreError) and e.__cause__ is not None else e
             raise StoreError(
-                f"cannot read store {self.url}: {e} (check its location, credentials and permissions)"
+                f"cannot read store {self.url}: {cause} (check its location, credentials and permissions)"
             ) from e
         try:
             fmt = json.loads(bytes(raw)).get("format")
@@ -104,63 +111,155 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    # -- values ----------------------------------------------------------------------
-    def save(self, value: Any, *, what: str = "value") -> dict[str, Any]:
-        """Write a value as objects (a tuple or dict part by part); return its output tree."""
-        if type(value) is tuple:
-            tree: dict[str, Any] = {"tuple": [self.save(v, what=f"{what}[{i}]") for i, v in enumerate(value)]}
-        elif type(value) is dict and value and all(type(k) is str for k in value) and not _is_jsonable(value):
-            tree = {"dict": {k: self.save(v, what=f"{what}[{k!r}]") for k, v in value.items()}}
-        else:
-            tree = self.objects.put(value, what=what)
-        try:
-            tree["fingerprint"] = fingerprint(value, name=what)
-        except FingerprintError:
-            tree["fingerprint"] = ""
-        return tree
+    def relaxed(self) -> Store:
+        """A view of this store (same backend, same files) whose writes skip fsync: for
+        writes a crash may lose (epoch checkpoints a committed result supersedes)."""
+        if not self._durable:
+            return self
+        if self._relaxed is None:
+            view = copy.copy(self)
+            view._durable, view._relaxed = False, None
+            self._relaxed = view
+        return self._relaxed
 
-    def load(self, tree: dict[str, Any]) -> Any:
-        """Read an output tree back. Raises IntegrityError / StoreError when it can't."""
-        if "tuple" in tree:
-            return tuple(self.load(t) for t in tree["tuple"])
-        if "dict" in tree:
-            return {k: self.load(t) for k, t in tree["dict"].items()}
-        return self.objects.get(tree)
+    @property
+    def durable(self) -> bool:
+        return self._durable
+
+    # -- values ----------------------------------------------------------------------
+    def save(self, value: Any, *, what: str = "value") -> Tree:
+        """Write a value as objects (a tuple or dict part by part); return its tree.
+
+        Each node records the value's fingerprint, or None when it can't be fingerprinted
+        (an unknown content, which never equals any fingerprint)."""
+        if type(value) is tuple:
+            tree: Tree = TupleNode(tuple(self.save(v, what=f"{what}[{i}]") for i, v in enumerate(value)))
+        elif type(value) is dict and value and all(type(k) is str for k in value) and not _is_jsonable(value):
+            tree = DictNode(tuple((k, self.save(v, what=f"{what}[{k!r}]")) for k, v in value.items()))
+        else:
+            tree = self.put(value, what=what)
+        try:
+            fp: str | None = fingerprint(value, name=what)
+        except FingerprintError:
+            fp = None
+        return dataclasses.replace(tree, fingerprint=fp)
+
+    def save_parts(self, parts: dict[str, Any], *, what: str = "value") -> DictNode:
+        """Write each entry as one object, without fingerprints (training checkpoints)."""
+        return DictNode(tuple((k, self.put(v, what=f"{what} {k!r}")) for k, v in parts.items()))
+
+    def put(self, value: Any, *, what: str = "value") -> Leaf:
+        """Write one value as one object (no fingerprint)."""
+        return self._objects.put(value, what=what, durable=self._durable)
+
+    def load(self, tree: Tree) -> Any:
+        """Read a tree back. Raises IntegrityError / StoreError when it can't."""
+        if isinstance(tree, TupleNode):
+            return tuple(self.load(t) for t in tree.items)
+        if isinstance(tree, DictNode):
+            return {k: self.load(t) for k, t in tree.entries}
+        return self._objects.get(tree)
+
+    def read_verified(self, leaf: Leaf) -> Any:
+        """The verified bytes of one object (not decoded)."""
+        return self._objects.read_verified(leaf)
+
+    def missing(self, tree: Tree) -> list[Leaf]:
+        """The objects of ``tree`` that are not in the store."""
+        return [leaf for leaf in leaves(tree) if not self._objects.present(leaf)]
 
     # -- manifests -------------------------------------------------------------------
     @staticmethod
     def manifest_path(stage: str, key: str, step: int | None = None) -> str:
-        if step is None:
-            return f"stages/{safe_name(stage)}/{safe_name(_key_file(key))}.json"
-        return f"checkpoints/{safe_name(stage)}/{safe_name(_key_file(key))}/{int(step)}.json"
+        return layout.manifest_path(stage, key, step)
 
-    def commit(self, manifest: Manifest) -> None:
-        """Write the manifest last: from here on the result exists."""
-        self.backend.write_atomic(self.manifest_path(manifest.stage, manifest.key, manifest.step), manifest.to_json())
+    def commit(self, manifest: Manifest, *, value: Any = _NO_VALUE) -> Manifest:
+        """Write the manifest last: from here on the result exists. Returns what was committed.
+
+        Then every object it references is checked to be there: a gc that ran since the
+        objects were written may have set one aside (it is put back) or deleted it (it is
+        written again from ``value``, the value the tree was saved from)."""
+        rel = layout.manifest_path(manifest.stage, manifest.key, manifest.step)
+        for _ in range(_COMMIT_ATTEMPTS):
+            self._backend.write_atomic(rel, manifest.to_json(self._sealer), durable=self._durable)
+            gone = self.missing(manifest.outputs)
+            if not gone:
+                return manifest
+            if value is _NO_VALUE:
+                break
+            outputs = self._rewrite(manifest.outputs, value, f"the result of {manifest.stage!r}")
+            manifest = dataclasses.replace(manifest, outputs=outputs)
+        raise StoreError(
+            f"objects {', '.join(leaf.object for leaf in self.missing(manifest.outputs))} of {manifest.stage!r} "
+            f"{manifest.key} vanished from store {self.url} while it was committed (a gc with no grace?): "
+            "save the result again"
+        )
+
+    def _rewrite(self, tree: Tree, value: Any, what: str) -> Tree:
+        """``tree`` with every missing object written again from ``value``."""
+        if isinstance(tree, TupleNode) and type(value) is tuple and len(value) == len(tree.items):
+            return dataclasses.replace(tree, items=tuple(self._rewrite(t, v, what) for t, v in zip(tree.items, value)))
+        if isinstance(tree, DictNode) and isinstance(value, dict) and list(value) == tree.names():
+            entries = tuple((k, self._rewrite(t, value[k], what)) for k, t in tree.entries)
+            return dataclasses.replace(tree, entries=entries)
+        if isinstance(tree, Leaf):
+            if self._objects.present(tree):
+                return tree
+            return dataclasses.replace(self.put(value, what=what), fingerprint=tree.fingerprint)
+        raise StoreError(f"cannot write {what} again: the value does not have the shape of its tree")
+
+    def _parse_manifest(self, rel: str) -> Manifest:
+        """The manifest at ``rel``, checked: FileNotFoundError when there is none, Unverified
+        for format 1, ValueError when damaged or not the one this path names."""
+        try:
+            raw = bytes(self._backend.read(rel))
+        except SymlinkRefused as e:
+            raise ValueError(str(e)) from None
+        m = Manifest.from_json(raw, self._sealer)
+        if layout.manifest_path(m.stage, m.key, m.step) != rel:
+            step = "" if m.step is None else f" step {m.step}"
+            raise ValueError(f"it is the manifest of {m.stage!r} {m.key}{step}, not the one its path names")
+        return m
+
+    def _quarantine_manifest(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # moved by another reader; behind a link
+            self._backend.move(rel, layout.quarantine_path(rel))
 
     def _read_manifest(self, rel: str) -> Manifest | None:
         try:
-            raw = self.backend.read(rel)
+            return self._parse_manifest(rel)
         except FileNotFoundError:
             return None
-        try:
-            return Manifest.from_json(bytes(raw))
+        except Unverified:
+            if not self._warned_unverified:  # once per store: an old store holds many
+                self._warned_unverified = True
+                warnings.warn(
+                    f"store {self.url} holds manifests of format 1, without a checksum (e.g. {rel}): they are "
+                    "not served, so their stages recompute once (`verify` counts them as unverified)",
+                    stacklevel=3,
+                )
+            return None
         except (ValueError, TypeError, KeyError) as e:
-            warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=3)
-            with contextlib.suppress(FileNotFoundError):  # another reader moved it first
-                self.backend.move(rel, "quarantine/" + rel.replace("/", "__"))
+            self._reject(rel, e)
             return None
 
+    def _reject(self, rel: str, e: Exception, stacklevel: int = 4) -> None:
+        warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=stacklevel)
+        self._quarantine_manifest(rel)
+
     def manifest(self, stage: str, key: str, step: int | None = None) -> Manifest | None:
-        return self._read_manifest(self.manifest_path(stage, key, step))
+        m = self._read_manifest(layout.manifest_path(stage, key, step))
+        if m is not None and (m.stage, m.key, m.step) != (stage, key, step):
+            return None  # another stage or key whose bounded path is the same (never, short of a hash collision)
+        return m
 
     def manifests(self, stage: str | None = None) -> Iterator[Manifest]:
         """Every readable stage manifest (of one stage, or of all)."""
-        prefix = f"stages/{safe_name(stage)}" if stage is not None else "stages"
-        for rel in sorted(self.backend.list(prefix)):
+        prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
+        for rel in sorted(self._backend.list(prefix)):
             if rel.endswith(".json"):
                 m = self._read_manifest(rel)
-                if m is not None:
+                if m is not None and (stage is None or m.stage == stage):
                     yield m
 
     def latest(self, stage: str) -> Manifest | None:
@@ -171,48 +270,100 @@ class Store:
         return sorted({m.stage for m in self.manifests()})
 
     def delete_manifest(self, manifest: Manifest) -> None:
-        self.backend.delete(self.manifest_path(manifest.stage, manifest.key, manifest.step))
+        self._backend.delete(layout.manifest_path(manifest.stage, manifest.key, manifest.step))
+
+    def checkpoints(self, stage: str, key: str) -> Checkpoints:
+        """The training checkpoints of one stage key."""
+        return Checkpoints(self, stage, key)
 
     # -- integrity -------------------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Re-hash every object every manifest references; quarantine corrupt ones."""
-        referenced: dict[str, str] = {}
-        n_manifests = bad = 0
-        for prefix in ("stages", "checkpoints"):
-            for rel in sorted(self.backend.list(prefix)):
+    def _walk(self, quarantine: bool) -> Iterator[tuple[str, Manifest | None]]:
+        """Every manifest path with its manifest: checked; format 1 as it says (state
+        "unverified"); None when damaged (quarantined when ``quarantine``)."""
+        for root in layout.MANIFEST_ROOTS:
+            for rel in sorted(self._backend.list(root)):
                 if not rel.endswith(".json"):
                     continue
-                m = self._read_manifest(rel)
-                if m is None:
-                    bad += 1
+                try:
+                    yield rel, self._parse_manifest(rel)
+                except FileNotFoundError:
                     continue
+                except Unverified as e:
+                    yield rel, e.manifest
+                except (ValueError, TypeError, KeyError) as e:
+                    if quarantine:
+                        self._reject(rel, e, stacklevel=5)
+                    yield rel, None
+
+    def live_objects(self) -> set[str]:
+        """Paths of every object some manifest references. Manifests that are not served
+        count too (format 1; a seal this store can't check, such as another key's HMAC):
+        whatever a manifest in the store names is kept, until ``verify`` quarantines it."""
+        live: set[str] = set()
+        for rel, m in self._walk(quarantine=False):
+            tree = m.outputs if m is not None else self._named_tree(rel)
+            if tree is not None:
+                live.update(leaf_path(leaf) for leaf in leaves(tree))
+        return live
+
+    def _named_tree(self, rel: str) -> Tree | None:
+        """The output tree a manifest that fails its checks names, if it names one."""
+        try:
+            doc = json.loads(bytes(self._backend.read(rel)))
+            return from_doc(doc.get("outputs")) if isinstance(doc, dict) else None
+        except (OSError, StoreError, ValueError, TypeError, AttributeError):
+            return None
+
+    def verify(self) -> VerifyReport:
+        """Check every manifest and re-hash every object they reference; quarantine what fails."""
+        referenced: dict[str, str] = {}
+        n_manifests = bad = unverified = 0
+        for _, m in self._walk(quarantine=True):
+            if m is None:
+                bad += 1
+                continue
+            if m.format == 1:
+                unverified += 1
+            else:
                 n_manifests += 1
-                for leaf in iter_leaves(m.outputs):
-                    referenced[object_path(leaf["object"], CODECS[leaf["codec"]].suffix)] = leaf["object"]
+            for leaf in leaves(m.outputs):
+                referenced[leaf_path(leaf)] = leaf.object
         ok = corrupt = missing = 0
         for rel, oid in sorted(referenced.items()):
             try:
-                buf = self.backend.read(rel)
+                buf = self._objects._read(rel)
             except FileNotFoundError:
                 missing += 1
+                continue
+            except IntegrityError:  # a symbolic link
+                corrupt += 1
+                self._objects.quarantine(rel)
                 continue
             if checksum(buf) == oid:
                 ok += 1
             else:
                 corrupt += 1
                 del buf
-                self.objects.quarantine(rel)
-        present = [r for r in self.backend.list("objects") if not r.startswith("objects/tmp/")]
+                self._objects.quarantine(rel)
+        present = [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)]
         return VerifyReport(
             manifests=n_manifests,
             ok=ok,
             corrupt=corrupt,
             missing=missing,
-            quarantined=sum(1 for _ in self.backend.list("quarantine")),
+            quarantined=sum(1 for _ in self._backend.list(layout.QUARANTINE)),
             bad_manifests=bad,
             orphans=sum(1 for r in present if r not in referenced),
-            temp_files=sum(1 for _ in self.backend.list("objects/tmp")),
+            temp_files=sum(1 for _ in self._backend.list(layout.TMP)),
+            unverified=unverified,
         )
 
+    def remove_dead_temps(self) -> int:
+        """Delete temp files whose writer (a process on this host) is gone; how many."""
+        dead = [rel for rel in self._backend.list(layout.TMP) if layout.temp_state(rel) == "dead"]
+        for rel in dead:
+            self._backend.delete(rel)
+        return len(dead)
 
-__all__ = ["Store", "VerifyReport", "IntegrityError", "safe_name"]
+
+__all__ = ["Store", "VerifyReport", "IntegrityError"]

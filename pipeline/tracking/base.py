@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Manifest, Store
+from ..store.tree import DictNode, Tree
 from ..training.catalog import Catalog
 from ..training.progress import ProgressEvent
 
@@ -55,7 +56,7 @@ class CheckpointInfo:
     created: str
     entries: dict[str, str] = field(default_factory=dict)
     """State entry name -> adapter kind (``sklearn.estimator``, ``torch.module``…)."""
-    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+    outputs: Tree | None = field(default=None, repr=False)
     """The checkpoint's output tree (objects stay readable after its manifest is pruned, until gc)."""
 
 
@@ -87,7 +88,9 @@ class TrainingResult:
         names = [n for n, kind in (info.entries if info else {}).items() if kind in MODEL_KINDS]
         if not names or self.run.store is None:
             return {}
-        tree = info.outputs.get("dict", {})
+        tree = info.outputs
+        if not isinstance(tree, DictNode):
+            return {}
         return {n: (info.entries[n], self.run.store.load(tree[n])) for n in names if n in tree}
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..errors import ConfigError
-from ..store.store import safe_name
+from ..store.layout import component as safe_name
 from ..training.progress import ProgressEvent
 from .base import Sink, TrainingResult, TrainingRun, flat
 from .settings import TrackingSettings

@@ -1,24 +1,19 @@
-"""The committed checkpoints of one stage key: ``checkpoints/<stage>/<key>/<step>.json``.
+"""Retention over the committed checkpoints of one stage key (``store.checkpoints``).
 
-Lists steps (numerically, never as strings), reads and quarantines manifests, and prunes
-by a keep policy — only inside this key's directory. Pruning deletes manifests only: the
-objects are content-addressed and may be shared, so freeing their bytes is ``gc``'s job.
-
-(This belongs in ``pipeline.store`` once the store grows a checkpoint API; see the notes.)
+The store owns the checkpoints (steps, read, commit, delete, quarantine); this module
+only decides which to keep: it remembers each checkpoint's record (step, metrics, time)
+so a keep policy can be applied without rereading manifests, and deletes the manifests
+the policy does not keep. Objects are content-addressed and may be shared, so freeing
+their bytes is ``gc``'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
-import posixpath
-import re
 import threading
-import time
+from typing import Any
 
 from ..store import Manifest, Store
 from .policies import KeepPolicy, Record, retained
-
-_STEP = re.compile(r"(\d+)\.json")
 
 
 def record_of(manifest: Manifest) -> Record:
@@ -28,37 +23,30 @@ def record_of(manifest: Manifest) -> Record:
 
 class Catalog:
     def __init__(self, store: Store, stage: str, key: str) -> None:
-        self.store, self.stage, self.key = store, stage, key
-        self.prefix = posixpath.dirname(Store.manifest_path(stage, key, 0))
+        self.checkpoints = store.checkpoints(stage, key)
         self._records: dict[int, Record] = {}
         self._lock = threading.Lock()
 
-    def path(self, step: int) -> str:
-        return Store.manifest_path(self.stage, self.key, step)
-
     def steps(self) -> list[int]:
-        """Steps with a manifest on disk, ascending."""
-        found = []
-        for rel in self.store.backend.list(self.prefix):
-            m = _STEP.fullmatch(posixpath.basename(rel))
-            if m and posixpath.dirname(rel) == self.prefix:
-                found.append(int(m.group(1)))
-        return sorted(found)
+        """Steps with a manifest in the store, ascending."""
+        return self.checkpoints.steps()
 
     def read(self, step: int) -> Manifest:
-        """The manifest of ``step``; ValueError / KeyError / TypeError when it is unreadable."""
-        return Manifest.from_json(bytes(self.store.backend.read(self.path(step))))
+        """The manifest of ``step``; ValueError / KeyError / TypeError when it is unusable."""
+        return self.checkpoints.read(step)
 
     def quarantine(self, step: int) -> None:
-        rel = self.path(step)
-        with contextlib.suppress(FileNotFoundError):
-            self.store.backend.move(rel, f"quarantine/{int(time.time())}-{rel.replace('/', '__')}")
+        self.checkpoints.quarantine(step)
         with self._lock:
             self._records.pop(step, None)
 
-    def committed(self, manifest: Manifest) -> None:
+    def commit(self, manifest: Manifest, value: Any = None) -> Manifest:
+        """Commit a checkpoint (its objects re-checked, see ``Store.commit``; ``value``, the
+        value the objects were saved from, rewrites any a concurrent gc took) and remember it."""
+        manifest = self.checkpoints.commit(manifest) if value is None else self.checkpoints.commit(manifest, value)
         with self._lock:
             self._records[int(manifest.step or 0)] = record_of(manifest)
+        return manifest
 
     def records(self) -> list[Record]:
         """Every readable checkpoint of this key (manifests read once, then remembered)."""
@@ -86,7 +74,7 @@ class Catalog:
         survivors = retained(records, keep, protected)
         doomed = [r.step for r in records if r.step not in survivors]
         for step in doomed:
-            self.store.backend.delete(self.path(step))
+            self.checkpoints.delete(step)
             with self._lock:
                 self._records.pop(step, None)
         return doomed

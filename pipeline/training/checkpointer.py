@@ -124,8 +124,7 @@ class Checkpointer:
         # A stage computed by force starts from scratch: its old checkpoints are superseded.
         self._fresh = running is not None and running.forced and (self.stage, self.key) == (running.stage, running.key)
         if self._fresh:
-            for old in self._catalog.steps():
-                self.store.backend.delete(self._catalog.path(old))
+            self._catalog.checkpoints.delete_all()
         self._writer = Writer(self.writer)
         self._monitored = self._monitored_metrics()
         self._monitor = self._best_metric()
@@ -343,12 +342,11 @@ class Checkpointer:
 
     def _write(self, record: Record, payloads: dict[str, Any], extra: dict[str, Any], t0: float) -> None:
         """Serialise, commit and prune (in the writer thread when async)."""
-        put = self.store.objects.put
         if not self.content.resumable:
-            light = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
-            outputs = put(light, what="light checkpoint")
+            payloads = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
+            outputs = self.store.put(payloads, what="light checkpoint")
         else:
-            outputs = {"dict": {k: put(v, what=f"checkpoint entry {k!r}") for k, v in payloads.items()}}
+            outputs = self.store.save_parts(payloads, what="checkpoint entry")
         manifest = Manifest(
             stage=self.stage,
             key=self.key,
@@ -361,8 +359,7 @@ class Checkpointer:
             step=record.step,
             extra=extra,
         )
-        self.store.commit(manifest)
-        self._catalog.committed(manifest)
+        self._catalog.commit(manifest, payloads)
         self._prune(newest=record.step)
 
     def _prune(self, newest: int | None, finishing: bool = False) -> None:

@@ -47,6 +47,7 @@ from ..cache import current_stage
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
 from ..store.manifest import library_versions
+from ..store.tree import DictNode, Tree
 from . import adapters
 
 # The one place that leans on the single-process Checkpointer's internals: Catalog (the
@@ -262,11 +263,9 @@ class Coordinator:
                     f"step {step} of {self.stage!r} lacks the shards of ranks {absent}: not committed"
                 )
             trees = {r: m.outputs for r, m in found.items()}
-        outputs = {"dict": {f"rank-{r}": trees[r] for r in sorted(trees)}}
+        outputs = DictNode.of({f"rank-{r}": trees[r] for r in sorted(trees)})
         manifest = self._manifest(self.key, step, outputs, "checkpoint", extra)
-        self.store.commit(manifest)
-        self.committed.committed(manifest)
-        return manifest
+        return self.committed.commit(manifest)
 
     def wait_and_commit(self, step: int, extra: Mapping[str, Any], timeout: float, poll: float) -> Manifest:
         deadline = time.monotonic() + timeout
@@ -305,7 +304,7 @@ class Coordinator:
         self.drop_shards()
         return done
 
-    def _manifest(self, key: str, step: int, outputs: dict[str, Any], kind: str, extra: Mapping[str, Any]) -> Manifest:
+    def _manifest(self, key: str, step: int, outputs: Tree, kind: str, extra: Mapping[str, Any]) -> Manifest:
         return Manifest(
             stage=self.stage, key=key, outputs=outputs, created=_now(), run_id=self.run_id,
             versions=library_versions(), kind=kind, step=int(step), extra=dict(extra),

@@ -131,16 +131,16 @@ def test_sigkill_at_random_moments_leaves_a_consistent_store(zygote):
 
             report = store.verify()
             assert (report.corrupt, report.missing, report.bad_manifests) == (0, 0, 0), (generation, report)
-            temp_files = report.temp_files
+            temp_files += report.temp_files  # (each new writer removes the temps of the dead one before it)
             for prefix in ("stages", "checkpoints"):
-                for rel in store.backend.list(prefix):
-                    raw = bytes(store.backend.read(rel))
+                for rel in store._backend.list(prefix):
+                    raw = bytes(store._backend.read(rel))
                     if seen.get(rel) == raw:
                         continue
                     seen[rel] = raw
                     m = Manifest.from_json(raw)  # parses: never torn
                     value = store.load(m.outputs)  # loads, verified, and is exactly what was saved
-                    assert fingerprint(value) == m.outputs["fingerprint"], rel
+                    assert fingerprint(value) == m.outputs.fingerprint, rel
                     loaded += 1
     finally:  # never leave a writer running if the test fails half-way
         if pid is not None:

@@ -13,7 +13,7 @@ def test_gc_keeps_referenced_and_young_objects_deletes_orphans(store):
     stage = cache.wrap(lambda n: np.arange(n), name="arange")
     stage(10)
     stage(20)
-    orphan = store.objects.put(np.ones(7), what="an orphan")  # committed object, no manifest
+    orphan = store.put(np.ones(7), what="an orphan")  # committed object, no manifest
     assert gc(store, grace_seconds=3600).deleted_objects == 0  # too young: a writer may be mid-commit
 
     dry = gc(store, dry_run=True, grace_seconds=0)
@@ -24,7 +24,7 @@ def test_gc_keeps_referenced_and_young_objects_deletes_orphans(store):
     assert report.deleted_objects == 1 and report.deleted_bytes > 0
     verify = store.verify()
     assert verify.clean and verify.ok == 2 and verify.orphans == 0
-    assert not store.backend.exists(f"objects/{orphan['object'][:2]}/{orphan['object'][2:]}.joblib")
+    assert not store._backend.exists(f"objects/{orphan.object[:2]}/{orphan.object[2:]}.joblib")
     outcome = stage.call(10)
     assert outcome.hit  # still served from the store
     np.testing.assert_array_equal(outcome.value, np.arange(10))

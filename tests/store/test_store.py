@@ -31,21 +31,21 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline import IntegrityError, Manifest, StageCache, Store, StoreError, fingerprint
 from pipeline.store.backend import LocalBackend
-from pipeline.store.manifest import iter_leaves
+from pipeline.store.tree import leaves
 
 # -- helpers -----------------------------------------------------------------------------
 
 
 def raw_bytes(store: Store, rel: str) -> bytes:
-    return bytes(store.backend.read(rel))
+    return bytes(store._backend.read(rel))
 
 
 def write_raw(store: Store, rel: str, data: bytes) -> None:
     """Overwrite a file in place, bypassing the store's atomic write (as bit rot would)."""
-    if isinstance(store.backend, LocalBackend):
-        Path(store.backend.root, rel).write_bytes(data)
+    if isinstance(store._backend, LocalBackend):
+        Path(store._backend.root, rel).write_bytes(data)
     else:
-        store.backend.fs.pipe_file(f"{store.backend.root}/{rel}", data)
+        store._backend.fs.pipe_file(f"{store._backend.root}/{rel}", data)
 
 
 def flip_byte(store: Store, rel: str) -> None:
@@ -55,12 +55,12 @@ def flip_byte(store: Store, rel: str) -> None:
 
 
 def object_files(store: Store) -> list[str]:
-    return sorted(r for r in store.backend.list("objects") if not r.startswith("objects/tmp/"))
+    return sorted(r for r in store._backend.list("objects") if not r.startswith("objects/tmp/"))
 
 
 def object_rel(leaf: dict) -> str:
-    suffix = {"json": "json", "joblib": "joblib"}.get(leaf["codec"], "parquet")
-    return f"objects/{leaf['object'][:2]}/{leaf['object'][2:]}.{suffix}"
+    suffix = {"json": "json", "joblib": "joblib"}.get(leaf.codec, "parquet")
+    return f"objects/{leaf.object[:2]}/{leaf.object[2:]}.{suffix}"
 
 
 def commit(store: Store, value, stage: str = "s", key: str = "xxh3:" + "ab" * 16) -> Manifest:
@@ -213,9 +213,9 @@ def test_frame_round_trip_and_fingerprint(store, name):
         pd.testing.assert_frame_equal(df, back, check_dtype=False)
     else:
         assert_same(df, back)
-    assert fingerprint(back) == fingerprint(df) == tree["fingerprint"]  # downstream keys depend on it
+    assert fingerprint(back) == fingerprint(df) == tree.fingerprint  # downstream keys depend on it
     if name in PARQUET_FRAMES:
-        assert tree["codec"] == "parquet-pandas"
+        assert tree.codec == "parquet-pandas"
     for i, dtype in enumerate(df.dtypes):  # floats bit for bit: NaN sign and payload, -0.0
         if isinstance(dtype, np.dtype) and dtype.kind == "f":
             bits = f"u{dtype.itemsize}"
@@ -249,7 +249,7 @@ def test_series_round_trip(store, name):
     back = store.load(tree)
     assert_same(s, back)
     assert back.name == s.name and type(back.name) is type(s.name)
-    assert tree["codec"] == ("joblib" if name in ("tuple-name", "timestamp-name") else "parquet-series")
+    assert tree.codec == ("joblib" if name in ("tuple-name", "timestamp-name") else "parquet-series")
 
 
 TABLES = {
@@ -285,7 +285,7 @@ def test_arrow_table_round_trip(store, name):
     assert_same(t, back)
     assert fingerprint(back) == fingerprint(t)
     parquet = name in ("flat", "nested", "metadata", "chunked")
-    assert tree["codec"] == ("parquet-arrow" if parquet else "joblib")
+    assert tree.codec == ("parquet-arrow" if parquet else "joblib")
 
 
 ARRAYS = {
@@ -306,7 +306,7 @@ def test_numpy_round_trip(store, name):
     back = store.load(tree)
     assert_same(a, back)
     assert back.flags.f_contiguous == a.flags.f_contiguous
-    assert tree["codec"] == "joblib"
+    assert tree.codec == "joblib"
 
 
 def _fitted_models():
@@ -326,10 +326,10 @@ def test_sklearn_round_trip(store, name):
     tree = store.save(model)
     back = store.load(tree)
     assert type(back) is type(model) and repr(back) == repr(model)
-    assert fingerprint(back) == fingerprint(model) == tree["fingerprint"]
+    assert fingerprint(back) == fingerprint(model) == tree.fingerprint
     if name != "unfitted":
         np.testing.assert_array_equal(back.predict(X), model.predict(X))
-    assert tree["codec"] == "joblib"
+    assert tree.codec == "joblib"
 
 
 JSON_VALUES = {
@@ -350,7 +350,7 @@ def test_json_round_trip(store, name):
     tree = store.save(v)
     back = store.load(tree)
     assert_same(v, back)
-    assert tree["codec"] == "json"
+    assert tree.codec == "json"
     assert fingerprint(back) == fingerprint(v)
 
 
@@ -378,19 +378,19 @@ def test_multi_output_tuple_each_part_with_its_own_codec(store):
     models, _ = _fitted_models()
     value = (FRAMES["categorical"], ARRAYS["float64"], {"acc": 0.5}, models["logistic"], SERIES["named"])
     tree = store.save(value)
-    assert [leaf["codec"] for leaf in tree["tuple"]] == ["parquet-pandas", "joblib", "json", "joblib", "parquet-series"]
+    assert [leaf.codec for leaf in tree.items] == ["parquet-pandas", "joblib", "json", "joblib", "parquet-series"]
     back = store.load(tree)
     assert type(back) is tuple and len(back) == 5
     for a, b in zip(value[:3] + value[4:], back[:3] + back[4:]):
         assert_same(a, b)
-    assert fingerprint(back) == fingerprint(value) == tree["fingerprint"]
+    assert fingerprint(back) == fingerprint(value) == tree.fingerprint
 
 
 def test_multi_output_dict_each_part_with_its_own_codec(store):
     models, _ = _fitted_models()
     value = {"train": FRAMES["tz-aware"], "model": models["pipeline"], "metrics": {"r2": 0.3}, "table": TABLES["flat"]}
     tree = store.save(value)
-    assert {k: t["codec"] for k, t in tree["dict"].items()} == {
+    assert {k: t.codec for k, t in tree.entries} == {
         "train": "parquet-pandas",
         "model": "joblib",
         "metrics": "json",
@@ -408,7 +408,7 @@ def test_multi_output_dict_each_part_with_its_own_codec(store):
 
 def test_a_dict_that_is_plain_json_is_one_object(store):
     tree = store.save({"a": [1, 2], "b": {"c": None}})
-    assert tree["codec"] == "json"
+    assert tree.codec == "json"
 
 
 def test_a_value_nothing_can_save_is_one_clear_error(store):
@@ -424,20 +424,20 @@ def test_a_value_nothing_can_save_is_one_clear_error(store):
 
 def test_objects_are_named_by_the_checksum_of_their_bytes(store):
     m = commit(store, (FRAMES["numpy-columns"], {"a": 1}, ARRAYS["large"]))
-    for leaf in iter_leaves(m.outputs):
+    for leaf in leaves(m.outputs):
         rel = object_rel(leaf)
-        assert rel.startswith(f"objects/{leaf['object'][:2]}/") and len(Path(rel).stem) == 30
+        assert rel.startswith(f"objects/{leaf.object[:2]}/") and len(Path(rel).stem) == 30
         data = raw_bytes(store, rel)
-        assert xxhash.xxh3_128_hexdigest(data) == leaf["object"] and len(data) == leaf["bytes"]
+        assert xxhash.xxh3_128_hexdigest(data) == leaf.object and len(data) == leaf.bytes
     assert Store.manifest_path("s", m.key) == f"stages/s/{m.key.removeprefix('xxh3:')}.json"
-    assert "stages/s/" + m.key.removeprefix("xxh3:") + ".json" in list(store.backend.list("stages"))
+    assert "stages/s/" + m.key.removeprefix("xxh3:") + ".json" in list(store._backend.list("stages"))
     assert json.loads(raw_bytes(store, "store.json")) == {"format": 1}
 
 
 def test_equal_values_are_stored_once(store):
     a = store.save(FRAMES["tz-aware"])
     b = store.save(FRAMES["tz-aware"].copy())
-    assert a["object"] == b["object"]
+    assert a.object == b.object
     assert len(object_files(store)) == 1
     assert store.verify().temp_files == 0
 
@@ -447,18 +447,18 @@ def test_saving_an_existing_object_again_makes_it_young_for_gc(store):
     deduplicates against must look new again, or gc could delete it before the manifest lands."""
     first = store.save(ARRAYS["float64"])
     rel = object_rel(first)
-    if isinstance(store.backend, LocalBackend):
-        path = Path(store.backend.root, rel)
+    if isinstance(store._backend, LocalBackend):
+        path = Path(store._backend.root, rel)
         os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 7200))
         old = path.stat().st_mtime
     else:
-        old = store.backend.fs.info(f"{store.backend.root}/{rel}")["created"]
+        old = store._backend.fs.info(f"{store._backend.root}/{rel}")["created"]
     time.sleep(0.01)
-    assert store.save(ARRAYS["float64"].copy())["object"] == first["object"]
-    if isinstance(store.backend, LocalBackend):
+    assert store.save(ARRAYS["float64"].copy()).object == first.object
+    if isinstance(store._backend, LocalBackend):
         assert path.stat().st_mtime > old + 7000
     else:
-        assert store.backend.fs.info(f"{store.backend.root}/{rel}")["created"] > old
+        assert store._backend.fs.info(f"{store._backend.root}/{rel}")["created"] > old
     assert len(object_files(store)) == 1 and store.verify().temp_files == 0
 
 
@@ -466,12 +466,12 @@ def test_manifest_commit_reopen_and_checkpoints(store):
     m = commit(store, FRAMES["multiindex"], stage="train/fit model")
     ck = Manifest(stage="train/fit model", key=m.key, outputs=store.save({"epoch": 3}), step=3, kind="checkpoint")
     store.commit(ck)
-    again = Store(store.url) if isinstance(store.backend, LocalBackend) else store
+    again = Store(store.url) if isinstance(store._backend, LocalBackend) else store
     assert again.manifest("train/fit model", m.key) == m
     assert again.manifest("train/fit model", m.key, step=3) == ck
     assert [x.key for x in again.manifests("train/fit model")] == [m.key]
     assert again.latest("train/fit model") == m and again.stages() == ["train/fit model"]
-    assert any(r.startswith("checkpoints/") and r.endswith("/3.json") for r in again.backend.list("checkpoints"))
+    assert any(r.startswith("checkpoints/") and r.endswith("/3.json") for r in again._backend.list("checkpoints"))
     report = again.verify()
     assert (report.manifests, report.ok, report.corrupt, report.missing, report.bad_manifests) == (2, 2, 0, 0, 0)
 
@@ -496,7 +496,7 @@ def test_a_directory_of_another_format_is_refused(tmp_path):
 
 def test_file_url_is_the_local_backend(tmp_path):
     s = Store(f"file://{tmp_path}/st")
-    assert isinstance(s.backend, LocalBackend)
+    assert isinstance(s._backend, LocalBackend)
     commit(s, {"a": 1})
     assert (tmp_path / "st" / "store.json").is_file()
 
@@ -513,15 +513,15 @@ def test_verify_counts_ok_corrupt_missing_quarantined(store):
     assert (report.manifests, report.ok, report.corrupt, report.missing, report.quarantined) == (3, 4, 0, 0, 0)
     assert report.orphans == 1 and report.clean
 
-    flip_byte(store, object_rel(m1.outputs["tuple"][0]))
-    store.backend.delete(object_rel(m2.outputs))
+    flip_byte(store, object_rel(m1.outputs[0]))
+    store._backend.delete(object_rel(m2.outputs))
     write_raw(store, Store.manifest_path("s", m3.key), b'{"format": 1, "stage": "s"')  # torn
     with pytest.warns(UserWarning, match="unreadable"):
         report = store.verify()
     assert (report.manifests, report.ok, report.corrupt, report.missing) == (2, 1, 1, 1)
     assert report.bad_manifests == 1 and report.quarantined == 2 and not report.clean
-    quarantined = list(store.backend.list("quarantine"))
-    assert any(m1.outputs["tuple"][0]["object"] in q for q in quarantined)
+    quarantined = list(store._backend.list("quarantine"))
+    assert any(m1.outputs[0].object in q for q in quarantined)
     report = store.verify()  # the corrupt object is gone now: it is missing, not corrupt
     assert (report.corrupt, report.missing, report.bad_manifests) == (0, 2, 0)
 
@@ -542,7 +542,7 @@ def test_a_corrupt_object_is_never_returned(store):
     with pytest.raises(IntegrityError, match="corrupt"):
         store.load(m.outputs)
     assert object_rel(m.outputs) not in object_files(store)
-    assert len(list(store.backend.list("quarantine"))) == 1
+    assert len(list(store._backend.list("quarantine"))) == 1
 
 
 def make_features(rows: int, log: str) -> pd.DataFrame:
@@ -578,13 +578,13 @@ def test_a_damaged_object_makes_the_stage_recompute(store, tmp_path, damage):
     elif damage == "truncate":
         write_raw(store, rel, raw_bytes(store, rel)[:-100])
     else:
-        store.backend.delete(rel)
+        store._backend.delete(rel)
     with pytest.warns(UserWarning, match="recomputing") as caught:
         result = stage(2000, str(log))
     assert runs(log) == 2  # recomputed, not served wrong data, not failed
     assert_same(result, expected)
     if damage != "delete":
-        assert any(m.outputs["object"] in q for q in store.backend.list("quarantine"))
+        assert any(m.outputs.object in q for q in store._backend.list("quarantine"))
         assert any("corrupt" in str(w.message) for w in caught)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -598,7 +598,7 @@ def test_a_damaged_part_of_a_multi_output_recomputes_the_whole(store, tmp_path):
     stage = StageCache(store).wrap(make_parts, ignore=["log"])
     stage(10, str(log))
     m = store.manifest(stage.name, stage.key(10, str(log)).key)
-    flip_byte(store, object_rel(m.outputs["tuple"][1]))
+    flip_byte(store, object_rel(m.outputs[1]))
     with pytest.warns(UserWarning, match="recomputing"):
         arr, meta = stage(10, str(log))
     assert runs(log) == 2 and meta == {"rows": 10} and arr.tolist() == list(range(10))
@@ -783,7 +783,7 @@ def test_any_frame_comes_back_with_the_same_fingerprint(seed, rows, kinds, index
             [rng.integers(0, 3, rows), [f"k{i}" for i in range(rows)]], names=["a", "b"]
         )
     back = PROPERTY_STORE.load(tree := PROPERTY_STORE.save(df))
-    assert fingerprint(back) == fingerprint(df) == tree["fingerprint"], tree["codec"]
+    assert fingerprint(back) == fingerprint(df) == tree.fingerprint, tree.codec
     pd.testing.assert_frame_equal(
         back, df, check_exact=True, check_column_type="equiv", check_dtype=False, check_freq=False
     )

@@ -45,7 +45,7 @@ def runs(log: Path) -> int:
 
 
 def test_layout_on_s3(s3_store, s3_server):
-    assert isinstance(s3_store.backend, FsspecBackend)
+    assert isinstance(s3_store._backend, FsspecBackend)
     m = commit(s3_store, FRAMES["numpy-columns"])
     fs = s3_server.filesystem()
     root = s3_store.url.removeprefix("s3://")
@@ -62,7 +62,7 @@ def test_frame_round_trip_on_s3(s3_store, name):
     tree = s3_store.save(df)
     back = s3_store.load(tree)
     assert_same(df, back)
-    assert fingerprint(back) == fingerprint(df) and tree["codec"] == "parquet-pandas"
+    assert fingerprint(back) == fingerprint(df) and tree.codec == "parquet-pandas"
 
 
 def test_other_values_round_trip_on_s3(s3_store):
@@ -77,7 +77,7 @@ def test_other_values_round_trip_on_s3(s3_store):
         {"acc": 0.5, "as_tuple": (1, 2), "as_list": [1, 2]},
     )
     tree = s3_store.save(value)
-    assert [t.get("codec") or "dict" for t in tree["tuple"]] == [
+    assert [getattr(t, "codec", "dict") for t in tree.items] == [
         "parquet-series",
         "parquet-arrow",
         "joblib",
@@ -120,7 +120,7 @@ def test_corrupt_object_on_s3_is_quarantined_and_recomputed(s3_store, tmp_path):
     with pytest.warns(UserWarning, match="recomputing"):
         assert stage(df, str(log)) == expected
     assert runs(log) == 2
-    assert any(m.outputs["object"] in q for q in s3_store.backend.list("quarantine"))
+    assert any(m.outputs.object in q for q in s3_store._backend.list("quarantine"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert stage(df, str(log)) == expected
@@ -133,7 +133,7 @@ def test_verify_on_s3_finds_missing_and_corrupt(s3_store):
     a = commit(s3_store, FRAMES["categorical"], key="xxh3:" + "0a" * 16)
     b = commit(s3_store, np.arange(1000), key="xxh3:" + "0b" * 16)
     flip_byte(s3_store, object_rel(a.outputs))
-    s3_store.backend.delete(object_rel(b.outputs))
+    s3_store._backend.delete(object_rel(b.outputs))
     report = s3_store.verify()
     assert (report.manifests, report.ok, report.corrupt, report.missing, report.quarantined) == (2, 0, 1, 1, 1)
 
@@ -143,3 +143,64 @@ def test_wrong_credentials_are_one_clear_error(s3_server):
     with pytest.raises(StoreError, match=url) as e:
         Store(url, **{**s3_server.storage_options, "secret": "not-the-secret"})
     assert "Forbidden" in str(e.value) and "credentials" in str(e.value)
+
+
+OTHER_PROCESS = """
+import json, sys
+import numpy as np
+from pipeline import StageCache, Store
+
+def grow(n):
+    return np.arange(n)
+
+url, opts, ns = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+store = Store(url, **opts)
+stage = StageCache(store).wrap(grow, version="1")
+print(json.dumps([stage.call(n).manifest.key for n in ns]))
+"""
+
+
+def test_a_long_lived_process_sees_what_others_commit_on_s3(s3_server, tmp_path):
+    """Two processes on one S3 store: the long-lived one (this test) looks up, verifies and
+    collects after the other commits; every committed entry is seen, whole, and survives gc."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.store.retention import gc
+
+    url = s3_server.new_url()
+    store = Store(url, **s3_server.storage_options)
+    script = tmp_path / "other.py"
+    script.write_text(OTHER_PROCESS)
+
+    def grow(n):
+        return np.arange(n)
+
+    stage = StageCache(store).wrap(grow, version="1")
+    assert not stage.call(1).hit  # this process lists and caches what it sees
+    assert store.verify().clean and gc(store, grace_seconds=0).deleted_objects == 0
+
+    def other(ns):
+        out = subprocess.run(
+            [sys.executable, str(script), url, json.dumps(s3_server.storage_options), json.dumps(ns)],
+            capture_output=True, text=True, check=True, env={**__import__("os").environ, "PYTHONPATH": str(Path.cwd())},
+        )  # fmt: skip
+        return json.loads(out.stdout)
+
+    assert other([2, 3, 4]) == [stage.key(n).key for n in (2, 3, 4)]  # the same stage
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (2, 3, 4):
+            assert stage.call(n).hit, n  # committed by the other process: seen here
+    report = store.verify()
+    assert report.clean and report.manifests == 4 and report.ok == 4 and report.missing == 0
+    other([5, 6])
+    assert gc(store, grace_seconds=0).deleted_objects == 0  # the other's new entries are live
+    assert store.verify().ok == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (1, 2, 3, 4, 5, 6):
+            outcome = stage.call(n)
+            assert outcome.hit, n
+            np.testing.assert_array_equal(outcome.value, np.arange(n))

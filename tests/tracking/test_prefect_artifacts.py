@@ -66,7 +66,7 @@ def test_a_training_stage_publishes_its_epochs_table_and_checkpoint_note(tmp_pat
 
 
 def store_dir_suffix(store: Store) -> str:
-    from pipeline.store.store import safe_name
+    from pipeline.store.layout import component as safe_name
 
     return safe_name("Train SGD").removeprefix("Train_SGD-")
 

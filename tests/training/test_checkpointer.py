@@ -15,6 +15,7 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from pipeline import CheckpointError, ConfigError, StageCache, Store
+from pipeline.store.tree import DictNode
 from pipeline.training import (
     Background,
     BestK,
@@ -101,8 +102,8 @@ def test_outside_a_stage_a_store_and_name_are_required(store):
 # -- integrity -----------------------------------------------------------------------------------
 def _model_object(store: Store, step: int) -> Path:
     manifest = store.manifest("run", "default", step)
-    leaf = manifest.outputs["dict"]["model"]
-    return Path(store.url) / "objects" / leaf["object"][:2] / f"{leaf['object'][2:]}.joblib"
+    leaf = manifest.outputs["model"]
+    return Path(store.url) / "objects" / leaf.object[:2] / f"{leaf.object[2:]}.joblib"
 
 
 @pytest.mark.parametrize("damage", ["flipped bytes", "missing object", "garbled manifest"])
@@ -205,7 +206,7 @@ def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
     part = Checkpointer(store=store, name="part", content=Partial("model"), writer=Sync())
     state = train(part, 2)
     manifest = store.manifest("part", "default", 2)
-    assert set(manifest.outputs["dict"]) == {"model"}
+    assert set(manifest.outputs.names()) == {"model"}
     resumed = Checkpointer(store=store, name="part", content=Partial("model")).restore(fresh())
     assert resumed.epoch == 2
     np.testing.assert_array_equal(resumed.model.coef_, state.model.coef_)
@@ -414,7 +415,7 @@ def test_step_takes_a_plain_dict_of_entries_and_the_run_resumes_from_it(store):
         assert ckpt.step(epoch, loop, {"val_loss": float(1 - loop["model"].score(X, Y))}) is False
     ckpt.finish(TrainState())
     manifest = store.manifest("run", "default", 2)
-    assert set(manifest.outputs["dict"]) == {"model", "order", "_rng"} and manifest.extra["epoch"] == 2
+    assert set(manifest.outputs.names()) == {"model", "order", "_rng"} and manifest.extra["epoch"] == 2
     assert [h["epoch"] for h in manifest.extra["history"]] == [1, 2]
 
     resumed = train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
@@ -462,7 +463,7 @@ def test_content_policies_save_what_they_say(store, content, saved):
     ckpt = Checkpointer(store=store, name="run", writer=Sync(), **({"content": content} if content else {}))
     train(ckpt, 1)
     outputs = store.manifest("run", "default", 1).outputs
-    assert (set(outputs["dict"]) if "dict" in outputs else None) == saved
+    assert (set(outputs.names()) if isinstance(outputs, DictNode) else None) == saved
 
 
 @pytest.mark.parametrize(

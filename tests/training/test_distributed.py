@@ -101,7 +101,7 @@ def test_a_step_with_a_missing_shard_is_never_committed_nor_restored(tmp_path):
     assert coord.sweep() == [6] and coord.committed.steps() == [2, 6]
     committed = coord.committed.read(6)
     assert committed.kind == "checkpoint" and committed.extra["epoch"] == 6
-    assert sorted(committed.outputs["dict"]) == ["rank-0", "rank-1"]
+    assert sorted(committed.outputs.names()) == ["rank-0", "rank-1"]
     assert store.load(committed.outputs)["rank-1"]["w"].tolist() == [1, 1, 1]
 
 
@@ -233,7 +233,7 @@ def test_sigkill_of_one_rank_then_both_resume_to_bitwise_the_same_weights(tmp_pa
     steps = Coordinator(store, "ddp", "default", 2).committed.steps()
     assert steps and max(steps) < STEPS
     for s in steps:  # every committed step names a shard of each rank (or rank 0's full state)
-        ranks = sorted(store.manifest("ddp", "default", s).outputs["dict"])
+        ranks = sorted(store.manifest("ddp", "default", s).outputs.names())
         assert ranks == (["rank-0"] if name == "master" else ["rank-0", "rank-1"])
 
     finish(launch(tmp_path, name), tmp_path)

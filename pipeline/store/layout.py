@@ -1,0 +1,185 @@
+"""Every path in a store: the one place that turns ids, stage names, keys and steps into paths.
+
+::
+
+    store.json                                        format marker
+    objects/<2 hex>/<30 hex>.<parquet|joblib|json>    content-addressed by file checksum
+    objects/tmp/<host>-<pid>-<uuid>                   temp files of writers in flight
+    stages/<stage>/<key>.json                         manifest = the commit of a stage result
+    checkpoints/<stage>/<key>/<step>.json             training checkpoint manifests
+    runs/<run id>.json, runs/<run id>/...             run records (events, trial events)
+    searches/<search>/<search key>.json               search indexes (trial tables)
+    quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
+    gc/<sweep>/<object path>                          objects a gc sweep is about to delete
+
+Paths are relative to the store root with ``/`` separators. Every component made from a
+name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
+bytes: a name that is already safe and short is used as it is, anything else is escaped,
+truncated and given a hash suffix of the original name (so distinct names stay distinct).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+import time
+import uuid
+
+import xxhash
+
+MARKER = "store.json"
+OBJECTS = "objects"
+TMP = "objects/tmp"
+STAGES = "stages"
+CHECKPOINTS = "checkpoints"
+RUNS = "runs"
+SEARCHES = "searches"
+QUARANTINE = "quarantine"
+TRASH = "gc"
+MANIFEST_ROOTS = (STAGES, CHECKPOINTS)
+
+MAX_COMPONENT = 120
+"""Bytes per path component made from a name (file systems allow 255; leave room for suffixes)."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_OID = re.compile(r"[0-9a-f]{32}")
+_STEP = re.compile(r"(\d+)\.json")
+_OBJECT = re.compile(r"objects/([0-9a-f]{2})/([0-9a-f]{30})\.([a-z]+)")
+
+
+def component(name: str) -> str:
+    """``name`` as one safe, bounded path component (unchanged when already safe and short)."""
+    safe = _UNSAFE.sub("_", name)
+    if safe == name and name not in ("", ".", "..") and len(name) <= MAX_COMPONENT:
+        return name
+    digest = xxhash.xxh3_64_hexdigest(name.encode("utf-8", "surrogatepass"))
+    if len(safe) + 9 <= MAX_COMPONENT:
+        return f"{safe}-{digest[:8]}"  # the spelling stores of format 1 used: same paths as before
+    return f"{safe[: MAX_COMPONENT - 17]}-{digest}"
+
+
+def key_file(key: str) -> str:
+    """A key (``xxh3:<hex>``) as a file-name stem: its digest."""
+    return component(key.partition(":")[2] or key)
+
+
+# -- objects ---------------------------------------------------------------------------------
+def object_path(oid: str, suffix: str) -> str:
+    if not _OID.fullmatch(oid):
+        raise ValueError(f"not an object id: {oid!r}")
+    return f"{OBJECTS}/{oid[:2]}/{oid[2:]}.{suffix}"
+
+
+def is_object(rel: str) -> bool:
+    return _OBJECT.fullmatch(rel) is not None
+
+
+def trash_path(sweep: str, rel: str) -> str:
+    return f"{TRASH}/{sweep}/{rel}"
+
+
+def untrash(rel: str) -> str | None:
+    """The object path a trashed file came from (None: not a trashed object)."""
+    parts = rel.split("/", 2)
+    if len(parts) == 3 and parts[0] == TRASH and is_object(parts[2]):
+        return parts[2]
+    return None
+
+
+# -- temp files ------------------------------------------------------------------------------
+@functools.cache
+def _host() -> str:
+    return xxhash.xxh3_64_hexdigest(socket.gethostname().encode())[:8]
+
+
+def temp_path() -> str:
+    """A fresh temp file name that says which writer (host, process) it belongs to."""
+    return f"{TMP}/{_host()}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def temp_writer(rel: str) -> tuple[str, int] | None:
+    """(host, pid) of the writer of a temp file; None for names of another scheme."""
+    host, _, rest = rel.rpartition("/")[2].partition("-")
+    pid, _, _ = rest.partition("-")
+    return (host, int(pid)) if pid.isdigit() else None
+
+
+def temp_state(rel: str) -> str:
+    """ "dead" / "alive": the temp file's writer ran on this host and is gone / still runs;
+    "unknown": another host's (or an older naming scheme's)."""
+    writer = temp_writer(rel)
+    if writer is None or writer[0] != _host():
+        return "unknown"
+    try:
+        os.kill(writer[1], 0)
+    except ProcessLookupError:
+        return "dead"
+    except OSError:  # alive, another user's
+        return "alive"
+    return "alive"
+
+
+# -- manifests -------------------------------------------------------------------------------
+def stage_dir(stage: str) -> str:
+    return f"{STAGES}/{component(stage)}"
+
+
+def checkpoint_dir(stage: str, key: str) -> str:
+    return f"{CHECKPOINTS}/{component(stage)}/{key_file(key)}"
+
+
+def manifest_path(stage: str, key: str, step: int | None = None) -> str:
+    if step is None:
+        return f"{stage_dir(stage)}/{key_file(key)}.json"
+    return f"{checkpoint_dir(stage, key)}/{int(step)}.json"
+
+
+def step_of(rel: str, directory: str) -> int | None:
+    """The step of a checkpoint manifest directly in ``directory`` (None: not one)."""
+    head, _, name = rel.rpartition("/")
+    m = _STEP.fullmatch(name)
+    return int(m.group(1)) if m and head == directory else None
+
+
+def is_manifest(rel: str) -> bool:
+    return rel.endswith(".json") and rel.split("/", 1)[0] in MANIFEST_ROOTS
+
+
+# -- records ---------------------------------------------------------------------------------
+def run_dir(run_id: str) -> str:
+    return f"{RUNS}/{component(run_id)}"
+
+
+def run_summary(run_id: str) -> str:
+    return f"{run_dir(run_id)}.json"
+
+
+def run_event(run_id: str, stage: str, key: str) -> str:
+    return f"{run_dir(run_id)}/{component(stage)}-{(key.partition(':')[2] or key)[:12]}.json"
+
+
+def trial_dir(run_id: str) -> str:
+    return f"{run_dir(run_id)}/trials"
+
+
+def trial_event(run_id: str, search: str, number: int) -> str:
+    return f"{trial_dir(run_id)}/{component(search)}-{int(number):05d}.json"
+
+
+def search_dir(name: str) -> str:
+    return f"{SEARCHES}/{component(name)}"
+
+
+def search_index(name: str, search_key: str) -> str:
+    return f"{search_dir(name)}/{key_file(search_key)}.json"
+
+
+# -- quarantine ------------------------------------------------------------------------------
+def quarantine_path(rel: str) -> str:
+    """A unique quarantine name for ``rel``: two quarantines of one path never collide."""
+    flat = rel[len(OBJECTS) + 1 :].replace("/", "") if is_object(rel) else rel.replace("/", "__")
+    if len(flat) > MAX_COMPONENT:
+        flat = flat[-MAX_COMPONENT:]
+    return f"{QUARANTINE}/{int(time.time())}-{uuid.uuid4().hex[:12]}-{flat}"
