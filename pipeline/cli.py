@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import Settings
@@ -28,7 +30,7 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PipelineError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -37,17 +39,27 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
     _state["debug"] = debug
+    for console in (out, err):  # into a file or pipe: full keys and bars, never cut at 80 columns
+        console.width = None if console.is_terminal else 1000  # type: ignore[assignment]
+    warnings.showwarning = _one_line_warning
 
 
-def _store(url: Optional[str]):
-    return _open(Settings.load(store=url))
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None):
+    """A warning as one line on stderr (no echoed source line)."""
+    where = f" ({filename}:{lineno})" if _state["debug"] else ""
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}{where}", highlight=False, soft_wrap=True)
 
 
-def _open(settings: Settings):
-    """The store the settings name (opened or created)."""
+def _store(url: Optional[str], create: bool = False):
+    return _open(Settings.load(store=url), create=create)
+
+
+def _open(settings: Settings, create: bool = True):
+    """The store the settings name: opened or created for a run; for read-only commands
+    opened as it is (nothing created, no write access needed)."""
     from .store import Store
 
-    return Store(settings.store, fsync=settings.fsync)
+    return Store(settings.store, fsync=settings.fsync, create=create)
 
 
 def _size(n: int) -> str:
@@ -163,12 +175,14 @@ def _params(params_file: Optional[str], sets: list[str], settings: Settings) -> 
     from .params import apply_overrides, load_params
 
     path = params_file or settings.params
+    if settings.flow == DEFAULT_FLOW:  # checked against the bundled flow's schema, then its data
+        from flows.ml_pipeline import DEFAULT_PARAMS, PARAMS_SCHEMA, check_params
+
+        params = load_params(path or DEFAULT_PARAMS, sets, PARAMS_SCHEMA)
+        check_params(params)
+        return params
     if path:
         return load_params(path, sets)
-    if settings.flow == DEFAULT_FLOW:
-        from flows.ml_pipeline import DEFAULT_PARAMS
-
-        return load_params(DEFAULT_PARAMS, sets)
     return apply_overrides({}, sets) if sets else None
 
 
@@ -185,14 +199,17 @@ def run(
     from .integrations.server import ensure_server
 
     settings = Settings.load(store=store, flow=flow)
-    server_ready = ensure_server(settings.server, err)  # a server may boot while Prefect imports
-    from .integrations.runner import run_flow
+    server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
+    from .integrations.runner import load_flow, run_flow
+
+    load_flow(settings.flow)  # a bad flow or bad parameters: one line, before any server starts
+    flow_params = _params(params, sets, settings)
 
     server_ready()
     from .training.progress import rich_progress
 
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, _params(params, sets, settings), _open(settings), force=force)
+        report = run_flow(settings.flow, flow_params, _open(settings), force=force)
     _print_run(report.summary)
 
 
@@ -246,11 +263,13 @@ def status(
 ) -> None:
     """Each stage of the flow as cached or stale, with the reasons, without running anything."""
     settings = Settings.load(store=store, flow=flow)
-    from .integrations.runner import plan_flow
+    from .integrations.runner import load_flow, plan_flow
 
-    statuses = plan_flow(settings.flow, _params(params, sets, settings), _open(settings))
+    load_flow(settings.flow)  # a bad flow or bad parameters are said before a missing store
+    flow_params = _params(params, sets, settings)
+    statuses = plan_flow(settings.flow, flow_params, _open(settings, create=False))
     table = Table("stage", "status", "why", "compute s")
-    colour = {"cached": "green", "stale": "yellow", "stale (upstream)": "yellow"}
+    colour = {"cached": "green", "stale": "yellow", "may rerun": "cyan"}
     for st in statuses:
         table.add_row(st.stage, f"[{colour[st.state]}]{st.state}[/]", "; ".join(st.reasons), f"{st.seconds:.2f}")
     out.print(table)

@@ -70,11 +70,14 @@ def _read_all(store: Store, prefix: str, exclude: str | None = None) -> list[dic
     return sorted(out, key=lambda e: e["time"])
 
 
-def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> dict[str, Any]:
-    """Fold a run's events into ``runs/<run id>.json`` and return it."""
+def summarise(store: Store, run_id: str, status: str, wall_seconds: float, flow: str | None = None) -> dict[str, Any]:
+    """Fold a run's events into ``runs/<run id>.json`` and return it (``flow``: the flow's
+    reference, so that ``status`` can compare with the previous run of the same flow)."""
     evs = events(store, run_id)
     summary = {
         "run_id": run_id,
+        "flow": flow,
+        "finished": time.time(),
         "status": status,
         "wall_seconds": round(wall_seconds, 3),
         "stages": evs,
@@ -85,3 +88,29 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> di
     }
     store.backend.write_atomic(f"runs/{safe_name(run_id)}.json", json.dumps(summary, indent=1).encode())
     return summary
+
+
+def flow_runs(store: Store, flow: str) -> list[dict[str, Any]]:
+    """The run summaries of ``flow`` in the store, newest first."""
+    found = []
+    for rel in store.backend.list("runs"):
+        if rel.count("/") == 1 and rel.endswith(".json"):
+            try:
+                doc = json.loads(bytes(store.backend.read(rel)))
+            except (ValueError, OSError):
+                continue
+            if isinstance(doc, dict) and doc.get("flow") == flow:
+                found.append(doc)
+    return sorted(found, key=lambda d: d.get("finished", 0.0), reverse=True)
+
+
+def previous_results(store: Store, flow: str) -> dict[str, list[str]]:
+    """Per stage, the result keys it had in the newest run of ``flow`` that ran it."""
+    keys: dict[str, list[str]] = {}
+    for run in flow_runs(store, flow):
+        here: dict[str, list[str]] = {}
+        for e in run.get("stages", ()):
+            here.setdefault(e["stage"], []).append(e["key"])
+        for stage, found in here.items():
+            keys.setdefault(stage, found)
+    return keys

@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..cache import forcing
 from ..errors import ConfigError, PipelineError
+from ..params import ParamSchema
 from ..plan import StageStatus, dry_run
-from ..runs import summarise
+from ..runs import previous_results, summarise
 from ..store import Store
 from .prefect import use_store
 
@@ -41,9 +42,7 @@ def _arguments(fn: Callable[..., Any], params: dict[str, Any] | None) -> dict[st
     names = inspect.signature(target).parameters
     if "params" in names:
         return {"params": params}
-    unknown = set(params) - set(names)
-    if unknown:
-        raise ConfigError(f"flow {target.__name__} takes no parameter(s) {sorted(unknown)}")
+    ParamSchema.from_signature(target).check(params, f"flow {target.__name__}", complete=False)
     return dict(params)
 
 
@@ -85,7 +84,7 @@ def run_flow(
         else:
             run_id, status = uuid.uuid4().hex, "completed"
             result = flow(**kwargs)
-    summary = summarise(store, run_id, status, time.perf_counter() - t0)
+    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
     if state is not None:
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):
@@ -100,6 +99,6 @@ def plan_flow(ref: str, params: dict[str, Any] | None, store: Store) -> list[Sta
     """Each stage of a flow as cached or stale (with reasons), without running anything."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
-    with use_store(store), dry_run() as plan:
+    with use_store(store), dry_run(previous=previous_results(store, ref)) as plan:
         getattr(flow, "fn", flow)(**kwargs)
     return plan.statuses

@@ -64,13 +64,20 @@ def _key_file(key: str) -> str:
 class Store:
     """A checkpoint store at a local path or any fsspec URL (``memory://``, ``s3://``…)."""
 
-    def __init__(self, url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> None:
+    def __init__(
+        self, url: str | os.PathLike, *, fsync: bool = True, create: bool = True, **storage_options: Any
+    ) -> None:
+        """``create=False`` opens an existing store for reading: nothing is created or
+        written, and a missing local store is a StoreError (read-only commands use it)."""
         self.url = os.fspath(url)
         self.backend = open_backend(self.url, fsync=fsync, **storage_options)
         self.objects = Objects(self.backend)
-        if isinstance(self.backend, LocalBackend):
+        if not create:
+            if isinstance(self.backend, LocalBackend) and not os.path.isdir(self.backend.root):
+                raise StoreError(f"no store at {self.backend.root} (a run creates it; check --store / PIPELINE_STORE)")
+        elif isinstance(self.backend, LocalBackend):
             self._open_local(self.backend.root)
-        self._check_marker()
+        self._check_marker(create)
 
     def _open_local(self, root: str) -> None:
         if os.path.exists(root) and not os.path.isdir(root):
@@ -84,10 +91,12 @@ class Store:
         if not os.access(root, os.W_OK | os.X_OK):
             raise StoreError(f"store directory {root} is not writable (choose another --store or fix its permissions)")
 
-    def _check_marker(self) -> None:
+    def _check_marker(self, create: bool = True) -> None:
         try:
             raw = self.backend.read("store.json")
         except FileNotFoundError:
+            if not create:
+                return
             self.backend.write_atomic("store.json", json.dumps({"format": STORE_FORMAT}).encode())
             return
         except OSError as e:

@@ -39,7 +39,7 @@ def test_run_status_force_ls_show_verify(tmp_path):
 
     changed = invoke("status", "--store", store, *FAST, "--set", "train.epochs=6")
     assert "param epochs: 5 -> 6" in changed.output
-    assert changed.output.count("stale (upstream)") == 3  # the two evaluations and the package
+    assert changed.output.count("may rerun") == 3  # the two evaluations and the package
 
     forced = invoke("run", "--store", store, *FAST, "--force", "engineer")
     assert forced.exit_code == 0, forced.output
@@ -67,6 +67,7 @@ def test_run_status_force_ls_show_verify(tmp_path):
     ],
 )
 def test_errors_are_one_line_and_exit_1(args, message, tmp_path):
+    Store(tmp_path / "s")  # an (empty) store: read-only commands open, never create one
     done = cli(*args, "--store", str(tmp_path / "s"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert message in done.stderr
