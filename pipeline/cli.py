@@ -206,7 +206,10 @@ def run(
     flow_params = _params(params, sets, settings)
 
     server_ready()
+    from .integrations.liveness import sweep
     from .training.progress import rich_progress
+
+    sweep(err)  # flow runs of killed CLI runs: Crashed, not Running for ever
 
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
         report = run_flow(settings.flow, flow_params, _open(settings), force=force)
@@ -319,17 +322,22 @@ def server_stop() -> None:
 @server_app.command("status")
 @_errors
 def server_status() -> None:
-    """Say which Prefect API CLI runs would use."""
+    """Say which Prefect API CLI runs would use; mark flow runs of killed CLI runs Crashed."""
     import os
 
+    from .integrations.liveness import sweep
     from .integrations.server import LocalServer, healthy
 
     if os.environ.get("PREFECT_API_URL"):
         out.print(f"PREFECT_API_URL={os.environ['PREFECT_API_URL']}")
+        sweep(out)  # flow runs of killed CLI runs: Crashed
         return
     server = LocalServer.read()
     if server and healthy(server.api_url):
-        out.print(f"local server running at {server.api_url} (pid {server.pid}, log {server.log})")
+        out.print(f"local server running at {server.api_url} (pid {server.pid}, log {server.log}); "
+                  f"UI at {server.api_url.removesuffix('/api')}")  # fmt: skip
+        os.environ["PREFECT_API_URL"] = server.api_url  # before Prefect is imported (by the sweep)
+        sweep(out)
     else:
         out.print("no local server running; the next `run` starts one")
 

@@ -17,6 +17,7 @@ from ..params import ParamSchema
 from ..plan import StageStatus, dry_run
 from ..runs import previous_results, summarise
 from ..store import Store
+from .liveness import tagged
 from .prefect import use_store
 
 
@@ -76,7 +77,7 @@ def run_flow(
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
     state = None
-    with use_store(store), forcing(force), _quiet_engine():
+    with use_store(store), forcing(force), _quiet_engine(), tagged():  # tagged: see liveness.py
         if hasattr(flow, "fn"):  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)

@@ -57,3 +57,17 @@ def chain(n: int = 10, clip: float = 5.0, epochs: int = 30) -> list[dict[str, fl
     """prep -> fit -> score twice (one stage called twice per run, like `evaluate`)."""
     model = fit(prep(n, clip), epochs)
     return [score(model, "validation"), score(model, "test")]
+
+
+@stage
+def nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@flow(name="sleepy")
+def sleepy(seconds: float = 120.0) -> float:
+    """A flow that runs long enough to be killed in the middle."""
+    return nap(seconds)
