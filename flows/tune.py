@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import stage
 from pipeline.cache import current_stage
+from pipeline.integrations.artifacts import publish_trials
 from pipeline.training import EveryNEpochs, LatestN
 from pipeline.tuning import tune
 
@@ -66,4 +67,5 @@ def search(
         name="tune",
         checkpoint=CHECKPOINT,
     )
+    publish_trials("tune", result)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
     return {"best": {**result.best_params, "val_loss": result.best_value}, "trials": result.table()}

@@ -211,18 +211,43 @@ def run(
 
     sweep(err)  # flow runs of killed CLI runs: Crashed, not Running for ever
 
+    run_store = _open(settings)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, flow_params, _open(settings), force=force)
-    _print_run(report.summary)
+        report = run_flow(settings.flow, flow_params, run_store, force=force)
+    _print_run(report.summary, run_store)
 
 
-def _print_run(summary: dict[str, Any]) -> None:
+_SMALL = 256 * 1024
+
+
+def _cached_trials(store: Any, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trial tables of searches served whole from the store in this run: a hit stage
+    whose (small) output holds ``trials`` rows, as ``tune()`` results' ``table()`` gives."""
+    rows: list[dict[str, Any]] = []
+    for e in summary["stages"]:
+        if not e["hit"] or e["bytes"] > _SMALL:
+            continue
+        m = store.manifest(e["stage"], e["key"])
+        try:
+            value = store.load(m.outputs) if m is not None else None
+        except PipelineError:
+            continue
+        trials = value.get("trials") if isinstance(value, dict) else None
+        if isinstance(trials, list) and all(isinstance(t, dict) and "trial" in t for t in trials):
+            fixed = ("trial", "value", "state", "source")
+            rows += [{"search": e["stage"], "trial": t["trial"], "value": t.get("value"), "state": t.get("state"),
+                      "source": "cached", "params": {k: v for k, v in t.items() if k not in fixed}}
+                     for t in trials]  # fmt: skip
+    return rows
+
+
+def _print_run(summary: dict[str, Any], store: Any = None) -> None:
     table = Table("stage", "key", "result", "seconds", "bytes", "saved s", title=f"run {summary['run_id']}")
     for e in summary["stages"]:
         saved = max(0.0, e["compute_seconds"] - e["seconds"])
         table.add_row(
             e["stage"],
-            e["key"][5:13],
+            e["key"][5:13] if out.is_terminal else e["key"],  # full keys into files and pipes
             "[green]hit[/green]" if e["hit"] else "[yellow]miss[/yellow]",
             f"{e['seconds']:.2f}",
             _size(e["bytes"]),
@@ -231,6 +256,8 @@ def _print_run(summary: dict[str, Any]) -> None:
     out.print(table)
     if summary.get("trials"):
         _print_trials(summary["trials"], title="trials")
+    elif store is not None and (cached := _cached_trials(store, summary)):
+        _print_trials(cached, title="trials (the search was served from the store)")
     out.print(
         f"{summary['hits']} cached, {summary['misses']} computed, "
         f"{summary['seconds_saved']:.2f} s saved, {summary['wall_seconds']:.1f} s wall, status {summary['status']}"

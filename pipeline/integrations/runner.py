@@ -101,5 +101,14 @@ def plan_flow(ref: str, params: dict[str, Any] | None, store: Store) -> list[Sta
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
     with use_store(store), dry_run(previous=previous_results(store, ref)) as plan:
-        getattr(flow, "fn", flow)(**kwargs)
+        try:
+            getattr(flow, "fn", flow)(**kwargs)
+        except PipelineError:
+            raise
+        except Exception as e:  # flow code between the stages met a planned value, or a plain task
+            raise PipelineError(
+                f"status: the dry run of {ref} stopped after {len(plan.statuses)} stage call(s) at "
+                f"{type(e).__name__}: {e} (a dry run plans @stage calls only; other flow code runs for real "
+                "on their planned outputs)"
+            ) from e
     return plan.statuses

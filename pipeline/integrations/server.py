@@ -4,8 +4,9 @@ Prefect with no ``PREFECT_API_URL`` starts a throwaway server inside every proce
 costs seconds per run. The default here (``server = "auto"``) instead reuses one local
 ``prefect server start`` on 127.0.0.1 kept alive between runs: started on first use,
 detached, recorded in ``$PREFECT_HOME/pipeline-server.json``, stopped with
-``python -m pipeline server stop``. ``server = "ephemeral"`` keeps Prefect's default;
-a URL uses that server. An explicit ``PREFECT_API_URL`` always wins.
+``python -m pipeline server stop``. It serves the Prefect UI, so the "View at …" link a run
+prints opens it. ``server = "ephemeral"`` keeps Prefect's default; a URL uses that server.
+An explicit ``PREFECT_API_URL`` always wins; nothing answering there is one clear error.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def _reachable(api_url: str, source: str, timeout: float = 3.0) -> str:
             "or unset it to use the local server `python -m pipeline run` starts itself "
             "(or PIPELINE_SERVER=ephemeral)"
         ) from None
+
+
+def serves_ui(api_url: str, timeout: float = 0.5) -> bool:
+    """True when the server of ``api_url`` answers a browser's request for its UI."""
+    base = api_url.rstrip("/").removesuffix("/api")
+    request = urllib.request.Request(f"{base}/", headers={"Accept": "text/html"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
 
 
 def free_port() -> int:
@@ -166,6 +178,12 @@ def ensure_server(mode: str = "auto", console: Any = None) -> Callable[[], str |
     server = LocalServer.read()
     if server is not None and healthy(server.api_url):
         os.environ["PREFECT_API_URL"] = server.api_url
+        if console is not None and not serves_ui(server.api_url):
+            console.print(
+                f"note: the local server at {server.api_url} serves no UI (started by an older version); "
+                "`python -m pipeline server stop` and the next run starts one that does",
+                highlight=False,
+            )
         return lambda: server.api_url
     port = free_port()
     os.environ["PREFECT_API_URL"] = _api_url(port)

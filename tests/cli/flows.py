@@ -71,3 +71,9 @@ def nap(seconds: float) -> float:
 def sleepy(seconds: float = 120.0) -> float:
     """A flow that runs long enough to be killed in the middle."""
     return nap(seconds)
+
+
+@flow(name="arithmetic")
+def arithmetic(n: int = 3) -> int:
+    """Flow code that computes with a stage's output between stages (a dry run can't)."""
+    return int(frame(n)["x"].sum())

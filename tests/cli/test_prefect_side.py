@@ -86,8 +86,12 @@ def page_text(url: str) -> str:
 
 
 @pytest.mark.slow
-def test_the_printed_link_opens_the_run_in_the_ui_with_cached_task_runs(tmp_path):
+def test_the_printed_link_opens_the_run_in_the_ui_with_cached_task_runs(tmp_path, prefect_api):
     from prefect.utilities.urls import url_for
+
+    from pipeline.integrations.server import serves_ui
+
+    assert serves_ui(prefect_api)  # the server tests and CLI runs start (spawn_server) serves the UI
 
     store = ["--store", str(tmp_path / "store"), "--flow", "tests.cli.flows:chain", "--set", "n=7"]
     assert invoke("run", *store).exit_code == 0

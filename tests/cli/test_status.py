@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import Store
 from tests.cli.test_cli import invoke
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -55,3 +56,11 @@ def test_a_stage_called_twice_is_compared_with_its_own_call(tmp_path):
     status = rows(invoke("status", *CHAIN, *store, "--set", "epochs=40").output)
     # was: the first `score` said "param split_name: 'test' -> 'validation'"
     assert status[2:] == [["score", "may rerun", "upstream fit changed"]] * 2
+
+
+def test_a_flow_computing_with_a_planned_output_is_one_line(tmp_path):
+    from tests.cli.test_errors import in_process, one_clear_line
+
+    Store(tmp_path / "store")
+    done = in_process("status", "--flow", "tests.cli.flows:arithmetic", "--store", str(tmp_path / "store"))
+    one_clear_line(done, "the dry run of tests.cli.flows:arithmetic stopped after 1 stage call(s) at AttributeError")
