@@ -333,7 +333,8 @@ def server_start() -> None:
     """Start (or find) the local background Prefect server."""
     from .integrations.server import ensure_server
 
-    out.print(f"Prefect API: {ensure_server('auto', err)()}")
+    api = ensure_server("auto", err)()
+    out.print(f"Prefect API: {api}; UI: {api.removesuffix('/api') if api else 'none (ephemeral)'}")
 
 
 @server_app.command("stop")
