@@ -62,6 +62,24 @@ def _open(settings: Settings, create: bool = True):
     return Store(settings.store, fsync=settings.fsync, create=create)
 
 
+def _open_for_plan(settings: Settings):
+    """The store ``status`` reads; before the first run (no local store yet) an empty one, so
+    that it says what the first run computes (nothing is created on disk)."""
+    import os
+    import uuid
+
+    from .errors import StoreError
+    from .store import Store
+
+    try:
+        return _open(settings, create=False)
+    except StoreError:
+        if "://" in settings.store or os.path.exists(settings.store):
+            raise
+        err.print(f"no store at {settings.store} yet: the first run computes every stage", highlight=False)
+        return Store(f"memory://pipeline-status-{uuid.uuid4().hex}", fsync=False)
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -297,7 +315,7 @@ def status(
 
     load_flow(settings.flow)  # a bad flow or bad parameters are said before a missing store
     flow_params = _params(params, sets, settings)
-    statuses = plan_flow(settings.flow, flow_params, _open(settings, create=False))
+    statuses = plan_flow(settings.flow, flow_params, _open_for_plan(settings))
     table = Table("stage", "status", "why", "compute s")
     colour = {"cached": "green", "stale": "yellow", "may rerun": "cyan"}
     for st in statuses:

@@ -135,9 +135,11 @@ def test_read_only_store_can_be_inspected(tmp_path):
 
 
 def test_read_only_commands_never_create_a_store(tmp_path):
-    for command in (["ls"], ["show", "x"], ["verify"], ["gc", "--dry-run"],
-                    ["status", "--flow", "tests.cli.flows:chain"]):  # fmt: skip
+    for command in (["ls"], ["show", "x"], ["verify"], ["gc", "--dry-run"]):
         one_clear_line(in_process(*command, "--store", str(tmp_path / "typo")), f"no store at {tmp_path / 'typo'}")
+    status = in_process("status", "--flow", "tests.cli.flows:chain", "--store", str(tmp_path / "typo"))
+    assert status.returncode == 0 and "the first run computes every stage" in status.stderr  # before a first run
+    assert status.stdout.count("no result of stage") == 4
     assert not (tmp_path / "typo").exists()
 
 
