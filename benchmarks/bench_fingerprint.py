@@ -27,11 +27,16 @@ import pandas as pd
 import xxhash
 
 METHODS = ("ours", "raw xxh3", "prefect INPUTS", "joblib.hash")
-REPEATS = {"ours": 5, "raw xxh3": 5, "prefect INPUTS": 2, "joblib.hash": 2}
+# ms-level calls: more tries on a shared machine
+REPEATS = {"ours": 15, "raw xxh3": 15, "prefect INPUTS": 2, "joblib.hash": 2}
 TARGETS = {"prefect INPUTS": 30.0, "joblib.hash": 10.0}  # float frames; the mixed frame: >= 5x both
 MIXED_TARGET = 5.0
 MEMORY_TARGET = 0.10  # extra peak <= 10% of the frame
 RAW_TARGET = 2.0  # ours within 2x of raw xxh3 over the same buffers
+# The big numeric frame, tightened when keys grew subclass/order checks (issue #9): those must
+# cost nothing there.
+BIG = "float 1e7 x 10"
+BIG_TARGETS = {"prefect INPUTS": 40.0, "raw xxh3": 1.3}
 
 
 def make_frame(case: str, rows: int | None = None) -> pd.DataFrame:
@@ -200,12 +205,15 @@ def main() -> None:
                 f"{ratio} | {extra / 1e6:.1f} MB | {100 * extra / size:.1f}% | {traced / 1e6:.1f} MB |"
             )
         float_frame = case.startswith("float")
+        big = case == BIG and rows is None
         for method in ("prefect INPUTS", "joblib.hash"):
             need = TARGETS[method] if float_frame else MIXED_TARGET
+            need = BIG_TARGETS.get(method, need) if big else need
             got = results[method][0] / ours
             verdicts.append((f"{case}: >= {need:g}x faster than {method}", got >= need, f"{got:.0f}x"))
+        need = BIG_TARGETS["raw xxh3"] if big else RAW_TARGET
         got = ours / results["raw xxh3"][0]
-        verdicts.append((f"{case}: within {RAW_TARGET:g}x of raw xxh3", got <= RAW_TARGET, f"{got:.2f}x"))
+        verdicts.append((f"{case}: within {need:g}x of raw xxh3", got <= need, f"{got:.2f}x"))
         got = results["ours"][1] / size
         name = f"{case}: extra peak (max of RSS, traced) <= 10% of frame"
         verdicts.append((name, got <= MEMORY_TARGET, f"{100 * got:.1f}%"))
@@ -226,7 +234,7 @@ def main() -> None:
             "# Fingerprint benchmark results\n\n"
             f"Command (from the repository root):\n\n```\n{command}\n```\n\n"
             f"Environment: {env}\n\n"
-            "Seconds: best of N runs in one process (N = 5 for ours and raw xxh3, 2 for Prefect and joblib).\n"
+            "Seconds: best of N runs in one process (N = 15 for ours and raw xxh3, 2 for Prefect and joblib).\n"
             "Peak extra RSS: measured in a fresh subprocess per (frame, method) after a warm-up on a\n"
             "10-row frame of the same schema and after handing free heap back to the OS (malloc_trim,\n"
             "Arrow pool release_unused): VmHWM - VmRSS with the peak mark reset through\n"

@@ -12,8 +12,8 @@ A script, not a test. Two workloads train for a fixed number of epochs:
 Each workload runs in these ways, interleaved round by round (``--rounds``):
 
 - none:        no checkpoints
-- ours sync:   ``Checkpointer(save=EveryNEpochs(1), keep=LatestN(2), async_write=False)``
-- ours async:  the same with ``async_write=True`` (the default)
+- ours sync:   ``Checkpointer(save=EveryNEpochs(1), keep=LatestN(2), writer=Sync())``
+- ours async:  the same with ``writer=Background()`` (the default)
 - plain save:  ``torch.save({"model", "optimizer"}, f"ckpt_{epoch}.pt")`` /
                ``joblib.dump(model, f"ckpt_{epoch}.joblib")`` every epoch, no fsync
 - ours sync fsync=off: ours on a ``Store(fsync=False)``: no fsync, like the plain save
@@ -138,7 +138,7 @@ WORKLOADS: dict[str, Callable[[], Any]] = {
 def run(work: Any, mode: str, epochs: int, where: Path) -> tuple[list[float], float]:
     """Wall seconds of each epoch (training + checkpoint call), and seconds spent saving."""
     from pipeline import Store
-    from pipeline.training import Checkpointer, EveryNEpochs, LatestN
+    from pipeline.training import Background, Checkpointer, EveryNEpochs, LatestN, Sync
 
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
@@ -149,7 +149,7 @@ def run(work: Any, mode: str, epochs: int, where: Path) -> tuple[list[float], fl
     if mode.startswith("ours"):
         ckpt = Checkpointer(
             store=Store(where / "store", fsync="fsync=off" not in mode), name="bench",
-            save=EveryNEpochs(1), keep=LatestN(2), async_write="async" in mode,
+            save=EveryNEpochs(1), keep=LatestN(2), writer=Background() if "async" in mode else Sync(),
         )  # fmt: skip
     laps, blocked = [], 0.0
     for epoch in range(epochs):

@@ -16,7 +16,7 @@ Methods, interleaved round by round (``--rounds``; the order alternates between 
                  the same epoch loop with ``trial.report`` / ``trial.should_prune``, no store,
                  no Checkpointer
 - ours ...:      ``tune(train, SPACE, n_trials=20, sampler="tpe", seed=..., store=<fresh store>,
-                 checkpoint=...)`` for each checkpoint setting in ``CHECKPOINTS``
+                 checkpointing=...)`` for each checkpoint setting in ``checkpoints()``
 - interleaved:   the headline per-trial overhead: our search (first setting) and the plain loop
                  trial by trial in one process, alternating (``run_interleaved``), so the two
                  trials of a pair share the machine's noise; whole runs tens of seconds apart
@@ -68,16 +68,19 @@ def space() -> dict[str, Any]:
 
 
 def checkpoints() -> dict[str, dict[str, Any]]:
-    """Settings of ours compared: checkpoint options and the store's fsync. The first is the
+    """Settings of ours compared: the trial checkpointing policy and the store's fsync. The first is the
     headline (and the setting of the resumed and cached runs); the fsync=False row is a
     diagnostic that separates the cost of durability from the rest."""
-    from pipeline.training import EveryNEpochs, LatestN
+    import dataclasses
 
-    every5 = {"save": EveryNEpochs(5), "keep": LatestN(1), "async_write": True}
+    from pipeline.training import Background, EveryNEpochs, LatestN
+    from pipeline.tuning import TrialCheckpointing
+
+    every5 = TrialCheckpointing(save=EveryNEpochs(5), keep=LatestN(1), writer=Background())
     return {
-        "ours, every 5 epochs, async": {"checkpoint": every5, "fsync": True},
-        "ours, every epoch, async": {"checkpoint": {**every5, "save": EveryNEpochs(1)}, "fsync": True},
-        "ours, every 5 epochs, async, store fsync=False": {"checkpoint": every5, "fsync": False},
+        "ours, every 5 epochs, async": {"checkpointing": every5, "fsync": True},
+        "ours, every epoch, async": {"checkpointing": dataclasses.replace(every5, save=EveryNEpochs(1)), "fsync": True},
+        "ours, every 5 epochs, async, store fsync=False": {"checkpointing": every5, "fsync": False},
     }
 
 
@@ -170,7 +173,7 @@ def run_ours(args: argparse.Namespace, store: str, setting: str) -> dict[str, An
     options = checkpoints()[setting]
     t0 = time.perf_counter()
     result = tune(fn, space(), n_trials=N_TRIALS, sampler="tpe", seed=SEED, store=Store(store, fsync=options["fsync"]),
-                  name=NAME, checkpoint=options["checkpoint"])  # fmt: skip
+                  name=NAME, checkpointing=options["checkpointing"])  # fmt: skip
     wall = time.perf_counter() - t0
     sources: dict[str, int] = {}
     for t in result.trials:
@@ -226,7 +229,7 @@ def run_interleaved(args: argparse.Namespace, store: str, setting: str, plain_fi
     mark[0] = time.perf_counter()
     fn = functools.partial(train, data=data, epochs=args.epochs)
     result = tune(fn, space(), n_trials=N_TRIALS, sampler="tpe", seed=SEED, store=Store(store, fsync=options["fsync"]),
-                  name=NAME, checkpoint=options["checkpoint"], on_trial=on_trial)  # fmt: skip
+                  name=NAME, checkpointing=options["checkpointing"], on_trial=on_trial)  # fmt: skip
     ours_times[-1] += time.perf_counter() - mark[0]  # the search's own end, after its last trial
     ours_values = [t.value for t in sorted(result.trials, key=lambda t: t.number)]
     if not np.allclose(ours_values, plain_values, rtol=1e-9, atol=0):
@@ -412,7 +415,7 @@ def report(
         f"Median of {args.rounds} interleaved rounds; every method's 20 trial values are identical.",
         "",
         "Checkpoint settings: "
-        + "; ".join(f"{m}: `{_describe(c['checkpoint'])}`" for m, c in ckpt.items())
+        + "; ".join(f"{m}: `{c['checkpointing']!r}`" for m, c in ckpt.items())
         + ". Runs (1)-(3) use the first setting.",
         "",
         *rows,
@@ -442,10 +445,6 @@ def report(
         if m.startswith("ours") and m != headline:
             lines.append(f"- {m}: overhead vs plain optuna {paired[m] - 1:+.1%}")
     return "\n".join(lines) + "\n"
-
-
-def _describe(options: dict[str, Any]) -> str:
-    return "{" + ", ".join(f'"{k}": {v!r}' for k, v in options.items()) + "}"
 
 
 def _versions() -> str:

@@ -17,7 +17,7 @@ from pipeline import stage
 from pipeline.cache import current_stage
 from pipeline.integrations.artifacts import publish_trials
 from pipeline.training import EveryNEpochs, LatestN
-from pipeline.tuning import tune
+from pipeline.tuning import Search, TrialCheckpointing
 
 from .train import fit_sgd
 
@@ -26,7 +26,7 @@ SPACE = {
     "eta0": FloatDistribution(1e-4, 1e-1, log=True),
     "learning_rate": CategoricalDistribution(["optimal", "constant", "invscaling"]),
 }
-CHECKPOINT = {"save": EveryNEpochs(5), "keep": LatestN(1)}
+CHECKPOINTING = TrialCheckpointing(save=EveryNEpochs(5), keep=LatestN(1))
 
 
 def objective(
@@ -57,15 +57,8 @@ def search(
 ) -> dict[str, Any]:
     """Search the SPACE; returns the best hyperparameters and the table of trials."""
     running = current_stage()
-    result = tune(
-        functools.partial(objective, train_df, val_df, epochs, seed),
-        SPACE,
-        n_trials=n_trials,
-        sampler=sampler,
-        seed=seed,
-        store=running.store if running else None,
-        name="tune",
-        checkpoint=CHECKPOINT,
-    )
-    publish_trials("tune", result)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
-    return {"best": {**result.best_params, "val_loss": result.best_value}, "trials": result.table()}
+    train_fn = functools.partial(objective, train_df, val_df, epochs, seed)
+    tuning = Search("tune", SPACE, train_fn, n_trials, sampler=sampler, seed=seed, checkpointing=CHECKPOINTING)
+    found = tuning.run(running.store if running else None)
+    publish_trials("tune", found)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
+    return {"best": {**found.best.params, "val_loss": found.best.value}, "trials": found.table()}

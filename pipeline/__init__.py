@@ -5,6 +5,7 @@ integration lives in :mod:`pipeline.integrations.prefect`.
 """
 
 from .cache import CachedStage, Explanation, StageCache, StageKey
+from .context import current_stage, current_store, run_context, use_store
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -19,10 +20,10 @@ from .store import Manifest, Store, VerifyReport
 
 __version__ = "0.1.0"
 
-_PREFECT_EXPORTS = {"stage", "StageCachePolicy", "use_store", "current_store"}
-_TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "LatestN", "BestK",
-                     "EarlyStopping"}  # fmt: skip
-_TUNING_EXPORTS = {"tune", "load_best"}
+_PREFECT_EXPORTS = {"stage", "StageCachePolicy"}
+_TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "SkipFinal",
+                     "LatestN", "BestK", "EarlyStopping", "Full", "Partial", "Light", "Sync", "Background"}  # fmt: skip
+_TUNING_EXPORTS = {"tune", "load_best", "Search", "TrialCheckpointing"}
 
 
 def __getattr__(name: str):
@@ -62,6 +63,9 @@ __all__ = [
     "stage",
     "StageCachePolicy",
     "use_store",
+    "current_store",
+    "current_stage",
+    "run_context",
     *sorted(_TRAINING_EXPORTS),
     *sorted(_TUNING_EXPORTS),
 ]

@@ -1,7 +1,7 @@
 """StageCache: derive a stage's key, serve it from the store, or run, persist and commit.
 
-key = xxh3_128 of ``["stage/1", name, code fingerprint, params fingerprint,
-[(argument, content fingerprint), ...]]``. Arguments are hashed by *content*, so an
+key = :func:`pipeline.keys.stage_key`: xxh3_128 of ``["stage/2", name, code fingerprint,
+sorted((argument, content fingerprint))]``. Arguments are hashed by *content*, so an
 upstream stage whose code changed but whose output did not leaves this stage a hit.
 Small plain arguments (numbers, strings, short lists of them) are *params*: the manifest
 keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything else is an
@@ -11,8 +11,6 @@ keeps their value so ``explain`` can say ``param lr: 0.1 -> 0.01``; everything e
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -22,35 +20,20 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
+from . import context, keys
+from .context import Force, RunningStage, current_stage
 from .errors import PipelineError
-from .fingerprint import code_components, code_fingerprint, fingerprint
-from .fingerprint.code import digest_components
+from .fingerprint import Component, fingerprint
+from .fingerprint.component import CLOSURE, CODE, DEFAULTS, GLOBAL, PACKAGE, PINNED, STATE
 from .store import Manifest, Store
 from .store.codecs import CODECS
 from .store.manifest import iter_leaves, library_versions
 from .store.objects import object_path
 
 R = TypeVar("R")
-_FORCE: contextvars.ContextVar[Force | None] = contextvars.ContextVar("pipeline_force", default=None)
-_RUNNING: contextvars.ContextVar[RunningStage | None] = contextvars.ContextVar("pipeline_running_stage", default=None)
 
 
-@dataclass(frozen=True)
-class RunningStage:
-    """The stage whose body is executing: where its training checkpoints belong."""
-
-    store: Store
-    stage: str
-    key: str
-    run_id: str
-
-
-def current_stage() -> RunningStage | None:
-    """The stage being computed in this thread/task (None outside a stage body)."""
-    return _RUNNING.get()
-
-
-KEY_VERSION = "stage/1"
+KEY_VERSION = keys.STAGE
 _PLAIN = (type(None), bool, int, float, str)
 _REPR_MAX = 80
 _EXPLAIN_CANDIDATES = 64
@@ -63,7 +46,7 @@ class StageKey:
     stage: str
     key: str
     code: str
-    code_components: dict[str, str]
+    code_components: tuple[Component, ...]
     params: dict[str, dict[str, str]]
     inputs: dict[str, str]
 
@@ -94,23 +77,6 @@ class Explanation:
         return f"{self.stage}: stale: " + "; ".join(self.reasons)
 
 
-@dataclass
-class Force:
-    """Stages to recompute although cached, and everything downstream of their outputs."""
-
-    stages: frozenset[str]
-    tainted: set[str] = dataclasses.field(default_factory=set)
-
-    def applies(self, key: StageKey) -> bool:
-        if "*" in self.stages or key.stage in self.stages:
-            return True
-        fps = [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
-        return any(fp in self.tainted for fp in fps)
-
-    def taint(self, manifest: Manifest) -> None:
-        self.tainted.update(leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint"))
-
-
 def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield tree
     for child in tree.get("tuple", ()):
@@ -119,15 +85,19 @@ def _nodes(tree: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
+def _key_fingerprints(key: StageKey) -> list[str]:
+    return [*key.inputs.values(), *(p["fingerprint"] for p in key.params.values())]
+
+
+def _output_fingerprints(manifest: Manifest) -> list[str]:
+    return [leaf["fingerprint"] for leaf in _nodes(manifest.outputs) if leaf.get("fingerprint")]
+
+
 @contextlib.contextmanager
 def forcing(stages: Iterable[str]) -> Iterator[Force]:
     """Within this block the named stages (``"*"``: all) and their dependants recompute."""
-    force = Force(frozenset(stages))
-    token = _FORCE.set(force)
-    try:
-        yield force
-    finally:
-        _FORCE.reset(token)
+    with context.run_context(force=Force.of(stages)) as ctx:
+        yield ctx.force
 
 
 def _fingerprint_of(value: Any, name: str) -> str:
@@ -162,9 +132,11 @@ def _now() -> str:
 class StageCache:
     """Serves stage results from a :class:`Store` while their key is unchanged."""
 
-    def __init__(self, store: Store | str, *, run_id: str | None = None) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
-        self.run_id = run_id or uuid.uuid4().hex
+    def __init__(self, store: Store | str | None = None, *, run_id: str | None = None) -> None:
+        """``store`` defaults to the run context's (:func:`pipeline.context.current_store`),
+        ``run_id`` to the context's run id, else a fresh one."""
+        self.store = context.current_store() if store is None else context.open_store(store)
+        self.run_id = run_id or context.current().run_id or uuid.uuid4().hex
 
     def wrap(
         self,
@@ -209,12 +181,6 @@ class CachedStage(Generic[R]):
         return f"<stage {self.name!r} of {self.cache.store.url}>"
 
     # -- the key ---------------------------------------------------------------------
-    def _code(self) -> tuple[str, dict[str, str]]:
-        if self.version is not None:
-            return code_fingerprint(self.func, version=self.version), {"pinned": str(self.version)}
-        components = code_components(self.func)
-        return digest_components(components), components
-
     def key(self, *args: Any, **kwargs: Any) -> StageKey:
         """Compute the stage key of a call without running anything."""
         try:
@@ -232,17 +198,10 @@ class CachedStage(Generic[R]):
                 params[arg] = {"fingerprint": fp, "repr": _short_repr(value)}
             else:
                 inputs[arg] = fp
-        code, components = self._code()
-        key = fingerprint(
-            [
-                KEY_VERSION,
-                self.name,
-                code,
-                fingerprint({k: v["fingerprint"] for k, v in params.items()}),
-                list(inputs.items()),
-            ]
-        )
-        return StageKey(self.name, key, code, components, params, inputs)
+        code = keys.code_key(self.func, self.version)
+        arguments = {**{k: v["fingerprint"] for k, v in params.items()}, **inputs}
+        key = keys.stage_key(self.name, code.digest, arguments)
+        return StageKey(self.name, key, code.digest, code.components, params, inputs)
 
     def _flat_arguments(self, bound: inspect.BoundArguments) -> Iterator[tuple[str, Any]]:
         """Arguments by name; each item of ``*args`` / ``**kwargs`` as an argument of its own."""
@@ -309,21 +268,21 @@ class CachedStage(Generic[R]):
         """Run (or serve) the stage and say how it went."""
         t0 = time.perf_counter()
         key = self.key(*args, **kwargs)
-        force = _FORCE.get()
-        forced = force is not None and force.applies(key)
+        ctx = context.current()
+        force = ctx.force
+        forced = force is not None and force.applies(key.stage, _key_fingerprints(key))
         found = None if forced else self.lookup(key)
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
         t1 = time.perf_counter()
-        token = _RUNNING.set(RunningStage(self.cache.store, self.name, key.key, self.cache.run_id))
-        try:
+        running = RunningStage(self.cache.store, self.name, key.key, self.cache.run_id, forced=forced)
+        # A forced stage computes from scratch: every stage its body calls recomputes too.
+        with context.activate(ctx.replace(stage=running, force=force.everything() if forced else force)):
             value = self.func(*args, **kwargs)
-        finally:
-            _RUNNING.reset(token)
-        manifest = self.save(key, value, time.perf_counter() - t1)
+        manifest = self.save(key, value, time.perf_counter() - t1)  # replaces a forced key's old result
         if forced:
-            force.taint(manifest)
+            force.taint(_output_fingerprints(manifest))
         return Outcome(value, False, manifest, time.perf_counter() - t0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
@@ -358,26 +317,7 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
     """Human-readable differences between a manifest's key components and a new key."""
     reasons: list[str] = []
     if previous.code != key.code:
-        old, new = previous.code_components, key.code_components
-        for name in sorted(set(old) | set(new)):
-            a, b = old.get(name), new.get(name)
-            if a == b:
-                continue
-            if name.startswith("pkg:"):
-                reasons.append(f"package {name[4:]}: {a or 'unused'} -> {b or 'unused'}")
-            elif name.startswith("global:"):
-                change = "changed" if a and b else ("added" if b else "removed")
-                reasons.append(f"global {name[7:]} {change}")
-            elif name == "pinned":
-                reasons.append(f"version: {a} -> {b}")
-            elif a is None:
-                reasons.append(f"code now uses {name}")
-            elif b is None:
-                reasons.append(f"code no longer uses {name}")
-            else:
-                reasons.append(f"code of {name} changed")
-        if not reasons:
-            reasons.append("code changed")
+        reasons.extend(_code_changes(previous.code_components, key.code_components) or ["code changed"])
     for name in sorted(set(previous.params) | set(key.params)):
         a, b = previous.params.get(name), key.params.get(name)
         if a is not None and b is not None and a["fingerprint"] != b["fingerprint"]:
@@ -394,6 +334,32 @@ def diff_key(previous: Manifest, key: StageKey) -> list[str]:
             reasons.append(f"input {name} added" if name not in previous.params else f"input {name}: content changed")
         elif b is None and a is not None and name not in key.params:
             reasons.append(f"input {name} removed")
+    return reasons
+
+
+_WHAT = {CODE: "code of", DEFAULTS: "defaults of", CLOSURE: "closure", GLOBAL: "global", STATE: "state"}
+
+
+def _code_changes(old: Iterable[Component], new: Iterable[Component]) -> list[str]:
+    """What differs between two sets of code components, one line per component."""
+    a = {(c.kind, c.name): c.digest for c in old}
+    b = {(c.kind, c.name): c.digest for c in new}
+    reasons = []
+    for kind, name in sorted(set(a) | set(b)):
+        before, after = a.get((kind, name)), b.get((kind, name))
+        if before == after:
+            continue
+        if kind == PACKAGE:
+            reasons.append(f"package {name}: {before or 'unused'} -> {after or 'unused'}")
+        elif kind == PINNED:
+            reasons.append(f"version: {before or 'none'} -> {after or 'none'}")
+        elif kind == CODE and before is None:
+            reasons.append(f"code now uses {name}")
+        elif kind == CODE and after is None:
+            reasons.append(f"code no longer uses {name}")
+        else:
+            change = "changed" if before and after else ("added" if after else "removed")
+            reasons.append(f"{_WHAT.get(kind, kind)} {name} {change}")
     return reasons
 
 

@@ -104,12 +104,16 @@ def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> 
 def show(
     what: str = typer.Argument(..., help="A result key (a prefix is enough), a stage name or a search name."),
     store: Optional[str] = typer.Option(None, help="Store URL or path."),
+    key: Optional[str] = typer.Option(
+        None, "--key", help="With a search name: the search with this key (a prefix is enough); else the latest run's."
+    ),
 ) -> None:
-    """Show one manifest by key; a stage's results by name; a search's trials and best."""
+    """Show one manifest by key; a stage's results by name; a search's trials and best (the
+    search the latest run used, or the one --key names)."""
     s = _store(store)
     trials = list(s.manifests(f"{what}.trial"))
-    if trials:
-        return _show_search(s, what, trials)
+    if trials or key is not None:
+        return _show_search(s, what, trials, key)
     results = list(s.manifests(what))
     if results:
         table = Table("key", "created", "params", "bytes", "compute s", title=f"stage {what}")
@@ -128,44 +132,47 @@ def show(
     return None
 
 
-def _show_search(s: Any, name: str, manifests: list[Any]) -> None:
-    """The newest search named ``name``: its trials in order and its best; without a search
-    index (stores written before it existed), every trial result of that name."""
-    from .tuning import search_index
+def _show_search(s: Any, name: str, manifests: list[Any], key: str | None) -> None:
+    """The search named ``name`` the question is about (the latest run's, or ``key``'s): its
+    trials in order, which search it is and why, and its best; without a search index (stores
+    written before it existed), every trial result of that name."""
+    from .tuning import which_search
 
-    index = search_index(s, name)
-    if index is None:
-        return _show_trial_results(s, name, manifests)
+    ref = which_search(s, name, key=key)
+    if ref is None or ref.index is None:
+        return _show_trial_results(s, name, manifests, ref)
+    index = ref.index
     # In `show`, a finished trial is "complete": done/cached/resumed describe a run.
     rows = [{"search": name, **t, "source": "complete"} for t in index["trials"]]
     _print_trials(rows, title=f"search {name}: {len(rows)} of {index['n_trials']} trials "
                               f"({index['sampler']}, seed {index['seed']}, {index['direction']})")  # fmt: skip
-    _print_best(s.manifest(f"{name}.best", index["key"]))
+    out.print(ref.describe(), soft_wrap=True, highlight=False)
+    _print_best(s.manifest(f"{name}.best", ref.key))
     if len(manifests) > len(rows):
         out.print(f"the store holds {len(manifests)} trial results of searches named {name!r} (earlier ones included)")
     return None
 
 
-def _show_trial_results(s: Any, name: str, manifests: list[Any]) -> None:
+def _show_trial_results(s: Any, name: str, manifests: list[Any], ref: Any) -> None:
+    from .tuning import trial_facts
+
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):
-        tree = m.outputs
-        try:  # the small JSON record only, not the model
-            parts = s.load(tree["dict"]["record"] if "dict" in tree else tree)
-            parts = parts.get("record", parts)
-        except (PipelineError, KeyError):
-            continue
-        rows.append({"search": name, "trial": len(rows), "params": parts.get("params", {}),
-                     "value": parts.get("value"), "state": parts.get("state"),
-                     "source": "complete", "reason": parts.get("reason", "")})  # fmt: skip
+        facts = trial_facts(s, m)  # the small JSON record only, not the model
+        if facts is not None:
+            rows.append({"search": name, "trial": len(rows), "params": facts.params, "value": facts.value,
+                         "state": facts.state, "source": "complete", "reason": facts.reason})  # fmt: skip
     _print_trials(rows, title=f"trials of search {name} ({len(rows)} in the store)")
-    _print_best(s.latest(f"{name}.best"))
+    if ref is not None:
+        out.print(ref.describe(), soft_wrap=True, highlight=False)
+    _print_best(s.latest(f"{name}.best") if ref is None else s.manifest(f"{name}.best", ref.key))
 
 
 def _print_best(best: Any) -> None:
     if best is not None:
         out.print(
-            f"best: {best.extra.get('params')} value {best.extra.get('value')!r} (trial {best.extra.get('trial')})"
+            f"best: {best.extra.get('params')} value {best.extra.get('value')!r} (trial {best.extra.get('trial')})",
+            soft_wrap=True,
         )
 
 

@@ -1,9 +1,17 @@
 """Settings, from ``[tool.pipeline]`` in pyproject.toml, then ``PIPELINE_*`` environment
-variables, then explicit overrides (CLI flags): later sources win."""
+variables, then explicit overrides (CLI flags): later sources win.
+
+A relative store path from pyproject.toml or the environment is relative to the project
+root (the folder of that pyproject.toml; the working directory when there is none); one
+given as an override (``--store``) is relative to the working directory, as paths typed on
+a command line are. Either way ``Settings.store`` holds it absolute. :func:`settings` loads
+them once per process (per working directory and ``PIPELINE_*`` environment).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
@@ -42,7 +50,8 @@ class Settings:
     ) -> Settings:
         """Settings for the project around ``start`` (default: the working directory)."""
         values: dict[str, Any] = {}
-        pyproject = find_pyproject(Path(start or os.getcwd()))
+        here = Path(start or os.getcwd()).absolute()
+        pyproject = find_pyproject(here)
         if pyproject is not None:
             values.update(_from_pyproject(pyproject))
         env = os.environ if env is None else env
@@ -50,9 +59,36 @@ class Settings:
             raw = env.get(f"PIPELINE_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, f"environment variable PIPELINE_{f.name.upper()}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["store"] = _absolute(values.get("store", cls.store), pyproject.parent if pyproject else here)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(given.get("store"), str):
+            given["store"] = _absolute(given["store"], here)
+        values.update(given)
         _check(values, "settings")
         return cls(**values)
+
+
+def settings() -> Settings:
+    """The settings of this process, loaded once per working directory and ``PIPELINE_*``
+    environment (pyproject.toml is not re-read when it changes while the process runs)."""
+    env = tuple((name, os.environ.get(name)) for name in _ENV_NAMES)  # a few lookups, not a scan
+    return _load(os.getcwd(), env)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(cwd: str, env: tuple[tuple[str, str | None], ...]) -> Settings:
+    return Settings.load(start=cwd, env={k: v for k, v in env if v is not None})
+
+
+_ENV_NAMES = tuple(f"PIPELINE_{f.name.upper()}" for f in dataclasses.fields(Settings))
+
+
+def _absolute(store: Any, base: Path) -> Any:
+    """A relative local store path made absolute against ``base``; URLs stay as they are."""
+    if not isinstance(store, str) or "://" in store or not store:
+        return store
+    path = Path(store).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def find_pyproject(start: Path) -> Path | None:

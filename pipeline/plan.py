@@ -12,19 +12,17 @@ of a same-named stage is newest.
 
 from __future__ import annotations
 
-import contextvars
 import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from . import keys
 from .cache import CachedStage, StageKey, diff_key
+from .context import current, run_context
 from .errors import PipelineError
+from .store import Store
 from .store.manifest import Manifest
-
-_PLAN: contextvars.ContextVar[Plan | None] = contextvars.ContextVar("pipeline_plan", default=None)
-_STORE: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_plan_store", default=None)
-
 
 CACHED, STALE, MAY_RERUN = "cached", "stale", "may rerun"
 
@@ -56,10 +54,13 @@ class Plan:
 class Planned:
     """Stands in for a stage output during a dry run."""
 
-    def __init__(self, stage: str, tree: dict[str, Any] | None, arity: int | None = None) -> None:
+    def __init__(
+        self, stage: str, tree: dict[str, Any] | None, arity: int | None = None, store: Store | None = None
+    ) -> None:
         self._stage = stage
         self._tree = tree  # None: stale, content unknown
         self._arity = arity
+        self._store = store  # where small JSON items of a cached output are loaded from
 
     @property
     def stale(self) -> bool:
@@ -73,14 +74,14 @@ class Planned:
         if self._tree is None:
             return Planned(self._stage, None)
         if "dict" in self._tree and item in self._tree["dict"]:
-            return _materialise(self._stage, self._tree["dict"][item])
+            return _materialise(self._stage, self._tree["dict"][item], self._store)
         if "tuple" in self._tree and isinstance(item, int):
-            return _materialise(self._stage, self._tree["tuple"][item])
+            return _materialise(self._stage, self._tree["tuple"][item], self._store)
         return Planned(self._stage, None)  # an item of a single object: can't know it without loading
 
     def __iter__(self) -> Iterator[Any]:
         if self._tree is not None and "tuple" in self._tree:
-            return iter([_materialise(self._stage, t) for t in self._tree["tuple"]])
+            return iter([_materialise(self._stage, t, self._store) for t in self._tree["tuple"]])
         if self._arity is None:
             raise PipelineError(
                 f"dry run: can't unpack the output of stage {self._stage!r} without running it; "
@@ -96,30 +97,25 @@ _LOAD_FOR_REAL = {"json"}
 _CANDIDATES = 64
 
 
-def _materialise(stage: str, tree: dict[str, Any]) -> Any:
-    plan_store = _STORE.get()
-    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and plan_store is not None:
+def _materialise(stage: str, tree: dict[str, Any], store: Store | None) -> Any:
+    if "codec" in tree and tree["codec"] in _LOAD_FOR_REAL and store is not None:
         try:
-            return plan_store.load(tree)
+            return store.load(tree)
         except PipelineError:
             return Planned(stage, None)
-    return Planned(stage, tree)
+    return Planned(stage, tree, store=store)
 
 
 @contextmanager
 def dry_run(previous: dict[str, list[str]] | None = None) -> Iterator[Plan]:
-    """Within this block, stage calls plan instead of running. ``previous``: per stage, the
-    result keys of the previous run of the flow, which reasons compare with."""
-    plan = Plan(previous=dict(previous or {}))
-    token = _PLAN.set(plan)
-    try:
-        yield plan
-    finally:
-        _PLAN.reset(token)
+    """Within this block, stage calls plan instead of running (the run context's ``plan``).
+    ``previous``: per stage, the result keys of the previous run of the flow (see :class:`Plan`)."""
+    with run_context(plan=Plan(previous=dict(previous or {}))) as ctx:
+        yield ctx.plan
 
 
 def current_plan() -> Plan | None:
-    return _PLAN.get()
+    return current().plan
 
 
 def _arity(stage: CachedStage[Any], previous: Manifest | None) -> int | None:
@@ -155,9 +151,9 @@ def _candidates(stage: CachedStage[Any], plan: Plan) -> list[Manifest]:
 def _own_changes(stage: CachedStage[Any], previous: Manifest, args: tuple[Any, ...], kwargs: dict[str, Any]):
     """What changed in a call's own params and code since ``previous`` (inputs aside)."""
     reasons = stage.param_changes(previous, *args, **kwargs)
-    code, components = stage._code()
-    if code != previous.code:
-        same = StageKey(stage.name, "", code, components, previous.params, previous.inputs)
+    code = keys.code_key(stage.func, stage.version)
+    if code.digest != previous.code:
+        same = StageKey(stage.name, "", code.digest, code.components, previous.params, previous.inputs)
         reasons = [*diff_key(previous, same), *reasons]
     return reasons
 
@@ -165,37 +161,33 @@ def _own_changes(stage: CachedStage[Any], previous: Manifest, args: tuple[Any, .
 def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What a stage call does in a dry run: record its status, return placeholders."""
     store = stage.cache.store
-    token = _STORE.set(store)
-    try:
-        upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
-        if upstream:
-            diffs = [(_own_changes(stage, m, args, kwargs), m) for m in _candidates(stage, plan)]
-            own, previous = min(diffs, key=lambda d: len(d[0]), default=([f"no result of stage {stage.name!r} in "
-                                                                          "the store yet"], None))  # fmt: skip
-            why = [f"upstream {u} {'changed' if plan.state_of(u) == STALE else 'may change'}" for u in upstream]
-            plan.statuses.append(
-                StageStatus(
-                    stage.name,
-                    None,
-                    STALE if own else MAY_RERUN,
-                    (*own, *why),
-                    previous.compute_seconds if previous else 0.0,
-                )
+    upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
+    if upstream:
+        diffs = [(_own_changes(stage, m, args, kwargs), m) for m in _candidates(stage, plan)]
+        own, previous = min(diffs, key=lambda d: len(d[0]), default=([f"no result of stage {stage.name!r} in the "
+                                                                      "store yet"], None))  # fmt: skip
+        why = [f"upstream {u} {'changed' if plan.state_of(u) == STALE else 'may change'}" for u in upstream]
+        plan.statuses.append(
+            StageStatus(
+                stage.name,
+                None,
+                STALE if own else MAY_RERUN,
+                (*own, *why),
+                previous.compute_seconds if previous else 0.0,
             )
-            return Planned(stage.name, None, _arity(stage, previous))
-        why = stage.explain(*args, **kwargs)
-        if why.hit:
-            m = why.previous
-            plan.statuses.append(StageStatus(stage.name, why.key, CACHED, (), m.compute_seconds if m else 0.0))
-            return _materialise(stage.name, m.outputs) if m else Planned(stage.name, None)
-        reasons, prev = why.reasons, why.previous
-        candidates = _candidates(stage, plan) if stage.name in plan.previous else []
-        if candidates and (why.previous is None or why.previous.key != why.key):  # vs the previous run's
-            key = stage.key(*args, **kwargs)
-            diffs = [(diff_key(m, key), m) for m in candidates]
-            found, prev = min(diffs, key=lambda d: len(d[0]))
-            reasons = tuple(found or ["key format changed"])
-        plan.statuses.append(StageStatus(stage.name, why.key, STALE, reasons, prev.compute_seconds if prev else 0.0))
-        return Planned(stage.name, None, _arity(stage, prev))
-    finally:
-        _STORE.reset(token)
+        )
+        return Planned(stage.name, None, _arity(stage, previous))
+    why = stage.explain(*args, **kwargs)
+    if why.hit:
+        m = why.previous
+        plan.statuses.append(StageStatus(stage.name, why.key, CACHED, (), m.compute_seconds if m else 0.0))
+        return _materialise(stage.name, m.outputs, store) if m else Planned(stage.name, None)
+    reasons, prev = why.reasons, why.previous
+    candidates = _candidates(stage, plan) if stage.name in plan.previous else []
+    if candidates and (why.previous is None or why.previous.key != why.key):  # vs the previous run's
+        key = stage.key(*args, **kwargs)
+        diffs = [(diff_key(m, key), m) for m in candidates]
+        found, prev = min(diffs, key=lambda d: len(d[0]))
+        reasons = tuple(found or ["key format changed"])
+    plan.statuses.append(StageStatus(stage.name, why.key, STALE, reasons, prev.compute_seconds if prev else 0.0))
+    return Planned(stage.name, None, _arity(stage, prev))

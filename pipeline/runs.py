@@ -90,18 +90,31 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float, flow:
     return summary
 
 
+def run_summaries(store: Store) -> list[dict[str, Any]]:
+    """Every folded run record (``runs/<run id>.json``), the most recent first (by its
+    ``finished`` time, else the time of its last stage or trial event)."""
+    out = []
+    for rel in store.backend.list("runs"):
+        if rel.count("/") != 1 or not rel.endswith(".json"):
+            continue  # a stage or trial event of a run, not a run record
+        try:
+            doc = json.loads(bytes(store.backend.read(rel)))
+        except (ValueError, FileNotFoundError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("stages"), list):
+            out.append(doc)
+
+    def finished(doc: dict[str, Any]) -> float:
+        if isinstance(doc.get("finished"), (int, float)):
+            return float(doc["finished"])
+        return max((e.get("time", 0.0) for e in [*doc["stages"], *doc.get("trials", [])]), default=0.0)
+
+    return sorted(out, key=finished, reverse=True)
+
+
 def flow_runs(store: Store, flow: str) -> list[dict[str, Any]]:
     """The run summaries of ``flow`` in the store, newest first."""
-    found = []
-    for rel in store.backend.list("runs"):
-        if rel.count("/") == 1 and rel.endswith(".json"):
-            try:
-                doc = json.loads(bytes(store.backend.read(rel)))
-            except (ValueError, OSError):
-                continue
-            if isinstance(doc, dict) and doc.get("flow") == flow:
-                found.append(doc)
-    return sorted(found, key=lambda d: d.get("finished", 0.0), reverse=True)
+    return [doc for doc in run_summaries(store) if doc.get("flow") == flow]
 
 
 def previous_results(store: Store, flow: str) -> dict[str, list[str]]:

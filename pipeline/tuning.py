@@ -15,125 +15,44 @@ parameters still lie in the new space are added to the study first and count tow
 After every finished trial that improves on the best, a "best so far" result (model, params,
 value) is committed atomically under stage ``<name>.best``, so killing the search at any
 instant leaves a loadable best model.
+
+::
+
+    search = Search("tune", SPACE, train, n_trials=20, sampler="tpe", seed=0,
+                    checkpointing=TrialCheckpointing(save=EveryNEpochs(5), keep=LatestN(1)))
+    result = search.run(store)          # a SearchResult: .best (a Best), .trials (TrialRecords)
+    load_best(store, "tune")            # the best of the latest run's search, and which one it is
+
+``tune(train, SPACE, n_trials=20, ...)`` is the same in one call.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 from .cache import StageCache, current_stage
+from .context import current_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
-from .runs import record_trial
+from .keys import search_key as search_key_of
+from .runs import record_trial, run_summaries
+from .samplers import check_train_fn, distributions, make_sampler
 from .store import Manifest, Store
 from .store.backend import LocalBackend
 from .store.store import safe_name
+from .training.policies import EarlyStopping
+from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
-SAMPLERS = ("tpe", "random", "grid")
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    params: dict[str, Any]
-    value: float | None
-    state: str
-    """"complete", "pruned" or "failed"."""
-    source: str
-    """"done" (trained in this run), "cached" (replayed from the store) or "resumed"."""
-    reason: str = ""
-    intermediate: dict[int, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    best_params: dict[str, Any]
-    best_value: float
-    best_model: Any
-    trials: list[TrialRecord]
-    study: Any
-
-    def table(self) -> list[dict[str, Any]]:
-        """One row per trial: number, params, value, state, source."""
-        return [
-            {"trial": t.number, **t.params, "value": t.value, "state": t.state, "source": t.source} for t in self.trials
-        ]
-
-
-def _check_train_fn(train_fn: Any) -> None:
-    """A training function takes ``(params, checkpointer)``: say so before any trial runs."""
-    import inspect
-
-    if not callable(train_fn):
-        raise ConfigError(f"tune: the training function must be callable, got {train_fn!r}")
-    try:
-        inspect.signature(train_fn).bind({}, None)
-    except TypeError as e:
-        raise ConfigError(
-            f"tune: the training function {getattr(train_fn, '__name__', train_fn)!r} must take (params, checkpointer) "
-            f"and return the objective or (objective, model): {e}"
-        ) from None
-    except ValueError:  # builtins without a signature: let the call tell
-        return
-
-
-def _distributions(space: Mapping[str, Any]) -> dict[str, Any]:
-    from optuna.distributions import BaseDistribution, CategoricalDistribution
-
-    if not space:
-        raise ConfigError("tune: the search space is empty; give at least one parameter")
-    out = {}
-    for name, dist in space.items():
-        if isinstance(dist, BaseDistribution):
-            out[name] = dist
-        elif isinstance(dist, (list, tuple)) and dist:
-            out[name] = CategoricalDistribution(list(dist))
-        else:
-            raise ConfigError(
-                f"tune: search space entry {name!r} = {dist!r} is neither an optuna distribution nor a list of choices"
-            )
-    return out
-
-
-def _sampler(kind: str, seed: int, dists: Mapping[str, Any]) -> Any:
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if kind == "grid":
-        grid = {}
-        for name, d in dists.items():
-            if not isinstance(d, CategoricalDistribution):
-                raise ConfigError(f"tune: grid search needs a list of choices for {name!r}, got {d!r}")
-            grid[name] = list(d.choices)
-        return _grid_sampler_class()(grid, seed=seed)
-    raise ConfigError(f"tune: unknown sampler {kind!r} (use one of {', '.join(SAMPLERS)})")
-
-
-@functools.cache
-def _grid_sampler_class() -> type:
-    import optuna
-
-    class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's grid sampler without its ``study.stop()`` on exhaustion, which only
-        works inside ``study.optimize``; ``tune`` stops at exhaustion itself."""
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            return None
-
-    return GridSampler
+MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 
 
 class TrialCheckpointer:
@@ -168,27 +87,25 @@ def _run_trial(
     train_fn: Callable[..., Any],
     params: dict[str, Any],
     monitor: str | None,
-    checkpoint: Mapping[str, Any],
+    checkpointing: TrialCheckpointing,
     catch: tuple[type[BaseException], ...] = (),
-    early_stopping: Any = None,
+    early_stopping: EarlyStopping | None = None,
 ) -> dict[str, Any]:
-    """The body of a trial stage: train once; return state, value, intermediate values, model.
+    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON)
+    and its model — two objects per trial at most.
 
-    Of the Checkpointer's options only ``early_stopping`` can change a trial's result, so it is
-    an argument of its own, part of the trial's key; ``checkpoint`` (how often and how a trial
-    checkpoints) is not, and may change between runs without retraining finished trials."""
+    Of the Checkpointer's settings only ``early_stopping`` can change a trial's result, so it is
+    an argument of its own, part of the trial's key; ``checkpointing`` (how often and how a
+    trial checkpoints) is not, and may change between runs without retraining finished trials."""
     import optuna
 
     intermediate: dict[int, float] = {}
-    inner = _make_checkpointer({**checkpoint, "early_stopping": early_stopping})
+    inner = _make_checkpointer(checkpointing, early_stopping)
     ckpt = TrialCheckpointer(inner, monitor, intermediate)
 
     def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
-        # Two objects per trial at most: the small facts as one JSON object, and the model.
-        resumed = getattr(inner, "resumed_from", None) is not None
-        facts = {"state": state, "value": value, "reason": reason, "intermediate": _keys(intermediate),
-                 "resumed": resumed, "params": dict(params)}  # fmt: skip
-        return {"record": facts, "model": model}
+        facts = TrialFacts(state, value, dict(params), reason, dict(intermediate), inner.resumed_from is not None)
+        return {"record": facts.to_json(), "model": model}
 
     try:
         out = train_fn(dict(params), ckpt)
@@ -207,24 +124,20 @@ def _run_trial(
     return record("complete", value, "", model)
 
 
-def _keys(d: dict[int, float]) -> dict[str, float]:
-    return {str(k): v for k, v in d.items()}
-
-
-def _make_checkpointer(options: Mapping[str, Any]) -> Any:
+def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyStopping | None) -> Any:
     """The trial's Checkpointer, under the trial stage's key.
 
     Epoch checkpoints of a trial are written without fsync unless ``durable=True``: a power
     cut can then tear only checkpoints, which restore verifies and skips (resuming from an
     older one or from scratch), while the trial's committed result stays fsynced. This keeps
     per-trial overhead near zero on disks where fsync costs tens of milliseconds. The
-    checkpoint after the last epoch is skipped (``save_last=False``): the trial's result,
-    committed right after, supersedes it."""
+    checkpoint after the last epoch is skipped (``SkipFinal``): the trial's result, committed
+    right after, supersedes it."""
     from .training import Checkpointer
 
-    kwargs = {"save_last": False, **{k: v for k, v in options.items() if k != "durable"}}
+    kwargs = checkpointing.options(early_stopping)
     running = current_stage()
-    if running is not None and not options.get("durable", False) and "store" not in kwargs:
+    if running is not None and not checkpointing.durable:
         store = running.store
         if isinstance(store.backend, LocalBackend) and store.backend.fsync:
             store = _relaxed(store)
@@ -243,145 +156,241 @@ def _relaxed(store: Store) -> Store:
     return relaxed
 
 
+@dataclass(frozen=True)
+class Search:
+    """A resumable hyperparameter search (see the module docstring); ``run()`` runs or resumes it.
+
+    ``train_fn(params, checkpointer) -> value`` or ``(value, model)``; each call is a stage
+    named ``<name>.trial``, keyed by the parameters, the training function's code and data,
+    ``monitor`` and ``early_stopping``. ``n_trials`` is the budget of the whole search, across
+    reruns. ``monitor`` is the metric reported to the pruner each epoch; ``catch`` lists the
+    exceptions that fail a trial instead of the search; ``checkpointing`` is how trials
+    checkpoint (not part of any key)."""
+
+    name: str
+    space: Mapping[str, Any]
+    train_fn: Callable[..., Any]
+    n_trials: int
+    sampler: str = "tpe"
+    seed: int = 0
+    direction: str = "minimize"
+    monitor: str | None = "val_loss"
+    early_stopping: EarlyStopping | None = None
+    pruner: Any = None
+    catch: tuple[type[BaseException], ...] = ()
+    checkpointing: TrialCheckpointing = TrialCheckpointing()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"tune: a search needs a name (a non-empty string), not {self.name!r}")
+        if isinstance(self.n_trials, bool) or not isinstance(self.n_trials, int) or self.n_trials <= 0:
+            raise ConfigError(f"tune: n_trials must be a positive integer, got {self.n_trials!r}")
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(f"tune: direction must be 'minimize' or 'maximize', got {self.direction!r}")
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise ConfigError(f"tune: early_stopping= takes an EarlyStopping(...), not {self.early_stopping!r}")
+        if not isinstance(self.checkpointing, TrialCheckpointing):
+            raise ConfigError(
+                f"tune: checkpointing= takes a TrialCheckpointing(save=..., keep=...), not {self.checkpointing!r}"
+            )
+        stopping, content = self.early_stopping, self.checkpointing.content
+        if stopping is not None and stopping.restore_best and not content.resumable:
+            raise ConfigError(
+                f"tune: EarlyStopping(restore_best=True) needs model state, which {content!r} does not save"
+            )
+        check_train_fn(self.train_fn)
+        object.__setattr__(self, "catch", tuple(self.catch))
+        object.__setattr__(self, "_dists", distributions(self.space))
+        make_sampler(self.sampler, self.seed, self._dists)  # a bad sampler or grid fails here, not mid-run
+
+    @functools.cached_property
+    def key(self) -> str:
+        """What identifies the search (not the budget, pruner or checkpointing)."""
+        return search_key_of(self.name, self.train_fn, space=space_repr(self._dists), sampler=self.sampler,
+                             seed=self.seed, direction=self.direction, monitor=self.monitor,
+                             early_stopping=self.early_stopping)  # fmt: skip
+
+    def run(
+        self,
+        store: Store | str | None = None,
+        *,
+        parallel: int = 1,
+        map_fn: MapFn | None = None,
+        on_trial: Callable[[TrialRecord], None] | None = None,
+    ) -> SearchResult:
+        """Run (or resume) the search on ``store`` (default: the configured store).
+
+        ``parallel`` trials are asked at once; with ``map_fn`` (e.g.
+        ``pipeline.integrations.prefect.prefect_map()``) they run through it side by side, and
+        unpruned; without, one by one. Results equal the sequential run for grid and random
+        search. ``on_trial`` hears every finished trial."""
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"tune: parallel must be >= 1, got {parallel!r}")
+        if self.pruner is not None and parallel > 1 and map_fn is not None:
+            warnings.warn(
+                f"tune: search {self.name!r} runs {parallel} trials at once through map_fn, where the pruner can't "
+                "see them: they run unpruned (use parallel=1 to prune)",
+                stacklevel=2,
+            )
+        return _SearchRun(self, _open_store(store), parallel, map_fn, on_trial).run()
+
+
+def _open_store(store: Store | str | None) -> Store:
+    if store is None:
+        return current_store()
+    return store if isinstance(store, Store) else Store(store)
+
+
+class _SearchRun:
+    """One run of a search: the study, the trials finished so far, the best so far."""
+
+    def __init__(self, search: Search, store: Store, parallel: int, map_fn: MapFn | None, on_trial: Any) -> None:
+        import optuna
+
+        self.search, self.parallel, self.map_fn, self.on_trial = search, parallel, map_fn, on_trial
+        self.running = current_stage()  # a search inside a stage reports its trials to that run
+        self.cache = StageCache(store, run_id=self.running.run_id if self.running else None)
+        self.store = self.cache.store
+        self.stage = self.cache.wrap(_run_trial, name=f"{search.name}.trial", ignore=["catch", "checkpointing"])
+        self.dists = search._dists
+        self.sampler = make_sampler(search.sampler, search.seed, self.dists)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # No pruning unless asked for (Optuna's default would be a MedianPruner).
+        pruner = search.pruner or optuna.pruners.NopPruner()
+        self.study = optuna.create_study(sampler=self.sampler, pruner=pruner, direction=search.direction)
+        self.sign = 1.0 if search.direction == "minimize" else -1.0
+        self.key = search.key
+        self.records: list[TrialRecord] = []
+        self.best: Best | None = None
+        self.stored_best = self.store.manifest(f"{search.name}.best", self.key)
+        self.index = self._index_meta()
+
+    def _index_meta(self) -> dict[str, Any]:
+        """The search index's header: what the search is, the run that last worked on it, and
+        every (stage, key) that ran it — so a run that served that stage from the store can be
+        told which search it used."""
+        s = self.search
+        used_by: list[list[str]] = []
+        for doc in search_indexes(self.store, s.name):
+            if doc.get("key") == self.key:
+                used_by = [list(u) for u in doc.get("used_by", []) if isinstance(u, list)]
+                break
+        if self.running is not None and [self.running.stage, self.running.key] not in used_by:
+            used_by.append([self.running.stage, self.running.key])
+        return {"search": s.name, "key": self.key, "sampler": s.sampler, "seed": s.seed, "direction": s.direction,
+                "n_trials": s.n_trials, "space": space_repr(self.dists), "run_id": self.cache.run_id,
+                "used_by": used_by}  # fmt: skip
+
+    def _improves(self, value: float) -> bool:
+        return self.best is None or self.sign * value < self.sign * self.best.value
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        s = self.search
+        if s.sampler != "grid" and self.stored_best is None:
+            self._seed_from_earlier_searches()
+        exhausted = getattr(self.sampler, "is_exhausted", lambda _study: False)
+        while len(self.records) < s.n_trials and not exhausted(self.study):
+            batch = [self.study.ask(self.dists) for _ in range(min(self.parallel, s.n_trials - len(self.records)))]
+            calls = [(s.train_fn, dict(t.params), s.monitor, s.checkpointing, s.catch, s.early_stopping) for t in batch]
+            t0 = time.perf_counter()
+            if len(batch) == 1 or self.map_fn is None:
+                outcomes = []
+                for t, args in zip(batch, calls):
+                    token = _TRIAL.set(t)
+                    try:
+                        outcomes.append(self.stage.call(*args))
+                    finally:
+                        _TRIAL.reset(token)
+            else:
+                outcomes = self.map_fn(self.stage.call, calls)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            for t, outcome in zip(batch, outcomes):
+                self._finish(t, outcome, seconds)
+        best = self.best
+        if best is None:
+            raise PipelineError(f"tune: none of the {s.n_trials} trials of search {s.name!r} completed (see trials)")
+        if best.model is None and best.tree is not None:  # a reused trial of an earlier search: load its model
+            best = dataclasses.replace(best, model=self.store.load(best.tree)["model"])
+        return SearchResult(s.name, self.key, best, self.records, self.study)
+
+    def _seed_from_earlier_searches(self) -> None:
+        """Not a rerun of this very search: seed it with finished trials of earlier searches of
+        the same name, training function and options whose parameters lie in the new space.
+        (A grid search needs no seeding: its points are asked again and served as hits.)"""
+        s = self.search
+        for prior in _compatible_trials(self.store, s.name, self.dists, s.train_fn, s.monitor, s.early_stopping):
+            self.study.add_trial(prior)
+            number = self.study.trials[-1].number
+            inter = dict(prior.intermediate_values)
+            self.records.append(TrialRecord(number, dict(prior.params), prior.value, "complete", "cached", "", inter))
+            if self._improves(prior.value):
+                self.best = Best(dict(prior.params), prior.value, number, None, prior.user_attrs["tree"])
+            if len(self.records) >= s.n_trials:
+                break
+        if self.best is not None:
+            _commit_best(self.store, s.name, self.key, self.best)
+            _write_index(self.store, s.name, self.key, self.index, self.records)
+
+    def _finish(self, trial: Any, outcome: Any, seconds: float) -> None:
+        """Tell the study, record the trial, commit a new best, report it."""
+        import optuna
+
+        facts = TrialFacts.from_json(outcome.value["record"])
+        if outcome.hit:
+            for step, v in sorted(facts.intermediate.items()):
+                trial.report(v, step)
+        if facts.state == "complete":
+            self.study.tell(trial, facts.value)
+        else:
+            failed = optuna.trial.TrialState.PRUNED if facts.state == "pruned" else optuna.trial.TrialState.FAIL
+            self.study.tell(trial, state=failed)
+        source = "cached" if outcome.hit else ("resumed" if facts.resumed else "done")
+        record = TrialRecord(trial.number, dict(trial.params), facts.value, facts.state, source, facts.reason,
+                             facts.intermediate, seconds)  # fmt: skip
+        self.records.append(record)
+        _drop_checkpoints(self.store, outcome.manifest)  # the committed trial supersedes them
+        if facts.state == "complete" and self._improves(record.value):
+            self.best = Best(record.params, record.value, record.number, outcome.value["model"],
+                             outcome.manifest.outputs)  # fmt: skip
+            previous = self.stored_best.extra.get("value") if self.stored_best is not None else None
+            forced = self.running is not None and self.running.forced  # a forced search replaces its old best
+            improves = previous is None or self.sign * record.value < self.sign * previous  # a replay rewrites nothing
+            if forced or improves:
+                _commit_best(self.store, self.search.name, self.key, self.best)
+        if self.running is not None:
+            record_trial(self.store, self.running.run_id, self.search.name, record)
+        _write_index(self.store, self.search.name, self.key, self.index, self.records)
+        if self.on_trial is not None:
+            self.on_trial(record)
+
+
+_GONE = {"checkpoint": "checkpointing=TrialCheckpointing(save=..., keep=..., writer=...), and early_stopping=..."}
+
+
 def tune(
     train_fn: Callable[..., Any],
     space: Mapping[str, Any],
     *,
     n_trials: int,
-    sampler: str = "tpe",
-    seed: int = 0,
-    direction: str = "minimize",
     store: Store | str | None = None,
     name: str = "tune",
-    pruner: Any = None,
-    monitor: str | None = "val_loss",
-    checkpoint: Mapping[str, Any] | None = None,
-    catch: Sequence[type[BaseException]] = (),
     parallel: int = 1,
-    map_fn: Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]] | None = None,
+    map_fn: MapFn | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
-) -> TuneResult:
-    """Run (or resume) a search of ``n_trials`` trials; see the module docstring.
-
-    ``train_fn(params, checkpointer) -> value`` or ``(value, model)``; each call is a stage
-    named ``<name>.trial``. ``parallel`` trials are asked at once and run through ``map_fn``
-    (e.g. Prefect task runners, see ``pipeline.integrations.prefect.prefect_map``); results
-    equal the sequential run for grid and random search. Trials run through ``map_fn`` are
-    not pruned.
-    """
-    import optuna
-
-    if not isinstance(n_trials, int) or n_trials <= 0:
-        raise ConfigError(f"tune: n_trials must be a positive integer, got {n_trials!r}")
-    if direction not in ("minimize", "maximize"):
-        raise ConfigError(f"tune: direction must be 'minimize' or 'maximize', got {direction!r}")
-    if parallel < 1:
-        raise ConfigError(f"tune: parallel must be >= 1, got {parallel!r}")
-    if pruner is not None and parallel > 1 and map_fn is not None:
-        warnings.warn(
-            f"tune: search {name!r} runs {parallel} trials at once through map_fn, where the pruner can't "
-            "see them: they run unpruned (use parallel=1 to prune)",
-            stacklevel=2,
-        )
-    _check_train_fn(train_fn)
-    dists = _distributions(space)
-    the_sampler = _sampler(sampler, seed, dists)
-    if store is None:
-        from .config import Settings
-
-        store = Settings.load().store
-    running = current_stage()  # a search inside a stage reports its trials to that run
-    cache = StageCache(store if isinstance(store, Store) else Store(store), run_id=running.run_id if running else None)
-    trial_stage = cache.wrap(_run_trial, name=f"{name}.trial", ignore=["catch", "checkpoint"])
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # No pruning unless asked for (Optuna's default would be a MedianPruner).
-    study = optuna.create_study(sampler=the_sampler, pruner=pruner or optuna.pruners.NopPruner(), direction=direction)
-    checkpoint = dict(checkpoint or {})
-    stopping = checkpoint.pop("early_stopping", None)
-    space_text = space_repr(dists)
-    search_key = fingerprint(["search/1", name, space_text, sampler, seed, direction, train_fn, monitor,
-                              stopping])  # fmt: skip
-    records: list[TrialRecord] = []
-    best: dict[str, Any] | None = None
-    sign = 1.0 if direction == "minimize" else -1.0
-
-    stored_best = cache.store.manifest(f"{name}.best", search_key)
-    index = {"search": name, "key": search_key, "sampler": sampler, "seed": seed, "direction": direction,
-             "n_trials": n_trials, "space": space_text}  # fmt: skip
-
-    def finish(trial: Any, outcome: Any, seconds: float) -> None:
-        nonlocal best
-        facts, model = outcome.value["record"], outcome.value["model"]
-        inter = {int(k): v for k, v in facts["intermediate"].items()}
-        if outcome.hit:
-            for step, v in sorted(inter.items()):
-                trial.report(v, step)
-        state = facts["state"]
-        if state == "complete":
-            study.tell(trial, facts["value"])
-        else:
-            study.tell(
-                trial, state=optuna.trial.TrialState.PRUNED if state == "pruned" else optuna.trial.TrialState.FAIL
-            )
-        source = "cached" if outcome.hit else ("resumed" if facts.get("resumed") else "done")
-        record = TrialRecord(trial.number, dict(trial.params), facts["value"], state, source, facts["reason"], inter,
-                             seconds)  # fmt: skip
-        records.append(record)
-        _drop_checkpoints(cache.store, outcome.manifest)  # the committed trial supersedes them
-        if state == "complete" and (best is None or sign * record.value < sign * best["value"]):
-            best = {"params": record.params, "value": record.value, "trial": record.number, "model": model,
-                    "tree": outcome.manifest.outputs}  # fmt: skip
-            previous = stored_best.extra.get("value") if stored_best is not None else None
-            if previous is None or sign * record.value < sign * previous:  # a replay rewrites nothing
-                _commit_best(cache.store, name, search_key, best)
-        if running is not None:
-            record_trial(cache.store, running.run_id, name, record)
-        _write_index(cache.store, name, search_key, index, records)
-        if on_trial is not None:
-            on_trial(record)
-
-    if sampler != "grid" and stored_best is None:
-        # Not a rerun of this very search: seed it with finished trials of earlier searches of
-        # the same name, training function and options whose parameters lie in the new space.
-        # (A grid search needs no seeding: its points are asked again and served as hits.)
-        for prior in _compatible_trials(cache.store, name, dists, train_fn, monitor, stopping):
-            study.add_trial(prior)
-            frozen = study.trials[-1]
-            inter = dict(prior.intermediate_values)
-            records.append(TrialRecord(frozen.number, dict(prior.params), prior.value, "complete", "cached", "",
-                                       inter))  # fmt: skip
-            if best is None or sign * prior.value < sign * best["value"]:
-                best = {"params": dict(prior.params), "value": prior.value, "trial": frozen.number,
-                        "model": None, "tree": prior.user_attrs["tree"]}  # fmt: skip
-            if len(records) >= n_trials:
-                break
-        if best is not None:
-            _commit_best(cache.store, name, search_key, best)
-            _write_index(cache.store, name, search_key, index, records)
-    exhausted = getattr(the_sampler, "is_exhausted", lambda _study: False)
-    while len(records) < n_trials and not exhausted(study):
-        batch = [study.ask(dists) for _ in range(min(parallel, n_trials - len(records)))]
-        calls = [(train_fn, dict(t.params), monitor, checkpoint, tuple(catch), stopping) for t in batch]
-        t0 = time.perf_counter()
-        if len(batch) == 1 or map_fn is None:
-            outcomes = []
-            for t, args in zip(batch, calls):
-                token = _TRIAL.set(t)
-                try:
-                    outcomes.append(trial_stage.call(*args))
-                finally:
-                    _TRIAL.reset(token)
-        else:
-            outcomes = map_fn(trial_stage.call, calls)
-        seconds = (time.perf_counter() - t0) / len(batch)
-        for t, outcome in zip(batch, outcomes):
-            finish(t, outcome, seconds)
-
-    if best is None:
-        raise PipelineError(f"tune: none of the {n_trials} trials of search {name!r} completed (see result.trials)")
-    if best["model"] is None:  # the best is a reused trial of an earlier search: load its model now
-        best["model"] = cache.store.load(best["tree"])["model"]
-    return TuneResult(best["params"], best["value"], best["model"], records, study)
+    **options: Any,
+) -> SearchResult:
+    """``Search(name, space, train_fn, n_trials, **options).run(store, parallel=, map_fn=, on_trial=)``
+    in one call: run (or resume) a search; see :class:`Search` for the options."""
+    for gone, instead in _GONE.items():
+        if gone in options:
+            raise ConfigError(f"tune({gone}=...) is gone: options became policies; pass {instead}")
+    fields = {f.name for f in dataclasses.fields(Search)} - {"name", "space", "train_fn", "n_trials"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(f"tune() got unexpected argument(s) {unknown} (its options: {', '.join(sorted(fields))})")
+    search = Search(name, space, train_fn, n_trials, **options)
+    return search.run(store, parallel=parallel, map_fn=map_fn, on_trial=on_trial)
 
 
 def _compatible_trials(
@@ -401,26 +410,31 @@ def _compatible_trials(
     for m in sorted(store.manifests(f"{name}.trial"), key=lambda m: m.created):
         if any(m.argument(arg) != fp for arg, fp in want.items()):
             continue
-        try:  # the small record only; the model is loaded if it turns out to be the best
-            parts = store.load(m.outputs["dict"]["record"] if "dict" in m.outputs else m.outputs)
-        except PipelineError:
+        facts = trial_facts(store, m)  # the small record only; the model is loaded if it is the best
+        if facts is None or facts.state != "complete" or set(facts.params) != set(dists):
             continue
-        parts = parts.get("record", parts)
-        params = parts.get("params")
-        if parts.get("state") != "complete" or not isinstance(params, dict) or set(params) != set(dists):
-            continue
-        if not all(dists[k]._contains(dists[k].to_internal_repr(v)) for k, v in params.items()):
+        if not all(dists[k]._contains(dists[k].to_internal_repr(v)) for k, v in facts.params.items()):
             continue
         out.append(
             optuna.trial.create_trial(
-                params=params,
+                params=facts.params,
                 distributions=dict(dists),
-                value=parts["value"],
-                intermediate_values={int(k): v for k, v in parts.get("intermediate", {}).items()},
+                value=facts.value,
+                intermediate_values=dict(facts.intermediate),
                 user_attrs={"tree": m.outputs},
             )
         )
     return out
+
+
+def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
+    """The facts of a committed trial (None: unreadable, or not a trial record)."""
+    tree = trial.outputs
+    try:
+        parts = store.load(tree["dict"]["record"] if "dict" in tree else tree)
+        return TrialFacts.from_json(parts.get("record", parts))
+    except (PipelineError, KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _drop_checkpoints(store: Store, trial: Manifest) -> None:
@@ -434,7 +448,7 @@ def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
     return {k: repr(v) for k, v in sorted(dists.items())}
 
 
-def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any]) -> None:
+def _commit_best(store: Store, name: str, search_key: str, best: Best) -> None:
     """Atomically replace the "best so far" record of a search: one manifest whose outputs
     are the best trial's result objects (already in the store: nothing is pickled again)."""
     import datetime as dt
@@ -443,10 +457,10 @@ def _commit_best(store: Store, name: str, search_key: str, best: dict[str, Any])
         Manifest(
             stage=f"{name}.best",
             key=search_key,
-            outputs={"dict": {"trial": best["tree"]}},
+            outputs={"dict": {"trial": best.tree}},
             created=dt.datetime.now(dt.UTC).isoformat(),
             kind="best",
-            extra={"params": best["params"], "value": best["value"], "trial": best["trial"]},
+            extra={"params": best.params, "value": best.value, "trial": best.trial},
         )
     )
 
@@ -479,18 +493,79 @@ def search_index(store: Store, name: str) -> dict[str, Any] | None:
     return newest
 
 
-def load_best(store: Store | str, name: str = "tune") -> dict[str, Any] | None:
-    """The newest "best so far" record of search ``name``: params, value, trial, model."""
-    store = store if isinstance(store, Store) else Store(store)
-    manifest = store.latest(f"{name}.best")
+def search_indexes(store: Store, name: str) -> list[dict[str, Any]]:
+    """The trial tables of every search named ``name``, the most recently updated first."""
+    docs = []
+    for rel in store.backend.list(f"searches/{safe_name(name)}"):
+        try:
+            doc = json.loads(bytes(store.backend.read(rel)))
+        except (ValueError, OSError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("key"), str):
+            docs.append(doc)
+    return sorted(docs, key=lambda d: d.get("updated", 0), reverse=True)
+
+
+def which_search(store: Store | str, name: str = "tune", *, key: str | None = None) -> SearchRef | None:
+    """The search named ``name`` that a question is about, and why that one.
+
+    With ``key`` (a search key, or a prefix of its hex digits): that search. Else the search
+    the latest run used — the run that trained or replayed its trials, or that served the
+    stage running it from the store — going back run by run to the latest one that used a
+    search of this name. Without run records: the most recently updated search. None: there
+    is no search of that name."""
+    store = _open_store(store)
+    docs = search_indexes(store, name)
+    if key is not None:
+        return _search_by_key(store, name, key, docs)
+    for n, run in enumerate(run_summaries(store) if docs else ()):
+        run_id = run.get("run_id")
+        stages = {(e.get("stage"), e.get("key")) for e in run["stages"]}
+        for doc in docs:
+            used_by = {tuple(u) for u in doc.get("used_by", []) if isinstance(u, list) and len(u) == 2}
+            if doc.get("run_id") == run_id or used_by & stages:
+                why = f"used by the latest run {run_id}" if n == 0 else f"used by run {run_id}, the latest using one"
+                return SearchRef(name, doc["key"], why, run_id, doc)
+    if docs:
+        return SearchRef(name, docs[0]["key"], "the most recently updated search; no run record names one", None,
+                         docs[0])  # fmt: skip
+    best = store.latest(f"{name}.best")  # a store written before search indexes existed
+    return None if best is None else SearchRef(name, best.key, "the newest best-so-far record", None, None)
+
+
+def _search_by_key(store: Store, name: str, key: str, docs: list[dict[str, Any]]) -> SearchRef:
+    digest = key.partition(":")[2] if key.startswith("xxh3:") else key
+    keys: dict[str, Any] = {m.key: None for m in store.manifests(f"{name}.best")}
+    keys.update({d["key"]: d for d in docs})
+    matches = [k for k in keys if k.partition(":")[2].startswith(digest)] if digest else []
+    if not matches:
+        known = ", ".join(sorted(k[:17] for k in keys)) or "none"
+        raise ConfigError(f"no search {name!r} with key {key!r} in {store.url} (its searches: {known})")
+    if len(matches) > 1:
+        raise ConfigError(f"search key prefix {key!r} is ambiguous ({len(matches)} searches named {name!r})")
+    return SearchRef(name, matches[0], "named by key", None, keys[matches[0]])
+
+
+def load_best(store: Store | str, name: str = "tune", *, key: str | None = None) -> Best | None:
+    """The best-so-far record of the search ``which_search(store, name, key=key)`` picks (the
+    latest run's, unless ``key`` names one), with its model; ``.search`` says which search."""
+    store = _open_store(store)
+    ref = which_search(store, name, key=key)
+    manifest = None if ref is None else store.manifest(f"{name}.best", ref.key)
     if manifest is None:
         return None
-    facts = {k: manifest.extra.get(k) for k in ("params", "value", "trial")}
+    extra = manifest.extra
     loaded = store.load(manifest.outputs)
-    return {**facts, "model": loaded["trial"]["model"] if "trial" in loaded else loaded.get("model")}
+    model = loaded["trial"]["model"] if "trial" in loaded else loaded.get("model")
+    return Best(dict(extra.get("params") or {}), extra.get("value"), extra.get("trial"), model, manifest.outputs, ref)
 
 
 def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:
     """Manifests of every trial of search ``name`` in the store."""
     store = store if isinstance(store, Store) else Store(store)
     return store.manifests(f"{name}.trial")
+
+
+__all__ = ["Search", "tune", "TrialCheckpointing", "SearchResult", "TuneResult", "TrialRecord", "Best", "SearchRef",
+           "load_best", "which_search", "search_index", "search_indexes", "trials_of", "trial_facts",
+           "space_repr"]  # fmt: skip

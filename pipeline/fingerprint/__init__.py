@@ -1,6 +1,11 @@
-"""Content fingerprints of values and of code."""
+"""Content fingerprints of values and of code.
+
+``values`` holds the one registry; importing ``code`` registers the function and class
+handlers into it (so the package always has both).
+"""
 
 from .code import code_components, code_fingerprint
+from .component import Component
 from .values import fingerprint, register
 
-__all__ = ["fingerprint", "code_fingerprint", "code_components", "register"]
+__all__ = ["fingerprint", "code_fingerprint", "code_components", "register", "Component"]

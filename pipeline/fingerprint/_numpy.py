@@ -1,10 +1,18 @@
-"""numpy handlers: arrays hashed zero-copy over their buffer, dtype and shape first."""
+"""numpy handlers: arrays hashed zero-copy over their buffer, dtype and shape first.
+
+A subclass of ndarray adds its type and its ``__dict__``; a memmap is storage, hashed as
+the array it maps. A ufunc is numpy's own by name, one made by ``np.frompyfunc`` by the
+Python function it wraps; ``np.vectorize`` by its function and options.
+"""
 
 from __future__ import annotations
 
+import gc
+import types
+
 import numpy as np
 
-from .encoder import Encoder, Unhashable
+from .encoder import Encoder, Unhashable, type_name
 from .values import encode
 
 _CHUNK_BYTES = 4 << 20  # bound on the temporary copy of a non-contiguous array
@@ -90,6 +98,11 @@ def encode_objects(a: np.ndarray, enc: Encoder) -> None:
 
 @encode.register(np.ndarray)
 def _ndarray(a: np.ndarray, enc: Encoder) -> None:
+    tp = type(a)
+    if tp is not np.ndarray and not isinstance(a, np.memmap):
+        enc.tag(b"sub:" + type_name(tp).encode())
+        enc.value_at(".__dict__", dict(getattr(a, "__dict__", {})))
+        a = a.view(np.ndarray)
     if a.dtype.hasobject:
         encode_objects(a, enc)
         return
@@ -132,3 +145,30 @@ def _generator(v: np.random.Generator, enc: Encoder) -> None:
 def _random_state(v: np.random.RandomState, enc: Encoder) -> None:
     enc.tag(b"np.RandomState")
     enc.value_at(".get_state()", v.get_state(legacy=False))
+
+
+@encode.register(np.ufunc)
+def _ufunc(u: np.ufunc, enc: Encoder) -> None:
+    if getattr(np, u.__name__, None) is u:
+        enc.tag(b"np.ufunc")
+        enc.text(u.__name__)
+        return
+    wrapped = [r for r in gc.get_referents(u) if isinstance(r, types.FunctionType) or callable(r)]
+    enc.tag(b"np.ufunc[other]")
+    enc.text(u.__name__)
+    enc.int(u.nin)
+    enc.int(u.nout)
+    if wrapped:  # np.frompyfunc: the function it calls is what it computes
+        enc.value_at(".<wrapped function>", wrapped[0])
+        enc.value_at(".identity", u.identity)
+        return
+    # a compiled ufunc of another package (scipy.special.gamma): its loops and doc
+    enc.value_at(".types", list(u.types))
+    enc.value_at(".__doc__", u.__doc__)
+
+
+@encode.register(np.vectorize)
+def _vectorize(v: np.vectorize, enc: Encoder) -> None:
+    enc.tag(b"np.vectorize")
+    for attr in ("pyfunc", "otypes", "excluded", "signature", "cache"):
+        enc.value_at("." + attr, getattr(v, attr, None))

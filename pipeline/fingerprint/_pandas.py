@@ -4,7 +4,9 @@ A column is its name, its dtype and its values; numpy-backed values go through t
 numpy buffer path, Arrow-backed and nullable values through the Arrow path, so a
 frame hashes the same whether it was read from CSV, Parquet or built from a dict.
 Storage choices that are not content hash equal: a RangeIndex and the same integers
-materialised, an unordered Categorical whatever the order of its categories.
+materialised. A Categorical's category order is content, ordered or not: it decides its
+``.codes``, ``.categories`` and how it sorts. A subclass of DataFrame or Series adds its
+type and the attributes it declares (``_metadata``) or sets beyond a plain frame's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import _numpy
-from .encoder import Encoder, Unhashable
+from .encoder import Encoder, Unhashable, type_name
 from .values import encode
 
 _STEP = 1 << 16  # rows per temporary (codes remapped, index compared to a range)
@@ -37,34 +39,14 @@ def _arrow_chunks(arr: object) -> Iterator[object]:
         yield from col.chunks if isinstance(col, pa.ChunkedArray) else [col]
 
 
-def _canonical_codes(cat: pd.Categorical) -> tuple[pd.Index, Iterator[np.ndarray]]:
-    """(categories, codes in pieces). An unordered categorical's category order is a
-    storage choice: categories are sorted and the codes remapped, a piece at a time."""
-    categories, codes = cat.categories, np.asarray(cat.codes)
-    if not cat.ordered and len(categories) > 1 and not categories.is_monotonic_increasing:
-        try:
-            order = np.asarray(categories.argsort())
-        except TypeError:  # categories that don't sort (mixed types): keep their order
-            order = None
-        if order is not None:
-            remap = np.empty(len(categories) + 1, codes.dtype)
-            remap[order] = np.arange(len(categories), dtype=codes.dtype)
-            remap[-1] = -1  # code -1 (missing) indexes the last slot
-            pieces = (remap.take(codes[i : i + _STEP]) for i in range(0, len(codes), _STEP))
-            return categories.take(order), pieces
-    return categories, iter([codes])
-
-
 def encode_values(arr: object, enc: Encoder) -> None:
     """Feed a pandas array (``Series.array`` / ``Index.array``)."""
     if isinstance(arr, pd.Categorical):
         enc.tag(b"pd.Categorical")
         enc.int(int(arr.ordered))
-        categories, pieces = _canonical_codes(arr)
-        enc.value_at(".categories", categories)
+        enc.value_at(".categories", arr.categories)
         enc.int(len(arr))
-        for piece in pieces:
-            _numpy.feed_buffer(piece, enc)
+        _numpy.feed_buffer(np.asarray(arr.codes), enc)
         return
     asi8 = getattr(arr, "asi8", None)
     if asi8 is not None:  # datetime / timedelta / period, tz-aware or not: int64 ticks
@@ -84,8 +66,24 @@ def encode_values(arr: object, enc: Encoder) -> None:
     enc.value(np.asarray(arr, dtype=object))
 
 
+_PLAIN_STATE = frozenset(vars(pd.DataFrame())) | frozenset(vars(pd.Series(dtype=float)))
+
+
+def _subclass(obj: pd.DataFrame | pd.Series, base: type, enc: Encoder) -> None:
+    """A subclass of DataFrame/Series: its type, and the state it adds to a plain one."""
+    tp = type(obj)
+    if tp is base:
+        return
+    enc.tag(b"sub:" + type_name(tp).encode())
+    extra = {k: v for k, v in vars(obj).items() if k not in _PLAIN_STATE}
+    for name in getattr(obj, "_metadata", ()):
+        extra[name] = getattr(obj, name, None)
+    enc.value_at(".<subclass state>", extra)
+
+
 @encode.register(pd.DataFrame)
 def _frame(df: pd.DataFrame, enc: Encoder) -> None:
+    _subclass(df, pd.DataFrame, enc)
     enc.tag(b"pd.DataFrame")
     enc.int(df.shape[0])
     enc.int(df.shape[1])
@@ -103,6 +101,7 @@ def _frame(df: pd.DataFrame, enc: Encoder) -> None:
 
 @encode.register(pd.Series)
 def _series(s: pd.Series, enc: Encoder) -> None:
+    _subclass(s, pd.Series, enc)
     enc.tag(b"pd.Series")
     enc.value_at(".name", s.name)
     enc.text(str(s.dtype))

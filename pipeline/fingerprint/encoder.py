@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import xxhash
 
+from .names import module_name
+
 PREFIX = "xxh3:"
 
 _pack_q = struct.Struct("<q").pack
@@ -30,9 +32,11 @@ class Unhashable(Exception):
 
 
 def type_name(tp: type) -> str:
-    """``module.QualName`` of a type (builtins without the module)."""
+    """``module.QualName`` of a type (builtins without the module; ``__main__`` by its file)."""
     mod = getattr(tp, "__module__", None)
     qual = getattr(tp, "__qualname__", getattr(tp, "__name__", repr(tp)))
+    if mod in ("__main__", "__mp_main__"):
+        mod = module_name(tp)
     return qual if mod in (None, "builtins") else f"{mod}.{qual}"
 
 

@@ -1,6 +1,25 @@
 """value -> ``"xxh3:<32 hex>"``: one singledispatch registry over a type-tagged encoding.
 
-Handlers for the standard library live here; numpy, pandas, pyarrow, scikit-learn and
+The principle every handler keeps: two values that Python, numpy or pandas can tell
+apart by behaviour get different fingerprints. Behaviour means ``==``, ``type()``,
+iteration order where equality depends on it, and attribute access. So
+- the exact type is part of a value: a subclass of ``dict``, ``list``, ``int``, an
+  ndarray or a DataFrame hashes its own type and every piece of state it adds (what
+  its ``__reduce_ex__`` / ``__dict__`` / slots hold), not only its base-class content;
+- order is part of a value where equality is order-sensitive: an ``OrderedDict`` is
+  hashed in order; a plain ``dict`` or ``set`` compares equal whatever the insertion
+  order, so it is hashed order-independently; a Categorical's category order is kept
+  (it decides ``.codes`` and sorting);
+- a callable is hashed by what it runs: a function by its code fingerprint (defaults,
+  closure cells and the code it reaches included, see :mod:`.code`), a wrapper
+  (``functools.wraps``, ``lru_cache``, ``np.frompyfunc``, ``np.vectorize``) by what it wraps;
+- equal content built two ways is equal (C vs Fortran order, a slice vs a copy, a frame
+  from CSV vs from a dict, a memmap vs the array it maps): storage is not behaviour.
+A value with no stable content raises FingerprintError instead of a random token; a
+stateless instance is its class; an unset attribute is an explicit "unset" marker.
+
+Handlers for the standard library live here; function and class handlers are registered
+by :mod:`.code` (this module never imports it); numpy, pandas, pyarrow, scikit-learn and
 pydantic handlers live in their own modules and are registered lazily, the first time
 a value of theirs is met (so importing this module never imports pandas).
 """
@@ -17,19 +36,18 @@ import importlib
 import io
 import os
 import pathlib
-import pickle
 import reprlib
 import sys
 import threading
 import types
 import uuid
-import warnings
+from collections import OrderedDict
 from typing import Any, Callable
 
 from ..errors import FingerprintError
 from .encoder import Encoder, Unhashable, type_name
 
-__all__ = ["fingerprint", "register", "encode"]
+__all__ = ["fingerprint", "register", "encode", "encode_extra_state"]
 
 # Top-level package -> module of ours that registers its handlers when imported.
 _LAZY: dict[str, str] = {
@@ -39,7 +57,6 @@ _LAZY: dict[str, str] = {
     "sklearn": "._sklearn",
     "pydantic": "._pydantic",
 }
-_warned_pickle: set[type] = set()
 
 _NEVER = (
     types.GeneratorType,
@@ -91,6 +108,12 @@ def encode(v: Any, enc: Encoder) -> None:
         raise Unhashable(v, "an open file or stream has no stable content; pass its path (pathlib.Path)")
     if dataclasses.is_dataclass(v):
         return _encode_dataclass(v, enc)
+    wrapped = getattr(v, "__wrapped__", None) if callable(v) else None
+    if wrapped is not None and not isinstance(v, type):  # lru_cache, a wraps-decorated object
+        enc.tag(b"wrapper")
+        enc.text(type_name(tp))
+        enc.value_at(".__wrapped__", wrapped)
+        return
     _encode_object(v, enc)
 
 
@@ -145,10 +168,31 @@ def _none(v: None, enc: Encoder) -> None:
 
 
 def _scalar_tag(v: Any, base: type, enc: Encoder) -> None:
-    """The base type's tag; a subclass (``class UserId(int)``) is tagged by its own name."""
+    """The base type's tag; a subclass (``class UserId(int)``) is tagged by its own name
+    and the state it adds."""
     if type(v) is not base:
         enc.tag(b"sub:" + type_name(type(v)).encode())
+        encode_extra_state(v, enc)
     enc.tag(base.__name__.encode())
+
+
+def encode_extra_state(v: Any, enc: Encoder) -> None:
+    """What an instance of a subclass of a built-in type adds to its base content: the
+    constructor arguments and state of its ``__reduce_ex__`` (``__dict__``, slots, a
+    defaultdict's factory). Its items are not repeated: the base handler feeds them."""
+    try:
+        reduced = v.__reduce_ex__(4)
+    except Exception as e:  # a type that refuses to be pickled refuses to be hashed
+        raise Unhashable(v, f"its state can't be captured ({e})") from None
+    if not isinstance(reduced, tuple):
+        enc.tag(b"by-name")
+        enc.value_at(".__reduce__()", reduced)
+        return
+    func, args, state = (*reduced, None, None)[:3]
+    if func is copyreg.__newobj__ and args:  # (cls, *args): the class is already tagged
+        args = args[1:]
+    enc.value_at(".__reduce__()[1]", args)
+    enc.value_at(".__reduce__()[2]", state)
 
 
 @encode.register(bool)
@@ -251,8 +295,13 @@ def _enum(v: enum.Enum, enc: Encoder) -> None:
 
 # -- containers ----------------------------------------------------------------------
 def _container_tag(v: Any, base: type, enc: Encoder) -> None:
+    """The base type's tag; a subclass is tagged by its own name and the state it adds."""
     tp = type(v)
-    enc.tag(base.__name__.encode() if tp is base else b"sub:" + type_name(tp).encode())
+    if tp is base:
+        enc.tag(base.__name__.encode())
+        return
+    enc.tag(b"sub:" + type_name(tp).encode())
+    encode_extra_state(v, enc)
 
 
 def _key_segment(k: Any) -> str:
@@ -262,9 +311,9 @@ def _key_segment(k: Any) -> str:
 @encode.register(list)
 @encode.register(tuple)
 def _sequence(v: Any, enc: Encoder) -> None:
-    _container_tag(v, list if isinstance(v, list) else tuple, enc)
     if not enc.enter(v):
         return
+    _container_tag(v, list if isinstance(v, list) else tuple, enc)
     enc.int(len(v))
     i = 0
     try:  # the error path segment is only built when an item fails
@@ -278,9 +327,11 @@ def _sequence(v: Any, enc: Encoder) -> None:
 
 @encode.register(dict)
 def _dict(v: dict, enc: Encoder) -> None:
-    _container_tag(v, dict, enc)
+    """A dict's equality ignores insertion order, so its entries are hashed as a sorted
+    set of entry digests; an OrderedDict's equality does not, so it is hashed in order."""
     if not enc.enter(v):
         return
+    _container_tag(v, dict, enc)
     enc.int(len(v))
     digests = []
     for k, x in v.items():
@@ -289,7 +340,11 @@ def _dict(v: dict, enc: Encoder) -> None:
         except Unhashable as e:
             e.path.append(_key_segment(k))
             raise
-    for d in sorted(digests):
+    if isinstance(v, OrderedDict):
+        enc.tag(b"ordered")
+    else:
+        digests.sort()
+    for d in digests:
         enc.update(d)
     enc.leave(v)
 
@@ -297,9 +352,9 @@ def _dict(v: dict, enc: Encoder) -> None:
 @encode.register(set)
 @encode.register(frozenset)
 def _set(v: Any, enc: Encoder) -> None:
-    _container_tag(v, set if isinstance(v, set) else frozenset, enc)
     if not enc.enter(v):
         return
+    _container_tag(v, set if isinstance(v, set) else frozenset, enc)
     enc.int(len(v))
     digests = []
     for x in v:
@@ -383,15 +438,7 @@ def _path(v: pathlib.PurePath, enc: Encoder) -> None:
         raise Unhashable(v, f"its content can't be read ({e})") from None
 
 
-# -- code, classes, modules ----------------------------------------------------------
-@encode.register(types.FunctionType)
-def _function(v: types.FunctionType, enc: Encoder) -> None:
-    from .code import code_fingerprint
-
-    enc.tag(b"function")
-    enc.text(code_fingerprint(v))
-
-
+# -- builtins, methods, partials, modules (functions and classes: see code.py) ------
 @encode.register(types.BuiltinFunctionType)
 def _builtin(v: Any, enc: Encoder) -> None:
     enc.tag(b"builtin")
@@ -415,16 +462,6 @@ def _partial(v: functools.partial, enc: Encoder) -> None:
     enc.value_at(".keywords", v.keywords)
 
 
-@encode.register(type)
-def _type(v: type, enc: Encoder) -> None:
-    from .code import code_fingerprint, is_project_local
-
-    enc.tag(b"type")
-    enc.text(type_name(v))
-    if is_project_local(v):
-        enc.text(code_fingerprint(v))
-
-
 @encode.register(types.ModuleType)
 def _module(v: types.ModuleType, enc: Encoder) -> None:
     enc.tag(b"module")
@@ -441,8 +478,15 @@ def _encode_dataclass(v: Any, enc: Encoder) -> None:
     enc.int(len(fields))
     for f in fields:
         enc.text(f.name)
-        enc.value_at("." + f.name, getattr(v, f.name))
+        value = getattr(v, f.name, _UNSET)
+        if value is _UNSET:  # an init=False field nobody set yet
+            enc.tag(b"unset")
+        else:
+            enc.value_at("." + f.name, value)
     enc.leave(v)
+
+
+_UNSET = object()
 
 
 def _custom_reduce(tp: type) -> Callable[[Any], Any] | None:
@@ -483,45 +527,26 @@ def _encode_reduced(v: Any, reduced: Any, enc: Encoder) -> None:
 
 def _encode_object(v: Any, enc: Encoder) -> None:
     """Unknown type: walk what pickle would save (its ``__reduce__``, else its
-    ``__getstate__``: ``__dict__`` and slots); pickle bytes only for stateless objects."""
+    ``__getstate__``: ``__dict__`` and slots). An instance with no state at all (CPython's
+    own pickle check: no C-level fields either) is its class, local classes included."""
     tp = type(v)
     reducer = _custom_reduce(tp)
     try:
         reduced = reducer(v) if reducer is not None else None
         state = v.__getstate__() if reducer is None else None
+        if reducer is None and state is None:
+            v.__reduce_ex__(4)  # raises for an object with C-level state (a lock, a socket)
     except Exception as e:  # a type that refuses to be pickled refuses to be hashed
         raise Unhashable(v, f"it can't be captured ({e})") from None
     if reducer is not None:
         return _encode_reduced(v, reduced, enc)
     enc.tag(b"object")
     enc.text(type_name(tp))
-    if state is not None:
-        if not enc.enter(v):
-            return
-        enc.value_at(".__getstate__()", state)
-        enc.leave(v)
+    if state is None:
+        enc.tag(b"stateless")
+        enc.value_at("<class>", tp)
         return
-    try:
-        data = pickle.dumps(v, protocol=5)
-    except Exception as e:
-        raise Unhashable(v, f"it has no state to walk and can't be pickled ({e})") from None
-    if tp not in _warned_pickle:
-        _warned_pickle.add(tp)
-        warnings.warn(
-            f"fingerprinting {type_name(tp)} by its pickle bytes; register a handler with "
-            "pipeline.register_fingerprint for a key that is stable across library versions",
-            stacklevel=_caller_stacklevel(),
-        )
-    enc.blob(data)
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside this package (and functools'
-    dispatch): a warning points at the code that asked for the fingerprint."""
-    here = os.path.dirname(__file__) + os.sep
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and (
-        frame.f_code.co_filename.startswith(here) or frame.f_code.co_filename == functools.__file__
-    ):
-        level, frame = level + 1, frame.f_back
-    return level
+    if not enc.enter(v):
+        return
+    enc.value_at(".__getstate__()", state)
+    enc.leave(v)

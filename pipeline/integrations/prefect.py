@@ -1,4 +1,4 @@
-"""Prefect integration: ``@stage``, ``StageCachePolicy`` and the store a flow run uses.
+"""Prefect integration: ``@stage``, ``StageCachePolicy`` and the run a stage reports to.
 
 ``@stage`` makes a Prefect task whose body goes through :class:`~pipeline.cache.StageCache`.
 On a hit the outputs are loaded once from our store and the task run ends in a
@@ -7,75 +7,44 @@ and committed, and the task run ends ``Completed``. Prefect's own result persist
 cache keys are off for stages: our store owns the bytes. Each stage commits on its own.
 
 Called outside a flow run, a stage is just a cached function (no Prefect involved);
-inside :func:`pipeline.plan.dry_run` it plans instead of running.
+inside :func:`pipeline.plan.dry_run` it plans instead of running. The store, the forced
+stages and the dry-run plan come from the run context (:mod:`pipeline.context`), which
+``submit``/``map`` ship with each call to the task runner's workers.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import os
-import threading
 import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, TypeVar
 
 from prefect import Task, unmapped
-from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.cache_policies import NO_CACHE, CachePolicy, CompoundCachePolicy, Inputs
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectFuture, PrefectFutureList
 from prefect.states import Completed, State
 from prefect.utilities.annotations import allow_failure, quote
 from prefect.utilities.callables import expand_mapping_parameters, get_call_parameters
 
+from .. import keys
 from ..cache import CachedStage, StageCache
-from ..config import Settings
+from ..context import carry, current, current_store, use_store
 from ..errors import PipelineError
 from ..fingerprint import fingerprint
-from ..plan import current_plan, plan_call
+from ..plan import plan_call
 from ..runs import record
 from ..store import Store
 
 R = TypeVar("R")
 
-_stores: dict[str, Store] = {}
-_lock = threading.Lock()
-_active: list[Store] = []
-
-
-def _open(url: str) -> Store:
-    with _lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = Store(url, fsync=Settings.load().fsync)
-        return store
-
-
-def current_store() -> Store:
-    """The store stages use: the one set by :func:`use_store`, else the configured one."""
-    if _active:
-        return _active[-1]
-    return _open(Settings.load().store)
-
-
-@contextmanager
-def use_store(store: Store | str) -> Iterator[Store]:
-    """Make stages use ``store`` in this process and in worker processes it starts."""
-    s = store if isinstance(store, Store) else _open(str(store))
-    previous = os.environ.get("PIPELINE_STORE")
-    os.environ["PIPELINE_STORE"] = s.url  # ProcessPoolTaskRunner workers read the environment
-    _active.append(s)
-    try:
-        yield s
-    finally:
-        _active.pop()
-        if previous is None:
-            os.environ.pop("PIPELINE_STORE", None)
-        else:
-            os.environ["PIPELINE_STORE"] = previous
-
 
 def current_run_id() -> str | None:
+    """The run stages report to: the run context's, else the Prefect flow run's."""
+    run_id = current().run_id
+    if run_id is not None:
+        return run_id
     ctx = FlowRunContext.get()
     if ctx is not None and ctx.flow_run is not None:
         return str(ctx.flow_run.id)
@@ -147,18 +116,24 @@ class StageTask(Task):
         kwargs = {k: _resolve_planned(v) for k, v in kwargs.items()}
         return plan_call(spec.bind(current_store()), plan, args, kwargs)
 
+    # In a dry run, .submit() / .map() plan like a call and return planned futures. Otherwise a
+    # submitted or mapped call may run in another process (ProcessPoolTaskRunner, Dask), where
+    # the run context does not exist: the task runner ships a copy of this task whose body
+    # carries the context of the submitting caller.
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
-        plan = current_plan()
+        plan = current().plan
         if plan is None:
-            return super().submit(*args, return_state=return_state, wait_for=wait_for, **kwargs)
+            shipped = self._carrying_context()
+            return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
         future = PlannedFuture(self._plan(plan, args, kwargs))
         return future.state if return_state else future
 
     def map(self, *args: Any, return_state: bool = False, wait_for: Any = None, deferred: bool = False,
             **kwargs: Any) -> Any:  # fmt: skip
-        plan = current_plan()
+        plan = current().plan
         if plan is None:
-            return super().map(*args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
+            shipped = self._carrying_context()
+            return Task.map(shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
         parameters = get_call_parameters(self.fn, args, kwargs, apply_defaults=False)
         parameters = {k: _resolve_planned(v) for k, v in parameters.items()}
         try:
@@ -170,7 +145,7 @@ class StageTask(Task):
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         spec: _StageSpec = self.__pipeline_stage__
-        plan = current_plan()
+        plan = current().plan
         if plan is not None:
             return self._plan(plan, args, kwargs)
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
@@ -179,6 +154,11 @@ class StageTask(Task):
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the loaded value in memory: no I/O
         return result
+
+    def _carrying_context(self) -> StageTask:
+        shipped = copy.copy(self)
+        shipped.fn = carry(self.fn)
+        return shipped
 
     def with_options(self, *args: Any, **kwargs: Any) -> StageTask:
         """Same as Task.with_options, but the copy stays a stage."""
@@ -238,24 +218,61 @@ class StageCachePolicy(CachePolicy):
 
     For tasks that keep Prefect's own result persistence::
 
-        @task(cache_policy=StageCachePolicy(), persist_result=True)
+        @task(cache_policy=StageCachePolicy() - "logger", persist_result=True)
+
+    It behaves as Prefect's policies do: ``- "arg"`` leaves an argument out of the key (as
+    ``Inputs - "arg"``), ``+`` composes it with other policies (``+ RUN_ID``), and
+    ``key_storage`` / ``isolation_level`` / ``lock_manager`` / ``configure()`` are Prefect's.
+    Subtract before composing or put this policy first: ``RUN_ID + StageCachePolicy()``
+    builds Prefect's own compound, whose ``-`` only reaches Prefect's ``Inputs``.
     """
 
     version: str | None = None
+    exclude: list[str] = field(default_factory=list)
 
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        fn = task_ctx.task.fn
-        from ..fingerprint import code_fingerprint
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any] | None, flow_parameters: dict[str, Any] | None, **kwargs: Any
+    ) -> str:
+        task = task_ctx.task
+        code = keys.code_key(task.fn, self.version).digest
+        arguments = {
+            k: fingerprint(v, name=f"argument {k!r} of task {task.name!r}")
+            for k, v in (inputs or {}).items()
+            if k not in self.exclude
+        }
+        return keys.task_key(task.name, code, arguments)
 
-        parts = [
-            "prefect-task/1",
-            task_ctx.task.name,
-            code_fingerprint(fn, version=self.version),
-            sorted(
-                (k, fingerprint(v, name=f"argument {k!r} of task {task_ctx.task.name!r}")) for k, v in inputs.items()
-            ),
-        ]
-        return fingerprint(parts).partition(":")[2]
+    def __sub__(self, other: str) -> StageCachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Can only subtract strings from key policies.")
+        return replace(self, exclude=[*self.exclude, other])
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        combined = super().__add__(other)  # Prefect's checks: one key storage, one isolation level
+        return _StageCompound.of(combined) if isinstance(combined, CompoundCachePolicy) else combined
+
+
+@dataclass
+class _StageCompound(CompoundCachePolicy):
+    """A compound holding a StageCachePolicy: ``- "arg"`` reaches it too."""
+
+    @classmethod
+    def of(cls, compound: CompoundCachePolicy) -> _StageCompound:
+        return cls(
+            policies=list(compound.policies),
+            key_storage=compound.key_storage,
+            isolation_level=compound.isolation_level,
+            lock_manager=compound.lock_manager,
+        )
+
+    def __add__(self, other: CachePolicy) -> CachePolicy:
+        return _StageCompound.of(super().__add__(other))
+
+    def __sub__(self, other: str) -> CachePolicy:
+        if not isinstance(other, str):
+            raise TypeError("Can only subtract strings from key policies.")
+        policies = [p - other if isinstance(p, (StageCachePolicy, Inputs)) else p for p in self.policies]
+        return replace(self, policies=policies)
 
 
 def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]:
@@ -272,7 +289,8 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
         run = task(_apply, **task_kwargs)
         if FlowRunContext.get() is None:
             return [fn(*args) for args in calls]
-        futures = [run.submit(fn, args) for args in calls]
+        shipped = carry(fn)  # the run context (store, force) reaches trials in worker processes
+        futures = [run.submit(shipped, args) for args in calls]
         return [f.result() for f in futures]
 
     return map_fn
@@ -280,3 +298,14 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
 
 def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
+
+
+__all__ = [
+    "stage",
+    "StageTask",
+    "StageCachePolicy",
+    "prefect_map",
+    "use_store",
+    "current_store",
+    "current_run_id",
+]

@@ -11,14 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from ..cache import forcing
+from ..context import Force, run_context
 from ..errors import ConfigError, PipelineError
 from ..params import ParamSchema
 from ..plan import StageStatus, dry_run
 from ..runs import previous_results, summarise
 from ..store import Store
 from .liveness import tagged
-from .prefect import use_store
 
 
 def load_flow(ref: str) -> Callable[..., Any]:
@@ -72,18 +71,25 @@ def run_flow(
     *,
     force: Iterable[str] = (),
 ) -> RunReport:
-    """Run a flow with stages on ``store``; fold its stage events into a run record."""
+    """Run a flow with stages on ``store``; fold its stage events into a run record.
+
+    The run's context (store, forced stages; for a plain function also the run id, which
+    for a Prefect flow is its flow run's) is set once here, for every stage of the run."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
     state = None
-    with use_store(store), forcing(force), _quiet_engine(), tagged():  # tagged: see liveness.py
-        if hasattr(flow, "fn"):  # a Prefect flow: run it and keep its final state
+    forced = tuple(force)
+    is_prefect = hasattr(flow, "fn")
+    run_id = None if is_prefect else uuid.uuid4().hex
+    force_ = Force.of(forced) if forced else None
+    with run_context(store=store, run_id=run_id, force=force_), _quiet_engine(), tagged():  # tagged: liveness.py
+        if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)
             status = state.type.value.lower()
         else:
-            run_id, status = uuid.uuid4().hex, "completed"
+            status = "completed"
             result = flow(**kwargs)
     summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
     if state is not None:
@@ -100,7 +106,7 @@ def plan_flow(ref: str, params: dict[str, Any] | None, store: Store) -> list[Sta
     """Each stage of a flow as cached or stale (with reasons), without running anything."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
-    with use_store(store), dry_run(previous=previous_results(store, ref)) as plan:
+    with run_context(store=store), dry_run(previous=previous_results(store, ref)) as plan:
         try:
             getattr(flow, "fn", flow)(**kwargs)
         except PipelineError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Iterator
 
+from ..fingerprint.component import Component, read_components
 from .codecs import CODECS
 
 FORMAT = 1
@@ -29,7 +30,8 @@ class Manifest:
     """Tree of output references: ``{"object": id, "codec", "bytes", "fingerprint"}``
     leaves under ``{"tuple": [...]}`` / ``{"dict": {...}}`` nodes."""
     code: str = ""
-    code_components: dict[str, str] = field(default_factory=dict)
+    code_components: tuple[Component, ...] = ()
+    """Typed ``(kind, name, digest)`` records of the code key; JSON: ``[kind, name, digest]``."""
     params: dict[str, dict[str, str]] = field(default_factory=dict)
     """name -> {"fingerprint", "repr"}: arguments recorded by value (small, plain)."""
     inputs: dict[str, str] = field(default_factory=dict)
@@ -67,6 +69,7 @@ class Manifest:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ValueError(f"unknown manifest format {raw.get('format') if isinstance(raw, dict) else raw!r}")
         names = {f.name for f in dataclasses.fields(cls)}
+        raw["code_components"] = read_components(raw.get("code_components", ()))
         manifest = cls(**{k: v for k, v in raw.items() if k in names})
         if not (isinstance(manifest.stage, str) and isinstance(manifest.key, str)):
             raise ValueError("stage and key must be strings")

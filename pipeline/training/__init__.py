@@ -1,4 +1,5 @@
-"""Training checkpoints: save/keep/stop policies, the Checkpointer, state adapters, progress.
+"""Training checkpoints: the Checkpointer, its policies (when to save, what to keep, when to
+stop, what a checkpoint holds, how it is written), state adapters, progress.
 
 Importable without Prefect and without torch (torch is imported only when a torch object
 is checkpointed).
@@ -6,6 +7,7 @@ is checkpointed).
 
 from .adapters import register_adapter
 from .checkpointer import Checkpointer
+from .content import Content, Full, Light, Partial
 from .policies import (
     AnyKeep,
     AnySave,
@@ -19,9 +21,11 @@ from .policies import (
     OnImprovement,
     Record,
     SavePolicy,
+    SkipFinal,
 )
 from .progress import ProgressEvent, add_listener, listening, print_progress, rich_progress
 from .state import TrainState
+from .writer import Background, Sync, WritePolicy
 
 __all__ = [
     "Checkpointer",
@@ -31,12 +35,20 @@ __all__ = [
     "EveryNSeconds",
     "OnImprovement",
     "AnySave",
+    "SkipFinal",
     "KeepPolicy",
     "KeepAll",
     "LatestN",
     "BestK",
     "AnyKeep",
     "EarlyStopping",
+    "Content",
+    "Full",
+    "Partial",
+    "Light",
+    "WritePolicy",
+    "Sync",
+    "Background",
     "Record",
     "register_adapter",
     "ProgressEvent",

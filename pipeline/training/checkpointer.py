@@ -3,7 +3,8 @@
 ::
 
     ckpt = Checkpointer(save=EveryNEpochs(1), keep=LatestN(2) | BestK(1, "val_loss"),
-                        early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True))
+                        early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True),
+                        content=Full(), writer=Background())   # the defaults
     state = ckpt.restore(TrainState(model=net, optimizer=opt, scheduler=sched))
     for epoch in ckpt.epochs(state, epochs):       # range(state.epoch, epochs); empty once stopped
         ...train one epoch, compute metrics...
@@ -16,8 +17,16 @@ the same key after a crash resumes and changed code, params or data start fresh;
 a stage pass ``store=`` and ``name=``. A checkpoint is objects (one per state entry, plus
 the global RNG streams) and a manifest ``checkpoints/<stage>/<key>/<step>.json`` whose
 ``extra`` carries the epoch, metrics, history and early-stopping counters; the manifest is
-the commit. Writes run in a background thread (``async_write``) after an in-memory
-snapshot; their failures surface at the next ``step()`` or at ``close()``.
+the commit.
+
+Every choice is a small frozen policy: *when* to save (``save=``, :mod:`.policies`; wrap it
+in ``SkipFinal(...)`` to skip the checkpoint after the last epoch), *what to keep*
+(``keep=``), *when to stop* (``early_stopping=``), *what a checkpoint holds*
+(``content=`` ``Full()``, ``Partial("model", ...)`` or ``Light()``, :mod:`.content`) and *how
+it is written* (``writer=`` ``Background()``, ``Background(skip_when_busy=True)`` or ``Sync()``,
+:mod:`.writer`).
+Background writes run after an in-memory snapshot; their failures surface at the next
+``step()`` or at ``close()``.
 """
 
 from __future__ import annotations
@@ -27,17 +36,16 @@ import datetime as dt
 import json
 import time
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, MutableMapping
 
-from ..cache import current_stage
+from ..context import current_stage, current_store
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
 from ..store.manifest import library_versions
 from . import adapters
 from .catalog import Catalog, record_of
+from .content import Content, Full, Light, check_content
 from .policies import (
-    AnyKeep,
-    AnySave,
     BestK,
     EarlyStopping,
     EveryNEpochs,
@@ -49,29 +57,29 @@ from .policies import (
     SavePolicy,
     StopState,
     best_of,
+    members,
 )
 from .progress import ProgressEvent, emit
 from .state import TrainState
+from .writer import Background, WritePolicy, Writer, check_writer
 
-GRANULARITIES = ("full", "partial", "light")
 RNG = "_rng"  # the global RNG streams' object in a checkpoint (entry names never start with "_")
 _DEFAULT_KEEP = LatestN(2)
+_REMOVED = {  # options of 0.1 that became policies in 0.2: what to write instead
+    "granularity": 'content=Full(), Partial("model", ...) or Light()',
+    "keys": 'content=Partial("model", ...)',
+    "async_write": "writer=Background() or Sync()",
+    "when_busy": "writer=Background(skip_when_busy=True)",
+    "save_last": "save=SkipFinal(EveryNEpochs(1)) (any save policy)",
+}
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _members(policy: Any) -> tuple[Any, ...]:
-    return tuple(policy.policies) if isinstance(policy, (AnySave, AnyKeep)) else (policy,)
-
-
 class Checkpointer:
-    """Training checkpoints of one stage key (see the module docstring).
-
-    ``save_last=False`` skips the policy's checkpoint after the last epoch of ``epochs()``
-    (saves that early stopping forces still happen): for training whose final result is
-    committed right afterwards anyway, as a search trial's stage result is."""
+    """Training checkpoints of one stage key (see the module docstring)."""
 
     def __init__(
         self,
@@ -79,26 +87,30 @@ class Checkpointer:
         save: SavePolicy | None = None,
         keep: KeepPolicy | None = _DEFAULT_KEEP,
         early_stopping: EarlyStopping | None = None,
-        granularity: str = "full",
-        keys: Sequence[str] | None = None,
-        async_write: bool = True,
-        when_busy: str = "wait",
+        content: Content = Full(),
+        writer: WritePolicy = Background(),
         hyperparameters: Mapping[str, Any] | None = None,
         store: Store | str | None = None,
         name: str | None = None,
         key: str | None = None,
-        save_last: bool = True,
+        **removed: Any,
     ) -> None:
+        _refuse_removed(removed)
         self.save_policy = EveryNEpochs(1) if save is None else save
         self.keep = keep
         self.stopping = early_stopping
-        self._check_config(granularity, keys, hyperparameters)
-        self.granularity = granularity
-        self.keys = tuple(keys or ())
+        self.content = check_content(content)
+        self.writer = check_writer(writer)
+        self._check_config(hyperparameters)
         self.hyperparameters = dict(hyperparameters or {})
         running = current_stage()
         if store is None and running is None:
-            raise ConfigError("outside a @stage a Checkpointer needs a store and a name: Checkpointer(store=, name=)")
+            if not name:
+                raise ConfigError(
+                    "outside a @stage a Checkpointer needs a store and a name: Checkpointer(name=...) on the "
+                    "current store (use_store), or Checkpointer(store=..., name=...)"
+                )
+            store = current_store()
         if store is None:
             self.store, self.stage, self.key, self.run_id = running.store, running.stage, running.key, running.run_id
         else:
@@ -109,9 +121,12 @@ class Checkpointer:
             self.key = key or (running.key if running and not name else "default")
             self.run_id = running.run_id if running else ""
         self._catalog = Catalog(self.store, self.stage, self.key)
-        from .writer import Writer
-
-        self._writer = Writer(asynchronous=async_write, when_busy=when_busy)
+        # A stage computed by force starts from scratch: its old checkpoints are superseded.
+        self._fresh = running is not None and running.forced and (self.stage, self.key) == (running.stage, running.key)
+        if self._fresh:
+            for old in self._catalog.steps():
+                self.store.backend.delete(self._catalog.path(old))
+        self._writer = Writer(self.writer)
         self._monitored = self._monitored_metrics()
         self._monitor = self._best_metric()
         self._stop = StopState()
@@ -124,38 +139,34 @@ class Checkpointer:
         self._best_loaded = False
         self._closed = False
         self.total: int | None = None
-        self.save_last = save_last
 
     # -- configuration -------------------------------------------------------------------------
-    def _check_config(self, granularity: str, keys: Sequence[str] | None, hyperparameters: Any) -> None:
+    def _check_config(self, hyperparameters: Any) -> None:
         if not isinstance(self.save_policy, SavePolicy):
             raise ConfigError(f"save= takes a save policy (EveryNEpochs, OnImprovement…), not {self.save_policy!r}")
         if self.keep is not None and not isinstance(self.keep, KeepPolicy):
             raise ConfigError(f"keep= takes a keep policy (LatestN, BestK…) or None, not {self.keep!r}")
         if self.stopping is not None and not isinstance(self.stopping, EarlyStopping):
             raise ConfigError(f"early_stopping= takes an EarlyStopping(...), not {self.stopping!r}")
-        if granularity not in GRANULARITIES:
-            raise ConfigError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-        if granularity == "partial" and not keys:
-            raise ConfigError("granularity='partial' needs keys=[...] naming the state entries to save")
-        if granularity != "partial" and keys:
-            raise ConfigError(f"keys={list(keys)!r} only applies to granularity='partial' (got {granularity!r})")
-        if granularity == "light" and self.stopping is not None and self.stopping.restore_best:
-            raise ConfigError("EarlyStopping(restore_best=True) needs model state: use granularity 'full' or 'partial'")
+        if not self.content.resumable and self.stopping is not None and self.stopping.restore_best:
+            raise ConfigError(
+                f"EarlyStopping(restore_best=True) needs model state, which content={self.content!r} does not save: "
+                'use Full() or Partial("model", ...)'
+            )
         try:
             json.dumps(dict(hyperparameters or {}), allow_nan=True)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"hyperparameters must be JSON-able (numbers, strings, lists, dicts): {e}") from None
 
     def _monitored_metrics(self) -> list[tuple[str, str]]:
-        owners = [*_members(self.save_policy), *(_members(self.keep) if self.keep else ()), self.stopping]
+        owners = [*members(self.save_policy), *(members(self.keep) if self.keep else ()), self.stopping]
         return [(m, type(p).__name__) for p in owners if p is not None for m in p.monitors]
 
     def _best_metric(self) -> tuple[str, str] | None:
         """The metric whose best checkpoint retention always keeps."""
         if self.stopping is not None:
             return self.stopping.monitor, self.stopping.mode
-        for p in (*(_members(self.keep) if self.keep else ()), *_members(self.save_policy)):
+        for p in (*(members(self.keep) if self.keep else ()), *members(self.save_policy)):
             if isinstance(p, (BestK, OnImprovement)):
                 return p.metric, p.mode
         return None
@@ -165,17 +176,18 @@ class Checkpointer:
         """Fill ``default`` from the newest valid checkpoint of this key (or ``step``).
 
         A corrupt or unreadable checkpoint is quarantined and the previous one is tried, with a
-        warning naming both. Without any (or with ``granularity='light'``) ``default`` is
-        returned as it is: a fresh start."""
+        warning naming both. Without any (or with ``content=Light()``) ``default`` is
+        returned as it is: a fresh start. A plain dict of entries is accepted (and returned
+        as a TrainState)."""
         self._check_open()
-        state = TrainState.of(default)
+        state = TrainState.of(default, role="restore() takes the training state to fill; it")
         restored, failures = None, []
-        if self.granularity != "light":
+        if self.content.resumable and not self._fresh:
             candidates = [step] if step is not None else self._catalog.steps()[::-1]
             for s in candidates:
                 try:
                     manifest = self._catalog.read(s)
-                    if manifest.extra.get("granularity") == "light":
+                    if manifest.extra.get("granularity") == Light.kind:
                         continue
                     payloads = self.store.load(manifest.outputs)
                 except FileNotFoundError:
@@ -220,25 +232,27 @@ class Checkpointer:
         self.total = int(total)
         return range(state.epoch, state.epoch if state.stopped else self.total)
 
-    def step(self, epoch: int, state: TrainState, metrics: Mapping[str, Any]) -> bool:
+    def step(self, epoch: int, state: TrainState | Mapping[str, Any], metrics: Mapping[str, Any]) -> bool:
         """Record epoch ``epoch`` (0-based, just finished); save by policy. True: stop now.
 
-        When early stopping stops with ``restore_best``, ``state`` already holds the best
-        epoch's entries on return."""
+        ``state`` is the TrainState ``restore`` returned, or a plain dict of entries
+        (``{"model": m, "optimizer": opt}``; keys ``epoch``, ``history``… are not entries:
+        the checkpointer counts epochs itself). When early stopping stops with
+        ``restore_best``, ``state`` already holds the best epoch's entries on return."""
         self._check_open()
         self._writer.check()
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ConfigError(f"step() takes the index of the epoch just finished (an int >= 0), not {epoch!r}")
+        given, state = state, self._state_of(state)
         n = epoch + 1
         values = self._check_metrics(metrics)
         record = Record(n, values, time.time())
-        history = History(tuple(self._seen), tuple(self._saved), self._start)
+        history = History(tuple(self._seen), tuple(self._saved), self._start, self.total)
         was_stopped, improved = self._stop.stopped, False
         if self.stopping is not None:
             self._stop, improved = self.stopping.update(self._stop, record)
         force = (improved and self.stopping.restore_best) or (self._stop.stopped and not was_stopped)
-        last = not self.save_last and self.total is not None and n >= self.total
-        due = force or (not last and self.save_policy.should_save(record, history))
+        due = force or self.save_policy.should_save(record, history)
         state.epoch, state.stopped = n, self._stop.stopped
         state.history.append({"epoch": n, **values})
         self._seen.append(record)
@@ -251,7 +265,30 @@ class Checkpointer:
         self._emit("epoch", state, values, saved=saved, skipped=skipped)
         if state.stopped and self.stopping is not None and self.stopping.restore_best:
             self._load_best(state)
+            if given is not state and isinstance(given, MutableMapping):  # a dict: the best epoch's entries too
+                given.update(state.items())
         return state.stopped
+
+    def _state_of(self, state: Any) -> TrainState:
+        """The TrainState ``step`` works on: ``state``, or one over a plain dict's entries."""
+        if isinstance(state, TrainState):
+            return state
+        if not isinstance(state, Mapping):
+            raise CheckpointError(
+                f"step() takes the training state: the TrainState restore() returned, or a dict of entries "
+                f'such as {{"model": model, "optimizer": opt}}; got {type(state).__name__}'
+            )
+        try:
+            view = TrainState.of(state, role="step() takes the training state; a dict of entries")
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+        view.history = self._history()
+        view.stopped, view.resumed_from = self._stop.stopped, self._resumed_from
+        return view
+
+    def _history(self) -> list[dict[str, float]]:
+        """One metrics dict per completed epoch, from the records this checkpointer has seen."""
+        return [{"epoch": r.step, **r.metrics} for r in self._seen]
 
     def _check_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         if not isinstance(metrics, Mapping):
@@ -279,9 +316,9 @@ class Checkpointer:
             "epoch": record.step,
             "metrics": record.metrics,
             "time": record.time,
-            "granularity": self.granularity,
+            "granularity": self.content.kind,
             "entries": kinds,
-            "history": [dict(h) for h in state.history],
+            "history": self._history(),
             "early_stopping": dataclasses.asdict(self._stop),
             "hyperparameters": self.hyperparameters,
             "resumed_from": self._resumed_from,
@@ -291,13 +328,8 @@ class Checkpointer:
         self._writer.submit(what, lambda: self._write(record, payloads, extra, t0), force=force)
 
     def _snapshot(self, state: TrainState) -> tuple[dict[str, str], dict[str, Any]]:
-        """Kinds and payloads of what this granularity saves, taken in the training thread."""
-        if self.granularity == "light":
-            return {}, {}
-        names = state.keys() if self.granularity == "full" else list(self.keys)
-        missing = [k for k in names if k not in state]
-        if missing:
-            raise ConfigError(f"keys {missing} name no entry of the training state (entries: {state.keys()})")
+        """Kinds and payloads of what the content policy saves, taken in the training thread."""
+        names = self.content.entries(state.keys())
         copy = self._writer.asynchronous
         kinds, payloads = {}, {}
         for name in names:
@@ -305,14 +337,14 @@ class Checkpointer:
                 name, state[name], copy=copy, check=name not in self._captured
             )
             self._captured.add(name)
-        if self.granularity == "full":
+        if self.content.rng:
             payloads[RNG] = adapters.capture_rng()
         return kinds, payloads
 
     def _write(self, record: Record, payloads: dict[str, Any], extra: dict[str, Any], t0: float) -> None:
         """Serialise, commit and prune (in the writer thread when async)."""
         put = self.store.objects.put
-        if self.granularity == "light":
+        if not self.content.resumable:
             light = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
             outputs = put(light, what="light checkpoint")
         else:
@@ -436,9 +468,16 @@ class Checkpointer:
         return f"<Checkpointer {self.stage!r} {self.key} in {self.store.url}>"
 
 
+def _refuse_removed(removed: Mapping[str, Any]) -> None:
+    for name in removed:
+        if name in _REMOVED:
+            raise ConfigError(f"Checkpointer({name}=...) is gone: options became policies; write {_REMOVED[name]}")
+        raise ConfigError(f"Checkpointer() got an unexpected argument {name!r}")
+
+
 def _is_scalar(v: Any) -> bool:
     """numpy / torch scalars (float(v) works and they are not containers)."""
     return hasattr(v, "item") and getattr(v, "ndim", 1) == 0
 
 
-__all__ = ["Checkpointer", "GRANULARITIES"]
+__all__ = ["Checkpointer"]

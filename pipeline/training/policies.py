@@ -38,6 +38,8 @@ class History:
     seen: Sequence[Record] = ()
     saved: Sequence[Record] = ()
     start: float = 0.0
+    total: int | None = None
+    """Epochs planned, when the loop said (``Checkpointer.epochs(state, total)``)."""
 
 
 def check_mode(mode: object, owner: str) -> str:
@@ -148,6 +150,36 @@ class AnySave(SavePolicy):
 
     def should_save(self, record: Record, history: History) -> bool:
         return any(p.should_save(record, history) for p in self.policies)
+
+
+@dataclass(frozen=True)
+class SkipFinal(SavePolicy):
+    """Save as ``policy`` says, except after the final planned epoch.
+
+    For training whose final result is committed right afterwards anyway (a search trial's
+    result, a stage's return value): that last checkpoint would only be superseded. Saves
+    that early stopping forces (a new best with ``restore_best``, the stop) still happen.
+    Without a planned total (``epochs()`` not called) nothing is skipped."""
+
+    policy: SavePolicy = field(default_factory=lambda: EveryNEpochs(1))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, SavePolicy):
+            raise ConfigError(f"SkipFinal wraps a save policy (EveryNEpochs, OnImprovement…), not {self.policy!r}")
+        object.__setattr__(self, "monitors", self.policy.monitors)
+
+    def should_save(self, record: Record, history: History) -> bool:
+        final = history.total is not None and record.step >= history.total
+        return not final and self.policy.should_save(record, history)
+
+
+def members(policy: object) -> tuple:
+    """The plain policies inside a composed one (``|``, ``SkipFinal``), in order."""
+    if isinstance(policy, (AnySave, AnyKeep)):
+        return tuple(m for p in policy.policies for m in members(p))
+    if isinstance(policy, SkipFinal):
+        return members(policy.policy)
+    return (policy,)
 
 
 # -- preservation ----------------------------------------------------------------------------
@@ -287,6 +319,8 @@ __all__ = [
     "EveryNSeconds",
     "OnImprovement",
     "AnySave",
+    "SkipFinal",
+    "members",
     "KeepPolicy",
     "KeepAll",
     "LatestN",

@@ -38,7 +38,7 @@ class ProgressEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     saved: bool = False
     skipped: bool = False
-    """A save was due but dropped: the writer was busy (``when_busy="skip"``)."""
+    """A save was due but dropped: the writer was busy (``Background(skip_when_busy=True)``)."""
     stopped: bool = False
     resumed_from: int | None = None
     seconds: float = 0.0

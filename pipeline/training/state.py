@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
+from ..errors import ConfigError
+
 _OWN = ("epoch", "history", "stopped", "resumed_from")
 
 
@@ -28,14 +30,25 @@ class TrainState:
         object.__setattr__(self, "resumed_from", None)
 
     @classmethod
-    def of(cls, value: TrainState | Mapping[str, Any]) -> TrainState:
+    def of(cls, value: TrainState | Mapping[str, Any], *, role: str = "a training state") -> TrainState:
+        """``value`` itself, or a plain mapping of entries made a TrainState.
+
+        In a mapping, the keys a TrainState keeps itself (``epoch``, ``history``, ``stopped``,
+        ``resumed_from``) are not entries: ``{"model": m, "epoch": 3}`` is a state at epoch 3
+        with one entry, ``model``."""
         if isinstance(value, TrainState):
             return value
         if isinstance(value, Mapping):
-            return cls(**dict(value))
-        from ..errors import ConfigError
-
-        raise ConfigError(f"a training state must be a TrainState or a dict of entries, not {type(value).__name__}")
+            bad = [k for k in value if not isinstance(k, str) or not k or k.startswith("_")]
+            if bad:
+                raise ConfigError(f"{role}: entry names are strings not starting with '_', not {bad[0]!r}")
+            state = cls(**{k: v for k, v in value.items() if k not in _OWN})
+            epoch = value.get("epoch", 0)
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ConfigError(f"{role}: 'epoch' counts completed epochs (an int >= 0), not {epoch!r}")
+            state.epoch = epoch
+            return state
+        raise ConfigError(f"{role} must be a TrainState or a dict of entries, not {type(value).__name__}")
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -1,11 +1,12 @@
-"""One checkpoint write at a time, in a background thread or inline.
+"""How checkpoints are written: the policies ``Sync()`` and ``Background()``, and the Writer.
 
-The training thread hands over a job (serialise a snapshot, commit its manifest). With
-``asynchronous=True`` the job runs in a background thread and at most one is in flight:
-a new job waits for the previous one (``when_busy="wait"``) or is dropped
-(``when_busy="skip"``, unless forced). A job's failure is kept and raised by the next
-:meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never lost: a program
-that exits without closing waits for the write in flight and has its failure printed.
+The training thread hands over a job (serialise a snapshot, commit its manifest). Under
+``Sync()`` the job runs inline. Under ``Background()`` it runs in a background thread and at
+most one is in flight: a new job waits for the previous one, or, with
+``Background(skip_when_busy=True)``, is dropped (unless forced). A job's failure is kept and
+raised by the next :meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never
+lost: a program that exits without closing waits for the write in flight and has its
+failure printed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,44 @@ import atexit
 import sys
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import CheckpointError, ConfigError, PipelineError
 from ..store.codecs import preload as preload_codecs
 
-WHEN_BUSY = ("wait", "skip")
+
+class WritePolicy:
+    """How a Checkpointer writes its checkpoints."""
+
+    asynchronous = False
+    skip_when_busy = False
+
+
+@dataclass(frozen=True)
+class Sync(WritePolicy):
+    """Write in the training thread: ``step()`` returns once the checkpoint is committed."""
+
+
+@dataclass(frozen=True)
+class Background(WritePolicy):
+    """Write in a background thread after an in-memory snapshot (the default): training
+    waits only for the snapshot. At most one write is in flight; a save due while one is
+    running waits for it, or with ``skip_when_busy=True`` is dropped (saves forced by early
+    stopping never are)."""
+
+    skip_when_busy: bool = False
+    asynchronous = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.skip_when_busy, bool):
+            raise ConfigError(f"Background(skip_when_busy=) takes True or False, not {self.skip_when_busy!r}")
+
+
+def check_writer(policy: object) -> WritePolicy:
+    if not isinstance(policy, WritePolicy):
+        raise ConfigError(f"writer= takes Sync() or Background(skip_when_busy=...), not {policy!r}")
+    return policy
 
 
 _OPEN: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -39,11 +72,11 @@ def _finish_at_exit() -> None:
 
 
 class Writer:
-    def __init__(self, *, asynchronous: bool = True, when_busy: str = "wait") -> None:
-        if when_busy not in WHEN_BUSY:
-            raise ConfigError(f"when_busy must be 'wait' or 'skip', not {when_busy!r}")
-        self.asynchronous = asynchronous
-        self.when_busy = when_busy
+    """Runs checkpoint jobs as its :class:`WritePolicy` says."""
+
+    def __init__(self, policy: WritePolicy) -> None:
+        self.policy = check_writer(policy)
+        self.asynchronous = asynchronous = policy.asynchronous
         self._thread: threading.Thread | None = None
         self._error: tuple[str, BaseException] | None = None
         self._lock = threading.Lock()
@@ -56,7 +89,7 @@ class Writer:
 
     def will_skip(self, force: bool = False) -> bool:
         """True when a job submitted now would be dropped (check before taking a snapshot)."""
-        return self.asynchronous and self.when_busy == "skip" and not force and self.busy()
+        return self.asynchronous and self.policy.skip_when_busy and not force and self.busy()
 
     def submit(self, what: str, job: Callable[[], None], *, force: bool = False) -> bool:
         """Run ``job`` (now, or in the background); False when it was skipped as busy."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.fingerprint import code_components, code_fingerprint, fingerprint
+from pipeline.fingerprint import Component, code_components, code_fingerprint, fingerprint
 from tests.helpers import closures, cycle, mutual, thirdparty
 from tests.helpers.loader import load_project
 
@@ -34,8 +34,8 @@ def unrelated():
 """
 
 STAGES = '''
-from tests import helpers
-from tests.helpers import THRESHOLD, scale
+from . import helpers
+from .helpers import THRESHOLD, scale
 
 
 def prepare(rows):
@@ -43,6 +43,11 @@ def prepare(rows):
     rows = helpers.clean(rows)
     return [r for r in scale(rows) if r > THRESHOLD]
 '''
+
+
+def names(parts, kind="code"):
+    """The names of the components of one kind."""
+    return {c.name for c in parts if c.kind == kind}
 
 
 def key(tmp_path, version: str, helpers: str = HELPERS, stages: str = STAGES, package: str = "proj") -> str:
@@ -98,21 +103,29 @@ def test_changes_reach_through_a_chain_of_helpers_and_classes(tmp_path):
     assert base != k("v4", model_src=model.replace("* 2", "* 3"))  # a method of a class it uses
 
 
-def test_a_module_level_instance_brings_its_class_code_not_its_state(tmp_path):
+def test_a_module_level_instance_brings_its_class_code_and_its_state_as_first_seen(tmp_path):
     src = (
-        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n\n"
-        "    def apply(self, x):\n        return x * self.k\n\n\n"
-        "SCALER = Scaler(2)\n\n\ndef prepare(x):\n    return SCALER.apply(x)\n"
+        "class Scaler:\n    def __init__(self, k):\n        self.k = k\n        self.calls = 0\n\n"
+        "    def apply(self, x):\n        self.calls += 1\n        return x * self.k\n\n\n"
+        "SCALER = Scaler(2)\nscaler = Scaler(2)\n\n\n"
+        "def prepare(x):\n    return SCALER.apply(x)\n\n\n"
+        "def counted(x):\n    return scaler.apply(x)\n"
     )
 
-    def k(version, s):
-        return code_fingerprint(load_project(tmp_path / version, "inst", {"stages": s})["stages"].prepare)
+    def mods(version, s):
+        return load_project(tmp_path / version, "inst", {"stages": s})["stages"]
 
-    base = k("v1", src)
-    assert base == k("v2", src)
-    assert base != k("v3", src.replace("x * self.k", "x + self.k"))
-    # its state is not code: an object that counts its calls must not change the key
-    assert base == k("v4", src.replace("Scaler(2)", "Scaler(3)"))
+    base = code_fingerprint(mods("v1", src).prepare)
+    assert base == code_fingerprint(mods("v2", src).prepare)
+    assert base != code_fingerprint(mods("v3", src.replace("x * self.k", "x + self.k")).prepare)
+    # a constant object's state is behaviour: Scaler(3) computes something else
+    assert base != code_fingerprint(mods("v4", src.replace("SCALER = Scaler(2)", "SCALER = Scaler(3)")).prepare)
+    # a lowercase object the stage mutates as it runs is taken as this process first saw it
+    m = mods("v5", src)
+    before = code_fingerprint(m.counted)
+    m.counted(1)
+    assert m.scaler.calls == 1 and code_fingerprint(m.counted) == before
+    assert before != code_fingerprint(mods("v6", src.replace("scaler = Scaler(2)", "scaler = Scaler(5)")).counted)
 
 
 def test_a_module_never_put_in_sys_modules_is_still_project_code(tmp_path):
@@ -132,17 +145,17 @@ def test_a_module_never_put_in_sys_modules_is_still_project_code(tmp_path):
 
 def test_closures_contribute_their_cells():
     parts = code_components(closures.both)
-    scales = [k for k in parts if k.startswith("tests.helpers.closures.make_scaler.<locals>.scale")]
-    cells = [k for k in parts if "<closure factor>" in k]
+    scales = [k for k in names(parts) if k.startswith("tests.helpers.closures.make_scaler.<locals>.scale")]
+    cells = [k for k in names(parts, "closure") if "<closure factor>" in k]
     assert len(scales) == 2 and len(cells) == 2  # two closures of one factory, both counted
-    assert "tests.helpers.closures.double" in parts  # the helper the closure calls
+    assert "tests.helpers.closures.double" in names(parts)  # the helper the closure calls
     assert code_fingerprint(closures.by_two) != code_fingerprint(closures.by_three)
     assert code_fingerprint(closures.make_scaler(2)) == code_fingerprint(closures.by_two)
 
 
 def test_two_lambdas_of_one_module_are_both_counted():
     parts = code_components(closures.both_lambdas)
-    assert {"tests.helpers.closures.<lambda>", "tests.helpers.closures.<lambda>#2"} <= set(parts)
+    assert {"tests.helpers.closures.<lambda>", "tests.helpers.closures.<lambda>#2"} <= names(parts)
 
 
 def test_closure_over_an_edited_helper(tmp_path):
@@ -161,13 +174,13 @@ def test_closure_over_an_edited_helper(tmp_path):
 
 def test_mutual_recursion_terminates():
     parts = code_components(mutual.stage)
-    assert {"tests.helpers.mutual.is_even", "tests.helpers.mutual.is_odd", "tests.helpers.mutual.stage"} <= set(parts)
+    assert {"tests.helpers.mutual.is_even", "tests.helpers.mutual.is_odd", "tests.helpers.mutual.stage"} <= names(parts)
     assert code_fingerprint(mutual.is_even) == code_fingerprint(mutual.is_even)
 
 
 def test_a_constant_holding_the_function_itself_terminates():
     parts = code_components(cycle.handle)
-    assert "global:tests.helpers.cycle.HANDLERS" in parts
+    assert "tests.helpers.cycle.HANDLERS" in names(parts, "global")
     assert fingerprint(cycle.HANDLERS) == fingerprint(cycle.HANDLERS)
 
 
@@ -184,8 +197,8 @@ def test_version_pins_the_code_part(tmp_path):
 def test_third_party_package_contributes_its_major_minor_version():
     parts = code_components(thirdparty.stage)
     major_minor = ".".join(importlib.metadata.version("numpy").split(".")[:2])
-    assert parts["pkg:numpy"] == major_minor
-    assert not any(k.startswith("numpy.") for k in parts)  # its code is not walked
+    assert Component("package", "numpy", major_minor) in parts
+    assert not any(c.name.startswith("numpy.") for c in parts)  # its code is not walked
 
 
 def test_decorators_and_wrappers_are_not_code(tmp_path):
@@ -197,7 +210,7 @@ def test_decorators_and_wrappers_are_not_code(tmp_path):
     )
     p1 = code_components(load_project(tmp_path / "v1", "deco", {"m": plain})["m"].prepare)
     p2 = code_components(load_project(tmp_path / "v2", "deco", {"m": wrapped})["m"].prepare)
-    assert p1["deco.m.prepare"] == p2["deco.m.prepare"]
+    assert [c for c in p1 if c.name == "deco.m.prepare"] == [c for c in p2 if c.name == "deco.m.prepare"]
 
 
 SUBPROCESS = """
@@ -242,5 +255,19 @@ def test_cython_callee_counts_as_its_package_not_as_project_code():
         return np.random.default_rng(seed).random()
 
     parts = code_components(draw)
-    assert "pkg:numpy" in parts
-    assert not any("default_rng" in k for k in parts)
+    assert "numpy" in names(parts, "package")
+    assert not any("default_rng" in c.name for c in parts)
+
+
+def test_values_never_imports_code_and_code_registers_into_its_registry():
+    import ast
+    import types
+
+    from pipeline.fingerprint import code, values
+
+    tree = ast.parse(Path(values.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and (m == "code" or m.endswith(".code")) for m in imported)
+    assert values.encode.dispatch(types.FunctionType) is code._function
+    assert values.encode.dispatch(type) is code._type

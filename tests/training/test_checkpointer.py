@@ -1,5 +1,5 @@
 """Checkpointer on a real store: stage keys, integrity fallback, retention on disk, async
-writes (snapshots, failures, skipping), granularity, early-stopping resume, bad input."""
+writes (snapshots, failures, skipping), content policies, early-stopping resume, bad input."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ from sklearn.linear_model import SGDClassifier
 
 from pipeline import CheckpointError, ConfigError, StageCache, Store
 from pipeline.training import (
+    Background,
     BestK,
     Checkpointer,
     EarlyStopping,
     EveryNEpochs,
     KeepAll,
     LatestN,
+    Light,
+    OnImprovement,
+    Partial,
+    SkipFinal,
+    Sync,
     TrainState,
     listening,
 )
@@ -60,7 +66,7 @@ def store(tmp_path) -> Store:
 # -- the stage key -------------------------------------------------------------------------------
 def test_inside_a_stage_checkpoints_live_under_its_key_and_resume_after_a_crash(store):
     def fit(epochs: int, crash_after: int = 0, alpha: float = 1e-4):
-        ckpt = Checkpointer(keep=KeepAll(), async_write=False)
+        ckpt = Checkpointer(keep=KeepAll(), writer=Sync())
         model = SGDClassifier(alpha=alpha, random_state=0)
         state = ckpt.restore(TrainState(model=model, order=np.random.default_rng(1)))
         for epoch in ckpt.epochs(state, epochs):
@@ -101,9 +107,9 @@ def _model_object(store: Store, step: int) -> Path:
 
 @pytest.mark.parametrize("damage", ["flipped bytes", "missing object", "garbled manifest"])
 def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, damage):
-    train(Checkpointer(store=store, name="run", keep=KeepAll(), async_write=False), 2)
-    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), async_write=False), 2)
-    train(Checkpointer(store=store, name="run", keep=KeepAll(), async_write=False), 3)
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 2)
+    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), writer=Sync()), 2)
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
     assert on_disk(store) == [1, 2, 3]
     if damage == "flipped bytes":
         path = _model_object(store, 3)
@@ -116,7 +122,7 @@ def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, 
         (Path(store.url) / "checkpoints/run/default/3.json").write_text('{"format": 1, "stage": ')
 
     with pytest.warns(UserWarning, match=r"checkpoint 3 of stage 'run' .* quarantined it, resuming from checkpoint 2"):
-        state = Checkpointer(store=store, name="run", async_write=False).restore(fresh())
+        state = Checkpointer(store=store, name="run", writer=Sync()).restore(fresh())
     assert state.epoch == 2 and state.resumed_from == 2
     np.testing.assert_array_equal(state.model.coef_, reference.model.coef_)
     assert on_disk(store) == [1, 2]
@@ -125,7 +131,7 @@ def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, 
 
 # -- retention on disk ---------------------------------------------------------------------------
 def test_retention_on_disk_keeps_latest_and_best_only_in_its_own_key(store):
-    other = Checkpointer(store=store, name="run", key="other", keep=KeepAll(), async_write=False)
+    other = Checkpointer(store=store, name="run", key="other", keep=KeepAll(), writer=Sync())
     train(other, 4)
     losses = [0.9, 0.3, 0.5, 0.6, 0.4, 0.7, 0.8]
     ckpt = Checkpointer(store=store, name="run", keep=LatestN(2) | BestK(2, "val_loss"))
@@ -136,9 +142,9 @@ def test_retention_on_disk_keeps_latest_and_best_only_in_its_own_key(store):
 
 
 def test_the_checkpoint_resumed_from_survives_until_finish(store):
-    train(Checkpointer(store=store, name="run", keep=LatestN(1), async_write=False), 3)
+    train(Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync()), 3)
     assert on_disk(store) == [3]
-    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), async_write=False)
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync())
     state = train(ckpt, 6)
     assert state.resumed_from == 3 and on_disk(store) == [3, 6]
     ckpt.finish(state)
@@ -148,7 +154,7 @@ def test_the_checkpoint_resumed_from_survives_until_finish(store):
 # -- async writes --------------------------------------------------------------------------------
 def test_async_snapshot_is_isolated_from_later_updates(store):
     big = np.arange(8_000_000, dtype=np.float64)  # 64 MB: the write is still running when we mutate
-    ckpt = Checkpointer(store=store, name="run", async_write=True)
+    ckpt = Checkpointer(store=store, name="run", writer=Background())
     state = ckpt.restore(TrainState(weights=big))
     ckpt.step(0, state, {})
     state.weights *= -1.0  # in place, right after step() returned
@@ -160,7 +166,7 @@ def test_async_snapshot_is_isolated_from_later_updates(store):
 def test_a_failed_background_write_is_raised_at_the_next_step_and_at_close(store):
     objects_tmp = Path(store.url) / "objects" / "tmp"
     for where in ("step", "close"):
-        ckpt = Checkpointer(store=store, name=where, async_write=True)
+        ckpt = Checkpointer(store=store, name=where, writer=Background())
         state = ckpt.restore(fresh())
         ckpt.step(0, state, {})
         ckpt.wait()
@@ -179,9 +185,9 @@ def test_a_failed_background_write_is_raised_at_the_next_step_and_at_close(store
         assert on_disk(store, where) == [1]
 
 
-def test_when_busy_skip_drops_saves_instead_of_waiting(store):
+def test_background_skip_when_busy_drops_saves_instead_of_waiting(store):
     events = []
-    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), async_write=True, when_busy="skip")
+    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), writer=Background(skip_when_busy=True))
     with listening(events.append):
         state = ckpt.restore(TrainState(weights=np.ones(4_000_000)))
         for epoch in range(6):
@@ -194,18 +200,18 @@ def test_when_busy_skip_drops_saves_instead_of_waiting(store):
     assert on_disk(store) == saved
 
 
-# -- granularity ---------------------------------------------------------------------------------
+# -- content ------------------------------------------------------------------------------------
 def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
-    part = Checkpointer(store=store, name="part", granularity="partial", keys=["model"], async_write=False)
+    part = Checkpointer(store=store, name="part", content=Partial("model"), writer=Sync())
     state = train(part, 2)
     manifest = store.manifest("part", "default", 2)
     assert set(manifest.outputs["dict"]) == {"model"}
-    resumed = Checkpointer(store=store, name="part", granularity="partial", keys=["model"]).restore(fresh())
+    resumed = Checkpointer(store=store, name="part", content=Partial("model")).restore(fresh())
     assert resumed.epoch == 2
     np.testing.assert_array_equal(resumed.model.coef_, state.model.coef_)
     assert resumed.order.bit_generator.state == np.random.default_rng(1).bit_generator.state  # not saved
 
-    light = Checkpointer(store=store, name="light", granularity="light", hyperparameters={"alpha": 1e-4})
+    light = Checkpointer(store=store, name="light", content=Light(), hyperparameters={"alpha": 1e-4})
     train(light, 2)
     light.close()
     manifest = store.manifest("light", "default", 2)
@@ -214,7 +220,7 @@ def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
         "metrics": {"val_loss": manifest.extra["metrics"]["val_loss"]},
         "hyperparameters": {"alpha": 1e-4},
     }
-    assert Checkpointer(store=store, name="light", granularity="light").restore(fresh()).epoch == 0
+    assert Checkpointer(store=store, name="light", content=Light()).restore(fresh()).epoch == 0
 
 
 # -- early stopping ------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ def test_a_run_that_stopped_early_resumes_stopped_and_finishes_with_the_best(sto
     losses = [0.9, 0.5, 0.6, 0.7, 0.8, 0.2]
     stopping = EarlyStopping("val_loss", patience=2, restore_best=True)
     ckpt = Checkpointer(store=store, name="run", save=EveryNEpochs(10), keep=LatestN(1), early_stopping=stopping)
-    best = train(Checkpointer(store=store, name="ref", keep=KeepAll(), async_write=False), 2)
+    best = train(Checkpointer(store=store, name="ref", keep=KeepAll(), writer=Sync()), 2)
     state = train(ckpt, 6, losses)
     assert state.stopped and state.epoch == 4 and ckpt.best_step == 2
     assert on_disk(store) == [2, 4]  # saved: improvements 1, 2 and the stop 4; LatestN(1) + the best
@@ -258,13 +264,16 @@ def test_progress_events_reach_a_listener_from_a_worker_thread(store):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"granularity": "medium"}, "granularity must be one of"),
-        ({"granularity": "partial"}, "needs keys="),
-        ({"keys": ["model"]}, "only applies to granularity='partial'"),
+        ({"content": "partial"}, r"content= takes Full\(\), Partial"),
+        ({"content": Light(), "early_stopping": EarlyStopping(restore_best=True)}, "needs model state"),
+        ({"writer": "async"}, r"writer= takes Sync\(\) or Background"),
         ({"save": LatestN(2)}, "save= takes a save policy"),
         ({"keep": EveryNEpochs(1)}, "keep= takes a keep policy"),
-        ({"when_busy": "later"}, "when_busy must be 'wait' or 'skip', not 'later'"),
-        ({"granularity": "light", "early_stopping": EarlyStopping(restore_best=True)}, "needs model state"),
+        ({"granularity": "partial", "keys": ["model"]}, r"granularity=...\) is gone.*content=Full\(\), Partial"),
+        ({"async_write": False}, r"async_write=...\) is gone.*writer=Background\(\) or Sync\(\)"),
+        ({"when_busy": "skip"}, "skip_when_busy=True"),
+        ({"save_last": False}, "save=SkipFinal"),
+        ({"sav": EveryNEpochs(1)}, "unexpected argument 'sav'"),
         ({"hyperparameters": {"f": print}}, "hyperparameters must be JSON-able"),
     ],
 )
@@ -281,14 +290,14 @@ def test_unknown_monitored_metric_names_it_and_the_metrics_given(store):
         ckpt.step(0, state, {"val_loss": 0.5})
     with pytest.raises(ConfigError, match="metric 'val_loss' = 'low'"):
         ckpt.step(0, state, {"val_los": 0.5, "val_loss": "low"})
-    with pytest.raises(ConfigError, match="keys \\['net'\\] name no entry"):
-        Checkpointer(store=store, name="p", granularity="partial", keys=["net"]).step(0, state, {})
+    with pytest.raises(ConfigError, match=r"Partial: \['net'\] name no entry"):
+        Checkpointer(store=store, name="p", content=Partial("net")).step(0, state, {})
 
 
-@pytest.mark.parametrize("async_write", [False, True])
+@pytest.mark.parametrize("writer", [Sync(), Background()])
 @pytest.mark.parametrize("bad", [threading.Lock(), (i for i in range(3)), lambda x: x])
-def test_state_that_cannot_be_captured_fails_at_once_naming_the_entry(store, bad, async_write):
-    ckpt = Checkpointer(store=store, name="run", async_write=async_write)
+def test_state_that_cannot_be_captured_fails_at_once_naming_the_entry(store, bad, writer):
+    ckpt = Checkpointer(store=store, name="run", writer=writer)
     state = ckpt.restore(TrainState(model=np.zeros(3), callback=bad))
     with pytest.raises(CheckpointError, match=r"cannot capture state entry 'callback' \("):
         ckpt.step(0, state, {})
@@ -327,12 +336,12 @@ def test_the_same_on_an_fsspec_store(tmp_path):
         fsspec.filesystem("memory").rm(url.removeprefix("memory://"), recursive=True)
 
 
-def test_save_last_false_skips_only_the_last_epochs_checkpoint(store):
-    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), save_last=False)
+def test_skip_final_skips_only_the_last_epochs_checkpoint(store):
+    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), save=SkipFinal(EveryNEpochs(1)))
     ckpt.finish(train(ckpt, 4))
     assert on_disk(store) == [1, 2, 3]
     # a forced save (early stopping's new best, restore_best) still happens at the last epoch
-    ckpt = Checkpointer(store=store, name="run", key="es", keep=KeepAll(), save=EveryNEpochs(10), save_last=False,
+    ckpt = Checkpointer(store=store, name="run", key="es", keep=KeepAll(), save=SkipFinal(EveryNEpochs(10)),
                         early_stopping=EarlyStopping("val_loss", patience=5, restore_best=True))  # fmt: skip
     ckpt.finish(train(ckpt, 3, [0.9, 0.8, 0.1]))
     assert on_disk(store, key="es") == [1, 2, 3]
@@ -343,10 +352,10 @@ import shutil, sys
 from pathlib import Path
 import numpy as np
 from pipeline import Store
-from pipeline.training import Checkpointer, TrainState
+from pipeline.training import Background, Checkpointer, TrainState
 
 store = Store(sys.argv[1])
-ckpt = Checkpointer(store=store, name="run", async_write=True)
+ckpt = Checkpointer(store=store, name="run", writer=Background())
 state = ckpt.restore(TrainState(w=np.zeros(1)))
 if sys.argv[2] == "fail":
     tmp = Path(store.url) / "objects" / "tmp"
@@ -390,3 +399,88 @@ def test_global_random_streams_round_trip_in_both_recorded_forms():
         np.random.seed(9)
         adapters.restore_rng(state)  # the compact array form, and tuples of ints (older checkpoints)
         assert ([random.random() for _ in range(3)], np.random.random(3).tolist()) == expected
+
+
+# -- a plain dict as the training state ----------------------------------------------------------
+def test_step_takes_a_plain_dict_of_entries_and_the_run_resumes_from_it(store):
+    """The shape many loops keep: ``{"model": m, "epoch": 3}``; "epoch" is not an entry."""
+    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), writer=Sync()), 3)
+    ckpt = Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync())
+    loop = {"model": SGDClassifier(loss="log_loss", random_state=0), "order": np.random.default_rng(1), "epoch": 0}
+    for epoch in range(2):
+        perm = loop["order"].permutation(len(X))
+        loop["model"].partial_fit(X[perm], Y[perm], classes=[0, 1])
+        loop["epoch"] = epoch + 1
+        assert ckpt.step(epoch, loop, {"val_loss": float(1 - loop["model"].score(X, Y))}) is False
+    ckpt.finish(TrainState())
+    manifest = store.manifest("run", "default", 2)
+    assert set(manifest.outputs["dict"]) == {"model", "order", "_rng"} and manifest.extra["epoch"] == 2
+    assert [h["epoch"] for h in manifest.extra["history"]] == [1, 2]
+
+    resumed = train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
+    assert resumed.resumed_from == 2 and [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.model.coef_, reference.model.coef_)
+
+
+def test_restore_best_reaches_a_plain_dict_too(store):
+    stopping = EarlyStopping(patience=1, restore_best=True)
+    ckpt = Checkpointer(store=store, name="run", writer=Sync(), early_stopping=stopping)
+    loop = {"w": np.zeros(2)}
+    for epoch, loss in enumerate([0.5, 0.2, 0.9]):
+        loop["w"] = np.full(2, float(epoch))
+        stop = ckpt.step(epoch, loop, {"val_loss": loss})
+    assert stop and ckpt.best_step == 2
+    np.testing.assert_array_equal(loop["w"], np.full(2, 1.0))  # the best epoch's entries, in the dict
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ([1, 2], "step\\(\\) takes the training state: the TrainState restore\\(\\) returned, or a dict.*got list"),
+        ({"model": 1, "_private": 2}, "entry names are strings not starting with '_', not '_private'"),
+        ({"model": 1, "epoch": "three"}, "'epoch' counts completed epochs .* not 'three'"),
+    ],
+)
+def test_a_state_step_cannot_use_is_a_checkpoint_error_at_once(store, state, message):
+    ckpt = Checkpointer(store=store, name="run", writer=Sync())
+    with pytest.raises(CheckpointError, match=message):
+        ckpt.step(0, state, {"val_loss": 0.1})
+    assert on_disk(store) == []
+
+
+# -- the policies themselves -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "saved"),
+    [
+        (None, {"model", "order", "_rng"}),  # the default: Full()
+        (Partial("model"), {"model"}),
+        (Partial(["order", "model"]), {"order", "model"}),
+        (Light(), None),
+    ],
+)
+def test_content_policies_save_what_they_say(store, content, saved):
+    ckpt = Checkpointer(store=store, name="run", writer=Sync(), **({"content": content} if content else {}))
+    train(ckpt, 1)
+    outputs = store.manifest("run", "default", 1).outputs
+    assert (set(outputs["dict"]) if "dict" in outputs else None) == saved
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Partial(), "needs the names of the state entries"),
+        (lambda: Partial("model", "_rng"), "not '_rng'"),
+        (lambda: Background(skip_when_busy="yes"), "takes True or False, not 'yes'"),
+        (lambda: SkipFinal(LatestN(1)), "SkipFinal wraps a save policy"),
+    ],
+)
+def test_bad_policy_arguments_are_config_errors(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_policies_are_frozen_values():
+    assert Partial("model", "optimizer") == Partial(["model", "optimizer"]) and Background() == Background(False)
+    with pytest.raises(AttributeError):
+        Background().skip_when_busy = True  # type: ignore[misc]
+    assert SkipFinal(EveryNEpochs(2) | OnImprovement("val_loss")).monitors == ("val_loss",)

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     import json, os, random, sys, warnings
     import numpy as np
     from pipeline import StageCache, Store
-    from pipeline.training import Checkpointer, EarlyStopping, EveryNEpochs, LatestN, TrainState
+    from pipeline.training import Background, Checkpointer, EarlyStopping, EveryNEpochs, LatestN, Sync, TrainState
 
     warnings.filterwarnings("ignore")  # sklearn's partial_fit convergence chatter
     kind, root, out, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -115,7 +115,7 @@ SCRIPT = textwrap.dedent(
             save=EveryNEpochs(opts.get("every", 1)),
             keep=LatestN(2),
             early_stopping=EarlyStopping("val_loss", patience=es, restore_best=True) if es else None,
-            async_write=opts.get("async", False),
+            writer=Background() if opts.get("async") else Sync(),
         )
         state = ckpt.restore(build())
         print("resumed", state.resumed_from, flush=True)

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pipeline import Store  # noqa: E402
-from pipeline.training import Checkpointer, TrainState  # noqa: E402
+from pipeline.training import Background, Checkpointer, Sync, TrainState  # noqa: E402
 
 
 def build(seed: int) -> TrainState:
@@ -61,10 +61,10 @@ def assert_same(a: dict, b: dict) -> None:
     assert a["ema"].dtype == b["ema"].dtype == torch.bfloat16 and torch.equal(a["ema"], b["ema"])
 
 
-@pytest.mark.parametrize("async_write", [False, True])
-def test_torch_state_round_trips_in_place_and_training_continues_identically(tmp_path, async_write):
+@pytest.mark.parametrize("writer", [Sync(), Background()])
+def test_torch_state_round_trips_in_place_and_training_continues_identically(tmp_path, writer):
     store = Store(tmp_path / "store")
-    ckpt = Checkpointer(store=store, name="net", async_write=async_write)
+    ckpt = Checkpointer(store=store, name="net", writer=writer)
     state = ckpt.restore(build(0))
     advance(state, 5)
     ckpt.step(0, state, {"loss": 1.0})

@@ -15,12 +15,13 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss
 
-from pipeline.training import EveryNEpochs, LatestN, TrainState
+from pipeline.training import EveryNEpochs, LatestN, Sync, TrainState
+from pipeline.tuning import TrialCheckpointing
 
 EPOCHS = 6
 SPACE = {"alpha": FloatDistribution(1e-5, 1e-1, log=True), "eta0": FloatDistribution(1e-3, 1e-1, log=True),
          "batches": IntDistribution(1, 4)}  # fmt: skip
-CHECKPOINT = {"save": EveryNEpochs(1), "keep": LatestN(2), "async_write": False}
+CHECKPOINTING = TrialCheckpointing(save=EveryNEpochs(1), keep=LatestN(2), writer=Sync())
 
 
 def data():
@@ -61,10 +62,10 @@ def train(params, ckpt):
 
 
 def main(store: str, n_trials: int, sampler: str = "tpe") -> None:
-    from pipeline.tuning import tune
+    from pipeline.tuning import Search
 
-    result = tune(train, SPACE, n_trials=n_trials, sampler=sampler, seed=11, store=store, name="search",
-                  checkpoint=CHECKPOINT)  # fmt: skip
+    search = Search("search", SPACE, train, n_trials, sampler=sampler, seed=11, checkpointing=CHECKPOINTING)
+    result = search.run(store)
     print(f"BEST {result.best_params} {result.best_value!r}")
     print("SOURCES " + " ".join(t.source for t in result.trials))
 
