@@ -398,3 +398,6 @@ def server_status() -> None:
 def main() -> None:
     app()
     sys.exit(0)
+
+
+from . import cli_serve  # noqa: E402,F401  (registers `serve`)

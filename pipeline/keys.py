@@ -53,8 +53,12 @@ def task_key(name: str, code: str, arguments: Mapping[str, str]) -> str:
 
 
 def search_key(name: str, train_fn: Callable[..., Any], **settings: Any) -> str:
-    """A search's key: its name, its training function's code and its settings by name."""
+    """A search's key: its name, its training function's code and its settings by name.
+
+    The training function also counts by value: the data a ``functools.partial`` binds or
+    a closure holds is part of what the search searches over."""
     arguments = {k: fingerprint(v, name=f"search setting {k!r}") for k, v in settings.items()}
+    arguments["<train_fn>"] = fingerprint(train_fn, name="the training function")
     return derive(SEARCH, name, code_key(train_fn).digest, arguments)
 
 

@@ -280,3 +280,21 @@ def test_a_module_level_ufunc_is_keyed_by_the_function_it_wraps(tmp_path):
     two = load_project(tmp_path / "v3", "ufuncs", {"m": src.replace("x + 1", "x + 2")})["m"]
     assert code_key(one.stage).digest == code_key(same.stage).digest
     assert code_key(one.stage).digest != code_key(two.stage).digest
+
+
+def test_a_search_over_other_bound_data_has_another_key():
+    """The data a partial binds to the training function is part of the search's key (the
+    best-so-far record and the search index are keyed by it): a search over other data must
+    never be answered by this one's best."""
+    import functools
+
+    from pipeline.keys import search_key
+
+    def objective(train, params, checkpointer):
+        return sum(train) * params["lr"]
+
+    settings = {"space": {"lr": "Float(0.1, 1)"}, "sampler": "tpe", "seed": 0}
+    a = search_key("tune", functools.partial(objective, [1, 2, 3]), **settings)
+    b = search_key("tune", functools.partial(objective, [1, 2, 4]), **settings)
+    assert a != b
+    assert a == search_key("tune", functools.partial(objective, [1, 2, 3]), **settings)

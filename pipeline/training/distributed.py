@@ -1,0 +1,686 @@
+"""Checkpoints of data-parallel training: N ranks write, one manifest commits.
+
+::
+
+    dist.init_process_group("gloo", ...)                  # torchrun or torch.multiprocessing
+    ckpt = DistributedCheckpointer(store=..., name="net", strategy=Asynchronous(), save=EveryNEpochs(50))
+    state = ckpt.restore(TrainState(model=net, optimizer=opt, order=gen), local=("order",))
+    for i in range(state.epoch, steps):                   # state.epoch counts completed steps
+        ...one data-parallel step (gradients all-reduced)...
+        ckpt.step(i, state, {"loss": loss})
+    ckpt.finish(state)
+
+The training state is *replicated* (model, optimizer, scheduler: equal on every rank after
+each all-reduced step) except the entries named ``local`` (a data-order Generator, a sampler
+position) and the global RNG streams, which are per rank and saved per rank. The arrays of
+the replicated state are split across ranks by size, so each rank writes about 1/N of them
+(its *shard*). A checkpoint of step ``n`` is committed by one manifest
+``checkpoints/<stage>/<key>/<n>.json`` (``kind="checkpoint"``) that references every
+shard's objects; only committed steps are ever restored, by all ranks the same one.
+
+Strategies (small frozen policies):
+
+- :class:`Synchronized` — barrier; every rank writes its shard inline; rank 0 commits once
+  every shard is durable; ``step()`` returns on every rank after the commit.
+- :class:`MasterSaves` — rank 0 gathers the per-rank state (RNG, local entries) and writes
+  the whole checkpoint alone; the other ranks go on at once.
+- :class:`Asynchronous` — each rank snapshots its shard in memory and writes it in a
+  background thread, then records it (a shard manifest under ``<key>.shard-<rank>``); rank
+  0's writer is the coordinator that commits the step once every shard of it is recorded.
+  A step with a missing shard is never committed, so never restored; ``restore`` commits a
+  complete step whose coordinator died before committing and drops the shards of the rest.
+
+Resuming needs the same world size (per-rank RNG streams belong to a rank).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from ..cache import current_stage
+from ..errors import CheckpointError, ConfigError
+from ..store import Manifest, Store
+from ..store.manifest import library_versions
+from . import adapters
+
+# The one place that leans on the single-process Checkpointer's internals: Catalog (the
+# committed checkpoints of one key: steps, read, prune) becomes ``store.checkpoints(stage,
+# key)``; Writer (one background write at a time, its error raised at the next call) becomes
+# the writer of the ``writer=Background()`` policy.
+from .catalog import Catalog
+from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
+from .state import TrainState
+from .writer import Background, Sync, Writer
+
+SHARD_KIND = "checkpoint-shard"
+
+
+# -- strategies --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Strategy:
+    """How the ranks of one data-parallel run write a checkpoint."""
+
+    name: ClassVar[str] = ""
+    background: ClassVar[bool] = False
+    sharded: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Synchronized(Strategy):
+    """Barrier; each rank writes its shard; rank 0 commits one manifest when all are durable."""
+
+    name: ClassVar[str] = "synchronized"
+
+
+@dataclass(frozen=True)
+class MasterSaves(Strategy):
+    """Rank 0 writes the full state (with every rank's RNG streams and local entries)."""
+
+    name: ClassVar[str] = "master"
+    sharded: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Asynchronous(Strategy):
+    """Ranks write their shards in the background; rank 0 commits a step once all are there.
+
+    ``timeout``: seconds the coordinator waits for the other shards of a step before it
+    reports the step as failed (at the next ``step()`` or ``close()``)."""
+
+    name: ClassVar[str] = "asynchronous"
+    background: ClassVar[bool] = True
+    timeout: float = 600.0
+    poll: float = 0.05
+
+    def __post_init__(self) -> None:
+        for field, value in (("timeout", self.timeout), ("poll", self.poll)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"Asynchronous({field}=...) must be a number of seconds > 0, not {value!r}")
+
+
+STRATEGIES = (Synchronized, MasterSaves, Asynchronous)
+
+
+# -- splitting the replicated state into shards ------------------------------------------------
+@dataclass(frozen=True)
+class Slot:
+    """Where array ``index`` of the replicated state sits in its skeleton."""
+
+    index: int
+
+
+def _is_array(v: Any) -> bool:
+    return (
+        type(v).__module__ == "numpy"
+        and type(v).__name__ == "ndarray"
+        or (
+            isinstance(v, dict) and "__torch_dtype__" in v  # the adapters' record of a numpy-less dtype
+        )
+    )
+
+
+def _nbytes(v: Any) -> int:
+    return int(v["bytes"].nbytes if isinstance(v, dict) else v.nbytes)
+
+
+def _map(obj: Any, leaf: Callable[[Any], Any], is_leaf: Callable[[Any], bool]) -> Any:
+    if is_leaf(obj):
+        return leaf(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((k, _map(v, leaf, is_leaf)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # torch state_dict versions, read by load_state_dict
+            out._metadata = copy.deepcopy(obj._metadata)
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_map(v, leaf, is_leaf) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    return obj
+
+
+def split(payloads: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """``payloads`` with every array replaced by a :class:`Slot`, and the arrays in order."""
+    arrays: list[Any] = []
+
+    def take(a: Any) -> Slot:
+        arrays.append(a)
+        return Slot(len(arrays) - 1)
+
+    return {name: _map(p, take, _is_array) for name, p in payloads.items()}, arrays
+
+
+def fill(skeleton: Mapping[str, Any], arrays: Mapping[int, Any]) -> dict[str, Any]:
+    """The inverse of :func:`split`."""
+    missing = [s.index for s in _slots(skeleton) if s.index not in arrays]
+    if missing:
+        raise CheckpointError(f"the checkpoint's shards lack arrays {missing[:5]} of the replicated state")
+    return {name: _map(p, lambda s: arrays[s.index], lambda v: isinstance(v, Slot)) for name, p in skeleton.items()}
+
+
+def _slots(skeleton: Any) -> list[Slot]:
+    found: list[Slot] = []
+    _map(skeleton, found.append, lambda v: isinstance(v, Slot))
+    return found
+
+
+def owners(sizes: Sequence[int], world_size: int) -> list[int]:
+    """The rank that writes each array: largest first to the least loaded rank (ties: the
+    lower rank). Deterministic, so every rank computes the same split without talking."""
+    load = [0] * world_size
+    owner = [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        owner[i] = r
+        load[r] += sizes[i]
+    return owner
+
+
+@dataclass(frozen=True)
+class ShardMeta:
+    """The small part of a shard: one object beside the shard's arrays."""
+
+    rank: int
+    kinds: dict[str, str]
+    skeleton: dict[str, Any] | None  # the replicated entries around their arrays (rank 0's shard)
+    rng: dict[int, Any]  # rank -> global RNG streams
+    local: dict[int, dict[str, Any]]  # rank -> local entry -> payload
+
+
+class SnapshotBuffers:
+    """Two sets of arrays that background snapshots alternate between. Copying into memory
+    already touched costs no page faults (a fresh 25 MB copy can take 5-20x longer on a VM),
+    and the set the writer may still be reading is never the one written: the Writer has
+    one write in flight and starts the next only after it, so when snapshot ``k + 2`` is
+    taken, write ``k`` (the other user of its set) has finished. Costs twice the shard."""
+
+    def __init__(self) -> None:
+        self._sets: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        self._turn = 0
+
+    def copy(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        into, self._turn = self._sets[self._turn], self._turn ^ 1
+        out = {}
+        for k, a in arrays.items():
+            if isinstance(a, dict):  # a dtype numpy lacks: the adapters' raw-bytes record
+                out[k] = copy.deepcopy(a)
+                continue
+            b = into.get(k)
+            if b is None or b.shape != a.shape or b.dtype != a.dtype:
+                b = into[k] = np.empty_like(a)
+            np.copyto(b, a)
+            out[k] = b
+        return out
+
+
+def shard_key(key: str, rank: int) -> str:
+    """The key under which rank ``rank`` records its shards of ``key`` (Asynchronous)."""
+    return f"{key}.shard-{int(rank)}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+# -- the coordinator: commits a step once every shard of it is recorded ------------------------
+class Coordinator:
+    """Shard records and step commits of one checkpointed run, through the store alone
+    (no collectives: it runs in writer threads and at restore)."""
+
+    def __init__(self, store: Store, stage: str, key: str, world_size: int, run_id: str = "") -> None:
+        self.store, self.stage, self.key, self.world_size, self.run_id = store, stage, key, world_size, run_id
+        self.committed = Catalog(store, stage, key)
+        self.shards = [Catalog(store, stage, shard_key(key, r)) for r in range(world_size)]
+
+    def record_shard(self, rank: int, step: int, tree: dict[str, Any], extra: Mapping[str, Any]) -> None:
+        """Rank ``rank``'s shard of ``step`` is durable: say so (a shard manifest, written last)."""
+        self.store.commit(self._manifest(shard_key(self.key, rank), step, tree, SHARD_KIND, {**extra, "rank": rank}))
+
+    def missing(self, step: int) -> list[int]:
+        """Ranks whose shard of ``step`` is not recorded."""
+        return [r for r in range(self.world_size) if self._shard(r, step) is None]
+
+    def _shard(self, rank: int, step: int) -> Manifest | None:
+        return self.store.manifest(self.stage, shard_key(self.key, rank), step)
+
+    def commit(
+        self, step: int, extra: Mapping[str, Any], trees: Mapping[int, dict[str, Any]] | None = None
+    ) -> Manifest:
+        """Commit ``step`` from the given shard trees, or from the recorded shards (all of them
+        must be there: a step with a missing shard is never committed)."""
+        if trees is None:
+            found = {r: self._shard(r, step) for r in range(self.world_size)}
+            absent = [r for r, m in found.items() if m is None]
+            if absent:
+                raise CheckpointError(
+                    f"step {step} of {self.stage!r} lacks the shards of ranks {absent}: not committed"
+                )
+            trees = {r: m.outputs for r, m in found.items()}
+        outputs = {"dict": {f"rank-{r}": trees[r] for r in sorted(trees)}}
+        manifest = self._manifest(self.key, step, outputs, "checkpoint", extra)
+        self.store.commit(manifest)
+        self.committed.committed(manifest)
+        return manifest
+
+    def wait_and_commit(self, step: int, extra: Mapping[str, Any], timeout: float, poll: float) -> Manifest:
+        deadline = time.monotonic() + timeout
+        while missing := self.missing(step):
+            if time.monotonic() > deadline:
+                raise CheckpointError(
+                    f"step {step} of {self.stage!r}: the shards of ranks {missing} did not arrive within "
+                    f"{timeout:g} s; the step is not committed (the previous checkpoint stays the newest)"
+                )
+            time.sleep(poll)
+        manifest = self.commit(step, extra)
+        self.drop_shards(up_to=step)
+        return manifest
+
+    def drop_shards(self, up_to: int | None = None) -> None:
+        """Delete shard records (of steps <= ``up_to``): committed steps keep their objects
+        through the step manifest; an older step that never completed never will."""
+        for r, catalog in enumerate(self.shards):
+            for s in catalog.steps():
+                if up_to is None or s <= up_to:
+                    m = self._shard(r, s)
+                    if m is not None:
+                        self.store.delete_manifest(m)
+
+    def sweep(self) -> list[int]:
+        """After a crash (no rank writing): commit every recorded-complete step newer than the
+        newest commit, drop all shard records. Returns the steps it committed."""
+        newest = max(self.committed.steps(), default=0)
+        complete = set.intersection(*(set(c.steps()) for c in self.shards)) if self.shards else set()
+        done = []
+        for s in sorted(x for x in complete if x > newest):
+            shard0 = self._shard(0, s)
+            if shard0 is not None:
+                self.commit(s, dict(shard0.extra.get("step_extra", {})))
+                done.append(s)
+        self.drop_shards()
+        return done
+
+    def _manifest(self, key: str, step: int, outputs: dict[str, Any], kind: str, extra: Mapping[str, Any]) -> Manifest:
+        return Manifest(
+            stage=self.stage, key=key, outputs=outputs, created=_now(), run_id=self.run_id,
+            versions=library_versions(), kind=kind, step=int(step), extra=dict(extra),
+        )  # fmt: skip
+
+
+# -- collectives (torch.distributed, imported only when a process group is up) ------------------
+class Group:
+    """Rank, world size and the few collectives the checkpointer needs (no-ops for one process)."""
+
+    def __init__(self, group: Any = None) -> None:
+        self.group = group
+        self.dist = None
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            dist = None
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            self.dist = dist
+        self.rank = self.dist.get_rank(group) if self.dist else 0
+        self.world_size = self.dist.get_world_size(group) if self.dist else 1
+
+    def barrier(self) -> None:
+        if self.dist:
+            self.dist.barrier(group=self.group)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.dist:
+            return obj
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=self._global(0), group=self.group)
+        return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if not self.dist:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        self.dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def flag(self, value: bool) -> bool:
+        """Rank 0's decision, cheaply (one int broadcast)."""
+        if not self.dist:
+            return value
+        import torch
+
+        t = torch.tensor([int(value)], dtype=torch.int32)
+        self.dist.broadcast(t, src=self._global(0), group=self.group)
+        return bool(t.item())
+
+    def _global(self, rank: int) -> int:
+        return self.dist.get_global_rank(self.group, rank) if self.group is not None else rank
+
+
+# -- the checkpointer --------------------------------------------------------------------------
+class DistributedCheckpointer:
+    """Checkpoints of one data-parallel run, written by every rank of its process group.
+
+    Collective: every rank constructs it, calls ``restore`` and ``step`` at the same steps.
+    ``save`` decides on rank 0 (the decision is broadcast each step, unless it depends on the
+    step number alone, like ``EveryNEpochs``); ``keep`` prunes committed steps
+    (the newest and the one resumed from always stay)."""
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy | None = None,
+        save: SavePolicy | None = None,
+        keep: KeepPolicy | None = LatestN(2),
+        local: Sequence[str] = (),
+        store: Store | str | None = None,
+        name: str | None = None,
+        key: str | None = None,
+        group: Any = None,
+    ) -> None:
+        self.strategy = Synchronized() if strategy is None else strategy
+        if not isinstance(self.strategy, STRATEGIES):
+            raise ConfigError(f"strategy= takes Synchronized(), MasterSaves() or Asynchronous(), not {self.strategy!r}")
+        self.save_policy = EveryNEpochs(1) if save is None else save
+        if not isinstance(self.save_policy, SavePolicy):
+            raise ConfigError(f"save= takes a save policy (EveryNEpochs, EveryNSeconds…), not {self.save_policy!r}")
+        if keep is not None and not isinstance(keep, KeepPolicy):
+            raise ConfigError(f"keep= takes a keep policy (LatestN, BestK…) or None, not {keep!r}")
+        self.keep = keep
+        self.local = tuple(local)
+        running = current_stage()
+        if store is None and running is None:
+            raise ConfigError("outside a @stage a DistributedCheckpointer needs store= and name=")
+        if store is None:
+            self.store, self.stage, self.key, run_id = running.store, running.stage, running.key, running.run_id
+        else:
+            self.store = store if isinstance(store, Store) else Store(store)
+            if not name:
+                raise ConfigError(
+                    "DistributedCheckpointer(store=...) needs name= (the training run's name in the store)"
+                )
+            self.stage, self.key, run_id = name, key or "default", running.run_id if running else ""
+        self.group = Group(group)
+        self.rank, self.world_size = self.group.rank, self.group.world_size
+        self.coordinator = Coordinator(self.store, self.stage, self.key, self.world_size, run_id)
+        self._writer = Writer(Background() if self.strategy.background else Sync())
+        self._local_decision = _step_count_only(self.save_policy)
+        self._buffers = SnapshotBuffers()
+        self._seen: list[Record] = []
+        self._saved: list[Record] = []
+        self._start = time.time()
+        self._resumed_from: int | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        s = self.strategy
+        return f"<DistributedCheckpointer {self.stage!r} {self.key} rank {self.rank}/{self.world_size} {s.name}>"
+
+    # -- restore -------------------------------------------------------------------------------
+    def restore(self, default: TrainState | Mapping[str, Any], *, step: int | None = None) -> TrainState:
+        """Every rank: fill ``default`` from the newest committed checkpoint all ranks can read
+        (or ``step``); the same step on every rank. None: ``default`` as it is (fresh start)."""
+        self._check_open()
+        state = TrainState.of(default)
+        candidates = None
+        if self.rank == 0:
+            if self.strategy.background:
+                self.coordinator.sweep()
+            candidates = [step] if step is not None else self.coordinator.committed.steps()[::-1]
+        candidates = self.group.broadcast(candidates)
+        for s in candidates:
+            loaded, error, fatal = None, None, None
+            try:
+                manifest = self.coordinator.committed.read(s)
+                fatal = self._world_mismatch(manifest)
+                if fatal is None:
+                    loaded = (manifest, self.store.load(manifest.outputs))
+            except Exception as e:  # missing, corrupt, undecodable: every rank moves on together
+                error = f"rank {self.rank}: {type(e).__name__}: {e}"
+            outcomes = self.group.all_gather((error, fatal))
+            if fatal is not None:
+                raise CheckpointError(fatal)
+            failed = [e for e, _ in outcomes if e is not None]
+            if not failed:
+                self._apply(state, *loaded)
+                return state
+            if self.rank == 0:
+                warnings.warn(f"checkpoint {s} of {self.stage!r} ({self.key}) is unusable: {failed}", stacklevel=2)
+        if step is not None:
+            raise CheckpointError(f"no usable checkpoint {step} of stage {self.stage!r} ({self.key})")
+        return state
+
+    def _world_mismatch(self, manifest: Manifest) -> str | None:
+        meta = manifest.extra.get("distributed", {})
+        if meta.get("world_size") == self.world_size:
+            return None
+        return (
+            f"checkpoint {manifest.step} of {self.stage!r} was written by {meta.get('world_size')} ranks, "
+            f"this run has {self.world_size}: resume with the same world size (per-rank RNG streams)"
+        )
+
+    def _apply(self, state: TrainState, manifest: Manifest, shards: dict[str, Any]) -> None:
+        metas = [shard["meta"] for shard in shards.values()]
+        arrays = {int(i): a for shard in shards.values() for i, a in shard.get("arrays", {}).items()}
+        base = next(m for m in metas if m.skeleton is not None)
+        for name, payload in fill(base.skeleton, arrays).items():
+            state[name] = adapters.restore(name, base.kinds[name], _entry(state, name), payload)
+        for m in metas:
+            for name, payload in m.local.get(self.rank, {}).items():
+                state[name] = adapters.restore(name, m.kinds[name], _entry(state, name), payload)
+            if self.rank in m.rng:
+                adapters.restore_rng(m.rng[self.rank])
+        extra = manifest.extra
+        state.epoch = int(extra["epoch"])
+        state.history = [dict(h) for h in extra.get("history", [])]
+        state.resumed_from = self._resumed_from = int(manifest.step)
+        self._seen = [Record(h["epoch"], {k: v for k, v in h.items() if k != "epoch"}) for h in state.history]
+        self._saved = [Record(int(manifest.step), dict(extra.get("metrics", {})), float(extra.get("time", 0.0)))]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def step(self, step: int, state: TrainState, metrics: Mapping[str, Any] | None = None) -> bool:
+        """Record step ``step`` (0-based, just finished) on every rank; checkpoint it when the
+        save policy says so on rank 0. True when this step was checkpointed (for
+        Asynchronous: handed to the writer)."""
+        self._check_open()
+        self._writer.check()
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ConfigError(f"step() takes the index of the step just finished (an int >= 0), not {step!r}")
+        values = _metrics(metrics or {})
+        record = Record(step + 1, values, time.time())
+        due = self.save_policy.should_save(record, History(tuple(self._seen), tuple(self._saved), self._start))
+        if not self._local_decision:  # time or metrics decide: rank 0's decision for all
+            due = self.group.flag(self.rank == 0 and due)
+        state.epoch = record.step
+        state.history.append({"epoch": record.step, **values})
+        self._seen.append(record)
+        if due:
+            self._saved.append(record)
+            self._save(record, state)
+        return due
+
+    def _save(self, record: Record, state: TrainState) -> None:
+        missing = [k for k in self.local if k not in state]
+        if missing:
+            raise ConfigError(f"local={missing} name no entry of the training state (entries: {state.keys()})")
+        extra = {
+            "epoch": record.step,
+            "metrics": record.metrics,
+            "time": record.time,
+            "history": [dict(h) for h in state.history],
+            "granularity": "distributed",
+            "resumed_from": self._resumed_from,
+            "distributed": {"strategy": self.strategy.name, "world_size": self.world_size, "local": list(self.local)},
+        }
+        if isinstance(self.strategy, MasterSaves):
+            self._save_master(record, state, extra)
+        elif isinstance(self.strategy, Synchronized):
+            self._save_synchronized(record, state, extra)
+        else:
+            self._save_asynchronous(record, state, extra)
+
+    def _capture(self, state: TrainState, *, copy_: bool, owned_by: int | None) -> tuple[dict[str, Any], ShardMeta]:
+        """This rank's shard: the arrays of the replicated state it owns (all with ``owned_by``
+        None), the skeleton (rank 0), its RNG streams and local entries."""
+        kinds, replicated, local = {}, {}, {}
+        for name in state.keys():
+            kind, payload = adapters.capture(name, state[name], copy=copy_ if name in self.local else False)
+            kinds[name] = kind
+            (local if name in self.local else replicated)[name] = payload
+        skeleton, arrays = split(replicated)
+        mine = owners([_nbytes(a) for a in arrays], self.world_size) if owned_by is not None else None
+        chosen = {str(i): a for i, a in enumerate(arrays) if mine is None or mine[i] == owned_by}
+        if copy_:
+            chosen = self._buffers.copy(chosen)
+        meta = ShardMeta(
+            rank=self.rank,
+            kinds=kinds,
+            skeleton=(copy.deepcopy(skeleton) if copy_ else skeleton) if self.rank == 0 else None,
+            rng={self.rank: adapters.capture_rng()},
+            local={self.rank: local},
+        )
+        return chosen, meta
+
+    def _write_shard(self, step: int, arrays: dict[str, Any], meta: ShardMeta) -> dict[str, Any]:
+        shard: dict[str, Any] = {"meta": meta}
+        if arrays:
+            shard["arrays"] = arrays
+        return self.store.save(shard, what=f"shard {meta.rank} of checkpoint {step} of {self.stage!r}")
+
+    def _save_synchronized(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
+        self.group.barrier()
+        tree, error = None, None
+        try:
+            arrays, meta = self._capture(state, copy_=False, owned_by=self.rank)
+            tree = self._write_shard(record.step, arrays, meta)
+        except Exception as e:  # every rank must hear of it: no rank may wait for a shard forever
+            error = f"rank {self.rank}: {type(e).__name__}: {e}"
+        gathered = self.group.all_gather((tree, error))
+        failed = [e for _, e in gathered if e is not None]
+        outcome = None
+        if not failed and self.rank == 0:
+            try:
+                self.coordinator.commit(record.step, extra, {r: t for r, (t, _) in enumerate(gathered)})
+                self._prune(record.step)
+            except Exception as e:
+                outcome = f"committing: {type(e).__name__}: {e}"
+        outcome = self.group.broadcast(outcome)
+        if failed or outcome:
+            raise CheckpointError(f"checkpoint {record.step} of {self.stage!r} failed: {'; '.join(failed) or outcome}")
+
+    def _save_master(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
+        mine = {name: adapters.capture(name, state[name], copy=False)[1] for name in self.local}
+        gathered = self.group.all_gather((adapters.capture_rng(), mine))
+        if self.rank != 0:
+            return
+        arrays, meta = self._capture(state, copy_=False, owned_by=None)
+        meta = dataclasses.replace(
+            meta, rng={r: g[0] for r, g in enumerate(gathered)}, local={r: g[1] for r, g in enumerate(gathered)}
+        )
+        tree = self._write_shard(record.step, arrays, meta)
+        self.coordinator.commit(record.step, extra, {0: tree})
+        self._prune(record.step)
+
+    def _save_asynchronous(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
+        arrays, meta = self._capture(state, copy_=True, owned_by=self.rank)
+        strategy: Asynchronous = self.strategy  # type: ignore[assignment]
+
+        def job() -> None:
+            tree = self._write_shard(record.step, arrays, meta)
+            self.coordinator.record_shard(self.rank, record.step, tree, {"step_extra": extra})
+            if self.rank == 0:
+                self.coordinator.wait_and_commit(record.step, extra, strategy.timeout, strategy.poll)
+                self._prune(record.step)
+
+        self._writer.submit(f"shard {self.rank} of checkpoint {record.step} of {self.stage!r}", job)
+
+    def _prune(self, newest: int) -> None:
+        protected = {newest} | ({self._resumed_from} if self._resumed_from is not None else set())
+        self.coordinator.committed.prune(self.keep, protected)
+
+    # -- the end -------------------------------------------------------------------------------
+    def wait(self) -> None:
+        """Until this rank's write in flight has landed (on rank 0: and been committed)."""
+        self._writer.wait()
+        self._writer.check()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+
+    def finish(self, state: TrainState) -> TrainState:
+        self.close()
+        return state
+
+    def __enter__(self) -> DistributedCheckpointer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as e:  # don't hide the exception that ended training
+            warnings.warn(f"{e}", stacklevel=2)
+
+    def steps(self) -> list[int]:
+        """Committed checkpoint steps, ascending."""
+        return self.coordinator.committed.steps()
+
+    @property
+    def resumed_from(self) -> int | None:
+        return self._resumed_from
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"the DistributedCheckpointer of stage {self.stage!r} is closed")
+
+
+def _step_count_only(policy: SavePolicy) -> bool:
+    """True when the policy decides by the step number alone, so every rank decides the
+    same without a broadcast per step."""
+    if isinstance(policy, AnySave):
+        return all(_step_count_only(p) for p in policy.policies)
+    return type(policy) is EveryNEpochs
+
+
+def _entry(state: TrainState, name: str) -> Any:
+    return state[name] if name in state else None
+
+
+def _metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise ConfigError(f"step() takes metrics as a dict of name -> number, not {type(metrics).__name__}")
+    out = {}
+    for k, v in metrics.items():
+        if k == "epoch":
+            continue
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"metric {k!r} = {v!r}: metrics must be numbers keyed by name") from None
+    return out
+
+
+__all__ = [
+    "DistributedCheckpointer",
+    "Strategy",
+    "Synchronized",
+    "MasterSaves",
+    "Asynchronous",
+    "Coordinator",
+    "ShardMeta",
+    "SnapshotBuffers",
+    "Slot",
+    "split",
+    "fill",
+    "owners",
+    "shard_key",
+]
