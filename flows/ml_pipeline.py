@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from pipeline.params import load_params
+from pipeline.params import ParamSchema, load_params
 
 from .preprocess import clean, engineer, load_csv, make_synthetic, raw_path, split
 from .train import train
@@ -15,12 +15,23 @@ from .tune import search
 from .validate import evaluate, git_commit, package_model
 
 DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "params.toml"
+PARAMS_SCHEMA = ParamSchema.from_file(DEFAULT_PARAMS)
+"""Every section and key of the shipped params.toml, typed by its value there."""
+
+
+def check_params(p: dict[str, Any]) -> None:
+    """ConfigError naming the first bad parameter (schema, then the data source) before any
+    stage runs, so that the CLI can say it in one line."""
+    PARAMS_SCHEMA.check(p, "parameters")
+    if p["data"]["source"] != "synthetic":
+        raw_path(p["data"]["source"])
 
 
 @flow(name="ml-pipeline", log_prints=False)
 def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole pipeline on ``params`` (default: params.toml)."""
     p = params if params is not None else load_params(DEFAULT_PARAMS)
+    check_params(p)
     data, pre, tr, tn = p["data"], p["preprocess"], p["train"], p["tune"]
 
     if data["source"] == "synthetic":

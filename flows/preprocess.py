@@ -19,8 +19,9 @@ def raw_path(source: str) -> Path:
     if not path.is_file():
         from pipeline.errors import ConfigError
 
-        known = sorted(p.stem for p in RAW_DIR.glob("*.csv"))
-        raise ConfigError(f"data file {path} not found: set data.source to one of {known} or 'synthetic'")
+        known = [*sorted(p.stem for p in RAW_DIR.glob("*.csv")), "synthetic"]
+        restore = "" if len(known) > 1 else f" (restore the shipped CSV with `git checkout -- {RAW_DIR}`)"
+        raise ConfigError(f"data file {path} not found: set data.source to one of {known}{restore}")
     return path
 
 

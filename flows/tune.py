@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import stage
 from pipeline.cache import current_stage
+from pipeline.integrations.artifacts import publish_trials
 from pipeline.training import EveryNEpochs, LatestN
 from pipeline.tuning import Search, TrialCheckpointing
 
@@ -59,4 +60,5 @@ def search(
     train_fn = functools.partial(objective, train_df, val_df, epochs, seed)
     tuning = Search("tune", SPACE, train_fn, n_trials, sampler=sampler, seed=seed, checkpointing=CHECKPOINTING)
     found = tuning.run(running.store if running else None)
+    publish_trials("tune", found)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
     return {"best": {**found.best.params, "val_loss": found.best.value}, "trials": found.table()}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import Settings
@@ -28,7 +30,7 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PipelineError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -37,17 +39,45 @@ def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")) -> None:
     _state["debug"] = debug
+    for console in (out, err):  # into a file or pipe: full keys and bars, never cut at 80 columns
+        console.width = None if console.is_terminal else 1000  # type: ignore[assignment]
+    warnings.showwarning = _one_line_warning
 
 
-def _store(url: Optional[str]):
-    return _open(Settings.load(store=url))
+def _one_line_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None):
+    """A warning as one line on stderr (no echoed source line)."""
+    where = f" ({filename}:{lineno})" if _state["debug"] else ""
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}{where}", highlight=False, soft_wrap=True)
 
 
-def _open(settings: Settings):
-    """The store the settings name (opened or created)."""
+def _store(url: Optional[str], create: bool = False):
+    return _open(Settings.load(store=url), create=create)
+
+
+def _open(settings: Settings, create: bool = True):
+    """The store the settings name: opened or created for a run; for read-only commands
+    opened as it is (nothing created, no write access needed)."""
     from .store import Store
 
-    return Store(settings.store, fsync=settings.fsync)
+    return Store(settings.store, fsync=settings.fsync, create=create)
+
+
+def _open_for_plan(settings: Settings):
+    """The store ``status`` reads; before the first run (no local store yet) an empty one, so
+    that it says what the first run computes (nothing is created on disk)."""
+    import os
+    import uuid
+
+    from .errors import StoreError
+    from .store import Store
+
+    try:
+        return _open(settings, create=False)
+    except StoreError:
+        if "://" in settings.store or os.path.exists(settings.store):
+            raise
+        err.print(f"no store at {settings.store} yet: the first run computes every stage", highlight=False)
+        return Store(f"memory://pipeline-status-{uuid.uuid4().hex}", fsync=False)
 
 
 def _size(n: int) -> str:
@@ -168,12 +198,14 @@ def _params(params_file: Optional[str], sets: list[str], settings: Settings) -> 
     from .params import apply_overrides, load_params
 
     path = params_file or settings.params
+    if settings.flow == DEFAULT_FLOW:  # checked against the bundled flow's schema, then its data
+        from flows.ml_pipeline import DEFAULT_PARAMS, PARAMS_SCHEMA, check_params
+
+        params = load_params(path or DEFAULT_PARAMS, sets, PARAMS_SCHEMA)
+        check_params(params)
+        return params
     if path:
         return load_params(path, sets)
-    if settings.flow == DEFAULT_FLOW:
-        from flows.ml_pipeline import DEFAULT_PARAMS
-
-        return load_params(DEFAULT_PARAMS, sets)
     return apply_overrides({}, sets) if sets else None
 
 
@@ -190,24 +222,55 @@ def run(
     from .integrations.server import ensure_server
 
     settings = Settings.load(store=store, flow=flow)
-    server_ready = ensure_server(settings.server, err)  # a server may boot while Prefect imports
-    from .integrations.runner import run_flow
+    server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
+    from .integrations.runner import load_flow, run_flow
+
+    load_flow(settings.flow)  # a bad flow or bad parameters: one line, before any server starts
+    flow_params = _params(params, sets, settings)
 
     server_ready()
+    from .integrations.liveness import sweep
     from .training.progress import rich_progress
 
+    sweep(err)  # flow runs of killed CLI runs: Crashed, not Running for ever
+
+    run_store = _open(settings)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, _params(params, sets, settings), _open(settings), force=force)
-    _print_run(report.summary)
+        report = run_flow(settings.flow, flow_params, run_store, force=force)
+    _print_run(report.summary, run_store)
 
 
-def _print_run(summary: dict[str, Any]) -> None:
+_SMALL = 256 * 1024
+
+
+def _cached_trials(store: Any, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trial tables of searches served whole from the store in this run: a hit stage
+    whose (small) output holds ``trials`` rows, as ``tune()`` results' ``table()`` gives."""
+    rows: list[dict[str, Any]] = []
+    for e in summary["stages"]:
+        if not e["hit"] or e["bytes"] > _SMALL:
+            continue
+        m = store.manifest(e["stage"], e["key"])
+        try:
+            value = store.load(m.outputs) if m is not None else None
+        except PipelineError:
+            continue
+        trials = value.get("trials") if isinstance(value, dict) else None
+        if isinstance(trials, list) and all(isinstance(t, dict) and "trial" in t for t in trials):
+            fixed = ("trial", "value", "state", "source")
+            rows += [{"search": e["stage"], "trial": t["trial"], "value": t.get("value"), "state": t.get("state"),
+                      "source": "cached", "params": {k: v for k, v in t.items() if k not in fixed}}
+                     for t in trials]  # fmt: skip
+    return rows
+
+
+def _print_run(summary: dict[str, Any], store: Any = None) -> None:
     table = Table("stage", "key", "result", "seconds", "bytes", "saved s", title=f"run {summary['run_id']}")
     for e in summary["stages"]:
         saved = max(0.0, e["compute_seconds"] - e["seconds"])
         table.add_row(
             e["stage"],
-            e["key"][5:13],
+            e["key"][5:13] if out.is_terminal else e["key"],  # full keys into files and pipes
             "[green]hit[/green]" if e["hit"] else "[yellow]miss[/yellow]",
             f"{e['seconds']:.2f}",
             _size(e["bytes"]),
@@ -216,6 +279,8 @@ def _print_run(summary: dict[str, Any]) -> None:
     out.print(table)
     if summary.get("trials"):
         _print_trials(summary["trials"], title="trials")
+    elif store is not None and (cached := _cached_trials(store, summary)):
+        _print_trials(cached, title="trials (the search was served from the store)")
     out.print(
         f"{summary['hits']} cached, {summary['misses']} computed, "
         f"{summary['seconds_saved']:.2f} s saved, {summary['wall_seconds']:.1f} s wall, status {summary['status']}"
@@ -251,11 +316,13 @@ def status(
 ) -> None:
     """Each stage of the flow as cached or stale, with the reasons, without running anything."""
     settings = Settings.load(store=store, flow=flow)
-    from .integrations.runner import plan_flow
+    from .integrations.runner import load_flow, plan_flow
 
-    statuses = plan_flow(settings.flow, _params(params, sets, settings), _open(settings))
+    load_flow(settings.flow)  # a bad flow or bad parameters are said before a missing store
+    flow_params = _params(params, sets, settings)
+    statuses = plan_flow(settings.flow, flow_params, _open_for_plan(settings))
     table = Table("stage", "status", "why", "compute s")
-    colour = {"cached": "green", "stale": "yellow", "stale (upstream)": "yellow"}
+    colour = {"cached": "green", "stale": "yellow", "may rerun": "cyan"}
     for st in statuses:
         table.add_row(st.stage, f"[{colour[st.state]}]{st.state}[/]", "; ".join(st.reasons), f"{st.seconds:.2f}")
     out.print(table)
@@ -289,7 +356,8 @@ def server_start() -> None:
     """Start (or find) the local background Prefect server."""
     from .integrations.server import ensure_server
 
-    out.print(f"Prefect API: {ensure_server('auto', err)()}")
+    api = ensure_server("auto", err)()
+    out.print(f"Prefect API: {api}; UI: {api.removesuffix('/api') if api else 'none (ephemeral)'}")
 
 
 @server_app.command("stop")
@@ -305,17 +373,22 @@ def server_stop() -> None:
 @server_app.command("status")
 @_errors
 def server_status() -> None:
-    """Say which Prefect API CLI runs would use."""
+    """Say which Prefect API CLI runs would use; mark flow runs of killed CLI runs Crashed."""
     import os
 
+    from .integrations.liveness import sweep
     from .integrations.server import LocalServer, healthy
 
     if os.environ.get("PREFECT_API_URL"):
         out.print(f"PREFECT_API_URL={os.environ['PREFECT_API_URL']}")
+        sweep(out)  # flow runs of killed CLI runs: Crashed
         return
     server = LocalServer.read()
     if server and healthy(server.api_url):
-        out.print(f"local server running at {server.api_url} (pid {server.pid}, log {server.log})")
+        out.print(f"local server running at {server.api_url} (pid {server.pid}, log {server.log}); "
+                  f"UI at {server.api_url.removesuffix('/api')}")  # fmt: skip
+        os.environ["PREFECT_API_URL"] = server.api_url  # before Prefect is imported (by the sweep)
+        sweep(out)
     else:
         out.print("no local server running; the next `run` starts one")
 

@@ -4,8 +4,10 @@ In a dry run a stage call does not execute. Its key is computed from its argumen
 an upstream result is a :class:`Planned` placeholder carrying the content fingerprint its
 manifest recorded, so downstream keys chain through the whole flow. A cached stage returns
 placeholders for its outputs (small JSON outputs are loaded for real, so flow code can
-branch on them); a stale one returns stale placeholders and everything that consumes them
-is "stale (upstream)".
+branch on them); a stale one returns stale placeholders, and a stage that consumes them "may
+rerun" (stale itself if its own params or code changed too). Reasons compare with the results
+the stage had in the previous run of the same flow (its run record), not with whichever result
+of a same-named stage is newest.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .cache import CachedStage
+from . import keys
+from .cache import CachedStage, StageKey, diff_key
 from .context import current, run_context
 from .errors import PipelineError
 from .store import Store
 from .store.manifest import Manifest
 from .store.tree import DictNode, Leaf, Tree, TupleNode
+
+CACHED, STALE, MAY_RERUN = "cached", "stale", "may rerun"
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,8 @@ class StageStatus:
     stage: str
     key: str | None
     state: str
-    """"cached", "stale" or "stale (upstream)"."""
+    """"cached", "stale" (its own key changed: it reruns) or "may rerun" (an upstream
+    stage reruns; if its output comes out the same, early cutoff serves this one)."""
     reasons: tuple[str, ...] = ()
     seconds: float = 0.0
     """Compute time the cached result saves (or the previous run took, when stale)."""
@@ -37,6 +43,13 @@ class StageStatus:
 @dataclass
 class Plan:
     statuses: list[StageStatus] = field(default_factory=list)
+    previous: dict[str, list[str]] = field(default_factory=dict)
+    """Per stage, the keys of its results in the previous run of the flow: what reasons compare with."""
+
+    def state_of(self, stage: str) -> str | None:
+        """ "stale" if any call of ``stage`` is, else its planned state (None: not planned)."""
+        states = {st.state for st in self.statuses if st.stage == stage}
+        return STALE if STALE in states else next(iter(states), None)
 
 
 class Planned:
@@ -87,6 +100,7 @@ class Planned:
 
 
 _LOAD_FOR_REAL = {"json"}
+_CANDIDATES = 64
 
 
 def _materialise(stage: str, tree: Tree, store: Store | None) -> Any:
@@ -99,9 +113,10 @@ def _materialise(stage: str, tree: Tree, store: Store | None) -> Any:
 
 
 @contextmanager
-def dry_run() -> Iterator[Plan]:
-    """Within this block, stage calls plan instead of running (the run context's ``plan``)."""
-    with run_context(plan=Plan()) as ctx:
+def dry_run(previous: dict[str, list[str]] | None = None) -> Iterator[Plan]:
+    """Within this block, stage calls plan instead of running (the run context's ``plan``).
+    ``previous``: per stage, the result keys of the previous run of the flow (see :class:`Plan`)."""
+    with run_context(plan=Plan(previous=dict(previous or {}))) as ctx:
         yield ctx.plan
 
 
@@ -129,19 +144,41 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
         yield v
 
 
+def _candidates(stage: CachedStage[Any], plan: Plan) -> list[Manifest]:
+    """What a call is compared with: this stage's results in the previous run of the flow,
+    else (no run record) its most recent results."""
+    store = stage.cache.store
+    found = [m for k in plan.previous.get(stage.name, ()) if (m := store.manifest(stage.name, k)) is not None]
+    if found:
+        return found
+    return sorted(store.manifests(stage.name), key=lambda m: m.created, reverse=True)[:_CANDIDATES]
+
+
+def _own_changes(stage: CachedStage[Any], previous: Manifest, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    """What changed in a call's own params and code since ``previous`` (inputs aside)."""
+    reasons = stage.param_changes(previous, *args, **kwargs)
+    code = keys.code_key(stage.func, stage.version)
+    if code.digest != previous.code:
+        same = StageKey(stage.name, "", code.digest, code.components, previous.params, previous.inputs)
+        reasons = [*diff_key(previous, same), *reasons]
+    return reasons
+
+
 def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What a stage call does in a dry run: record its status, return placeholders."""
     store = stage.cache.store
     upstream = sorted({v._stage for v in _arguments(args, kwargs) if isinstance(v, Planned) and v.stale})
     if upstream:
-        previous = store.latest(stage.name)
-        own = stage.param_changes(previous, *args, **kwargs) if previous else []
+        diffs = [(_own_changes(stage, m, args, kwargs), m) for m in _candidates(stage, plan)]
+        own, previous = min(diffs, key=lambda d: len(d[0]), default=([f"no result of stage {stage.name!r} in the "
+                                                                      "store yet"], None))  # fmt: skip
+        why = [f"upstream {u} {'changed' if plan.state_of(u) == STALE else 'may change'}" for u in upstream]
         plan.statuses.append(
             StageStatus(
                 stage.name,
                 None,
-                "stale (upstream)",
-                (*own, *(f"upstream {u} is stale" for u in upstream)),
+                STALE if own else MAY_RERUN,
+                (*own, *why),
                 previous.compute_seconds if previous else 0.0,
             )
         )
@@ -149,8 +186,14 @@ def plan_call(stage: CachedStage[Any], plan: Plan, args: tuple[Any, ...], kwargs
     why = stage.explain(*args, **kwargs)
     if why.hit:
         m = why.previous
-        plan.statuses.append(StageStatus(stage.name, why.key, "cached", (), m.compute_seconds if m else 0.0))
+        plan.statuses.append(StageStatus(stage.name, why.key, CACHED, (), m.compute_seconds if m else 0.0))
         return _materialise(stage.name, m.outputs, store) if m else Planned(stage.name, None)
-    prev = why.previous
-    plan.statuses.append(StageStatus(stage.name, why.key, "stale", why.reasons, prev.compute_seconds if prev else 0.0))
+    reasons, prev = why.reasons, why.previous
+    candidates = _candidates(stage, plan) if stage.name in plan.previous else []
+    if candidates and (why.previous is None or why.previous.key != why.key):  # vs the previous run's
+        key = stage.key(*args, **kwargs)
+        diffs = [(diff_key(m, key), m) for m in candidates]
+        found, prev = min(diffs, key=lambda d: len(d[0]))
+        reasons = tuple(found or ["key format changed"])
+    plan.statuses.append(StageStatus(stage.name, why.key, STALE, reasons, prev.compute_seconds if prev else 0.0))
     return Planned(stage.name, None, _arity(stage, prev))

@@ -55,11 +55,14 @@ def trial_events(store: Store, run_id: str) -> list[dict[str, Any]]:
     return store.runs.trial_events(run_id)
 
 
-def summarise(store: Store, run_id: str, status: str, wall_seconds: float) -> dict[str, Any]:
-    """Fold a run's events into its summary record and return it."""
+def summarise(store: Store, run_id: str, status: str, wall_seconds: float, flow: str | None = None) -> dict[str, Any]:
+    """Fold a run's events into its summary record and return it (``flow``: the flow's
+    reference, so that ``status`` can compare with the previous run of the same flow)."""
     evs = events(store, run_id)
     summary = {
         "run_id": run_id,
+        "flow": flow,
+        "finished": time.time(),
         "status": status,
         "wall_seconds": round(wall_seconds, 3),
         "stages": evs,
@@ -83,3 +86,20 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
         return max((e.get("time", 0.0) for e in [*doc["stages"], *doc.get("trials", [])]), default=0.0)
 
     return sorted(out, key=finished, reverse=True)
+
+
+def flow_runs(store: Store, flow: str) -> list[dict[str, Any]]:
+    """The run summaries of ``flow`` in the store, newest first."""
+    return [doc for doc in run_summaries(store) if doc.get("flow") == flow]
+
+
+def previous_results(store: Store, flow: str) -> dict[str, list[str]]:
+    """Per stage, the result keys it had in the newest run of ``flow`` that ran it."""
+    keys: dict[str, list[str]] = {}
+    for run in flow_runs(store, flow):
+        here: dict[str, list[str]] = {}
+        for e in run.get("stages", ()):
+            here.setdefault(e["stage"], []).append(e["key"])
+        for stage, found in here.items():
+            keys.setdefault(stage, found)
+    return keys

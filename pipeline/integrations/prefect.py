@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import copy
 import functools
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
-from prefect import Task
+from prefect import Task, unmapped
 from prefect.cache_policies import NO_CACHE, CachePolicy, CompoundCachePolicy, Inputs
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import PrefectFuture, PrefectFutureList
 from prefect.states import Completed, State
+from prefect.utilities.annotations import allow_failure, quote
+from prefect.utilities.callables import expand_mapping_parameters, get_call_parameters
 
 from .. import keys
 from ..cache import CachedStage, StageCache
 from ..context import carry, current, current_store, use_store
+from ..errors import PipelineError
 from ..fingerprint import fingerprint
 from ..plan import plan_call
 from ..runs import record
@@ -60,29 +65,95 @@ class _StageSpec:
         return StageCache(store, run_id=run_id).wrap(self.fn, name=self.name, version=self.version, ignore=self.ignore)
 
 
+class PlannedFuture(PrefectFuture):
+    """What ``.submit()`` / ``.map()`` of a stage return in a dry run: a finished future whose
+    result is the call's planned output."""
+
+    def __init__(self, value: Any) -> None:
+        self._task_run_id = uuid.uuid4()
+        self._value = value
+        self._final_state = Completed(data=value)
+
+    @property
+    def task_run_id(self) -> uuid.UUID:
+        return self._task_run_id
+
+    @property
+    def state(self) -> State:
+        return self._final_state
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        return self._value
+
+    def add_done_callback(self, fn: Callable[[PrefectFuture], None]) -> None:
+        fn(self)
+
+
+def _resolve_planned(value: Any) -> Any:
+    """Arguments of a dry-run call with planned futures replaced by their planned values."""
+    if isinstance(value, PlannedFuture):
+        return value._value
+    if isinstance(value, (allow_failure, quote)):
+        return _resolve_planned(value.unwrap())
+    if isinstance(value, unmapped):
+        return unmapped(_resolve_planned(value.value))
+    if type(value) is tuple:
+        return tuple(_resolve_planned(v) for v in value)
+    if type(value) is list or isinstance(value, PrefectFutureList):
+        return [_resolve_planned(v) for v in value]
+    return value
+
+
 class StageTask(Task):
     """A Prefect task whose body is served from the checkpoint store when its key is unchanged."""
+
+    def _plan(self, plan: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        spec: _StageSpec = self.__pipeline_stage__
+        args = tuple(_resolve_planned(a) for a in args)
+        kwargs = {k: _resolve_planned(v) for k, v in kwargs.items()}
+        return plan_call(spec.bind(current_store()), plan, args, kwargs)
+
+    # In a dry run, .submit() / .map() plan like a call and return planned futures. Otherwise a
+    # submitted or mapped call may run in another process (ProcessPoolTaskRunner, Dask), where
+    # the run context does not exist: the task runner ships a copy of this task whose body
+    # carries the context of the submitting caller.
+    def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
+        plan = current().plan
+        if plan is None:
+            shipped = self._carrying_context()
+            return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
+        future = PlannedFuture(self._plan(plan, args, kwargs))
+        return future.state if return_state else future
+
+    def map(self, *args: Any, return_state: bool = False, wait_for: Any = None, deferred: bool = False,
+            **kwargs: Any) -> Any:  # fmt: skip
+        plan = current().plan
+        if plan is None:
+            shipped = self._carrying_context()
+            return Task.map(shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
+        parameters = get_call_parameters(self.fn, args, kwargs, apply_defaults=False)
+        parameters = {k: _resolve_planned(v) for k, v in parameters.items()}
+        try:
+            calls = expand_mapping_parameters(self.fn, parameters)
+        except PipelineError:  # mapped over a stale output: how many calls is unknown until it runs
+            calls = [{k: v.value if isinstance(v, unmapped) else v for k, v in parameters.items()}]
+        futures = PrefectFutureList(PlannedFuture(self._plan(plan, (), call)) for call in calls)
+        return [f.state for f in futures] if return_state else futures
 
     def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         spec: _StageSpec = self.__pipeline_stage__
         plan = current().plan
         if plan is not None:
-            return plan_call(spec.bind(current_store()), plan, args, kwargs)
+            return self._plan(plan, args, kwargs)
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
         result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the loaded value in memory: no I/O
         return result
-
-    # A submitted or mapped call may run in another process (ProcessPoolTaskRunner, Dask),
-    # where the run context does not exist: the task runner ships a copy of this task whose
-    # body carries the context of the submitting caller.
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
-        return Task.submit(self._carrying_context(), *args, **kwargs)
-
-    def map(self, *args: Any, **kwargs: Any) -> Any:
-        return Task.map(self._carrying_context(), *args, **kwargs)
 
     def _carrying_context(self) -> StageTask:
         shipped = copy.copy(self)

@@ -13,9 +13,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..context import Force, run_context
 from ..errors import ConfigError, PipelineError
-from ..plan import Plan, StageStatus
-from ..runs import summarise
+from ..params import ParamSchema
+from ..plan import StageStatus, dry_run
+from ..runs import previous_results, summarise
 from ..store import Store
+from .liveness import tagged
 from .training_artifacts import configured_tracking
 
 
@@ -41,9 +43,7 @@ def _arguments(fn: Callable[..., Any], params: dict[str, Any] | None) -> dict[st
     names = inspect.signature(target).parameters
     if "params" in names:
         return {"params": params}
-    unknown = set(params) - set(names)
-    if unknown:
-        raise ConfigError(f"flow {target.__name__} takes no parameter(s) {sorted(unknown)}")
+    ParamSchema.from_signature(target).check(params, f"flow {target.__name__}", complete=False)
     return dict(params)
 
 
@@ -83,8 +83,9 @@ def run_flow(
     forced = tuple(force)
     is_prefect = hasattr(flow, "fn")
     run_id = None if is_prefect else uuid.uuid4().hex
-    context = run_context(store=store, run_id=run_id, force=Force.of(forced) if forced else None)
-    with context, _quiet_engine(), configured_tracking():
+    force_ = Force.of(forced) if forced else None
+    context = run_context(store=store, run_id=run_id, force=force_)
+    with context, _quiet_engine(), tagged(), configured_tracking():  # tagged: liveness.py
         if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
             run_id = str(state.state_details.flow_run_id)
@@ -92,7 +93,7 @@ def run_flow(
         else:
             status = "completed"
             result = flow(**kwargs)
-    summary = summarise(store, run_id, status, time.perf_counter() - t0)
+    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
     if state is not None:
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):
@@ -107,6 +108,15 @@ def plan_flow(ref: str, params: dict[str, Any] | None, store: Store) -> list[Sta
     """Each stage of a flow as cached or stale (with reasons), without running anything."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
-    with run_context(store=store, plan=Plan()) as ctx:
-        getattr(flow, "fn", flow)(**kwargs)
-    return ctx.plan.statuses
+    with run_context(store=store), dry_run(previous=previous_results(store, ref)) as plan:
+        try:
+            getattr(flow, "fn", flow)(**kwargs)
+        except PipelineError:
+            raise
+        except Exception as e:  # flow code between the stages met a planned value, or a plain task
+            raise PipelineError(
+                f"status: the dry run of {ref} stopped after {len(plan.statuses)} stage call(s) at "
+                f"{type(e).__name__}: {e} (a dry run plans @stage calls only; other flow code runs for real "
+                "on their planned outputs)"
+            ) from e
+    return plan.statuses

@@ -4,8 +4,9 @@ Prefect with no ``PREFECT_API_URL`` starts a throwaway server inside every proce
 costs seconds per run. The default here (``server = "auto"``) instead reuses one local
 ``prefect server start`` on 127.0.0.1 kept alive between runs: started on first use,
 detached, recorded in ``$PREFECT_HOME/pipeline-server.json``, stopped with
-``python -m pipeline server stop``. ``server = "ephemeral"`` keeps Prefect's default;
-a URL uses that server. An explicit ``PREFECT_API_URL`` always wins.
+``python -m pipeline server stop``. It serves the Prefect UI, so the "View at …" link a run
+prints opens it. ``server = "ephemeral"`` keeps Prefect's default; a URL uses that server.
+An explicit ``PREFECT_API_URL`` always wins; nothing answering there is one clear error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,34 @@ def healthy(api_url: str, timeout: float = 0.5) -> bool:
         return False
 
 
+def _reachable(api_url: str, source: str, timeout: float = 3.0) -> str:
+    """``api_url`` when something answers there over HTTP (any status: a cloud API may want a
+    key for /health); else one ConfigError saying which URL and how to start or switch."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):
+            return api_url
+    except urllib.error.HTTPError:
+        return api_url
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConfigError(
+            f"no Prefect API answers at {api_url} (from {source}: {reason}); start it (`prefect server start`), "
+            "or unset it to use the local server `python -m pipeline run` starts itself "
+            "(or PIPELINE_SERVER=ephemeral)"
+        ) from None
+
+
+def serves_ui(api_url: str, timeout: float = 0.5) -> bool:
+    """True when the server of ``api_url`` answers a browser's request for its UI."""
+    base = api_url.rstrip("/").removesuffix("/api")
+    request = urllib.request.Request(f"{base}/", headers={"Accept": "text/html"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,26 +94,33 @@ class LocalServer:
             return None
 
 
-def spawn_server(port: int, home: str | os.PathLike, log: str | os.PathLike) -> subprocess.Popen:
+def spawn_server(port: int, home: str | os.PathLike, log: str | os.PathLike, *, ui: bool = True) -> subprocess.Popen:
     """``prefect server start`` on 127.0.0.1:``port`` with ``home`` as PREFECT_HOME, detached
-    (its own session, so it outlives the caller), output appended to ``log``."""
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    (its own session, so it outlives the caller), output appended to ``log``. With ``ui``
+    (the default) it serves the Prefect UI at http://127.0.0.1:``port``/, so the "View at"
+    link every flow run prints opens the run."""
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_UI_API_URL=_api_url(port))  # the UI's own API calls (default: port 4200)  # fmt: skip
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
-           "--no-ui", "--analytics-off"]  # fmt: skip
+           "--ui" if ui else "--no-ui", "--analytics-off"]  # fmt: skip
     with open(log, "ab") as out:
         return subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
 
 
-def start_local_server(console: Any = None) -> tuple[LocalServer, Callable[[], LocalServer]]:
-    """Start ``prefect server start`` detached on a free 127.0.0.1 port; return a function
-    that waits until it answers (so the caller can import Prefect meanwhile)."""
+def _api_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/api"
+
+
+def start_local_server(console: Any = None, port: int | None = None) -> tuple[LocalServer, Callable[[], LocalServer]]:
+    """Start ``prefect server start`` detached on 127.0.0.1 (a free port by default); return
+    a function that waits until it answers (so the caller can do other work meanwhile)."""
     home = _prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
+    port = port or free_port()
+    api_url = _api_url(port)
     log = home / "pipeline-server.log"
     if console is not None:
         console.print(
@@ -130,18 +167,24 @@ def ensure_server(mode: str = "auto", console: Any = None) -> Callable[[], str |
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        return lambda: url
+        return lambda: _reachable(url, "PREFECT_API_URL")
     if mode == "ephemeral":
         return lambda: None
     if mode.startswith(("http://", "https://")):
         os.environ["PREFECT_API_URL"] = mode
-        return lambda: mode
+        return lambda: _reachable(mode, "the server setting (PIPELINE_SERVER / [tool.pipeline] server)")
     if mode != "auto":
         raise ConfigError(f"server setting {mode!r} is not 'auto', 'ephemeral' or an http(s) URL")
     server = LocalServer.read()
     if server is not None and healthy(server.api_url):
         os.environ["PREFECT_API_URL"] = server.api_url
+        if console is not None and not serves_ui(server.api_url):
+            console.print(
+                f"note: the local server at {server.api_url} serves no UI (started by an older version); "
+                "`python -m pipeline server stop` and the next run starts one that does",
+                highlight=False,
+            )
         return lambda: server.api_url
-    started, wait = start_local_server(console)
-    os.environ["PREFECT_API_URL"] = started.api_url
-    return lambda: wait().api_url
+    port = free_port()
+    os.environ["PREFECT_API_URL"] = _api_url(port)
+    return lambda: start_local_server(console, port)[1]().api_url  # started only once it is needed

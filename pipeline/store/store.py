@@ -61,8 +61,16 @@ class Store:
     """A checkpoint store at a local path or any fsspec URL (``memory://``, ``s3://``…)."""
 
     def __init__(
-        self, url: str | os.PathLike, *, fsync: bool = True, sealer: Sealer | None = None, **storage_options: Any
+        self,
+        url: str | os.PathLike,
+        *,
+        fsync: bool = True,
+        create: bool = True,
+        sealer: Sealer | None = None,
+        **storage_options: Any,
     ) -> None:
+        """``create=False`` opens an existing store for reading: nothing is created or
+        written on opening, and a missing local store is a StoreError (read-only commands)."""
         self.url = os.fspath(url)
         self._backend = open_backend(self.url, fsync=fsync, **storage_options)
         self._objects = Objects(self._backend)
@@ -72,10 +80,14 @@ class Store:
         self._warned_unverified = False
         self.runs = Runs(self._backend)
         self.searches = Searches(self._backend)
-        if isinstance(self._backend, LocalBackend):
+        local = isinstance(self._backend, LocalBackend)
+        if not create:
+            if local and not os.path.isdir(self._backend.root):
+                raise StoreError(f"no store at {self._backend.root} (a run creates it; check --store / PIPELINE_STORE)")
+        elif local:
             self._open_local(self._backend.root)
-        self._check_marker()
-        if isinstance(self._backend, LocalBackend):
+        self._check_marker(create)
+        if local and create:
             self.remove_dead_temps()
 
     def _open_local(self, root: str) -> None:
@@ -90,10 +102,12 @@ class Store:
         if not os.access(root, os.W_OK | os.X_OK):
             raise StoreError(f"store directory {root} is not writable (choose another --store or fix its permissions)")
 
-    def _check_marker(self) -> None:
+    def _check_marker(self, create: bool = True) -> None:
         try:
             raw = self._backend.read(layout.MARKER)
         except FileNotFoundError:
+            if not create:
+                return
             self._backend.write_atomic(layout.MARKER, json.dumps({"format": STORE_FORMAT}).encode())
             return
         except (OSError, StoreError) as e:

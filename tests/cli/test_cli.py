@@ -33,13 +33,19 @@ def test_run_status_force_ls_show_verify(tmp_path):
     first = invoke("run", "--store", store, *FAST)
     assert first.exit_code == 0, first.output
     assert "0 cached, 9 computed" in first.output
+    run_id = first.output.split("run ", 1)[1].split()[0]
+    assert search_artifact(run_id) == [0, 1]  # the search's trials, as a table artifact of that run
+
+    warm = invoke("run", "--store", store, *FAST)
+    assert "9 cached, 0 computed" in warm.output
+    assert "trials (the search was served from the store)" in warm.output  # a warm run shows them too
 
     status = invoke("status", "--store", store, *FAST)
     assert status.exit_code == 0 and "stale" not in status.output and status.output.count("cached") == 9
 
     changed = invoke("status", "--store", store, *FAST, "--set", "train.epochs=6")
     assert "param epochs: 5 -> 6" in changed.output
-    assert changed.output.count("stale (upstream)") == 3  # the two evaluations and the package
+    assert changed.output.count("may rerun") == 3  # the two evaluations and the package
 
     forced = invoke("run", "--store", store, *FAST, "--force", "engineer")
     assert forced.exit_code == 0, forced.output
@@ -52,6 +58,26 @@ def test_run_status_force_ls_show_verify(tmp_path):
     shown = invoke("show", key[5:15], "--store", store)
     assert shown.exit_code == 0 and '"stage": "train"' in shown.output
     assert invoke("verify", "--store", store).exit_code == 0
+
+
+def search_artifact(flow_run_id: str) -> list[int]:
+    """The trial numbers of the `search-tune` table artifact a flow run published (Prefect API)."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["search-tune"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+            )
+        )
+    (artifact,) = found
+    assert artifact.type == "table" and "trials; best value" in artifact.description
+    rows = json.loads(artifact.data)
+    assert set(rows[0]) >= {"trial", "alpha", "eta0", "learning_rate", "value", "state", "source"}
+    return [r["trial"] for r in rows]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +93,7 @@ def test_run_status_force_ls_show_verify(tmp_path):
     ],
 )
 def test_errors_are_one_line_and_exit_1(args, message, tmp_path):
+    Store(tmp_path / "s")  # an (empty) store: read-only commands open, never create one
     done = cli(*args, "--store", str(tmp_path / "s"))
     assert done.returncode == 1, done.stdout + done.stderr
     assert message in done.stderr
