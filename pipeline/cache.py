@@ -242,7 +242,8 @@ class CachedStage(Generic[R]):
             return None
         again = None if recompute is None else lazy.Recompute(self.name, recompute)
         try:
-            return manifest, lazy.serve(store, manifest.outputs, self.name, again)
+            classes = manifest.extra.get(lazy.CLASSES)
+            return manifest, lazy.serve(store, manifest.outputs, self.name, again, classes)
         except Exception as e:  # corrupt, missing or undecodable: recompute
             warnings.warn(f"stage {self.name!r}: cached result unusable ({e}); recomputing", stacklevel=3)
             return None
@@ -265,6 +266,7 @@ class CachedStage(Generic[R]):
             compute_seconds=round(compute_seconds, 6),
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
+            extra={lazy.CLASSES: lazy.classes_of(value, outputs)},
         )
         store.commit(manifest)
         return manifest

@@ -22,6 +22,8 @@ codecs decode to which class, which are read at once) and ``Store.load`` of a su
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from .fingerprint import fingerprint
 from .store import Store
 
 Path = tuple[Any, ...]
+CLASSES = "classes"
+"""The key of a stage manifest's ``extra`` under which :func:`classes_of` is kept."""
 
 
 class Recompute:
@@ -63,6 +67,8 @@ class Source:
     stage: str
     path: Path = ()
     recompute: Recompute | None = field(default=None, compare=False)
+    cls: str = ""
+    """``module:qualname`` of the value, as recorded when it was saved ("" when unknown)."""
 
     @property
     def fingerprint(self) -> str:
@@ -89,7 +95,7 @@ class Source:
         return value
 
     def __reduce__(self) -> Any:  # shipped to a worker: the reference, without the recompute
-        return (Source, (self.store, self.tree, self.stage, self.path))
+        return (Source, (self.store, self.tree, self.stage, self.path, None, self.cls))
 
 
 def _where(path: Path) -> str:
@@ -121,7 +127,7 @@ class Lazy(wrapt.ObjectProxy):
         # Answered from the codec while unread, so isinstance checks by frameworks passing
         # the value along (Prefect's parameter walk) don't read it.
         if not self._self_loaded:
-            known = _class_of(self._self_source.tree)
+            known = _class_of(self._self_source)
             if known is not None:
                 return known
         return self.__wrapped__.__class__
@@ -180,16 +186,41 @@ def materialize(value: Any) -> Any:
     return value
 
 
-def serve(store: Store, tree: dict[str, Any], stage: str, recompute: Recompute | None, path: Path = ()) -> Any:
+def serve(
+    store: Store,
+    tree: dict[str, Any],
+    stage: str,
+    recompute: Recompute | None,
+    classes: dict[str, str] | None = None,
+    path: Path = (),
+) -> Any:
     """A cached result as flow code receives it: its tuple/dict structure real, its small
-    JSON leaves read now (raises when they can't be), every other leaf lazy."""
+    JSON leaves read now (raises when they can't be), every other leaf lazy. ``classes``:
+    what :func:`classes_of` recorded at save time."""
+    classes = classes or {}
     if "tuple" in tree:
-        return tuple(serve(store, t, stage, recompute, (*path, i)) for i, t in enumerate(tree["tuple"]))
+        return tuple(serve(store, t, stage, recompute, classes, (*path, i)) for i, t in enumerate(tree["tuple"]))
     if "dict" in tree:
-        return {k: serve(store, t, stage, recompute, (*path, k)) for k, t in tree["dict"].items()}
+        return {k: serve(store, t, stage, recompute, classes, (*path, k)) for k, t in tree["dict"].items()}
     if _eager(tree):
         return store.load(tree)
-    return Lazy(Source(store, tree, stage, path, recompute))
+    return Lazy(Source(store, tree, stage, path, recompute, str(classes.get(tree.get("object", ""), ""))))
+
+
+def classes_of(value: Any, tree: dict[str, Any]) -> dict[str, str]:
+    """object id -> ``module:qualname`` of each leaf of a saved value (kept in its manifest),
+    so that ``isinstance`` on an unread lazy leaf needs no read."""
+    out: dict[str, str] = {}
+    if "tuple" in tree:
+        for v, t in zip(value, tree["tuple"]):
+            out.update(classes_of(v, t))
+    elif "dict" in tree:
+        for k, t in tree["dict"].items():
+            out.update(classes_of(value[k], t))
+    elif "object" in tree:
+        tp = type(value)
+        out[tree["object"]] = f"{tp.__module__}:{tp.__qualname__}"
+    return out
 
 
 # -- the coupling to the store's output trees and codecs ------------------------------
@@ -197,7 +228,7 @@ _EAGER_CODECS = {"json"}
 _CLASS_OF = {
     "parquet-pandas": ("pandas", "DataFrame"),
     "parquet-series": ("pandas", "Series"),
-    "parquet-arrow": ("pyarrow", "Table"),
+    "parquet-arrow": ("pyarrow.lib", "Table"),
 }
 
 
@@ -205,13 +236,22 @@ def _eager(tree: dict[str, Any]) -> bool:
     return tree.get("codec") in _EAGER_CODECS
 
 
-def _class_of(tree: dict[str, Any]) -> type | None:
-    """The class a leaf decodes to, when its codec tells (without importing anything new)."""
-    import sys
+def _class_of(source: Source) -> type | None:
+    """The class a leaf decodes to: as recorded at save time, else as its codec tells; None
+    when unknown (the caller reads the value)."""
+    if source.cls:
+        module, _, qualname = source.cls.partition(":")
+    else:
+        module, qualname = _CLASS_OF.get(source.tree.get("codec", ""), ("", ""))
+    if not module:
+        return None
+    try:  # reading the object would import its module too
+        obj: Any = sys.modules.get(module) or importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:  # moved, renamed, a local class: read the value instead
+        return None
+    return obj if isinstance(obj, type) else None
 
-    where = _CLASS_OF.get(tree.get("codec", ""))
-    mod = sys.modules.get(where[0]) if where else None
-    return getattr(mod, where[1], None) if mod is not None else None
 
-
-__all__ = ["Lazy", "Source", "Recompute", "serve", "materialize", "is_lazy", "is_unread"]
+__all__ = ["Lazy", "Source", "Recompute", "serve", "classes_of", "materialize", "is_lazy", "is_unread"]

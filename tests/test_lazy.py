@@ -226,3 +226,18 @@ def test_tuple_outputs_unpack_without_reading(cstore):
     x, y = cache.wrap(split)(cache.wrap(make)(1000))
     assert cstore.reads == 0 and isinstance(y, pd.Series)
     assert len(x) == 1000 and cstore.reads == 1
+
+
+def test_isinstance_of_a_joblib_leaf_needs_no_read(cstore):
+    from sklearn.linear_model import LinearRegression
+
+    def fit(df):
+        return LinearRegression().fit(df[["a"]].to_numpy(), df["b"].to_numpy())
+
+    cache = StageCache(cstore)
+    cache.wrap(fit)(cache.wrap(make)(1000))
+    cstore.reads = 0
+    model = cache.wrap(fit)(cache.wrap(make)(1000))
+    assert isinstance(model, LinearRegression) and not isinstance(model, int)  # as Prefect's result walk asks
+    assert cstore.reads == 0 and is_unread(model)
+    assert model.predict(np.zeros((1, 1))).shape == (1,) and cstore.reads == 1
