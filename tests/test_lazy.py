@@ -241,3 +241,34 @@ def test_isinstance_of_a_joblib_leaf_needs_no_read(cstore):
     assert isinstance(model, LinearRegression) and not isinstance(model, int)  # as Prefect's result walk asks
     assert cstore.reads == 0 and is_unread(model)
     assert model.predict(np.zeros((1, 1))).shape == (1,) and cstore.reads == 1
+
+
+def test_documented_non_transparent_cases_work_through_materialize(cstore):
+    import pyarrow as pa
+
+    cache = StageCache(cstore)
+    to_array = cache.wrap(lambda df: df["a"].to_numpy(), name="column")
+    a = cache.wrap(make)(1000)
+    to_array(a)
+    col = to_array(cache.wrap(make)(1000))
+    assert type(col) is not np.ndarray and isinstance(col, np.ndarray)  # type() shows the proxy
+    with pytest.raises(pa.ArrowTypeError):
+        pa.array(col)  # a C-level exact-type check
+    assert len(pa.array(materialize(col))) == 1000
+
+
+def test_cached_search_reads_no_trial_model_until_the_best_is_used(tmp_path, monkeypatch):
+    from pipeline.tuning import tune
+    from tests.tuning import search
+
+    monkeypatch.setenv("TUNE_LOG", str(tmp_path / "l.log"))
+    store = CountingStore(tmp_path / "s")
+    kwargs = dict(n_trials=3, sampler="random", seed=1, store=store, name="lz", checkpointing=search.CHECKPOINTING)
+    first = tune(search.train, search.SPACE, **kwargs)
+    store.reads = 0
+    again = tune(search.train, search.SPACE, **kwargs)
+    assert [r.source for r in again.trials] == ["cached"] * 3
+    assert store.reads == 0 and is_unread(again.best_model)  # trial records are JSON; models stay unread
+    x, y, xv, yv = search.data()
+    np.testing.assert_array_equal(again.best_model.predict(xv), first.best_model.predict(xv))
+    assert store.reads == 1
