@@ -151,6 +151,10 @@ class Lazy(wrapt.ObjectProxy):
         return self.__reduce_ex__(2)
 
     def __copy__(self) -> Any:
+        if self._self_loaded:  # what it holds now, changes included
+            import copy
+
+            return copy.copy(self.__wrapped__)
         return Lazy(self._self_source)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:

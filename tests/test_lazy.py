@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import threading
 import warnings
@@ -126,8 +127,9 @@ def test_pickle_ships_the_reference(cstore):
     back = pickle.loads(blob)
     assert is_unread(back) and back.__pipeline_fingerprint__ == a.__pipeline_fingerprint__
     pd.testing.assert_frame_equal(materialize(back), make(100_000))
-    a["a"] = 1.0  # once read (and maybe changed), pickling ships the value itself
+    a["a"] = 1.0  # once read (and maybe changed), pickling and copying take the value itself
     assert (pickle.loads(pickle.dumps(a))["a"] == 1.0).all()
+    assert (copy.copy(a)["a"] == 1.0).all() and (copy.deepcopy(a)["a"] == 1.0).all()
 
 
 def _corrupt(store: Store, stage: str) -> None:
