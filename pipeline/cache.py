@@ -296,7 +296,8 @@ class CachedStage(Generic[R]):
         running = RunningStage(self.cache.store, self.name, key.key, self.cache.run_id, forced=forced)
         # A forced stage computes from scratch: every stage its body calls recomputes too.
         with context.activate(ctx.replace(stage=running, force=force.everything() if forced else force)):
-            value = self.func(*args, **kwargs)
+            # A body that returns a lazy hit (of a stage it calls) saves the value, not a reference.
+            value = lazy.materialize(self.func(*args, **kwargs))
         manifest = self.save(key, value, time.perf_counter() - t1)  # replaces a forced key's old result
         if forced:
             force.taint(_output_fingerprints(manifest))

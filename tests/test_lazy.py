@@ -274,3 +274,17 @@ def test_cached_search_reads_no_trial_model_until_the_best_is_used(tmp_path, mon
     x, y, xv, yv = search.data()
     np.testing.assert_array_equal(again.best_model.predict(xv), first.best_model.predict(xv))
     assert store.reads == 1
+
+
+def test_a_stage_returning_an_inner_hit_saves_the_value_not_a_reference(cstore):
+    cache = StageCache(cstore)
+    inner = cache.wrap(make)
+    inner(1000)
+
+    def outer(n):
+        return inner(n)  # a lazy hit of another stage
+
+    got = cache.wrap(outer)(1000)
+    assert type(got) is pd.DataFrame
+    m = next(cstore.manifests("outer"))
+    assert m.outputs["codec"] == "parquet-pandas"  # stored as the frame itself
