@@ -16,6 +16,7 @@ from .errors import (
 )
 from .fingerprint import code_fingerprint, fingerprint
 from .fingerprint import register as register_fingerprint
+from .lazy import materialize
 from .store import Manifest, Store, VerifyReport
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __all__ = [
     "Manifest",
     "VerifyReport",
     "StageCache",
+    "materialize",
     "CachedStage",
     "StageKey",
     "Explanation",

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
-from . import context, keys
+from . import context, keys, lazy
 from .context import Force, RunningStage, current_stage
 from .errors import PipelineError
 from .fingerprint import Component, fingerprint
@@ -184,6 +184,8 @@ class CachedStage(Generic[R]):
         for arg, value in self._flat_arguments(bound):
             if arg.partition("[")[0] in self.ignore:
                 continue
+            if not lazy.is_lazy(value):  # a lazy output inside a list/dict: keyed by its content
+                value = lazy.materialize(value)
             fp = _fingerprint_of(value, f"argument {arg!r} of stage {self.name!r}")
             if _is_param(value):
                 params[arg] = {"fingerprint": fp, "repr": _short_repr(value)}
@@ -219,16 +221,20 @@ class CachedStage(Generic[R]):
         return reasons
 
     # -- running ---------------------------------------------------------------------
-    def lookup(self, key: StageKey) -> tuple[Manifest, Any] | None:
-        """The committed result of ``key``, loaded and verified; None on a miss.
+    def lookup(self, key: StageKey, recompute: Callable[[], Any] | None = None) -> tuple[Manifest, Any] | None:
+        """The committed result of ``key``, served lazily (:mod:`pipeline.lazy`); None on a miss.
 
-        A corrupt or unreadable result is a miss (with a warning), never wrong data."""
+        Nothing but small JSON leaves is read here: each other leaf is read and verified
+        when first used. ``recompute`` runs the stage again should a leaf then turn out
+        corrupt or missing. An unreadable JSON leaf is a miss (with a warning), never wrong data."""
         store = self.cache.store
         manifest = store.manifest(self.name, key.key)
         if manifest is None:
             return None
+        again = None if recompute is None else lazy.Recompute(self.name, recompute)
         try:
-            return manifest, store.load(manifest.outputs)
+            classes = manifest.extra.get(lazy.CLASSES)
+            return manifest, lazy.serve(store, manifest.outputs, self.name, again, classes)
         except Exception as e:  # corrupt, missing or undecodable: recompute
             warnings.warn(f"stage {self.name!r}: cached result unusable ({e}); recomputing", stacklevel=3)
             return None
@@ -251,29 +257,41 @@ class CachedStage(Generic[R]):
             compute_seconds=round(compute_seconds, 6),
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
+            extra={lazy.CLASSES: lazy.classes_of(value, outputs)},
         )
         return store.commit(manifest, value=value)
 
     def call(self, *args: Any, **kwargs: Any) -> Outcome[R]:
-        """Run (or serve) the stage and say how it went."""
+        """Run (or serve) the stage and say how it went. A hit's value is lazy: it is read
+        when used (:mod:`pipeline.lazy`); a miss reads its lazy arguments and computes."""
         t0 = time.perf_counter()
         key = self.key(*args, **kwargs)
         ctx = context.current()
         force = ctx.force
         forced = force is not None and force.applies(key.stage, _key_fingerprints(key))
-        found = None if forced else self.lookup(key)
+        found = None if forced else self.lookup(key, lambda: self._compute(ctx, key, False, args, kwargs)[0])
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
+        value, manifest = self._compute(ctx, key, forced, args, kwargs)
+        return Outcome(value, False, manifest, time.perf_counter() - t0)
+
+    def _compute(
+        self, ctx: context.RunContext, key: StageKey, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Manifest]:
+        """Run the function on the real values of its arguments, persist and commit."""
+        args, kwargs = lazy.materialize(args), lazy.materialize(kwargs)
         t1 = time.perf_counter()
+        force = ctx.force
         running = RunningStage(self.cache.store, self.name, key.key, self.cache.run_id, forced=forced)
         # A forced stage computes from scratch: every stage its body calls recomputes too.
         with context.activate(ctx.replace(stage=running, force=force.everything() if forced else force)):
-            value = self.func(*args, **kwargs)
+            # A body that returns a lazy hit (of a stage it calls) saves the value, not a reference.
+            value = lazy.materialize(self.func(*args, **kwargs))
         manifest = self.save(key, value, time.perf_counter() - t1)  # replaces a forced key's old result
         if forced:
             force.taint(_output_fingerprints(manifest))
-        return Outcome(value, False, manifest, time.perf_counter() - t0)
+        return value, manifest
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.call(*args, **kwargs).value

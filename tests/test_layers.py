@@ -25,6 +25,7 @@ RANK: dict[str, float] = {
     "store": 2,
     "keys": 2.5,
     "context": 2.8,
+    "lazy": 2.9,
     "cache": 3,
     "plan": 3.5,
     "runs": 3.5,

@@ -1,10 +1,11 @@
 """Prefect integration: ``@stage``, ``StageCachePolicy`` and the run a stage reports to.
 
 ``@stage`` makes a Prefect task whose body goes through :class:`~pipeline.cache.StageCache`.
-On a hit the outputs are loaded once from our store and the task run ends in a
-``Completed`` state named ``Cached``; on a miss the body runs, its outputs are persisted
-and committed, and the task run ends ``Completed``. Prefect's own result persistence and
-cache keys are off for stages: our store owns the bytes. Each stage commits on its own.
+On a hit the outputs are served lazily from our store (:mod:`pipeline.lazy`: read on
+first use) and the task run ends in a ``Completed`` state named ``Cached``; on a miss the
+body runs, its outputs are persisted and committed, and the task run ends ``Completed``.
+Prefect's own result persistence and cache keys are off for stages: our store owns the
+bytes. Each stage commits on its own.
 
 Called outside a flow run, a stage is just a cached function (no Prefect involved);
 inside :func:`pipeline.plan.dry_run` it plans instead of running. The store, the forced
@@ -152,7 +153,7 @@ class StageTask(Task):
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
         result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
-            return result.result()  # the Cached state holds the loaded value in memory: no I/O
+            return result.result()  # the Cached state holds the (lazy) value in memory: no I/O
         return result
 
     def _carrying_context(self) -> StageTask:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import StageCache, Store, StoreError
+from pipeline import StageCache, Store, StoreError, materialize
 from pipeline.store.retention import gc
 
 
@@ -167,7 +167,8 @@ def test_an_object_replaced_by_a_symlink_is_never_served(tmp_path):
     obj.symlink_to(outside)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert not stage.call(50).hit  # refused: recomputed
+        served = stage.call(50)  # a hit is lazy: the object is refused when read, and recomputed
+        assert (materialize(served.value) == np.arange(50)).all()
     assert log.read_text().count("ran") == 2
     assert not obj.is_symlink()  # the recompute wrote a real object in its place
     assert outside.exists()  # the target outside the store is untouched
@@ -274,7 +275,8 @@ def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path):
     obj.parent.symlink_to(outside, target_is_directory=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert not stage.call(50).hit  # refused: recomputed into a real directory
+        served = stage.call(50)  # read when used: refused, recomputed into a real directory
+        assert (materialize(served.value) == np.arange(50)).all()
     assert not obj.parent.is_symlink() and obj.is_file()
     assert (outside / obj.name).is_file()  # nothing outside the store was moved or written
     assert stage.call(50).hit and store.verify().clean
