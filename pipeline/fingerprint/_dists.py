@@ -7,10 +7,13 @@ adds or removes an entry (a ``*.dist-info`` directory, a ``.pth`` file) and so c
 the directory's mtime. So the map is kept in a file keyed on the interpreter and every
 ``sys.path`` entry with its mtime; any change of them recomputes it.
 
-The map only says which distribution *names* to ask; versions are always read live
-(``importlib.metadata.version``). A name it lacks (or a distribution since removed) is
-a miss that recomputes the map once in this process before giving up, so a stale file
-can cost time, never a wrong version.
+The map only says which distribution *names* to ask. A name it lacks (or a distribution
+since removed) is a miss that recomputes the map once in this process before giving up.
+Versions (``importlib.metadata.version`` costs ~10 ms each) are kept beside the map with
+the ``name-<version>.dist-info`` directory they were read from, and served only while
+that directory exists; any other layout (an egg-info, an editable install without the
+version in its name) is read live every time. So a stale file can cost time, never a
+wrong version.
 
 The file: ``$PIPELINE_DIST_CACHE`` if set, else ``~/.cache/pipeline/distributions-<id>.json``
 (``<id>`` from the interpreter path); written atomically (temp file next to it, renamed).
@@ -29,6 +32,8 @@ import xxhash
 
 _lock = threading.Lock()
 _map: dict[str, list[str]] | None = None
+_versions: dict[str, list[str]] = {}  # distribution -> [its dist-info directory, version]
+_key_now: list | None = None
 _fresh = False  # the map in memory was computed in this process (not read from the file)
 
 
@@ -55,6 +60,7 @@ def _key() -> list:
 
 
 def _read(key: list) -> dict[str, list[str]] | None:
+    global _versions
     try:
         with open(cache_file(), encoding="utf-8") as f:
             doc = json.load(f)
@@ -62,6 +68,8 @@ def _read(key: list) -> dict[str, list[str]] | None:
         return None
     if not isinstance(doc, dict) or doc.get("key") != key or not isinstance(doc.get("map"), dict):
         return None
+    versions = doc.get("versions")
+    _versions = versions if isinstance(versions, dict) else {}
     return doc["map"]
 
 
@@ -73,7 +81,7 @@ def _write(key: list, mapping: dict[str, list[str]]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".distributions-", dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, "map": mapping}, f)
+                json.dump({"key": key, "map": mapping, "versions": _versions}, f)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
@@ -83,7 +91,8 @@ def _write(key: list, mapping: dict[str, list[str]]) -> None:
 
 
 def _compute(key: list) -> dict[str, list[str]]:
-    global _fresh
+    global _fresh, _versions
+    _versions = {}
     mapping = {k: list(v) for k, v in importlib.metadata.packages_distributions().items()}
     _fresh = True
     _write(key, mapping)
@@ -94,20 +103,44 @@ def distributions_map() -> dict[str, list[str]]:
     """top-level module -> distribution names, from the file when nothing changed."""
     global _map
     with _lock:
-        if _map is None:
-            key = _key()
-            _map = _read(key)
-            if _map is None:
-                _map = _compute(key)
+        _load()
         return _map
+
+
+def _load() -> None:
+    global _map, _key_now
+    if _map is None:
+        _key_now = _key()
+        _map = _read(_key_now)
+        if _map is None:
+            _map = _compute(_key_now)
+
+
+def version(dist: str) -> str:
+    """The installed version of distribution ``dist`` (PackageNotFoundError if none)."""
+    with _lock:
+        _load()
+        entry = _versions.get(dist)
+    if isinstance(entry, list) and len(entry) == 2 and os.path.isdir(entry[0]):
+        return entry[1]
+    found = importlib.metadata.distribution(dist)
+    number = found.version
+    where = getattr(found, "_path", None)  # PathDistribution's directory
+    if where is not None and str(where).endswith(f"-{number}.dist-info") and os.path.isdir(where):
+        with _lock:
+            _versions[dist] = [str(where), number]
+            if _map is not None and _key_now is not None:
+                _write(_key_now, _map)
+    return number
 
 
 def refresh() -> bool:
     """After a miss in a map read from the file: recompute it once in this process.
     True when that happened (the caller looks again), False when the map is already fresh."""
-    global _map
+    global _map, _key_now
     with _lock:
         if _fresh:
             return False
-        _map = _compute(_key())
+        _key_now = _key()
+        _map = _compute(_key_now)
         return True

@@ -177,7 +177,7 @@ def package_version(modname: str) -> str | None:
 def _installed_version(top: str) -> str | None:
     for dist in _dists.distributions_map().get(top, []):
         try:
-            return importlib.metadata.version(dist)
+            return _dists.version(dist)
         except importlib.metadata.PackageNotFoundError:  # a dist since removed: stale map
             continue
     return None

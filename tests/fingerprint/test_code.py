@@ -316,7 +316,12 @@ def test_the_distribution_map_is_cached_across_runs_and_a_stale_one_is_never_bel
     del doc["map"]["markdown_it"]  # stale: installed after the map was made
     cache.write_text(json.dumps(doc))
     assert _run(_LAZY_IMPORT, cache) == first
-    assert json.loads(cache.read_text())["map"]["optuna"] == ["optuna"]  # and rewritten
+    doc = json.loads(cache.read_text())
+    assert doc["map"]["optuna"] == ["optuna"]  # and rewritten
+    assert doc["versions"]["optuna"][1] == importlib.metadata.version("optuna")
+    doc["versions"]["optuna"] = [str(tmp_path / "optuna-9.9.dist-info"), "9.9"]  # a version since replaced
+    cache.write_text(json.dumps(doc))
+    assert _run(_LAZY_IMPORT, cache) == first
     doc["key"][0] = "another interpreter"
     cache.write_text(json.dumps(doc))
     assert _run(_LAZY_IMPORT, cache) == first
