@@ -38,11 +38,10 @@ def encode_state(state: dict, enc: Encoder) -> None:
     """A str-keyed state dict, in key order (its order is no behaviour of the object).
 
     Keys and plain scalars are gathered and fed in one update; the stream is the one
-    ``enc.text(key)`` then ``encode(value)`` per entry would write."""
+    ``enc.tag(b"state")``, ``enc.int(len(state))``, then ``enc.text(key)`` and
+    ``encode(value)`` per entry would write."""
     items = sorted(state.items(), key=itemgetter(0))
-    enc.tag(b"state")
-    enc.int(len(items))
-    parts: list[bytes] = []
+    parts: list[bytes] = [b"state\x00" + _pack_q(len(items))]
     key = ""
     try:  # the error path segment is only built when an entry fails
         for key, x in items:
@@ -75,10 +74,22 @@ def encode_state(state: dict, enc: Encoder) -> None:
     enc.update(b"".join(parts))
 
 
+_HEADS: dict[type, bytes] = {}  # estimator class -> its tag and name, as written
+
+
+def _head(tp: type) -> bytes:
+    head = _HEADS.get(tp)
+    if head is None:
+        name = type_name(tp).encode("utf-8", "surrogatepass")
+        head = b"sklearn\x00" + _pack_q(len(name)) + name  # enc.tag(b"sklearn"); enc.text(name)
+        if len(_HEADS) < 1024:
+            _HEADS[tp] = head
+    return head
+
+
 @encode.register(BaseEstimator)
 def _estimator(v: BaseEstimator, enc: Encoder) -> None:
-    enc.tag(b"sklearn")
-    enc.text(type_name(type(v)))
+    enc.update(_head(type(v)))
     if not enc.enter(v):
         return
     state = v.__getstate__()

@@ -34,7 +34,8 @@ def _tree(t: Tree, enc: Encoder) -> None:
         encode_object(t, enc)
         return
     nodes, values = state["nodes"], state["values"]
-    if not all(type(a) is np.ndarray and a.flags.c_contiguous for a in (n_classes, nodes, values)):
+    plain = type(n_classes) is type(nodes) is type(values) is np.ndarray
+    if not (plain and n_classes.flags.c_contiguous and nodes.flags.c_contiguous and values.flags.c_contiguous):
         enc.tag(b"sklearn.Tree")
         _ints(enc, n_features, n_outputs, state["max_depth"], state["node_count"])
         enc.value_at(".n_classes", n_classes)
