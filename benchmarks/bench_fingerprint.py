@@ -8,6 +8,14 @@ the reported number is VmHWM - VmRSS: bytes the hashing itself added, numpy, Arr
 malloc alike.
 
     /work/venv/bin/python benchmarks/bench_fingerprint.py [--quick] [--markdown PATH]
+
+``--interleaved`` measures the rows of issue #12 side by side instead, each method once
+per round in turn, ratios taken per round (min / median / max):
+a fitted RandomForest (100 trees) vs raw xxh3 over its trees' ``nodes``/``values``
+buffers, Prefect INPUTS and joblib.hash; the mixed 1e6-row frame (and its Arrow string
+column alone) vs raw xxh3 over the same buffers.
+
+    python benchmarks/bench_fingerprint.py --interleaved --markdown benchmarks/_fingerprint_interleaved.md
 """
 
 from __future__ import annotations
@@ -168,15 +176,109 @@ def peak_extra(case: str, method: str, rows: int | None) -> tuple[int, int]:
     return result["extra"], result["traced"]
 
 
+def make_forest():
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = make_classification(20_000, 20, random_state=0)
+    return RandomForestClassifier(100, random_state=0, n_jobs=1).fit(X, y)
+
+
+def forest_raw(model) -> bytes:
+    """xxh3_128 streamed over every tree's two arrays, zero-copy: the floor."""
+    h = xxhash.xxh3_128()
+    for est in model.estimators_:
+        state = est.tree_.__getstate__()
+        h.update(state["nodes"])
+        h.update(state["values"])
+    return h.digest()
+
+
+def _call(method: str, value) -> object:
+    if method == "raw xxh3" and not isinstance(value, (pd.DataFrame, pd.Series)):
+        return forest_raw(value)
+    if method == "raw xxh3" and isinstance(value, pd.Series):
+        return run_method(method, value.to_frame())
+    return run_method(method, value)
+
+
+def interleaved(value, methods: tuple[str, ...], rounds: int) -> dict[str, list[float]]:
+    """Each method once per round, in turn; per-method seconds of every round."""
+    for m in methods:
+        _call(m, value)  # imports, lazy registration, first-call caches
+    out: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(rounds):
+        for m in methods:
+            gc.collect()
+            t0 = time.perf_counter()
+            _call(m, value)
+            out[m].append(time.perf_counter() - t0)
+    return out
+
+
+def _spread(xs: list[float]) -> str:
+    xs = sorted(xs)
+    return f"{xs[0]:.2f}x / {xs[len(xs) // 2]:.2f}x / {xs[-1]:.2f}x"
+
+
+def interleaved_report(rounds: int) -> tuple[str, list[tuple[str, bool, str]]]:
+    rows = ["| value | method | median ms | ours / method per round (min / median / max) |", "|---|---|---:|---:|"]
+    verdicts = []
+    forest = make_forest()
+    nodes = sum(e.tree_.node_count for e in forest.estimators_)
+    cases = [
+        (f"RandomForest, 100 trees ({nodes} nodes)", forest, METHODS),
+        ("mixed 1e6 frame", make_frame("mixed 1e6"), ("ours", "raw xxh3")),
+    ]
+    cases.append(("its Arrow string column", cases[1][1]["s"], ("ours", "raw xxh3")))
+    for label, value, methods in cases:
+        times = interleaved(value, methods, rounds)
+        for m in methods:
+            ratios = [o / t for o, t in zip(times["ours"], times[m])]
+            med = sorted(times[m])[len(times[m]) // 2] * 1e3
+            rows.append(f"| {label} | {m} | {med:.2f} | {'1.00x' if m == 'ours' else _spread(ratios)} |")
+        vs_raw = sorted(o / t for o, t in zip(times["ours"], times["raw xxh3"]))[rounds // 2]
+        if label.startswith("RandomForest"):
+            verdicts.append((f"{label}: within 3x raw xxh3 of its arrays (median)", vs_raw <= 3.0, f"{vs_raw:.2f}x"))
+            vs_p = sorted(p / o for o, p in zip(times["ours"], times["prefect INPUTS"]))[rounds // 2]
+            verdicts.append((f"{label}: >= 5x faster than Prefect INPUTS (median)", vs_p >= 5.0, f"{vs_p:.1f}x"))
+        elif label.startswith("mixed"):
+            verdicts.append((f"{label}: within 1.5x raw xxh3 (median)", vs_raw <= 1.5, f"{vs_raw:.2f}x"))
+    return "\n".join(rows), verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1e5-row frames, for a smoke run")
     parser.add_argument("--markdown", type=Path, help="also write the results to this file")
+    parser.add_argument("--interleaved", action="store_true", help="the #12 rows, interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         memory_child(*args.child, args.rows)
+        return
+    if args.interleaved:
+        load = os.getloadavg()
+        table, verdicts = interleaved_report(args.rounds)
+        checks = "\n".join(f"- [{'x' if ok else ' '}] {name}: {got}" for name, ok, got in verdicts)
+        env = (
+            f"python {platform.python_version()}, {len(os.sched_getaffinity(0))} CPUs, {args.rounds} rounds, "
+            f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+        )
+        print(f"{env}\n\n{table}\n\nTargets:\n{checks}")
+        if args.markdown:
+            command = " ".join(["python", *sys.argv])
+            args.markdown.write_text(
+                "# Fingerprint rows of issue #12, interleaved\n\n"
+                f"Command (from the repository root):\n\n```\n{command}\n```\n\n"
+                f"Environment: {env}. Each round runs every method once, in turn; the ratio is taken\n"
+                "per round, so the load of the shared machine hits every method alike.\n"
+                "Raw xxh3 for the forest: xxh3_128 over each tree's `nodes` and `values` arrays\n"
+                "(`tree_.__getstate__()`), nothing else (no hyperparameters, no framing).\n\n"
+                f"{table}\n\nTargets:\n\n{checks}\n"
+            )
         return
 
     rows = 100_000 if args.quick else None

@@ -7,19 +7,18 @@ never stopped. With ``patience`` it stops early and returns the best epoch's mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import log_loss
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from pipeline import stage
 from pipeline.training import BestK, Checkpointer, EarlyStopping, EveryNEpochs, LatestN, TrainState
 
 from .preprocess import TARGET, feature_columns
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +41,13 @@ def fit_sgd(
 
     With a ``checkpointer`` the model and the data-order RNG are checkpointed by its
     policies, training resumes from its newest checkpoint, and may stop early."""
+    # imported here, not at module level: a fully cached run never pays for them (their
+    # versions are still part of the code key: see pipeline.fingerprint.code)
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x, y = xy(train_df)
     xv, yv = xy(val_df)
     scaler = StandardScaler().fit(x)

@@ -11,7 +11,6 @@ import functools
 from typing import Any
 
 import pandas as pd
-from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import stage
 from pipeline.cache import current_stage
@@ -21,11 +20,20 @@ from pipeline.tuning import Search, TrialCheckpointing
 
 from .train import fit_sgd
 
-SPACE = {
-    "alpha": FloatDistribution(1e-6, 1e-1, log=True),
-    "eta0": FloatDistribution(1e-4, 1e-1, log=True),
-    "learning_rate": CategoricalDistribution(["optimal", "constant", "invscaling"]),
-}
+
+def space() -> dict[str, Any]:
+    """The search space. A function, not a module constant, so that importing the flow
+    (a fully cached run) never imports optuna; its code and optuna's version are in the
+    search's key all the same."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {
+        "alpha": FloatDistribution(1e-6, 1e-1, log=True),
+        "eta0": FloatDistribution(1e-4, 1e-1, log=True),
+        "learning_rate": CategoricalDistribution(["optimal", "constant", "invscaling"]),
+    }
+
+
 CHECKPOINTING = TrialCheckpointing(save=EveryNEpochs(5), keep=LatestN(1))
 
 
@@ -55,10 +63,10 @@ def search(
     seed: int = 0,
     epochs: int = 15,
 ) -> dict[str, Any]:
-    """Search the SPACE; returns the best hyperparameters and the table of trials."""
+    """Search the space; returns the best hyperparameters and the table of trials."""
     running = current_stage()
     train_fn = functools.partial(objective, train_df, val_df, epochs, seed)
-    tuning = Search("tune", SPACE, train_fn, n_trials, sampler=sampler, seed=seed, checkpointing=CHECKPOINTING)
+    tuning = Search("tune", space(), train_fn, n_trials, sampler=sampler, seed=seed, checkpointing=CHECKPOINTING)
     found = tuning.run(running.store if running else None)
     publish_trials("tune", found)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
     return {"best": {**found.best.params, "val_loss": found.best.value}, "trials": found.table()}

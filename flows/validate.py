@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 
 from pipeline import stage
 
@@ -19,6 +18,8 @@ from .train import xy
 @stage
 def evaluate(model: Any, df: pd.DataFrame, split_name: str) -> dict[str, float]:
     """Classification metrics of ``model`` on one split (saved as a JSON checkpoint)."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
     x, y = xy(df)
     proba = model.predict_proba(x)[:, 1]
     pred = (proba >= 0.5).astype(int)

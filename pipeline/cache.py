@@ -1,6 +1,6 @@
 """StageCache: derive a stage's key, serve it from the store, or run, persist and commit.
 
-key = :func:`pipeline.keys.stage_key`: xxh3_128 of ``["stage/2", name, code fingerprint,
+key = :func:`pipeline.keys.stage_key`: xxh3_128 of ``["stage/3", name, code fingerprint,
 sorted((argument, content fingerprint))]``. Arguments are hashed by *content*, so an
 upstream stage whose code changed but whose output did not leaves this stage a hit.
 Small plain arguments (numbers, strings, short lists of them) are *params*: the manifest

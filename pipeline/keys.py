@@ -2,7 +2,7 @@
 
 key = xxh3_128 of ``[version, kind name, code fingerprint, sorted((argument, fingerprint))]``
 
-- ``version`` names the recipe (``stage/2``); it changes whenever the recipe or what a
+- ``version`` names the recipe (``stage/3``); it changes whenever the recipe or what a
   fingerprint covers changes, so an old key can never match a new one by accident.
 - the code fingerprint is the digest of typed components ``(kind, name, digest)`` (see
   :mod:`pipeline.fingerprint.code`), or of the pin ``version="..."``.
@@ -18,9 +18,9 @@ from typing import Any, Callable, Mapping
 from .fingerprint import Component, code_components, fingerprint
 from .fingerprint.component import digest_components
 
-STAGE = "stage/2"
-PREFECT_TASK = "prefect-task/2"
-SEARCH = "search/2"
+STAGE = "stage/3"
+PREFECT_TASK = "prefect-task/3"
+SEARCH = "search/3"
 
 
 @dataclass(frozen=True)

@@ -239,10 +239,10 @@ def test_a_global_the_code_rebinds_is_state_by_name(store, tmp_path):
 
 
 def test_one_recipe_and_its_version():
-    assert STAGE == "stage/2"
+    assert STAGE == "stage/3"
     assert stage_key("s", "xxh3:1", {"a": "x", "b": "y"}) == stage_key("s", "xxh3:1", {"b": "y", "a": "x"})
     assert stage_key("s", "xxh3:1", {"a": "x"}) == derive(STAGE, "s", "xxh3:1", {"a": "x"})
-    assert stage_key("s", "xxh3:1", {"a": "x"}) != derive("prefect-task/2", "s", "xxh3:1", {"a": "x"})
+    assert stage_key("s", "xxh3:1", {"a": "x"}) != derive("prefect-task/3", "s", "xxh3:1", {"a": "x"})
 
 
 def test_manifest_stores_typed_components_and_reads_the_old_dict_shape(store, tmp_path):
@@ -255,9 +255,12 @@ def test_manifest_stores_typed_components_and_reads_the_old_dict_shape(store, tm
     assert all(isinstance(c, list) and len(c) == 3 for c in body["code_components"])
     assert Manifest.from_json(manifest.to_json()).code_components == manifest.code_components
 
-    body["code_components"] = {"tests.test_keys.total": "xxh3:0", "pkg:numpy": "2.4", "global:m.X": "xxh3:1"}
-    old = Manifest.from_json(json.dumps(body))
-    assert set(old.code_components) == {
+    # the first key format's {name: digest} dict (a sealed manifest can't be edited to hold
+    # one, so the reader the manifest uses is fed it directly)
+    from pipeline.fingerprint.component import read_components
+
+    old = read_components({"tests.test_keys.total": "xxh3:0", "pkg:numpy": "2.4", "global:m.X": "xxh3:1"})
+    assert set(old) == {
         Component("code", "tests.test_keys.total", "xxh3:0"),
         Component("package", "numpy", "2.4"),
         Component("global", "m.X", "xxh3:1"),

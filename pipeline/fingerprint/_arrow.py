@@ -1,9 +1,13 @@
 """pyarrow handlers: columns hashed over their buffers, independent of how they are chunked.
 
-A column is fed as three parallel streams — the row numbers of its nulls, value lengths
-(variable-width types) and values — each the plain concatenation over rows, so
+A column is fed as three parallel streams — the row numbers of its nulls, value ends
+(variable-width types: the int64 byte offset where each value ends, counted from the
+column's first byte) and values — each the plain concatenation over rows, so
 ``[["a", "b"], ["c"]]`` and ``[["a"], ["b", "c"]]`` hash equal. Chunks are walked in
-bounded pieces: only canonicalising nulls ever copies, and then one piece at a time.
+bounded pieces. A string column as pandas holds it (one ``large_string`` chunk from offset
+0) is fed zero-copy: its offsets buffer already is the ends stream. Other layouts (32-bit
+offsets, a later chunk, a slice) copy one piece of rebased offsets at a time, as does
+canonicalising nulls.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class _Streams:
         self.valid = enc.child()
         self.lengths = enc.child()
         self.values = enc.child()
+        self.ends = 0  # bytes of variable-width values fed so far
 
     def finish(self) -> None:
         for s in (self.valid, self.lengths, self.values):
@@ -91,9 +96,15 @@ def _feed_piece(piece: pa.Array, row0: int, out: _Streams) -> None:
             off = piece.offset
         bufs = piece.buffers()
         offsets = np.frombuffer(bufs[1], dtype=_VARLEN[typ])[off : off + n + 1]
-        out.lengths.update(np.diff(offsets).astype(np.int64, copy=False))
+        first, last = int(offsets[0]), int(offsets[-1])
+        ends = offsets[1:]
+        if first != out.ends or ends.dtype != np.int64:  # rebase and widen: a bounded copy
+            ends = ends.astype(np.int64)
+            ends += out.ends - first
+        out.lengths.update(ends)
+        out.ends += last - first
         if bufs[2] is not None and n:
-            out.values.update(memoryview(bufs[2])[offsets[0] : offsets[-1]])
+            out.values.update(memoryview(bufs[2])[first:last])
     elif _fixed_width(typ):
         width = typ.byte_width
         data = piece.buffers()[1]

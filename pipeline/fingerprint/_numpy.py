@@ -8,6 +8,7 @@ Python function it wraps; ``np.vectorize`` by its function and options.
 from __future__ import annotations
 
 import gc
+import struct
 import types
 
 import numpy as np
@@ -19,9 +20,23 @@ _CHUNK_BYTES = 4 << 20  # bound on the temporary copy of a non-contiguous array
 _STR_PIECE = 1 << 16  # strings per piece of an object array of str
 
 
+# id(structured dtype) -> (the dtype, its field names, its spelling): ``descr`` costs 20 us.
+# A dtype object is immutable but for its ``names``, which the entry checks.
+_DESCR: dict[int, tuple[np.dtype, tuple[str, ...], str]] = {}
+
+
 def dtype_token(dtype: np.dtype) -> str:
     """A dtype's full spelling: byte order, unit, and fields for structured dtypes."""
-    return str(dtype.descr) if dtype.fields else dtype.str
+    if not dtype.fields:
+        return dtype.str
+    entry = _DESCR.get(id(dtype))
+    if entry is not None and entry[0] is dtype and entry[1] == dtype.names:
+        return entry[2]
+    token = str(dtype.descr)
+    if len(_DESCR) >= 256:
+        _DESCR.clear()
+    _DESCR[id(dtype)] = (dtype, dtype.names, token)
+    return token
 
 
 def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
@@ -40,6 +55,17 @@ def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
     step = max(1, _CHUNK_BYTES // max(1, row))
     for i in range(0, a.shape[0], step):
         enc.update(np.ascontiguousarray(a[i : i + step]).reshape(-1).view(np.uint8))
+
+
+_pack_q = struct.Struct("<q").pack
+
+
+def array_header(a: np.ndarray) -> bytes:
+    """What ``encode`` writes before a plain (non-object) array's elements: its tag,
+    dtype and shape, as one token (for handlers that feed many small arrays)."""
+    token = dtype_token(a.dtype).encode()
+    shape = struct.pack(f"<{a.ndim + 1}q", a.ndim, *a.shape)
+    return b"ndarray\x00" + _pack_q(len(token)) + token + shape
 
 
 def _shape(a: np.ndarray, enc: Encoder) -> None:
@@ -106,9 +132,7 @@ def _ndarray(a: np.ndarray, enc: Encoder) -> None:
     if a.dtype.hasobject:
         encode_objects(a, enc)
         return
-    enc.tag(b"ndarray")
-    enc.text(dtype_token(a.dtype))
-    _shape(a, enc)
+    enc.update(array_header(a))
     feed_buffer(a, enc)
 
 
@@ -120,13 +144,17 @@ def _masked(a: np.ma.MaskedArray, enc: Encoder) -> None:
     enc.value_at(".filled()", a.filled() if a.mask is not np.ma.nomask else a.data)
 
 
+def scalar_token(v: np.generic) -> bytes:
+    """Everything ``encode`` writes for a numpy scalar (not of object dtype)."""
+    token = dtype_token(v.dtype).encode()
+    return b"np.scalar\x00" + _pack_q(len(token)) + token + v.tobytes()
+
+
 @encode.register(np.generic)
 def _scalar(v: np.generic, enc: Encoder) -> None:
     if v.dtype.hasobject:  # pragma: no cover - np.object_ scalars do not exist in practice
         raise Unhashable(v, "numpy object scalar")
-    enc.tag(b"np.scalar")
-    enc.text(dtype_token(v.dtype))
-    enc.update(np.asarray(v).reshape(-1).view(np.uint8))
+    enc.update(scalar_token(v))
 
 
 @encode.register(np.dtype)

@@ -55,6 +55,7 @@ import types
 from typing import Any, Callable
 
 from ..errors import FingerprintError
+from . import _dists
 from .component import (
     CLOSURE,
     CODE,
@@ -135,26 +136,51 @@ def is_project_local(obj: Any) -> bool:
     return isinstance(path, str) and _path_is_local(path)
 
 
-@functools.lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+def _is_library_module(modname: str) -> bool:
+    """Whether a module not imported yet would come from an installed library: found
+    (without importing it) outside the project."""
+    top = modname.partition(".")[0]
+    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names:
+        return True
+    loaded = sys.modules.get(top)
+    if loaded is not None:
+        return not is_project_local(loaded)
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    where = spec.origin if spec.has_location else next(iter(spec.submodule_search_locations or ()), None)
+    return isinstance(where, str) and not _path_is_local(where)
 
 
 @functools.lru_cache(maxsize=1024)
 def package_version(modname: str) -> str | None:
-    """``major.minor`` of the distribution that provides top-level module ``modname``."""
+    """``major.minor`` of the distribution that provides top-level module ``modname``.
+
+    Which distribution provides it comes from a map cached across runs (see
+    :mod:`._dists`); a module the cached map can't answer for recomputes it once."""
     top = modname.partition(".")[0]
     if top in sys.stdlib_module_names or top == "builtins":
         return None
-    for dist in _distributions().get(top, []):
-        try:
-            version = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            continue
+    version = _installed_version(top)
+    if version is None and _dists.refresh():
+        version = _installed_version(top)
+    if version is not None:
         return ".".join(version.split(".")[:2])
     mod = sys.modules.get(top)
     version = getattr(mod, "__version__", None)
     return ".".join(str(version).split(".")[:2]) if version else "unknown"
+
+
+def _installed_version(top: str) -> str | None:
+    for dist in _dists.distributions_map().get(top, []):
+        try:
+            return _dists.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # a dist since removed: stale map
+            continue
+    return None
 
 
 # -- one code object -----------------------------------------------------------------
@@ -234,6 +260,7 @@ def _own(code: types.CodeType) -> tuple[str, _Reads]:
             elif op == "IMPORT_NAME":
                 level = consts[-2] if len(consts) >= 2 and isinstance(consts[-2], int) else 0
                 module = (level, ins.argval)
+                imports.add((*module, ""))  # `import numpy` in a body: the module itself
             elif op == "IMPORT_FROM" and module is not None:
                 imports.add((*module, ins.argval))
             elif op in ("STORE_GLOBAL", "DELETE_GLOBAL"):
@@ -379,9 +406,13 @@ class _Walk:
         except (ImportError, ValueError):
             return
         mod = sys.modules.get(full)
-        if mod is not None and not is_project_local(mod):
+        if mod is None:  # imported lazily in a body that has not run yet: still versioned
+            if not level and _is_library_module(full):
+                self._package(full)
+            return
+        if not is_project_local(mod):
             self._package(full)
-        elif mod is not None and hasattr(mod, attr):
+        elif attr and hasattr(mod, attr):
             value = getattr(mod, attr)
             self.reference(f"{full}.{attr}", value, GLOBAL, lambda v: _data_digest(attr, v, vars(mod), attr))
 

@@ -37,6 +37,7 @@ import io
 import os
 import pathlib
 import reprlib
+import struct
 import sys
 import threading
 import types
@@ -47,6 +48,9 @@ from typing import Any, Callable
 from ..errors import FingerprintError
 from .encoder import Encoder, Unhashable, type_name
 
+_pack_q = struct.Struct("<q").pack
+_pack_d = struct.Struct("<d").pack
+
 __all__ = ["fingerprint", "register", "encode", "encode_extra_state"]
 
 # Top-level package -> module of ours that registers its handlers when imported.
@@ -55,6 +59,7 @@ _LAZY: dict[str, str] = {
     "pandas": "._pandas",
     "pyarrow": "._arrow",
     "sklearn": "._sklearn",
+    "sklearn.tree._tree": "._sklearn_tree",  # by its full name: see _sklearn_tree
     "pydantic": "._pydantic",
 }
 
@@ -99,7 +104,9 @@ def encode(v: Any, enc: Encoder) -> None:
     tp = type(v)
     if _LAZY:
         for klass in tp.__mro__:
-            _load_lazy(getattr(klass, "__module__", "").partition(".")[0])
+            module = getattr(klass, "__module__", "") or ""
+            _load_lazy(module.partition(".")[0])
+            _load_lazy(module)
         if encode.dispatch(tp) is not _fallback:  # a handler of theirs was just registered
             return encode(v, enc)
     if isinstance(v, _NEVER):
@@ -525,6 +532,29 @@ def _encode_reduced(v: Any, reduced: Any, enc: Encoder) -> None:
     enc.leave(v)
 
 
+def _int_token(v: int) -> bytes:
+    data = int.to_bytes(v, v.bit_length() // 8 + 1, "little", signed=True)
+    return b"int\x00" + _pack_q(len(data)) + data
+
+
+def _str_token(v: str) -> bytes:
+    data = v.encode("utf-8", "surrogatepass")
+    return b"str\x00" + _pack_q(len(data)) + data
+
+
+def scalar_tokens() -> dict[type, Callable[[Any], bytes]]:
+    """The bytes ``encode`` writes for a value of an exact built-in scalar type, for a caller
+    that feeds many of them in a row (an estimator's hyperparameters) in one update.
+    ``test_scalar_tokens_are_the_handlers_stream`` holds them to the handlers above."""
+    return {
+        type(None): lambda v: b"None\x00",
+        bool: lambda v: b"T\x00" if v else b"F\x00",
+        int: _int_token,
+        float: lambda v: b"float\x00" + _pack_d(v),
+        str: _str_token,
+    }
+
+
 def _encode_object(v: Any, enc: Encoder) -> None:
     """Unknown type: walk what pickle would save (its ``__reduce__``, else its
     ``__getstate__``: ``__dict__`` and slots). An instance with no state at all (CPython's
@@ -550,3 +580,6 @@ def _encode_object(v: Any, enc: Encoder) -> None:
         return
     enc.value_at(".__getstate__()", state)
     enc.leave(v)
+
+
+encode_object = _encode_object  # the generic walk, for handlers that fall back to it

@@ -271,3 +271,57 @@ def test_values_never_imports_code_and_code_registers_into_its_registry():
     assert not any(m and (m == "code" or m.endswith(".code")) for m in imported)
     assert values.encode.dispatch(types.FunctionType) is code._function
     assert values.encode.dispatch(type) is code._type
+
+
+_LAZY_IMPORT = """
+import json, sys
+from pipeline.fingerprint import code_components
+
+def body():
+    from optuna.distributions import FloatDistribution
+    import markdown_it
+    return FloatDistribution, markdown_it
+
+assert "optuna" not in sys.modules and "markdown_it" not in sys.modules
+print(json.dumps(sorted([c.name, c.digest] for c in code_components(body) if c.kind == "package")))
+assert "optuna" not in sys.modules  # versioned without importing it
+"""
+
+
+def _run(code: str, cache: Path) -> str:
+    env = {**__import__("os").environ, "PIPELINE_DIST_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def _major_minor(dist: str) -> str:
+    return ".".join(importlib.metadata.version(dist).split(".")[:2])
+
+
+def test_a_library_imported_lazily_in_a_body_is_versioned_before_it_is_imported(tmp_path):
+    got = _run(_LAZY_IMPORT, tmp_path / "dists.json")
+    assert got == f'[["markdown_it", "{_major_minor("markdown-it-py")}"], ["optuna", "{_major_minor("optuna")}"]]'
+
+
+def test_the_distribution_map_is_cached_across_runs_and_a_stale_one_is_never_believed(tmp_path):
+    import json
+
+    cache = tmp_path / "dists.json"
+    first = _run(_LAZY_IMPORT, cache)
+    doc = json.loads(cache.read_text())
+    assert doc["map"]["optuna"] == ["optuna"]
+    assert _run(_LAZY_IMPORT, cache) == first  # read from the file (same key)
+    doc["map"]["optuna"] = ["no-such-distribution"]  # stale: a dist since uninstalled
+    del doc["map"]["markdown_it"]  # stale: installed after the map was made
+    cache.write_text(json.dumps(doc))
+    assert _run(_LAZY_IMPORT, cache) == first
+    doc = json.loads(cache.read_text())
+    assert doc["map"]["optuna"] == ["optuna"]  # and rewritten
+    assert doc["versions"]["optuna"][1] == importlib.metadata.version("optuna")
+    doc["versions"]["optuna"] = [str(tmp_path / "optuna-9.9.dist-info"), "9.9"]  # a version since replaced
+    cache.write_text(json.dumps(doc))
+    assert _run(_LAZY_IMPORT, cache) == first
+    doc["key"][0] = "another interpreter"
+    cache.write_text(json.dumps(doc))
+    assert _run(_LAZY_IMPORT, cache) == first

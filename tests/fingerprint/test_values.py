@@ -464,6 +464,30 @@ def test_arrow_chunking_is_not_content():
     assert fp(pa.array(["a"])) != fp(pa.array(["a"], pa.large_string()))
 
 
+def test_arrow_text_across_pieces_chunks_offsets_and_views():
+    """Text is fed as value ends counted from the column's first byte: zero-copy for one
+    large_string chunk from offset 0, rebased for every other layout, the same stream."""
+    from pipeline.fingerprint._arrow import PIECE
+
+    words = [f"w{i % 97}" * (i % 5) for i in range(2 * PIECE + 123)]
+    words[PIECE + 7] = None
+    one = pa.chunked_array([pa.array(words, pa.large_string())])
+    layouts = [
+        pa.chunked_array([pa.array(words, pa.string())]),  # 32-bit offsets
+        pa.chunked_array([pa.array(words[:1000], pa.large_string()), pa.array(words[1000:], pa.large_string())]),
+        pa.chunked_array([pa.array(["pad"] + words, pa.large_string()).slice(1)]),  # offset != 0
+        pa.chunked_array([pa.array(words, pa.string_view())]),
+        pa.chunked_array([pa.array(words, pa.large_string()).dictionary_encode()]),
+    ]
+    for other in layouts:
+        assert fp(other.cast(pa.large_string())) == fp(one)
+        assert fp(pa.table({"s": other}).cast(pa.schema([("s", pa.large_string())]))) == fp(pa.table({"s": one}))
+    moved = list(words)
+    moved[3], moved[4] = moved[3] + moved[4][:1], moved[4][1:]  # same bytes, another split
+    assert fp(pa.chunked_array([pa.array(moved, pa.large_string())])) != fp(one)
+    assert fp(pd.Series(words, dtype="str")) == fp(pd.Series(words, dtype="str").iloc[::1].copy())
+
+
 def test_arrow_values_under_nulls_are_not_content():
     validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
     garbage = pa.Array.from_buffers(pa.int64(), 3, [validity, pa.py_buffer(np.array([1, 99, 3]).tobytes())])
@@ -491,6 +515,56 @@ def test_sklearn_params_and_fitted_state():
     assert fp(fitted) == fp(Ridge().fit(X, y))
     assert fp(fitted) != fp(Ridge().fit(X, y + 1))
     assert fp(StandardScaler().fit(X)) == fp(pickle.loads(pickle.dumps(StandardScaler().fit(X))))
+
+
+def _forest(seed=0, n=3):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.random.default_rng(0).random((200, 4))
+    return RandomForestClassifier(n, random_state=seed).fit(X, X[:, 0] > 0.5)
+
+
+def test_a_forest_is_its_fitted_trees():
+    forest = _forest()
+    assert fp(forest) == fp(_forest())  # two fits with the same seed
+    assert fp(forest) == fp(pickle.loads(pickle.dumps(forest)))
+    assert fp(forest) != fp(_forest(seed=1))
+    changed = pickle.loads(pickle.dumps(forest))
+    changed.estimators_[1].tree_.threshold[0] += 1e-9  # one node of one tree (a writable view)
+    assert changed.estimators_[1].tree_.threshold[0] != forest.estimators_[1].tree_.threshold[0]
+    assert fp(changed) != fp(forest)
+    changed = pickle.loads(pickle.dumps(forest))
+    changed.estimators_[2].tree_.value[-1, 0, 0] += 1e-9  # one leaf value
+    assert fp(changed) != fp(forest)
+    changed = pickle.loads(pickle.dumps(forest))
+    changed.estimators_[0].min_samples_leaf = 2  # a hyperparameter of one tree
+    assert fp(changed) != fp(forest)
+
+
+def test_a_tree_fast_path_writes_the_generic_stream():
+    """The Tree handler joins its tokens into few updates: the stream it writes is the one
+    the per-token calls write."""
+    from pipeline.fingerprint._sklearn_tree import _tree
+    from pipeline.fingerprint.encoder import Encoder
+    from pipeline.fingerprint.values import encode, scalar_tokens
+
+    tree = _forest(n=1).estimators_[0].tree_
+    fast = Encoder(encode)
+    _tree(tree, fast)
+    _, (n_features, n_classes, n_outputs), state = tree.__reduce__()
+    slow = Encoder(encode)
+    slow.tag(b"sklearn.Tree")
+    for n in (n_features, n_outputs, state["max_depth"], state["node_count"]):
+        slow.int(n)
+    for a in (n_classes, state["nodes"], state["values"]):
+        encode(a, slow)
+    assert fast.digest() == slow.digest()
+    for v in (None, True, False, 0, -1, 2**70, 1.5, -0.0, "", "é\x00"):
+        one, other = Encoder(encode), Encoder(encode)
+        encode(v, one)
+        other.update(scalar_tokens()[type(v)](v))
+        assert one.digest() == other.digest(), v
+    assert fp({"a": np.int64(3)}) != fp({"a": 3})
 
 
 # -- unknown types, functions ----------------------------------------------------------

@@ -1,0 +1,57 @@
+"""A fitted scikit-learn tree (``sklearn.tree._tree.Tree``: every tree of a forest or a
+boosting ensemble): its constructor arguments and the two arrays pickle saves, ``nodes``
+(a structured array) and ``values``, fed zero-copy with dtype and shape through the numpy
+path. Registered once ``sklearn.tree._tree`` is imported (a Tree can't exist before), so
+hashing an estimator never imports sklearn.tree.
+
+sklearn zeroes a tree's node memory when it grows it (``Tree._resize_c``), so the padding
+bytes of ``nodes`` are zero and equal trees hash equal; padding that differed could only
+make equal trees hash apart, never different trees hash equal.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from sklearn.tree._tree import Tree
+
+from ._numpy import array_header
+from .encoder import Encoder
+from .values import encode, encode_object
+
+_TREE_STATE = frozenset({"max_depth", "node_count", "nodes", "values"})
+
+
+@encode.register(Tree)
+def _tree(t: Tree, enc: Encoder) -> None:
+    """What ``Tree.__reduce__`` saves: (n_features, n_classes, n_outputs) and its state."""
+    if type(t) is not Tree:  # a subclass may add state of its own: the generic walk
+        encode_object(t, enc)
+        return
+    _, (n_features, n_classes, n_outputs), state = t.__reduce__()
+    if state.keys() != _TREE_STATE:  # another sklearn's layout: walk it, never guess
+        encode_object(t, enc)
+        return
+    nodes, values = state["nodes"], state["values"]
+    plain = type(n_classes) is type(nodes) is type(values) is np.ndarray
+    if not (plain and n_classes.flags.c_contiguous and nodes.flags.c_contiguous and values.flags.c_contiguous):
+        enc.tag(b"sklearn.Tree")
+        _ints(enc, n_features, n_outputs, state["max_depth"], state["node_count"])
+        enc.value_at(".n_classes", n_classes)
+        enc.value_at(".nodes", nodes)
+        enc.value_at(".values", values)
+        return
+    # the same stream as above, in four updates: the header tokens of each array joined
+    head = struct.pack("<4q", n_features, n_outputs, state["max_depth"], state["node_count"])
+    enc.update(b"sklearn.Tree\x00" + head + array_header(n_classes))
+    enc.update(n_classes.reshape(-1).view(np.uint8))
+    enc.update(array_header(nodes))
+    enc.update(nodes.reshape(-1).view(np.uint8))
+    enc.update(array_header(values))
+    enc.update(values.reshape(-1).view(np.uint8))
+
+
+def _ints(enc: Encoder, *numbers: int) -> None:
+    for n in numbers:
+        enc.int(n)
