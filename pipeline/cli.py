@@ -186,6 +186,8 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
     table = Table(*(f.replace("_", " ") for f in fields))
     table.add_row(*(str(getattr(report, f)) for f in fields))
     out.print(table)
+    for problem in report.problems:  # each by name, with the results that use it
+        out.print(escape(str(problem)), highlight=False)
     if report.unverified:
         out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
     if not report.clean:

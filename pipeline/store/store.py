@@ -37,10 +37,31 @@ _COMMIT_ATTEMPTS = 4
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One thing ``verify`` found wrong: a ``"corrupt"`` or ``"missing"`` object with every
+    result that references it, or a ``"bad manifest"`` (damaged, or not the key its path names)."""
+
+    kind: str
+    what: str
+    """The object id, or the manifest's path in the store."""
+    used_by: tuple[tuple[str, str, int | None], ...] = ()
+    """(stage, key, step) of each manifest that references the object."""
+
+    def __str__(self) -> str:
+        if not self.used_by:
+            return f"{self.kind} {self.what}"
+        users = ", ".join(
+            f"{stage} {key}" + ("" if step is None else f" step {step}") for stage, key, step in self.used_by
+        )
+        return f"{self.kind} object {self.what} (used by {users})"
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """What ``Store.verify()`` found. ``clean`` when nothing is corrupt, missing or unreadable.
 
-    ``unverified``: manifests of format 1 (no seal), kept but never served."""
+    ``unverified``: manifests of format 1 (no seal), kept but never served. ``problems``:
+    each corrupt or missing object and bad manifest, by name."""
 
     manifests: int
     ok: int
@@ -51,6 +72,7 @@ class VerifyReport:
     orphans: int
     temp_files: int
     unverified: int = 0
+    problems: tuple[Problem, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -331,10 +353,13 @@ class Store:
     def verify(self) -> VerifyReport:
         """Check every manifest and re-hash every object they reference; quarantine what fails."""
         referenced: dict[str, str] = {}
+        users: dict[str, list[tuple[str, str, int | None]]] = {}
+        problems: list[Problem] = []
         n_manifests = bad = unverified = 0
-        for _, m in self._walk(quarantine=True):
+        for rel, m in self._walk(quarantine=True):
             if m is None:
                 bad += 1
+                problems.append(Problem("bad manifest", rel))
                 continue
             if m.format == 1:
                 unverified += 1
@@ -342,23 +367,24 @@ class Store:
                 n_manifests += 1
             for leaf in leaves(m.outputs):
                 referenced[leaf_path(leaf)] = leaf.object
+                users.setdefault(leaf.object, []).append((m.stage, m.key, m.step))
         ok = corrupt = missing = 0
         for rel, oid in sorted(referenced.items()):
             try:
                 buf = self._objects._read(rel)
             except FileNotFoundError:
                 missing += 1
+                problems.append(Problem("missing", oid, tuple(users.get(oid, ()))))
                 continue
             except IntegrityError:  # a symbolic link
-                corrupt += 1
-                self._objects.quarantine(rel)
-                continue
-            if checksum(buf) == oid:
+                buf = None
+            if buf is not None and checksum(buf) == oid:
                 ok += 1
             else:
                 corrupt += 1
                 del buf
                 self._objects.quarantine(rel)
+                problems.append(Problem("corrupt", oid, tuple(users.get(oid, ()))))
         present = [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)]
         return VerifyReport(
             manifests=n_manifests,
@@ -370,6 +396,7 @@ class Store:
             orphans=sum(1 for r in present if r not in referenced),
             temp_files=sum(1 for _ in self._backend.list(layout.TMP)),
             unverified=unverified,
+            problems=tuple(problems),
         )
 
     def remove_dead_temps(self) -> int:
@@ -380,4 +407,4 @@ class Store:
         return len(dead)
 
 
-__all__ = ["Store", "VerifyReport", "IntegrityError"]
+__all__ = ["Store", "VerifyReport", "Problem", "IntegrityError"]

@@ -112,7 +112,7 @@ def test_verify_reports_corruption_with_exit_1(tmp_path):
     store = Store(tmp_path / "store")
     from pipeline import StageCache
 
-    StageCache(store).wrap(lambda n: list(range(n)), name="numbers")(1000)
+    m = StageCache(store).wrap(lambda n: list(range(n)), name="numbers").call(1000).manifest
     obj = next(p for p in (tmp_path / "store" / "objects").rglob("*.json"))
     data = bytearray(obj.read_bytes())
     data[5] ^= 0xFF
@@ -120,6 +120,8 @@ def test_verify_reports_corruption_with_exit_1(tmp_path):
     done = cli("verify", "--store", str(tmp_path / "store"))
     assert done.returncode == 1
     assert "1" in done.stdout and "corrupt" in done.stdout
+    # each corrupt object is named, with the stage and key of the result that uses it
+    assert f"corrupt object {m.outputs.object} (used by numbers {m.key})" in done.stdout
 
 
 def test_default_run_starts_a_local_server_and_reuses_it(tmp_path):
