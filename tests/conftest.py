@@ -75,3 +75,14 @@ def _drain_prefect_workers() -> None:
             worker.drain_all()
         except Exception:  # draining is best effort at teardown
             pass
+
+
+# Tests that start real servers (the Prefect API, the S3 server, an MLflow server) are slow by
+# nature: `pytest -m "not slow"` leaves them out of the inner loop; CI runs them all.
+_SERVER_FIXTURES = {"prefect_api", "s3_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -24,7 +24,7 @@ WRITER = textwrap.dedent(
     def make(i, n):
         return np.arange(n) * (i % 7), {"i": i % 5}  # shared parts: dedup of existing objects
 
-    root, seconds, seed = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    root, seconds, seed, keys_file = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     store = Store(root)
     stage = StageCache(store).wrap(make)
     committed = []
@@ -37,7 +37,8 @@ WRITER = textwrap.dedent(
         outcome = stage.call(seed * 10**6 + i % 40, n)  # reuses keys too: hits, and rewrites
         committed.append(outcome.manifest.key)
         store.save(np.full(n, seed * 10**6 + i))  # an orphan: gc has real garbage to delete
-    print(json.dumps(committed))
+    with open(keys_file, "w") as f:  # a file, not stdout: thousands of keys would fill the pipe while gc loops
+        json.dump(committed, f)
     """
 )
 
@@ -48,12 +49,13 @@ def race(tmp_path, seconds: float) -> tuple[int, int]:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OPENBLAS_NUM_THREADS": "1"}
+    # Output goes to files, not pipes: nobody reads a pipe while gc loops, and a full one blocks the writer.
+    logs = {seed: open(tmp_path / f"writer-{seed}.err", "w") for seed in (1, 2)}  # noqa: SIM115
     writers = [
         subprocess.Popen(
-            [sys.executable, str(script), str(root), str(seconds), str(seed)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            [sys.executable, str(script), str(root), str(seconds), str(seed), str(tmp_path / f"keys-{seed}.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=logs[seed],
             env=env,
         )  # fmt: skip
         for seed in (1, 2)
@@ -64,10 +66,12 @@ def race(tmp_path, seconds: float) -> tuple[int, int]:
         deleted += retention.gc(store, grace_seconds=grace).deleted_objects
         sweeps += 1
     keys = set()
-    for w in writers:
-        out, err = w.communicate()
+    for seed, w in zip((1, 2), writers):
+        w.wait()
+        logs[seed].close()
+        err = (tmp_path / f"writer-{seed}.err").read_text()
         assert w.returncode == 0 and "Traceback" not in err, err[-3000:]
-        keys.update(json.loads(out))
+        keys.update(json.loads((tmp_path / f"keys-{seed}.json").read_text()))
     lost = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
