@@ -11,9 +11,10 @@ For ``prefect deploy`` with a work pool see ``prefect.yaml`` at the project root
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import ConfigError
 from ..store import Store
@@ -106,7 +107,10 @@ def serve_flow(
     schedule = schedule or Schedule()
     if not isinstance(schedule, Schedule):
         raise ConfigError(f"schedule= takes Cron(...), Interval(...) or Schedule(), not {schedule!r}")
-    with use_store(store):  # the runs' subprocesses inherit it
+    # Each scheduled run is a subprocess of Prefect's runner: the run context can't reach it,
+    # but the environment does. PIPELINE_STORE is the store setting itself (config.py), set
+    # here for this serving process and its runs only, and restored when serving ends.
+    with use_store(store), _environment(PIPELINE_STORE=store.url):
         flow.serve(
             name=name or flow.name,
             parameters=_arguments(flow, params) or None,
@@ -116,6 +120,20 @@ def serve_flow(
             print_starting_message=True,
             **schedule.serve_args(),
         )
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _first_line(e: BaseException) -> str:
