@@ -64,6 +64,7 @@ def committed_labels(store: Path) -> set[str]:
     return out
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_the_same_best_without_retraining(tmp_path):
     reference = run_search(tmp_path / "ref", tmp_path / "ref.log")
 
@@ -89,6 +90,7 @@ def test_killed_search_resumes_to_the_same_best_without_retraining(tmp_path):
     assert all(len([s for s in starts if s[1] == r[1]]) >= 2 for r in resumed)
 
 
+@pytest.mark.slow
 def test_fully_cached_rerun_trains_nothing(tmp_path):
     store, log = tmp_path / "s", tmp_path / "l.log"
     first = run_search(store, log, n=4)

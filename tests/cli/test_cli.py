@@ -92,6 +92,7 @@ def search_artifact(flow_run_id: str) -> list[int]:
         (["show", "deadbeef"], "no stage, search or result key"),
     ],
 )
+@pytest.mark.slow
 def test_errors_are_one_line_and_exit_1(args, message, tmp_path):
     Store(tmp_path / "s")  # an (empty) store: read-only commands open, never create one
     done = cli(*args, "--store", str(tmp_path / "s"))
@@ -124,6 +125,7 @@ def test_verify_reports_corruption_with_exit_1(tmp_path):
     assert f"corrupt object {m.outputs.object} (used by numbers {m.key})" in done.stdout
 
 
+@pytest.mark.slow
 def test_default_run_starts_a_local_server_and_reuses_it(tmp_path):
     """`python -m pipeline run` with no PREFECT_API_URL: the CLI starts one detached local
     server, the second run reuses it (served from the same database), `server stop` ends it."""

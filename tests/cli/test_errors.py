@@ -81,12 +81,14 @@ def test_unreachable_prefect_api_names_the_url_and_what_to_do(tmp_path):
     one_clear_line(cli("run", "--store", str(tmp_path / "s"), env=env), url, "PIPELINE_SERVER")
 
 
+@pytest.mark.slow
 def test_missing_data_file(tmp_path):
     for command, run in (("run", cli), ("status", in_process)):  # a subprocess: Prefect's own logging too
         one_clear_line(run(command, "--set", "data.source=nope", "--store", str(tmp_path / "s")),
                        "nope.csv not found", "'breast_cancer', 'synthetic'")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_no_csv_left_suggests_synthetic_and_how_to_restore(tmp_path):
     project = tmp_path / "project"
     shutil.copytree(ROOT / "flows", project / "flows")
@@ -119,6 +121,7 @@ def _read_only(path: Path) -> tuple[str, ...]:
     return ("unshare", "-m", "sh", "-c", script, str(path))
 
 
+@pytest.mark.slow
 def test_read_only_store_can_be_inspected(tmp_path):
     path = tmp_path / "store"
     store = _filled_store(path)

@@ -111,6 +111,7 @@ def _stderr(f) -> str:
     return f.read()[-3000:]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_a_consistent_store(zygote):
     proc, root, errors = zygote
     store = Store(root)

@@ -93,6 +93,7 @@ def test_gc_in_a_loop_racing_two_writers_loses_nothing(tmp_path):
     assert lost == 0, f"{lost} of {total} committed entries lost an object"
 
 
+@pytest.mark.slow
 def test_gc_racing_two_writers_briefly(tmp_path):
     lost, total = race(tmp_path, 4.0)
     assert lost == 0, f"{lost} of {total} committed entries lost an object"

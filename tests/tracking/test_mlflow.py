@@ -27,6 +27,7 @@ def runs_of(uri: str, experiment: str = "pipeline"):
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
 
 
+@pytest.mark.slow
 def test_params_metrics_per_epoch_checkpoint_tags_key_and_model(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     store = Store(tmp_path / "store")

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline import Store
 
@@ -58,6 +59,7 @@ def output(proc: subprocess.Popen) -> list[str]:
     return stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_bundled_train_stage_resumes_after_sigkill_with_the_same_model(tmp_path):
     epochs, kill_epoch = 60, random.randint(3, 15)
     reference = start(tmp_path, tmp_path / "ref", tmp_path / "ref.npy", epochs)

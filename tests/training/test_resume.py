@@ -188,6 +188,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind, epochs, opts", CASES)
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_bitwise_identical_to_uninterrupted(tmp_path, kind, epochs, opts):
     if kind == "torch":
         pytest.importorskip("torch")
@@ -208,6 +209,7 @@ def test_sigkill_then_rerun_is_bitwise_identical_to_uninterrupted(tmp_path, kind
     assert Store(tmp_path / "store").verify().clean
 
 
+@pytest.mark.slow
 def test_sigkill_during_async_write_resumes_from_newest_committed(tmp_path):
     """A big torch model written asynchronously; killed while an object is being written."""
     pytest.importorskip("torch")
@@ -236,6 +238,7 @@ def test_sigkill_during_async_write_resumes_from_newest_committed(tmp_path):
     assert np.load(tmp_path / "ref.npy").tobytes() == np.load(tmp_path / "out.npy").tobytes()
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_best_epoch_across_a_resume(tmp_path):
     """val_loss of an overfitting MLP bottoms out at epoch 8; patience 4 stops at 12. Saves
     every 3 epochs (plus every improvement); killed after epoch 10 and rerun, the result is the
