@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .config import Settings
 from .errors import PipelineError
+from .units import size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stage cache and checkpoints for ML pipelines.")
 out = Console()
@@ -80,14 +81,6 @@ def _open_for_plan(settings: Settings):
         return Store(f"memory://pipeline-status-{uuid.uuid4().hex}", fsync=False)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 @app.command("ls")
 @_errors
 def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
@@ -95,7 +88,7 @@ def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> 
     s = _store(store)
     table = Table("stage", "key", "created", "bytes", "compute s")
     for m in sorted(s.manifests(), key=lambda m: m.created, reverse=True):
-        table.add_row(m.stage, m.key, m.created[:19], _size(m.bytes), f"{m.compute_seconds:.2f}")
+        table.add_row(m.stage, m.key, m.created[:19], size(m.bytes), f"{m.compute_seconds:.2f}")
     out.print(table)
 
 
@@ -119,7 +112,7 @@ def show(
         table = Table("key", "created", "params", "bytes", "compute s", title=f"stage {what}")
         for m in sorted(results, key=lambda m: m.created, reverse=True):
             params = ", ".join(f"{k}={v['repr']}" for k, v in m.params.items())
-            table.add_row(m.key, m.created[:19], params, _size(m.bytes), f"{m.compute_seconds:.2f}")
+            table.add_row(m.key, m.created[:19], params, size(m.bytes), f"{m.compute_seconds:.2f}")
         out.print(table)
         return None
     key = what if what.startswith("xxh3:") else "xxh3:" + what
@@ -275,7 +268,7 @@ def _print_run(summary: dict[str, Any], store: Any = None) -> None:
             e["key"][5:13] if out.is_terminal else e["key"],  # full keys into files and pipes
             "[green]hit[/green]" if e["hit"] else "[yellow]miss[/yellow]",
             f"{e['seconds']:.2f}",
-            _size(e["bytes"]),
+            size(e["bytes"]),
             f"{saved:.2f}" if e["hit"] else "",
         )
     out.print(table)
@@ -344,7 +337,7 @@ def gc_command(
     verb = "would delete" if dry_run else "deleted"
     out.print(
         f"{report.live_objects} live objects kept; {verb} {report.deleted_objects} unreferenced objects "
-        f"({_size(report.deleted_bytes)}) and {report.deleted_temp_files} temp files"
+        f"({size(report.deleted_bytes)}) and {report.deleted_temp_files} temp files"
     )
 
 

@@ -30,6 +30,7 @@ from .store import Store
 from .store.layout import component as safe_name
 from .tracking import TrainingResult
 from .tuning import search_index
+from .units import size
 
 HIT, MISS, BEST = "#2e7d32", "#ef6c00", "#c62828"
 
@@ -256,15 +257,6 @@ def _table(head: Iterable[str], rows: list[list[str]], cls: str) -> str:
     return f"<table class='{cls}'><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def size(n: float) -> str:
-    """``6.4 KB``: bytes for people."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -296,4 +288,4 @@ small {{ color: #777; font-weight: normal; }}
 </body></html>
 """
 
-__all__ = ["write_report", "render", "size"]
+__all__ = ["write_report", "render"]

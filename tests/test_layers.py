@@ -21,6 +21,7 @@ RANK: dict[str, float] = {
     "errors": 0,
     "config": 0.5,
     "params": 0.5,
+    "units": 0.5,
     "fingerprint": 1,
     "store": 2,
     "keys": 2.5,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import Store
-from pipeline.report import size, write_report
+from pipeline.report import write_report
+from pipeline.units import size
 
 pytest.importorskip("matplotlib")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
 from ..tracking import Sink, TrackingSettings, TrainingResult, configured_tracking, register_sink
+from ..units import size
 
 _KEY = re.compile(r"[^a-z0-9-]+")
 
@@ -69,7 +70,7 @@ def checkpoint_note(result: TrainingResult) -> str:
     for c in result.checkpoints:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in c.metrics.items())
         mark = " (best)" if c.step == result.best_step else ""
-        lines.append(f"| {c.step}{mark} | {metrics} | {_size(c.bytes)} | `{c.uri}` |")
+        lines.append(f"| {c.step}{mark} | {metrics} | {size(c.bytes)} | `{c.uri}` |")
     if not result.checkpoints:
         lines.append("| – | no checkpoint survives | | |")
     return "\n".join(lines) + "\n"
@@ -100,14 +101,6 @@ class PrefectArtifactSink(Sink):
             checkpoint_note(result), key=note, description=f"Checkpoints of stage `{stage}` (key {key})"
         )
         self.published.append((table, note))
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 register_sink("prefect", PrefectArtifactSink.from_settings)  # configured_tracking() can build it now
