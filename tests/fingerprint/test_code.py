@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import importlib.util
 import subprocess
@@ -240,9 +241,11 @@ def test_code_keys_are_the_same_in_every_process():
         assert out.stdout.strip() == here
 
 
-@pytest.mark.parametrize("bad", [None, 3, "text"])
-def test_a_value_that_is_not_code_is_hashed_as_a_value(bad):
-    assert code_fingerprint(bad) == code_fingerprint(bad)
+@pytest.mark.parametrize(("bad", "other"), [(None, 0), (3, 4), ("text", "texts"), (3, 3.0)])
+def test_a_value_that_is_not_code_is_hashed_as_a_value(bad, other):
+    """Not code: it counts by its value — equal values agree, different ones differ."""
+    assert code_fingerprint(bad) == code_fingerprint(copy.copy(bad))
+    assert code_fingerprint(bad) != code_fingerprint(other)
 
 
 def test_cython_callee_counts_as_its_package_not_as_project_code():
