@@ -60,7 +60,7 @@ from .policies import (
     members,
 )
 from .progress import ProgressEvent, emit
-from .state import TrainState
+from .state import ClosesOnExit, TrainState
 from .writer import Background, WritePolicy, Writer, check_writer
 
 RNG = "_rng"  # the global RNG streams' object in a checkpoint (entry names never start with "_")
@@ -78,7 +78,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
-class Checkpointer:
+class Checkpointer(ClosesOnExit):
     """Training checkpoints of one stage key (see the module docstring)."""
 
     def __init__(
@@ -419,18 +419,6 @@ class Checkpointer:
             return
         self._closed = True
         self._writer.close()
-
-    def __enter__(self) -> Checkpointer:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except CheckpointError as e:  # don't hide the exception that ended training
-            warnings.warn(f"{e}", stacklevel=2)
 
     def _check_open(self) -> None:
         if self._closed:

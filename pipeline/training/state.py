@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator, Mapping
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 _OWN = ("epoch", "history", "stopped", "resumed_from")
 
@@ -85,3 +86,23 @@ class TrainState:
     def __repr__(self) -> str:
         kinds = ", ".join(f"{k}={type(v).__name__}" for k, v in self._entries.items())
         return f"TrainState(epoch={self.epoch}, {kinds}{', stopped' if self.stopped else ''})"
+
+
+class ClosesOnExit:
+    """``with checkpointer:`` closes it at the end; when training raised, a close that fails
+    too is a warning, so the exception that ended training is the one you see."""
+
+    def close(self) -> None:  # pragma: no cover - every checkpointer defines its own
+        raise NotImplementedError
+
+    def __enter__(self):  # returns the subclass instance
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CheckpointError as e:  # don't hide the exception that ended training
+            warnings.warn(f"{e}", stacklevel=2)
