@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 
 _PREFECT_EXPORTS = {"stage", "StageCachePolicy"}
 _TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "SkipFinal",
-                     "LatestN", "BestK", "EarlyStopping", "Full", "Partial", "Light", "Sync", "Background"}  # fmt: skip
+                     "LatestN", "BestK", "OlderThan", "MaxBytes", "Pinned", "FailedRuns", "EarlyStopping", "Full",
+                     "Partial", "Light", "Sync", "Background"}  # fmt: skip
 _TUNING_EXPORTS = {"tune", "load_best", "Search", "TrialCheckpointing"}
 
 

@@ -11,6 +11,7 @@
     searches/<search>/<search key>.json               search indexes (trial tables)
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
     gc/<sweep>/<object path>                          objects a gc sweep is about to delete
+    tags/<tag>/<stage>/<key>[@<step>].json            tags (pins) of results and checkpoints
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
 name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
@@ -38,6 +39,7 @@ RUNS = "runs"
 SEARCHES = "searches"
 QUARANTINE = "quarantine"
 TRASH = "gc"
+TAGS = "tags"
 MANIFEST_ROOTS = (STAGES, CHECKPOINTS)
 
 MAX_COMPONENT = 120
@@ -174,6 +176,17 @@ def search_dir(name: str) -> str:
 
 def search_index(name: str, search_key: str) -> str:
     return f"{search_dir(name)}/{key_file(search_key)}.json"
+
+
+# -- tags ------------------------------------------------------------------------------------
+def tag_dir(tag: str) -> str:
+    return f"{TAGS}/{component(tag)}"
+
+
+def tag_path(tag: str, stage: str, key: str, step: int | None = None) -> str:
+    """One file per (tag, entry): tagging is a single atomic write, never a read-modify-write."""
+    at = "" if step is None else f"@{int(step)}"
+    return f"{tag_dir(tag)}/{component(stage)}/{key_file(key)}{at}.json"
 
 
 # -- quarantine ------------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Garbage collection: delete objects no manifest references (and temp files of dead writers).
+"""Garbage collection: drop the manifests a retention policy does not keep, then delete
+objects no manifest references (and temp files of dead writers).
+
+With a :class:`~pipeline.store.lifecycle.Retention` (keep policies per stage, see
+``pipeline.store.keep``), ``gc`` first deletes the manifests the plan drops
+(``lifecycle.plan``: never a pinned entry, a search's best-so-far record, a result the
+latest successful run of a flow used, or the checkpoint a live run resumes from); their
+objects are then candidates whatever their age. Without one, it only deletes objects.
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
 best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
@@ -14,6 +21,9 @@ place (putting back one a sweep set aside, writing again one a sweep deleted), a
 reader that misses an object looks for a set-aside copy first. So an object of a committed
 manifest is either seen by step 3 (the manifest was there) or re-checked by its writer
 (the manifest came later). The grace period only spares young unreferenced objects work.
+``free(store, objects)`` runs the same protocol over just the objects of manifests a
+caller has deleted (a checkpointer's pruned checkpoints): those no manifest references go
+at once, instead of waiting for a whole-store ``gc`` after the grace.
 Temp files are removed when their writer (a process on this host) is dead, or, for temps of
 other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
@@ -23,10 +33,13 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 from ..errors import ConfigError
 from . import layout
+from .lifecycle import Plan, Retention, manifest_rel, plan
+from .manifest import Manifest
 from .store import Store
 
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -43,6 +56,9 @@ class GcReport:
     deleted_bytes: int
     deleted_temp_files: int
     dry_run: bool
+    dropped_manifests: int = 0
+    plan: Plan | None = field(default=None, repr=False)
+    """What retention decided per manifest (None: no retention policy was given)."""
 
 
 def _put_back(store: Store) -> None:
@@ -56,15 +72,29 @@ def _put_back(store: Store) -> None:
             backend.move(trashed, rel)
 
 
-def gc(store: Store, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> GcReport:
-    """Delete unreferenced objects older than ``grace_seconds`` and stale temp files."""
+def gc(
+    store: Store,
+    retention: Retention | None = None,
+    *,
+    dry_run: bool = False,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> GcReport:
+    """Drop the manifests ``retention`` does not keep, then delete unreferenced objects older
+    than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files."""
     if not grace_seconds >= MIN_GRACE_SECONDS:
         raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
     backend = store._backend
     if not dry_run:
         _put_back(store)
     start = time.time()
+    decided = plan(store, retention, now=start) if retention is not None and not retention.empty else None
+    dropped = 0
+    if decided is not None and not dry_run:
+        dropped = sum(_drop(store, e.manifest) for e in decided.dropped)
     live = store.live_objects()
+    if decided is not None and dry_run:
+        live -= set(decided.freed)
+    freed_now = set(decided.freed) if decided is not None else set()
     candidates: list[tuple[str, int]] = []
     temps = 0
     for rel in list(backend.list(layout.OBJECTS)):
@@ -81,10 +111,38 @@ def gc(store: Store, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GR
                 temps += 1
                 if not dry_run:
                     backend.delete(rel)
-        elif start - st.mtime >= grace_seconds:
+        elif start - st.mtime >= grace_seconds or rel in freed_now:
             candidates.append((rel, st.size))
     if dry_run:
-        return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True)
+        n = len(decided.dropped) if decided is not None else 0
+        return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True, n, decided)
+    deleted, freed, live = _sweep(store, candidates, start, live)
+    return GcReport(len(live), deleted, freed, temps, False, dropped, decided)
+
+
+def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
+    """Delete those of ``objects`` (paths of objects of manifests just deleted) that no
+    manifest references, by gc's set-aside / re-read / put-back protocol; (count, bytes)."""
+    live = store.live_objects()
+    backend = store._backend
+    candidates = []
+    for rel in objects:
+        if rel in live or not layout.is_object(rel):
+            continue
+        try:
+            candidates.append((rel, backend.stat(rel).size))
+        except FileNotFoundError:
+            continue
+    if not candidates:
+        return 0, 0
+    deleted, freed, _ = _sweep(store, candidates, time.time(), live)
+    return deleted, freed
+
+
+def _sweep(store: Store, candidates: list[tuple[str, int]], start: float, live: set[str]) -> tuple[int, int, set[str]]:
+    """Set ``candidates`` aside, read the manifests again, put back what one references now,
+    delete the rest: (deleted, bytes freed, the live objects of the re-read)."""
+    backend = store._backend
     sweep = f"{int(start)}-{uuid.uuid4().hex[:12]}"
     aside = []
     for rel, size in candidates:
@@ -103,4 +161,18 @@ def gc(store: Store, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GR
             deleted += 1
             freed += size
     backend.remove_empty(layout.TRASH)
-    return GcReport(len(live), deleted, freed, temps, False)
+    return deleted, freed, live
+
+
+def _drop(store: Store, planned: Manifest) -> bool:
+    """Delete a manifest the plan dropped, unless what is there now is another commit (a
+    writer committed the same key again since the plan was made)."""
+    rel = manifest_rel(planned)
+    try:
+        now = store._parse_manifest(rel)
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return False
+    if now != planned:
+        return False
+    store._backend.delete(rel)
+    return True

@@ -29,6 +29,7 @@ from .manifest import Manifest, Unverified
 from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
 from .seal import CHECKSUM, Sealer
+from .tags import Tags
 from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves
 
 STORE_FORMAT = 1
@@ -102,6 +103,7 @@ class Store:
         self._warned_unverified = False
         self.runs = Runs(self._backend)
         self.searches = Searches(self._backend)
+        self.tags = Tags(self._backend)
         local = isinstance(self._backend, LocalBackend)
         if not create:
             if local and not os.path.isdir(self._backend.root):

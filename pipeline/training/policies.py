@@ -7,6 +7,9 @@ one kind compose with ``|``::
     save = EveryNEpochs(2) | EveryNSeconds(300) | OnImprovement("val_loss", mode="min")
     keep = LatestN(2) | BestK(3, "val_loss", mode="min")
 
+The keep policies (``LatestN``, ``BestK``, ``Pinned``…) are the store's retention vocabulary
+(``pipeline.store.keep``), re-exported here: the same classes serve ``gc``.
+
 A step number counts completed epochs: the checkpoint written after epoch index 4 (the
 fifth epoch) is step 5, and resuming from it starts at epoch index 5.
 """
@@ -15,20 +18,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from ..errors import ConfigError
-
-MODES = ("min", "max")
-
-
-@dataclass(frozen=True)
-class Record:
-    """What a policy sees of one step."""
-
-    step: int
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    time: float = 0.0
+from ..store.keep import (  # what to keep: one vocabulary with gc's retention (pipeline.store.keep)
+    AnyKeep,
+    BestK,
+    FailedRuns,
+    KeepAll,
+    KeepPolicy,
+    LatestN,
+    MaxBytes,
+    OlderThan,
+    Pinned,
+    Record,
+    check_mode,
+    retained,
+)
+from ..store.keep import check_metric as _check_metric
+from ..store.keep import check_positive as _check_positive
 
 
 @dataclass(frozen=True)
@@ -40,22 +48,6 @@ class History:
     start: float = 0.0
     total: int | None = None
     """Epochs planned, when the loop said (``Checkpointer.epochs(state, total)``)."""
-
-
-def check_mode(mode: object, owner: str) -> str:
-    if mode not in MODES:
-        raise ConfigError(f"{owner}: mode must be 'min' or 'max', not {mode!r}")
-    return mode  # type: ignore[return-value]
-
-
-def _check_positive(value: object, name: str, owner: str, *, minimum: float = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        raise ConfigError(f"{owner}: {name} must be a number >= {minimum}, not {value!r}")
-
-
-def _check_metric(metric: object, owner: str) -> None:
-    if not isinstance(metric, str) or not metric:
-        raise ConfigError(f"{owner}: the monitored metric must be a metric name (a string), not {metric!r}")
 
 
 def is_better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -182,87 +174,6 @@ def members(policy: object) -> tuple:
     return (policy,)
 
 
-# -- preservation ----------------------------------------------------------------------------
-class KeepPolicy:
-    """Decides which committed checkpoints survive; the rest are pruned."""
-
-    monitors: tuple[str, ...] = ()
-
-    def should_keep(self, records: Sequence[Record]) -> set[int]:
-        """The steps to keep among ``records``."""
-        raise NotImplementedError
-
-    def __or__(self, other: object) -> AnyKeep:
-        if not isinstance(other, KeepPolicy):
-            raise ConfigError(f"cannot combine keep policy {self!r} with {other!r}: `|` joins policies of one kind")
-        return AnyKeep(_flatten(self, AnyKeep) + _flatten(other, AnyKeep))
-
-
-@dataclass(frozen=True)
-class KeepAll(KeepPolicy):
-    """Never prune."""
-
-    def should_keep(self, records: Sequence[Record]) -> set[int]:
-        return {r.step for r in records}
-
-
-@dataclass(frozen=True)
-class LatestN(KeepPolicy):
-    """Keep the ``n`` highest steps."""
-
-    n: int = 1
-
-    def __post_init__(self) -> None:
-        _check_positive(self.n, "n", "LatestN")
-
-    def should_keep(self, records: Sequence[Record]) -> set[int]:
-        return set(sorted(r.step for r in records)[-self.n :])
-
-
-@dataclass(frozen=True)
-class BestK(KeepPolicy):
-    """Keep the ``k`` steps with the best ``metric`` (earlier steps win ties; NaN never counts)."""
-
-    k: int = 1
-    metric: str = "val_loss"
-    mode: str = "min"
-
-    def __post_init__(self) -> None:
-        _check_positive(self.k, "k", "BestK")
-        _check_metric(self.metric, "BestK")
-        check_mode(self.mode, "BestK")
-        object.__setattr__(self, "monitors", (self.metric,))
-
-    def should_keep(self, records: Sequence[Record]) -> set[int]:
-        scored = [r for r in records if self.metric in r.metrics and not math.isnan(r.metrics[self.metric])]
-        sign = 1.0 if self.mode == "min" else -1.0
-        scored.sort(key=lambda r: (sign * r.metrics[self.metric], r.step))
-        return {r.step for r in scored[: self.k]}
-
-
-@dataclass(frozen=True)
-class AnyKeep(KeepPolicy):
-    """Keep a step when any of ``policies`` keeps it."""
-
-    policies: tuple[KeepPolicy, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "monitors", tuple(m for p in self.policies for m in p.monitors))
-
-    def should_keep(self, records: Sequence[Record]) -> set[int]:
-        kept: set[int] = set()
-        for p in self.policies:
-            kept |= p.should_keep(records)
-        return kept
-
-
-def retained(records: Sequence[Record], keep: KeepPolicy | None, protected: set[int] = frozenset()) -> set[int]:
-    """The steps that survive pruning: what ``keep`` keeps, plus the protected steps."""
-    if keep is None:
-        return {r.step for r in records}
-    return keep.should_keep(records) | ({r.step for r in records} & set(protected))
-
-
 # -- early stopping --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StopState:
@@ -326,6 +237,10 @@ __all__ = [
     "LatestN",
     "BestK",
     "AnyKeep",
+    "OlderThan",
+    "MaxBytes",
+    "Pinned",
+    "FailedRuns",
     "retained",
     "EarlyStopping",
     "StopState",
