@@ -323,24 +323,6 @@ def status(
     out.print(table)
 
 
-@app.command("gc")
-@_errors
-def gc_command(
-    store: Optional[str] = typer.Option(None, help="Store URL or path."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
-    grace: float = typer.Option(3600.0, "--grace", help="Keep unreferenced objects younger than this (s)."),
-) -> None:
-    """Delete objects no manifest references (never a committed result or checkpoint)."""
-    from .store.retention import gc
-
-    report = gc(_store(store), dry_run=dry_run, grace_seconds=grace)
-    verb = "would delete" if dry_run else "deleted"
-    out.print(
-        f"{report.live_objects} live objects kept; {verb} {report.deleted_objects} unreferenced objects "
-        f"({size(report.deleted_bytes)}) and {report.deleted_temp_files} temp files"
-    )
-
-
 server_app = typer.Typer(help="The local Prefect server CLI runs reuse.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
@@ -393,4 +375,4 @@ def main() -> None:
     sys.exit(0)
 
 
-from . import cli_history, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, serve; extend show)
+from . import cli_history, cli_lifecycle, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, gc, tag, serve; extend show)

@@ -113,6 +113,23 @@ def _from_pyproject(path: Path) -> dict[str, Any]:
     return values
 
 
+def sub_table(name: str, start: str | os.PathLike | None = None) -> tuple[dict[str, Any], str]:
+    """``[tool.pipeline.<name>]`` of the project around ``start`` (empty when there is none)
+    and where it was read (for error messages). Its module checks its contents."""
+    pyproject = find_pyproject(Path(start or os.getcwd()).absolute())
+    where = f"[tool.pipeline.{name}]" + (f" in {pyproject}" if pyproject else "")
+    if pyproject is None:
+        return {}, where
+    try:
+        data = tomllib.loads(pyproject.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {pyproject}: {e}") from None
+    table = data.get("tool", {}).get("pipeline", {}).get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    return table, where
+
+
 def _check(values: dict[str, Any], where: str) -> None:
     types = {f.name: f.type for f in dataclasses.fields(Settings)}
     for name, value in values.items():

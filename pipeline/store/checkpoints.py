@@ -1,16 +1,20 @@
 """The committed checkpoints of one stage key: steps, read, commit, delete, quarantine.
 
 Steps are listed numerically (never as strings) and only inside this key's directory.
-Deleting a checkpoint deletes its manifest only: objects are content-addressed and may be
-shared, so freeing their bytes is ``gc``'s job.
+``delete`` deletes a manifest only. ``prune`` deletes manifests and frees at once the objects
+no other manifest references (gc's set-aside / re-read / put-back protocol over just those
+objects: one shared with another manifest, or with one being committed, stays).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from . import layout
 from .manifest import Manifest
+from .objects import leaf_path
+from .tree import leaves
 
 if TYPE_CHECKING:
     from .store import Store
@@ -47,6 +51,28 @@ class Checkpoints:
 
     def delete(self, step: int) -> None:
         self._store._backend.delete(layout.manifest_path(self.stage, self.key, step))
+
+    def prune(self, steps: list[int]) -> int:
+        """Delete the manifests of ``steps`` and free their objects no manifest references
+        (kept checkpoints of this key, other keys, results); the bytes freed."""
+        from .retention import free
+
+        objects: dict[str, int] = {}
+        for step in steps:
+            try:
+                manifest = self.read(step)
+            except (FileNotFoundError, ValueError, TypeError, KeyError):
+                manifest = None  # unreadable: its manifest goes, its objects wait for gc
+            self.delete(step)
+            if manifest is not None:
+                objects.update((leaf_path(leaf), leaf.bytes) for leaf in leaves(manifest.outputs))
+        if not objects:
+            return 0
+        for step in self.steps():  # the kept checkpoints of this key share most: skip the store scan for those
+            with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
+                for leaf in leaves(self.read(step).outputs):
+                    objects.pop(leaf_path(leaf), None)
+        return free(self._store, objects)[1] if objects else 0
 
     def delete_all(self) -> None:
         for step in self.steps():

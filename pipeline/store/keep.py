@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time as _time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Mapping, Sequence
 
 from ..errors import ConfigError
@@ -73,7 +73,9 @@ class KeepPolicy:
         return AnyKeep(_flatten(self) + _flatten(other))
 
     def describe(self) -> str:
-        return repr(self)
+        """``LatestN(2)``, ``BestK(3, 'val_loss', 'min')``: the policy as one would write it."""
+        values = ", ".join(repr(getattr(self, f.name)) for f in fields(self)) if is_dataclass(self) else ""
+        return f"{type(self).__name__}({values})"
 
 
 @dataclass(frozen=True)

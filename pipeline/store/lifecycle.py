@@ -66,8 +66,17 @@ class Retention:
         stages = table.pop("stages", {})
         if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
             raise ConfigError(f"{where}: stages must hold one table per stage ([tool.pipeline.retention.stages.NAME])")
-        overrides = tuple((name, policy_of(opts, f"{where[:-1]}.stages.{name}]")) for name, opts in stages.items())
+        overrides = tuple(
+            (name, policy_of(opts, where.replace("]", f".stages.{name}]", 1))) for name, opts in stages.items()
+        )
         return cls(policy_of(table, where), overrides)
+
+    @classmethod
+    def configured(cls, start: str | None = None) -> Retention:
+        """``[tool.pipeline.retention]`` of the project around ``start`` (the working directory)."""
+        from ..config import sub_table
+
+        return cls.from_table(*sub_table("retention", start))
 
 
 def policy_of(options: Mapping[str, Any], where: str) -> KeepPolicy | None:
@@ -310,6 +319,23 @@ def _epoch(created: str) -> float:
         return 0.0  # no creation time: as old as can be
 
 
+def find_entry(store: Store, ref: str, step: int | None = None) -> Manifest:
+    """The stage result whose key starts with ``ref`` (``xxh3:`` optional); with ``step``, that
+    key's checkpoint of that step. None found, or several: a PipelineError saying so."""
+    key = ref if ref.startswith("xxh3:") else "xxh3:" + ref
+    found: dict[tuple[str, str], Manifest] = {}
+    for _, m in store._walk(quarantine=False):
+        if m is not None and m.format == FORMAT and m.key.startswith(key) and m.step == step:
+            found[(m.stage, m.key)] = m
+    what = "result" if step is None else f"checkpoint (step {step})"
+    if not found:
+        raise PipelineError(f"no {what} with key {ref!r} in {store.url} (see `python -m pipeline ls`)")
+    if len(found) > 1:
+        names = ", ".join(f"{s} {k[5:17]}" for s, k in sorted(found))
+        raise PipelineError(f"key prefix {ref!r} is ambiguous ({len(found)} of them: {names}): give more characters")
+    return next(iter(found.values()))
+
+
 def manifest_rel(m: Manifest) -> str:
     return layout.manifest_path(m.stage, m.key, m.step)
 
@@ -318,4 +344,4 @@ def objects_of(ms: Iterable[Manifest]) -> dict[str, int]:
     return {leaf_path(leaf): leaf.bytes for m in ms for leaf in leaves(m.outputs)}
 
 
-__all__ = ["Retention", "Plan", "Entry", "StageSummary", "RunFacts", "plan", "policy_of", "best_of"]
+__all__ = ["Retention", "Plan", "Entry", "StageSummary", "RunFacts", "plan", "policy_of", "best_of", "find_entry"]

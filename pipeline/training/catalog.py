@@ -3,8 +3,9 @@
 The store owns the checkpoints (steps, read, commit, delete, quarantine); this module
 only decides which to keep: it remembers each checkpoint's record (step, metrics, time)
 so a keep policy can be applied without rereading manifests, and deletes the manifests
-the policy does not keep. Objects are content-addressed and may be shared, so freeing
-their bytes is ``gc``'s job.
+the policy does not keep, freeing at once the objects no other manifest references
+(``Checkpoints.prune``; ``free_pruned=False`` leaves that to ``gc``). A tagged checkpoint
+is pinned: never pruned.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ def record_of(manifest: Manifest) -> Record:
 
 
 class Catalog:
-    def __init__(self, store: Store, stage: str, key: str) -> None:
+    def __init__(self, store: Store, stage: str, key: str, *, free_pruned: bool = True) -> None:
         self.checkpoints = store.checkpoints(stage, key)
+        self._tags = store.tags
+        self.free_pruned = free_pruned
+        self.freed_bytes = 0
+        self._key = (stage, key)
         self._records: dict[int, Record] = {}
         self._lock = threading.Lock()
 
@@ -73,8 +78,17 @@ class Catalog:
         records = self.records()
         survivors = retained(records, keep, protected)
         doomed = [r.step for r in records if r.step not in survivors]
-        for step in doomed:
-            self.checkpoints.delete(step)
-            with self._lock:
+        if doomed:
+            pinned = {step for (stage, key, step) in self._tags.by_entry() if (stage, key) == self._key}
+            doomed = [s for s in doomed if s not in pinned]
+        if not doomed:
+            return []
+        if self.free_pruned:
+            self.freed_bytes += self.checkpoints.prune(doomed)
+        else:
+            for step in doomed:
+                self.checkpoints.delete(step)
+        with self._lock:
+            for step in doomed:
                 self._records.pop(step, None)
         return doomed
