@@ -1,0 +1,50 @@
+"""Pruned checkpoints free their objects at prune time, unless another manifest references them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import Manifest, Store
+from pipeline.training import Checkpointer, LatestN, Sync, TrainState
+
+
+def object_bytes(root) -> int:
+    return sum(p.stat().st_size for p in (root / "objects").rglob("*") if p.is_file() and "tmp" not in p.parts)
+
+
+def train(store, epochs, keep=LatestN(2), name="fit", pin=None):
+    with Checkpointer(store=store, name=name, keep=keep, writer=Sync()) as ckpt:
+        state = ckpt.restore(TrainState(weights=np.zeros(50_000)))
+        for epoch in ckpt.epochs(state, epochs):
+            state["weights"] = np.full(50_000, float(epoch))
+            ckpt.step(epoch, state, {"loss": 1.0 / (epoch + 1)})
+            if pin is not None and epoch + 1 == pin:
+                store.tags.add("prod", name, "default", epoch + 1)
+        ckpt.finish(state)
+    return store.checkpoints(name, "default")
+
+
+def test_disk_held_is_the_kept_checkpoints(tmp_path):
+    store = Store(tmp_path / "s")
+    cps = train(store, 8)
+    assert cps.steps() == [7, 8]
+    kept = sum(cps.read(s).bytes for s in cps.steps())
+    assert object_bytes(tmp_path / "s") <= 1.2 * kept, (object_bytes(tmp_path / "s"), kept)
+
+
+def test_an_object_another_manifest_shares_is_not_freed(tmp_path):
+    store = Store(tmp_path / "s")
+    # a stage result with the very bytes epoch 1's checkpoint entry will hold: one object, two manifests
+    outputs = store.save_parts({"weights": np.full(50_000, 0.0)})
+    store.commit(Manifest("other", "xxh3:" + "ab" * 16, outputs, created="2026-01-01T00:00:00+00:00"))
+    train(store, 5)
+    m = store.manifest("other", "xxh3:" + "ab" * 16)
+    np.testing.assert_array_equal(store.load(m.outputs)["weights"], np.zeros(50_000))
+    assert not store.missing(m.outputs)
+
+
+def test_a_tagged_checkpoint_is_never_pruned(tmp_path):
+    store = Store(tmp_path / "s")
+    cps = train(store, 6, pin=2)
+    assert cps.steps() == [2, 5, 6]
+    assert not store.missing(cps.read(2).outputs)
