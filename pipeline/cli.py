@@ -122,6 +122,8 @@ def show(
     if len(matches) > 1:
         raise PipelineError(f"key prefix {what} is ambiguous ({len(matches)} results): give more characters")
     out.print_json(matches[0].to_json().decode())
+    tags = s.tags.of(matches[0].stage, matches[0].key)
+    out.print(f"tags: {', '.join(sorted(tags)) if tags else 'none'}", highlight=False)
     return None
 
 

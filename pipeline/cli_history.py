@@ -53,22 +53,25 @@ def history_command(
     """Every version of a stage, newest first, with what changed from the closest older one."""
     from .history import versions
 
-    found = versions(_store(store), stage)
+    s = _store(store)
+    found = versions(s, stage)
     if not found:
         raise PipelineError(f"no results of stage {stage!r} (see `python -m pipeline ls`)")
-    table = Table("version", "key", "created", "run", "params", "changed", title=f"stage {stage}")
+    tags = s.tags.by_entry()
+    table = Table("version", "key", "created", "run", "tags", "params", "changed", title=f"stage {stage}")
     for v in found:
         m = v.manifest
         params = ", ".join(f"{k}={p['repr']}" for k, p in m.params.items())
         why = "first version" if v.base is None else f"vs @{v.base}: " + "; ".join(v.changes)
-        table.add_row(f"{stage}@{v.number}", m.key[5:17], m.created[:19], m.run_id[:8], params, why)
+        tagged = ", ".join(sorted(tags.get((m.stage, m.key, None), ())))
+        table.add_row(f"{stage}@{v.number}", m.key[5:17], m.created[:19], m.run_id[:8], tagged, params, why)
     out.print(table)
 
 
 @app.command("diff")
 @_errors
 def diff_command(
-    a: str = typer.Argument(..., help="A result key (prefix), STAGE@N, a stage name or a run id."),
+    a: str = typer.Argument(..., help="A result key (prefix), STAGE@N, a stage name, a tag or a run id."),
     b: str = typer.Argument(..., help="The same kinds as A."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),

@@ -1,7 +1,8 @@
 """Two stage results (or two runs) side by side: ``python -m pipeline diff A B``.
 
 A and B are result keys (a unique prefix is enough), ``STAGE@N`` (the Nth newest result of a
-stage; a bare stage name is ``STAGE@1``), or run ids (then every stage of the two runs is
+stage; a bare stage name is ``STAGE@1``), tag names (``python -m pipeline tag``; a tag on one
+result), or run ids (then every stage of the two runs is
 paired by name and order, and the pairs whose keys differ are compared). Rows are params,
 metrics, code fingerprints per function, input fingerprints, library versions and sizes; a
 :class:`Diff` lists changed rows first.
@@ -59,7 +60,7 @@ class Diff:
 
 
 def resolve(store: Store, ref: str) -> Manifest:
-    """The stage result ``ref`` names: a key (prefix), ``STAGE@N`` or a stage name (its newest)."""
+    """The stage result ``ref`` names: a key (prefix), ``STAGE@N``, a stage name (its newest) or a tag."""
     stage, at, n = ref.rpartition("@") if "@" in ref else (ref, "", "")
     if at:
         if not n.isdigit() or int(n) < 1:
@@ -73,13 +74,25 @@ def resolve(store: Store, ref: str) -> Manifest:
     newest = store.latest(ref)
     if newest is not None:
         return newest
+    tagged = _tagged(store, ref)
+    if tagged is not None:
+        return tagged
     key = ref if ref.startswith("xxh3:") else "xxh3:" + ref
     matches = [m for m in store.manifests() if m.key.startswith(key)]
     if not matches:
-        raise PipelineError(f"no result key, STAGE@N, stage or run {ref!r} in {store.url}")
+        raise PipelineError(f"no result key, STAGE@N, stage, tag or run {ref!r} in {store.url}")
     if len({m.key for m in matches}) > 1:
         raise PipelineError(f"key prefix {ref!r} is ambiguous ({len(matches)} results): give more characters")
     return matches[0]
+
+
+def _tagged(store: Store, name: str) -> Manifest | None:
+    """The stage result tag ``name`` is on (None: no such tag)."""
+    results = [t for t in store.tags.named(name) if t.step is None]
+    if len(results) > 1:
+        names = ", ".join(f"{t.stage} {t.key}" for t in results)
+        raise PipelineError(f"tag {name!r} is on {len(results)} results ({names}): name one by key or STAGE@N")
+    return store.manifest(results[0].stage, results[0].key) if results else None
 
 
 def diff(store: Store, a: str, b: str) -> Diff:
@@ -98,6 +111,7 @@ def compare(store: Store, a: Manifest, b: Manifest) -> list[Row]:
         Row("stage", "key", a.key, b.key),
         Row("stage", "created", a.created[:19], b.created[:19], informational=True),
         Row("stage", "run", a.run_id, b.run_id, informational=True),
+        Row("stage", "tags", tags_of(store, a), tags_of(store, b), informational=True),
     ]
     rows += _pairs("param", {k: v.get("repr", "") for k, v in a.params.items()},
                    {k: v.get("repr", "") for k, v in b.params.items()})  # fmt: skip
@@ -200,7 +214,7 @@ def _result(s: Any) -> str:
 
 
 def _run_or_none(store: Store, ref: str) -> RunRecord | None:
-    if "@" in ref or store.latest(ref) is not None:
+    if "@" in ref or store.latest(ref) is not None or store.tags.named(ref):
         return None
     try:
         return find_run(store, ref)
@@ -212,4 +226,9 @@ def _label(ref: str, m: Manifest) -> str:
     return f"{ref} = {m.stage} {m.key}"
 
 
-__all__ = ["Diff", "Row", "SECTIONS", "diff", "diff_runs", "compare", "resolve", "metrics_of"]
+def tags_of(store: Store, m: Manifest) -> str:
+    """The tags of a result, comma-separated ("" when it has none)."""
+    return ", ".join(sorted(store.tags.of(m.stage, m.key, m.step)))
+
+
+__all__ = ["Diff", "Row", "SECTIONS", "diff", "diff_runs", "compare", "resolve", "metrics_of", "tags_of"]

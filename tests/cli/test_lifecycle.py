@@ -1,0 +1,82 @@
+"""gc with retention flags (dry-run table, then for real), tag/untag, tags in diff/show/history."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import StageCache, Store
+from pipeline.cli import app
+
+
+def invoke(*args: str):
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, list(args), terminal_width=250)
+
+
+def filled(path, n=4) -> tuple[Store, list[str]]:
+    store = Store(path)
+
+    def clean(i):
+        return np.arange(2000) * i, {"acc": i / 10}
+
+    stage = StageCache(store).wrap(clean)
+    keys = [stage.call(i).manifest.key for i in range(n)]  # oldest first
+    return store, keys
+
+
+def test_dry_run_table_then_gc_then_tags(tmp_path):
+    path = str(tmp_path / "s")
+    store, keys = filled(tmp_path / "s")
+    tagged = invoke("tag", keys[0][5:14], "prod", "--store", path)
+    assert tagged.exit_code == 0 and f"tagged clean {keys[0]} 'prod'" in tagged.output
+
+    dry = invoke("gc", "--dry-run", "--keep-latest", "1", "--store", path)
+    assert dry.exit_code == 0, dry.output
+    row = next(line for line in dry.output.splitlines() if line.startswith("│ clean"))
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[:3] == ["clean", "2", "2"] and cells[3].endswith("KB"), cells
+    assert "1 pinned (prod)" in cells[4] and "2 not kept by LatestN(1)" in cells[4]
+    assert "would drop 2 manifests" in dry.output
+    assert len(list(store.manifests())) == 4  # nothing freed
+
+    done = invoke("gc", "--keep-latest", "1", "--store", path)
+    assert done.exit_code == 0 and "dropped 2 manifests; deleted 4 unreferenced objects" in done.output, done.output
+    assert {m.key for m in store.manifests()} == {keys[0], keys[3]}
+
+    shown = invoke("show", keys[0][5:14], "--store", path)
+    assert "tags: prod" in shown.output
+    history = invoke("history", "clean", "--store", path)
+    assert "prod" in next(line for line in history.output.splitlines() if keys[0][5:17] in line)
+    compared = invoke("diff", "prod", keys[3][5:14], "--store", path, "--json")
+    assert compared.exit_code == 0 and f"prod = clean {keys[0]}" in compared.output, compared.output
+
+    assert invoke("untag", keys[0][5:14], "prod", "--store", path).exit_code == 0
+    again = invoke("untag", keys[0][5:14], "prod", "--store", path)
+    assert again.exit_code == 1 and "has no tag 'prod' (its tags: none)" in again.output
+    invoke("gc", "--keep-latest", "1", "--store", path)
+    assert {m.key for m in store.manifests()} == {keys[3]}  # unpinned: retention may drop it now
+
+
+def test_keep_best_and_bad_flags(tmp_path):
+    path = str(tmp_path / "s")
+    store, keys = filled(tmp_path / "s")
+    done = invoke("gc", "--keep-best", "1:acc:min", "--grace", "0", "--store", path)
+    assert done.exit_code == 0, done.output
+    assert [m.key for m in store.manifests()] == [keys[0]]
+    bad = invoke("gc", "--keep-best", "acc", "--store", path)
+    assert bad.exit_code == 1 and "keep-best takes K:METRIC[:min|max]" in bad.output
+    unknown = invoke("tag", "ffff", "prod", "--store", path)
+    assert unknown.exit_code == 1 and "no result with key 'ffff'" in unknown.output
+
+
+def test_configured_retention_is_used_without_flags(tmp_path, monkeypatch):
+    store, keys = filled(tmp_path / "s")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pipeline]\nstore = "s"\n[tool.pipeline.retention]\nkeep_latest = 3\n'
+        "[tool.pipeline.retention.stages.clean]\nkeep_latest = 2\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    done = invoke("gc")
+    assert done.exit_code == 0 and "dropped 2 manifests" in done.output, done.output
+    assert {m.key for m in store.manifests()} == set(keys[2:])
