@@ -229,9 +229,12 @@ def run(
     from .integrations.liveness import sweep
     from .training.progress import rich_progress
 
-    sweep(err)  # flow runs of killed CLI runs: Crashed, not Running for ever
+    crashed = sweep(err)  # flow runs of killed CLI runs: Crashed, not Running for ever
 
     run_store = _open(settings)
+    from .runs import record_crashed
+
+    record_crashed(run_store, crashed)  # and in their run records (retention's FailedRuns)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
         report = run_flow(settings.flow, flow_params, run_store, force=force)
     _print_run(report.summary, run_store)

@@ -75,6 +75,18 @@ def summarise(store: Store, run_id: str, status: str, wall_seconds: float, flow:
     return summary
 
 
+def record_crashed(store: Store, run_ids: list[str]) -> list[str]:
+    """Fold the records of runs found killed (the liveness sweep marked their flow runs
+    Crashed) with status ``crashed``, so retention's ``FailedRuns`` knows them; runs this store
+    has no events of, or a summary of already, are left alone. Returns the ids recorded."""
+    done = []
+    for run_id in run_ids:
+        if store.runs.summary(run_id) is None and events(store, run_id):
+            summarise(store, run_id, "crashed", 0.0)
+            done.append(run_id)
+    return done
+
+
 def run_summaries(store: Store) -> list[dict[str, Any]]:
     """Every folded run record (``runs/<run id>.json``), the most recent first (by its
     ``finished`` time, else the time of its last stage or trial event)."""

@@ -92,7 +92,12 @@ def run_flow(
             status = state.type.value.lower()
         else:
             status = "completed"
-            result = flow(**kwargs)
+            try:
+                result = flow(**kwargs)
+            except BaseException as e:  # the run record says so (retention's FailedRuns), then it propagates
+                ended = "failed" if isinstance(e, Exception) else "crashed"
+                summarise(store, run_id, ended, time.perf_counter() - t0, flow=ref)
+                raise
     summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
     if state is not None:
         result = state.result(raise_on_failure=False)

@@ -80,3 +80,43 @@ def test_configured_retention_is_used_without_flags(tmp_path, monkeypatch):
     done = invoke("gc")
     assert done.exit_code == 0 and "dropped 2 manifests" in done.output, done.output
     assert {m.key for m in store.manifests()} == set(keys[2:])
+
+
+FLAKY = """
+from pipeline import stage
+
+
+@stage
+def half(x: int) -> float:
+    return x / 2
+
+
+def good() -> float:
+    return half(2)
+
+
+def bad() -> float:
+    half(7)
+    raise RuntimeError("boom")
+"""
+
+
+def test_failed_runs_drops_what_only_a_failed_run_wrote(tmp_path, monkeypatch):
+    import pytest
+
+    from pipeline.integrations.runner import run_flow
+    from pipeline.store.keep import FailedRuns
+    from pipeline.store.lifecycle import Retention
+    from pipeline.store.retention import gc
+
+    (tmp_path / "flaky_flow.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = Store(tmp_path / "s")
+    run_flow("flaky_flow:good", None, store)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_flow("flaky_flow:bad", None, store)
+    assert sorted(doc["status"] for doc in store.runs.summaries()) == ["completed", "failed"]
+    report = gc(store, Retention(FailedRuns()), grace_seconds=0)
+    assert report.dropped_manifests == 1
+    (kept,) = store.manifests("half")
+    assert kept.params["x"]["repr"] == "2"

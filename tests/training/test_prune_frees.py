@@ -9,7 +9,7 @@ from pipeline.training import Checkpointer, LatestN, Sync, TrainState
 
 
 def object_bytes(root) -> int:
-    return sum(p.stat().st_size for p in (root / "objects").rglob("*") if p.is_file() and "tmp" not in p.parts)
+    return sum(p.stat().st_size for p in (root / "objects").rglob("*") if p.is_file() and p.parent.name != "tmp")
 
 
 def train(store, epochs, keep=LatestN(2), name="fit", pin=None):
