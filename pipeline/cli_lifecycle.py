@@ -40,14 +40,17 @@ def gc_command(
     report = gc(_store(store), retention, dry_run=dry_run, grace_seconds=grace)
     if report.plan is not None:
         _print_plan(report, dry_run)
-    verb = "would" if dry_run else ""
+    drop, delete = ("would drop", "would delete") if dry_run else ("dropped", "deleted")
     out.print(
-        f"{report.live_objects} live objects kept; {verb + ' drop' if dry_run else 'dropped'} "
-        f"{report.dropped_manifests} manifests; {verb + ' delete' if dry_run else 'deleted'} "
-        f"{report.deleted_objects} unreferenced objects ({size(report.deleted_bytes)}) and "
-        f"{report.deleted_temp_files} temp files",
+        f"{report.live_objects} live objects kept; {drop} {_n(report.dropped_manifests, 'manifest')}; {delete} "
+        f"{_n(report.deleted_objects, 'unreferenced object')} ({size(report.deleted_bytes)}) and "
+        f"{_n(report.deleted_temp_files, 'temp file')}",
         highlight=False,
     )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _print_plan(report, dry_run: bool) -> None:
