@@ -70,7 +70,7 @@ class KeepPolicy:
     def __or__(self, other: object) -> AnyKeep:
         if not isinstance(other, KeepPolicy):
             raise ConfigError(f"cannot combine keep policy {self!r} with {other!r}: `|` joins policies of one kind")
-        return AnyKeep(_flatten(self) + _flatten(other))
+        return AnyKeep(flatten(self, AnyKeep) + flatten(other, AnyKeep))
 
     def describe(self) -> str:
         """``LatestN(2)``, ``BestK(3, 'val_loss', 'min')``: the policy as one would write it."""
@@ -216,8 +216,9 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def _flatten(policy: KeepPolicy) -> tuple[KeepPolicy, ...]:
-    return tuple(policy.policies) if isinstance(policy, AnyKeep) else (policy,)
+def flatten(policy: object, kind: type) -> tuple:
+    """The members of ``policy`` when it is a ``kind`` composition (``AnyKeep``…), else itself."""
+    return tuple(policy.policies) if isinstance(policy, kind) else (policy,)  # type: ignore[attr-defined]
 
 
 __all__ = [

@@ -37,6 +37,7 @@ from ..store.keep import (  # what to keep: one vocabulary with gc's retention (
 )
 from ..store.keep import check_metric as _check_metric
 from ..store.keep import check_positive as _check_positive
+from ..store.keep import flatten as _flatten
 
 
 @dataclass(frozen=True)
@@ -216,10 +217,6 @@ class EarlyStopping:
             return StopState(float(value), record.step, 0, False), True
         wait = state.wait + 1
         return StopState(state.best, state.best_step, wait, wait >= self.patience), False
-
-
-def _flatten(policy: object, kind: type) -> tuple:
-    return tuple(policy.policies) if isinstance(policy, kind) else (policy,)
 
 
 __all__ = [

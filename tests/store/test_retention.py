@@ -181,8 +181,11 @@ def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
     }  # fmt: skip  (BestK over each key's checkpoints; 0b and 0c report no loss: only 0b's live one stays)
 
 
-def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path):
-    store = Store(tmp_path / "s")
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path, where):
+    import uuid
+
+    store = Store(tmp_path / "s" if where == "local" else f"memory://retention-{uuid.uuid4().hex}")
     shared = np.arange(1000)
     for i in range(4):
         commit(store, "clean", key(i), (np.arange(50) + i) if i % 2 else shared, age=4 - i)
@@ -195,6 +198,10 @@ def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path):
     assert (done.dropped_manifests, done.deleted_objects, done.deleted_bytes) == (3, 2, dry.deleted_bytes)
     (m,) = store.manifests()
     assert m.key == key(3) and store.load(m.outputs)[0] == 3
+    store.tags.add("prod", "clean", key(3))
+    assert retention.gc(store, Retention(OlderThan(0))).dropped_manifests == 0  # pinned
+    assert store.tags.remove("prod", "clean", key(3)) and not store.tags.all()
+    assert retention.gc(store, Retention(OlderThan(0))).dropped_manifests == 1
 
 
 def test_gc_keeps_an_object_a_dropped_entry_shares_with_a_kept_one(tmp_path):
