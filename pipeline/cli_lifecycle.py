@@ -55,14 +55,15 @@ def _n(count: int, noun: str) -> str:
 
 def _print_plan(report, dry_run: bool) -> None:
     title = "gc --dry-run: nothing freed" if dry_run else "gc"
-    table = Table("stage", "kept", "dropped", "bytes freed", "why", title=title)
+    table = Table("stage", "entries", "kept", "dropped", "bytes freed", "why", title=title)
     attributed = 0
     for row in report.plan.by_stage():
         attributed += row.freed_bytes
-        table.add_row(row.stage, str(row.kept), str(row.dropped), size(row.freed_bytes), escape(row.why))
+        table.add_row(escape(row.stage), row.what, str(row.kept), str(row.dropped), size(row.freed_bytes),
+                      escape(row.why))  # fmt: skip
     rest = report.deleted_bytes - attributed
     if rest > 0:
-        table.add_row("(unreferenced objects)", "", "", size(rest), "no manifest references them")
+        table.add_row("", "unreferenced objects", "", "", size(rest), "no manifest references them")
     out.print(table)
 
 

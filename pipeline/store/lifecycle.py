@@ -140,10 +140,16 @@ class Entry:
 @dataclass(frozen=True)
 class StageSummary:
     stage: str
+    what: str
+    """``results``, ``checkpoints`` or ``best`` (a search's best-so-far record)."""
     kept: int
     dropped: int
     freed_bytes: int
     why: str
+
+
+def what_of(m: Manifest) -> str:
+    return "checkpoints" if m.step is not None else "best" if m.kind == "best" else "results"
 
 
 @dataclass(frozen=True)
@@ -157,22 +163,26 @@ class Plan:
         return [e for e in self.entries if not e.keep]
 
     def by_stage(self) -> list[StageSummary]:
-        owner: dict[str, str] = {}
+        """One row per stage and kind of entry; an object freed is counted once, for the first
+        dropped entry that references it."""
+        owner: dict[str, tuple[str, str]] = {}
         for e in self.dropped:
             for leaf in leaves(e.manifest.outputs):
-                owner.setdefault(leaf_path(leaf), e.stage)
-        freed: dict[str, int] = {}
+                owner.setdefault(leaf_path(leaf), (e.stage, what_of(e.manifest)))
+        freed: dict[tuple[str, str], int] = {}
         for rel, n in self.freed.items():
-            freed[owner.get(rel, "")] = freed.get(owner.get(rel, ""), 0) + n
+            freed[owner[rel]] = freed.get(owner[rel], 0) + n
+        groups: dict[tuple[str, str], list[Entry]] = {}
+        for e in self.entries:
+            groups.setdefault((e.stage, what_of(e.manifest)), []).append(e)
         out = []
-        for stage in sorted({e.stage for e in self.entries}):
-            mine = [e for e in self.entries if e.stage == stage]
+        for (stage, what), mine in sorted(groups.items()):
             reasons: dict[str, int] = {}
             for e in mine:
                 reasons[e.why] = reasons.get(e.why, 0) + 1
             why = "; ".join(f"{n} {reason}" for reason, n in reasons.items())
-            out.append(StageSummary(stage, sum(e.keep for e in mine), sum(not e.keep for e in mine),
-                                    freed.get(stage, 0), why))  # fmt: skip
+            out.append(StageSummary(stage, what, sum(e.keep for e in mine), sum(not e.keep for e in mine),
+                                    freed.get((stage, what), 0), why))  # fmt: skip
         return out
 
 

@@ -35,8 +35,8 @@ def test_dry_run_table_then_gc_then_tags(tmp_path):
     assert dry.exit_code == 0, dry.output
     row = next(line for line in dry.output.splitlines() if line.startswith("│ clean"))
     cells = [c.strip() for c in row.strip("│").split("│")]
-    assert cells[:3] == ["clean", "2", "2"] and cells[3].endswith("KB"), cells
-    assert "1 pinned (prod)" in cells[4] and "2 not kept by LatestN(1)" in cells[4]
+    assert cells[:4] == ["clean", "results", "2", "2"] and cells[4].endswith("KB"), cells
+    assert "1 pinned (prod)" in cells[5] and "2 not kept by LatestN(1)" in cells[5]
     assert "would drop 2 manifests" in dry.output
     assert len(list(store.manifests())) == 4  # nothing freed
 

@@ -167,6 +167,9 @@ def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
         ("train", "0b", 2),  # the checkpoint a live run resumes from
         ("tune.best", "14", None),  # the best so far of a search
     }
+    rows = {(r.stage, r.what): (r.kept, r.dropped) for r in plan(store, nothing).by_stage()}
+    assert rows == {("clean", "results"): (2, 3), ("train", "results"): (1, 0), ("train", "checkpoints"): (1, 6),
+                    ("tune.best", "best"): (1, 0)}  # fmt: skip
     assert kept_of(store, Retention(LatestN(1))) == {
         ("clean", "01", None), ("clean", "02", None), ("clean", "04", None), ("train", "0a", None),
         ("train", "0a", 3), ("train", "0b", 2), ("train", "0c", 2), ("tune.best", "14", None),
@@ -193,7 +196,8 @@ def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path, where):
     assert (dry.dropped_manifests, dry.deleted_objects) == (3, 2)  # keys 0 and 2 share one object
     assert len(list(store.manifests())) == 4  # a dry run frees nothing
     (row,) = dry.plan.by_stage()
-    assert (row.stage, row.kept, row.dropped, row.freed_bytes) == ("clean", 1, 3, dry.deleted_bytes)
+    assert (row.stage, row.what, row.kept, row.dropped, row.freed_bytes) == ("clean", "results", 1, 3,
+                                                                             dry.deleted_bytes)  # fmt: skip
     done = retention.gc(store, Retention(LatestN(1)))
     assert (done.dropped_manifests, done.deleted_objects, done.deleted_bytes) == (3, 2, dry.deleted_bytes)
     (m,) = store.manifests()
