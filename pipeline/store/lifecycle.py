@@ -194,12 +194,14 @@ class RunFacts:
     used_ok: frozenset[tuple[str, str]]
     latest_ok: Mapping[tuple[str, str], str]
     """(stage, key) -> the flow whose latest successful run used it."""
+    latest_runs: frozenset[str] = frozenset()
+    """The latest successful run of each flow (what they wrote, they used)."""
 
     @classmethod
     def read(cls, store: Store) -> RunFacts:
         status: dict[str, str] = {}
         used: set[tuple[str, str]] = set()
-        latest: dict[str, tuple[float, list]] = {}
+        latest: dict[str, tuple[float, str, list]] = {}
         for doc in store.runs.summaries():
             run_id, state, stages = doc.get("run_id"), doc.get("status"), doc.get("stages")
             if not isinstance(run_id, str) or not isinstance(stages, list):
@@ -211,9 +213,9 @@ class RunFacts:
             used.update(pairs)
             flow, finished = str(doc.get("flow")), float(doc.get("finished") or 0.0)
             if flow not in latest or finished > latest[flow][0]:
-                latest[flow] = (finished, pairs)
-        latest_ok = {pair: flow for flow, (_, pairs) in latest.items() for pair in pairs}
-        return cls(status, frozenset(used), latest_ok)
+                latest[flow] = (finished, run_id, pairs)
+        latest_ok = {pair: flow for flow, (_, _, pairs) in latest.items() for pair in pairs}
+        return cls(status, frozenset(used), latest_ok, frozenset(run for _, run, _ in latest.values()))
 
     def failed(self, m: Manifest) -> bool:
         return self.status.get(m.run_id) in FAILED and (m.stage, m.key) not in self.used_ok
@@ -282,7 +284,7 @@ def _protected(m: Manifest, r: Record, facts: RunFacts, live: int | None) -> str
         return f"pinned ({', '.join(sorted(r.tags))})"
     if m.kind == "best":
         return "best so far of a search"
-    if m.step is None and (m.stage, m.key) in facts.latest_ok:
+    if m.step is None and ((m.stage, m.key) in facts.latest_ok or m.run_id in facts.latest_runs):
         return "used by the latest successful run"
     if live is not None and m.step == live:
         return "a live run resumes from it"

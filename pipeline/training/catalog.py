@@ -11,8 +11,10 @@ is pinned: never pruned.
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
+from ..errors import StoreError
 from ..store import Manifest, Store
 from .policies import KeepPolicy, Record, retained
 
@@ -79,7 +81,12 @@ class Catalog:
         survivors = retained(records, keep, protected)
         doomed = [r.step for r in records if r.step not in survivors]
         if doomed:
-            pinned = {step for (stage, key, step) in self._tags.by_entry() if (stage, key) == self._key}
+            try:
+                tagged = self._tags.by_entry()
+            except StoreError as e:  # what is pinned is unknown: prune nothing, never fail training for it
+                warnings.warn(f"checkpoints of {self._key[0]!r} not pruned: {e}", stacklevel=2)
+                return []
+            pinned = {step for (stage, key, step) in tagged if (stage, key) == self._key}
             doomed = [s for s in doomed if s not in pinned]
         if not doomed:
             return []

@@ -142,7 +142,7 @@ def kept_of(store, retention_, **kw) -> set[tuple[str, str, int | None]]:
 def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
     store = Store(tmp_path / "s")
     for i in range(5):  # results of `clean`, oldest first
-        commit(store, "clean", key(i), np.arange(100) + i, age=10 - i)
+        commit(store, "clean", key(i), np.arange(100) + i, age=10 - i, run=f"r-c{i}")
     commit(store, "train", key(10), np.zeros(3), run="r-ok")
     for step in (1, 2, 3):  # a finished training: result committed
         commit(store, "train", key(10), np.full(10, step), step=step, metrics={"loss": 1 / step}, run="r-ok")
@@ -151,13 +151,15 @@ def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
     for step in (1, 2):  # a training whose run failed: no result
         commit(store, "train", key(12), np.full(30, step), step=step, run="r-bad")
     commit(store, "tune.best", key(20), {"value": 1.0}, kind="best", age=99)
+    commit(store, "split", key(30), [1, 2], run="r-plain")  # written by a flow's latest successful run
+    summary(store, "r-plain", "completed", [], flow="flows:plain")  # (a plain-function flow records no stages)
     summary(store, "r-old", "completed", [("clean", key(0))], finished=1.0)
     summary(store, "r-ok", "completed", [("clean", key(1)), ("train", key(10))])
     summary(store, "r-bad", "failed", [])
     store.tags.add("prod", "clean", key(2))
 
     assert kept_of(store, Retention()) == kept_of(store, Retention(KeepAll()))  # no policy: everything
-    assert len(kept_of(store, Retention())) == 14
+    assert len(kept_of(store, Retention())) == 15
 
     nothing = Retention(OlderThan(0))  # keeps nothing by itself: what stays is the never-delete list
     assert kept_of(store, nothing) == {
@@ -166,13 +168,14 @@ def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
         ("train", "0a", None),  # used by the latest successful run
         ("train", "0b", 2),  # the checkpoint a live run resumes from
         ("tune.best", "14", None),  # the best so far of a search
+        ("split", "1e", None),  # written by the latest successful run of flows:plain
     }
     rows = {(r.stage, r.what): (r.kept, r.dropped) for r in plan(store, nothing).by_stage()}
     assert rows == {("clean", "results"): (2, 3), ("train", "results"): (1, 0), ("train", "checkpoints"): (1, 6),
-                    ("tune.best", "best"): (1, 0)}  # fmt: skip
+                    ("tune.best", "best"): (1, 0), ("split", "results"): (1, 0)}  # fmt: skip
     assert kept_of(store, Retention(LatestN(1))) == {
         ("clean", "01", None), ("clean", "02", None), ("clean", "04", None), ("train", "0a", None),
-        ("train", "0a", 3), ("train", "0b", 2), ("train", "0c", 2), ("tune.best", "14", None),
+        ("train", "0a", 3), ("train", "0b", 2), ("train", "0c", 2), ("tune.best", "14", None), ("split", "1e", None),
     }  # fmt: skip
     assert kept_of(store, Retention(FailedRuns())) == kept_of(store, Retention()) - {("train", "0c", 1),
                                                                                       ("train", "0c", 2)}  # fmt: skip

@@ -48,3 +48,15 @@ def test_a_tagged_checkpoint_is_never_pruned(tmp_path):
     cps = train(store, 6, pin=2)
     assert cps.steps() == [2, 5, 6]
     assert not store.missing(cps.read(2).outputs)
+
+
+def test_an_unreadable_tag_stops_pruning_not_training(tmp_path):
+    import pytest
+
+    store = Store(tmp_path / "s")
+    store.tags.add("prod", "other", "xxh3:" + "cd" * 16)
+    (tag_file,) = (tmp_path / "s" / "tags").rglob("*.json")
+    tag_file.write_text("{torn")
+    with pytest.warns(UserWarning, match="not pruned: tag file .* is unreadable"):
+        cps = train(store, 4)
+    assert cps.steps() == [1, 2, 3, 4]  # what is pinned is unknown: nothing pruned
