@@ -9,7 +9,13 @@ Reported per run: bytes under ``objects/`` after ``finish()``, the bytes of the 
 (their manifests' sizes), held / kept, the most held between epochs (sampled after each
 ``step()``), and the run's wall seconds (training + checkpoints; noisy on this shared machine).
 
-    python benchmarks/bench_retention.py [--rounds 2] [--epochs 10] [--peer /work/main] [--markdown PATH]
+Then, with ``--scale 0,1000,5000``, what freeing at prune time costs as the store grows: a
+small training (one 400 KB entry, ``Sync()`` writer, ``LatestN(2)``, 8 epochs) in a store that
+already holds N other stage results, seconds per ``step()`` with freeing on vs off (off: the
+manifest is deleted, its objects wait for gc), interleaved per round, in this process.
+
+    python benchmarks/bench_retention.py [--rounds 2] [--epochs 10] [--peer /work/main] [--scale 0,1000,5000]
+                                         [--markdown PATH]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -75,11 +82,37 @@ def one(tree: str, epochs: int) -> dict:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def prune_cost(n: int, rounds: int) -> tuple[float, float]:
+    """Median seconds per step() with freeing on and off, in a store holding ``n`` other results."""
+    import numpy as np
+
+    from pipeline import Manifest, Store
+    from pipeline.training import Checkpointer, LatestN, Sync, TrainState
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="bench-retention-scale-") as tmp:
+        store = Store(Path(tmp) / "store", fsync=False)
+        for i in range(n):
+            store.commit(Manifest("other", f"xxh3:{i:032x}", store.put({"i": i}), created="2026-01-01T00:00:00"))
+        for r in range(rounds):
+            for free in (True, False) if r % 2 == 0 else (False, True):
+                with Checkpointer(store=store, name=f"fit-{r}-{free}", keep=LatestN(2), writer=Sync()) as ckpt:
+                    ckpt._catalog.free_pruned = free  # off: prune as before (manifests only), for the comparison
+                    state = ckpt.restore(TrainState(w=np.zeros(50_000)))
+                    for epoch in ckpt.epochs(state, 8):
+                        state["w"] = np.full(50_000, float(epoch))
+                        t0 = time.perf_counter()
+                        ckpt.step(epoch, state, {"loss": 1.0})
+                        times[free].append(time.perf_counter() - t0)
+    return statistics.median(times[True]), statistics.median(times[False])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--peer", default="/work/main")
+    ap.add_argument("--scale", default="")
     ap.add_argument("--markdown")
     args = ap.parse_args()
     trees = {"this tree (free at prune)": str(HERE.parent), f"peer {args.peer} (gc after grace)": args.peer}
@@ -113,6 +146,19 @@ def main() -> None:
     per_round = [a["seconds"] / b["seconds"] for a, b in zip(runs[names[0]], runs[names[1]])]
     lines += ["", f"Wall time ratio this tree / peer per round: {', '.join(f'{x:.2f}' for x in per_round)} "
               f"(median {statistics.median(per_round):.2f}); freeing scans the manifests once per prune."]  # fmt: skip
+    if args.scale:
+        lines += [
+            "",
+            "Cost of freeing at prune time as the store grows (`--scale`; ms per `step()`, median of "
+            f"{args.rounds} rounds x 8 epochs, fsync off to isolate the scan):",
+            "",
+            "| other results in the store | free on ms | free off ms | extra ms per prune |",
+            "|---|---|---|---|",
+        ]
+        for n in (int(x) for x in args.scale.split(",")):
+            on, off = prune_cost(n, args.rounds)
+            lines.append(f"| {n} | {on * 1000:.1f} | {off * 1000:.1f} | {(on - off) * 1000:.1f} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

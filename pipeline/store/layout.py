@@ -78,6 +78,12 @@ def is_object(rel: str) -> bool:
     return _OBJECT.fullmatch(rel) is not None
 
 
+def object_id(rel: str) -> str | None:
+    """The object id an object path names (None: not an object path)."""
+    m = _OBJECT.fullmatch(rel)
+    return m.group(1) + m.group(2) if m else None
+
+
 def trash_path(sweep: str, rel: str) -> str:
     return f"{TRASH}/{sweep}/{rel}"
 

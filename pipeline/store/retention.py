@@ -21,9 +21,9 @@ place (putting back one a sweep set aside, writing again one a sweep deleted), a
 reader that misses an object looks for a set-aside copy first. So an object of a committed
 manifest is either seen by step 3 (the manifest was there) or re-checked by its writer
 (the manifest came later). The grace period only spares young unreferenced objects work.
-``free(store, objects)`` runs the same protocol over just the objects of manifests a
-caller has deleted (a checkpointer's pruned checkpoints): those no manifest references go
-at once, instead of waiting for a whole-store ``gc`` after the grace.
+``free(store, objects)`` runs steps 2-3 over just the objects of manifests a caller has
+deleted (a checkpointer's pruned checkpoints): those no manifest references go at once,
+instead of waiting for a whole-store ``gc`` after the grace.
 Temp files are removed when their writer (a process on this host) is dead, or, for temps of
 other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
@@ -34,9 +34,9 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IntegrityError
 from . import layout
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
@@ -116,18 +116,22 @@ def gc(
     if dry_run:
         n = len(decided.dropped) if decided is not None else 0
         return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True, n, decided)
-    deleted, freed, live = _sweep(store, candidates, start, live)
-    return GcReport(len(live), deleted, freed, temps, False, dropped, decided)
+    deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
+    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
 
 
 def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
     """Delete those of ``objects`` (paths of objects of manifests just deleted) that no
-    manifest references, by gc's set-aside / re-read / put-back protocol; (count, bytes)."""
-    live = store.live_objects()
+    manifest mentions, by gc's protocol; (count, bytes). One read of the manifests, after
+    the set-aside: an object some manifest needs is put back then (and a reader that wants
+    it meanwhile finds it set aside and puts it back itself, as during any gc).
+
+    "Mentions" is a byte search of every manifest for the object ids, not a parse: cheaper
+    than ``live_objects()`` and more cautious (a damaged manifest naming an id keeps it)."""
     backend = store._backend
     candidates = []
     for rel in objects:
-        if rel in live or not layout.is_object(rel):
+        if not layout.is_object(rel):
             continue
         try:
             candidates.append((rel, backend.stat(rel).size))
@@ -135,13 +139,36 @@ def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int,
             continue
     if not candidates:
         return 0, 0
-    deleted, freed, _ = _sweep(store, candidates, time.time(), live)
+    deleted, freed, _ = _sweep(store, candidates, time.time(), lambda: _mentioned(store, [r for r, _ in candidates]))
     return deleted, freed
 
 
-def _sweep(store: Store, candidates: list[tuple[str, int]], start: float, live: set[str]) -> tuple[int, int, set[str]]:
-    """Set ``candidates`` aside, read the manifests again, put back what one references now,
-    delete the rest: (deleted, bytes freed, the live objects of the re-read)."""
+def _mentioned(store: Store, rels: list[str]) -> set[str]:
+    """The object paths among ``rels`` whose id some manifest's bytes contain."""
+    ids = {layout.object_id(rel).encode(): rel for rel in rels}  # type: ignore[union-attr]
+    found: set[str] = set()
+    backend = store._backend
+    for root in layout.MANIFEST_ROOTS:
+        for rel in backend.list(root):
+            if len(found) == len(ids):
+                return found
+            if not rel.endswith(".json"):
+                continue
+            try:
+                raw = bytes(backend.read(rel))
+            except FileNotFoundError:
+                continue
+            except IntegrityError:  # behind a symbolic link: count it as mentioning everything
+                return set(rels)
+            found.update(path for oid, path in ids.items() if oid in raw)
+    return found
+
+
+def _sweep(
+    store: Store, candidates: list[tuple[str, int]], start: float, live_now: Callable[[], set[str]]
+) -> tuple[int, int, set[str]]:
+    """Set ``candidates`` aside, ask ``live_now()`` again (manifests committed meanwhile count),
+    put back what is live now, delete the rest: (deleted, bytes freed, the live set it used)."""
     backend = store._backend
     sweep = f"{int(start)}-{uuid.uuid4().hex[:12]}"
     aside = []
@@ -149,7 +176,7 @@ def _sweep(store: Store, candidates: list[tuple[str, int]], start: float, live: 
         with contextlib.suppress(FileNotFoundError):
             backend.move(rel, layout.trash_path(sweep, rel))
             aside.append((rel, size))
-    live = store.live_objects() if aside else live  # manifests committed during the sweep count
+    live = live_now() if aside else set()
     deleted = freed = 0
     for rel, size in aside:
         trashed = layout.trash_path(sweep, rel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline import Manifest, Store
 from pipeline.training import Checkpointer, LatestN, Sync, TrainState
@@ -60,3 +61,54 @@ def test_an_unreadable_tag_stops_pruning_not_training(tmp_path):
     with pytest.warns(UserWarning, match="not pruned: tag file .* is unreadable"):
         cps = train(store, 4)
     assert cps.steps() == [1, 2, 3, 4]  # what is pinned is unknown: nothing pruned
+
+
+WRITER = """
+import json, sys, time, uuid
+import numpy as np
+import pytest
+from pipeline import Manifest, Store
+
+root, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+store = Store(root)
+keys, end, i = [], time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    value = {"weights": np.full(50_000, float(i % 8))}  # the bytes of a checkpoint entry the trainer prunes
+    key = "xxh3:" + uuid.uuid4().hex
+    store.commit(Manifest("other", key, store.save_parts(value), created="2026-01-01T00:00:00+00:00"), value=value)
+    keys.append(key)
+    i += 1
+with open(out, "w") as f:
+    json.dump(keys, f)
+"""
+
+
+@pytest.mark.slow
+def test_prune_time_freeing_racing_a_writer_of_the_same_bytes(tmp_path):
+    """A writer process commits results whose objects are the very objects the trainer's pruned
+    checkpoints free, all the while: no committed result may lose an object."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "s"
+    store = Store(root)
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OPENBLAS_NUM_THREADS": "1"}
+    with open(tmp_path / "writer.err", "w") as err:
+        writer = subprocess.Popen([sys.executable, str(script), str(root), "8", str(tmp_path / "keys.json")],
+                                  stdout=subprocess.DEVNULL, stderr=err, env=env)  # fmt: skip
+        runs = 0
+        while writer.poll() is None:
+            train(store, 8, keep=LatestN(1), name=f"fit-{runs}")
+            runs += 1
+        writer.wait()
+    assert writer.returncode == 0, (tmp_path / "writer.err").read_text()[-3000:]
+    keys = json.loads((tmp_path / "keys.json").read_text())
+    assert runs >= 2 and len(keys) > 20, (runs, len(keys))
+    lost = [k for k in keys if store.missing(store.manifest("other", k).outputs)]
+    assert not lost, f"{len(lost)} of {len(keys)} committed results lost an object"
+    for k in keys[:: max(1, len(keys) // 10)]:
+        store.load(store.manifest("other", k).outputs)
