@@ -22,8 +22,9 @@ record of never count as failed.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ConfigError, PipelineError
 from . import layout
@@ -226,8 +227,6 @@ class RunFacts:
 
 def plan(store: Store, retention: Retention, now: float | None = None) -> Plan:
     """Decide, for every committed manifest, whether ``retention`` keeps it (see the module docstring)."""
-    import time
-
     now = time.time() if now is None else now
     facts = RunFacts.read(store)
     tags = store.tags.by_entry()
@@ -350,10 +349,6 @@ def find_entry(store: Store, ref: str, step: int | None = None) -> Manifest:
 
 def manifest_rel(m: Manifest) -> str:
     return layout.manifest_path(m.stage, m.key, m.step)
-
-
-def objects_of(ms: Iterable[Manifest]) -> dict[str, int]:
-    return {leaf_path(leaf): leaf.bytes for m in ms for leaf in leaves(m.outputs)}
 
 
 __all__ = ["Retention", "Plan", "Entry", "StageSummary", "RunFacts", "plan", "policy_of", "best_of", "find_entry"]

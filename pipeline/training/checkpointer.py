@@ -21,10 +21,11 @@ the commit.
 
 Every choice is a small frozen policy: *when* to save (``save=``, :mod:`.policies`; wrap it
 in ``SkipFinal(...)`` to skip the checkpoint after the last epoch), *what to keep*
-(``keep=``), *when to stop* (``early_stopping=``), *what a checkpoint holds*
-(``content=`` ``Full()``, ``Partial("model", ...)`` or ``Light()``, :mod:`.content`) and *how
-it is written* (``writer=`` ``Background()``, ``Background(skip_when_busy=True)`` or ``Sync()``,
-:mod:`.writer`).
+(``keep=``, the store's retention vocabulary: pruned checkpoints' objects are freed at once
+unless another manifest references them; a tagged checkpoint is never pruned), *when to
+stop* (``early_stopping=``), *what a checkpoint holds* (``content=`` ``Full()``,
+``Partial("model", ...)`` or ``Light()``, :mod:`.content`) and *how it is written*
+(``writer=`` ``Background()``, ``Background(skip_when_busy=True)`` or ``Sync()``, :mod:`.writer`).
 Background writes run after an in-memory snapshot; their failures surface at the next
 ``step()`` or at ``close()``.
 """
