@@ -187,11 +187,15 @@ def test_plan_over_results_checkpoints_runs_and_tags(tmp_path):
     }  # fmt: skip  (BestK over each key's checkpoints; 0b and 0c report no loss: only 0b's live one stays)
 
 
-@pytest.mark.parametrize("where", ["local", "memory"])
-def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path, where):
+@pytest.mark.parametrize("where", ["local", "memory", pytest.param("s3", marks=pytest.mark.slow)])
+def test_gc_drops_then_frees_only_what_no_survivor_references(tmp_path, where, request):
     import uuid
 
-    store = Store(tmp_path / "s" if where == "local" else f"memory://retention-{uuid.uuid4().hex}")
+    if where == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        store = Store(s3.new_url(), **s3.storage_options)
+    else:
+        store = Store(tmp_path / "s" if where == "local" else f"memory://retention-{uuid.uuid4().hex}")
     shared = np.arange(1000)
     for i in range(4):
         commit(store, "clean", key(i), (np.arange(50) + i) if i % 2 else shared, age=4 - i)

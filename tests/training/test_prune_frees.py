@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import Manifest, Store
+from pipeline.store.tree import leaves
 from pipeline.training import Checkpointer, LatestN, Sync, TrainState
 
 
@@ -31,6 +32,15 @@ def test_disk_held_is_the_kept_checkpoints(tmp_path):
     assert cps.steps() == [7, 8]
     kept = sum(cps.read(s).bytes for s in cps.steps())
     assert object_bytes(tmp_path / "s") <= 1.2 * kept, (object_bytes(tmp_path / "s"), kept)
+
+
+@pytest.mark.slow
+def test_pruned_objects_are_freed_on_s3(s3_server):
+    store = Store(s3_server.new_url(), **s3_server.storage_options)
+    cps = train(store, 5)
+    assert cps.steps() == [4, 5]
+    referenced = {leaf.object for s in cps.steps() for leaf in leaves(cps.read(s).outputs)}
+    assert store.verify().orphans == 0 and store.verify().ok == len(referenced)
 
 
 def test_an_object_another_manifest_shares_is_not_freed(tmp_path):
@@ -68,6 +78,7 @@ import json, sys, time, uuid
 import numpy as np
 import pytest
 from pipeline import Manifest, Store
+from pipeline.store.tree import leaves
 
 root, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 store = Store(root)
