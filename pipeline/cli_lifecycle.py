@@ -27,7 +27,7 @@ def gc_command(
     max_bytes: Optional[str] = typer.Option(None, "--max-bytes", help="Keep the newest entries within SIZE (10GB)."),
     failed: bool = typer.Option(False, "--failed", help="Drop entries only failed, crashed or abandoned runs wrote."),
 ) -> None:
-    """Drop the entries the retention policy does not keep (flags, else [tool.pipeline.retention]),
+    """Drop the entries the retention policy does not keep (the flags, else tool.pipeline.retention in pyproject),
     then delete objects no manifest references. Pinned entries, best-so-far records, the results
     of each flow's latest successful run and a live run's resume checkpoint always stay."""
     from .store.lifecycle import Retention, policy_of
