@@ -84,6 +84,7 @@ def one(tree: str, epochs: int) -> dict:
 
 def prune_cost(n: int, rounds: int) -> tuple[float, float]:
     """Median seconds per step() with freeing on and off, in a store holding ``n`` other results."""
+    sys.path.insert(0, str(HERE.parent))  # this tree's pipeline, whatever the environment says
     import numpy as np
 
     from pipeline import Manifest, Store
@@ -104,6 +105,8 @@ def prune_cost(n: int, rounds: int) -> tuple[float, float]:
                         t0 = time.perf_counter()
                         ckpt.step(epoch, state, {"loss": 1.0})
                         times[free].append(time.perf_counter() - t0)
+                if free and not ckpt._catalog.freed_bytes:
+                    raise SystemExit(f"freeing did not happen: is {HERE.parent} the pipeline imported?")
     return statistics.median(times[True]), statistics.median(times[False])
 
 
