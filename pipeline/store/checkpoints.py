@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import layout
-from .manifest import Manifest
+from .manifest import Manifest, Unverified
 
 if TYPE_CHECKING:
     from .store import Store
@@ -34,8 +34,15 @@ class Checkpoints:
     def read(self, step: int) -> Manifest:
         """The manifest of ``step``, checked (seal, stage, key, step). FileNotFoundError when
         there is none; ValueError when it is damaged or not this key's (left in place:
-        ``quarantine`` it)."""
-        return self._store._parse_manifest(layout.manifest_path(self.stage, self.key, step))
+        ``quarantine`` it) and no mirror holds a good copy (one that does is restored)."""
+        rel = layout.manifest_path(self.stage, self.key, step)
+        try:
+            return self._store._parse_manifest(rel)
+        except (FileNotFoundError, ValueError) as e:
+            repaired = None if isinstance(e, Unverified) else self._store._repair_manifest(rel, damaged=True)
+            if repaired is None:
+                raise
+            return repaired
 
     def commit(self, manifest: Manifest, value: Any = _NO_VALUE) -> Manifest:
         """Commit a checkpoint manifest of this key (see ``Store.commit``)."""

@@ -1,0 +1,545 @@
+"""Backup mirrors: replicate each commit to other stores, repair the primary from them.
+
+A mirror is a store of its own (same layout, openable directly as ``Store(url)``) at any
+local path or fsspec URL. What it holds and how it gets there:
+
+- **Replication on commit**, objects first and manifest last, so a mirror never holds a
+  manifest without its objects (a process killed half-way leaves objects, no entry).
+  ``mode="sync"`` (default) copies before ``commit`` returns; ``"background"`` hands the
+  commit to one replicator thread through a bounded queue (a full queue makes ``commit``
+  wait) that is flushed at exit, with a warning naming what could not be replicated.
+- **A mirror that is down never fails the primary**: it is warned about once, skipped for
+  ``RETRY_SECONDS``, and :func:`push` (``python -m pipeline mirror push``) catches it up.
+- **Reads repair themselves**: an object or manifest missing or corrupt in the primary is
+  read from each mirror in turn, verified (the object's checksum, the manifest's seal and
+  path), written back into the primary and served; only when no copy verifies is it a
+  miss. A corrupt copy in a mirror is quarantined there.
+
+Deleting is never replicated: ``gc`` and retention on the primary leave the mirrors as they
+are (a dropped entry can come back from a mirror on lookup; run ``gc`` on a mirror itself).
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from ..errors import ConfigError, IntegrityError, StoreError
+from . import layout
+from .backend import LocalBackend
+from .manifest import Manifest, Unverified
+from .objects import checksum, leaf_path
+from .tree import Leaf, leaves
+
+if TYPE_CHECKING:
+    from .store import Store
+
+MODES = ("sync", "background")
+RETRY_SECONDS = 30.0
+"""A mirror that failed is skipped this long before it is tried again."""
+QUEUE_SIZE = 256
+"""Commits the background replicator holds at most; a full queue makes ``commit`` wait."""
+FLUSH_SECONDS = 120.0
+"""How long exit waits for the background replicator to finish."""
+COPY_THREADS = 16
+"""Objects :func:`push` / :func:`pull` copy at once (object stores answer in parallel)."""
+
+_UNREACHABLE = (OSError, StoreError)
+
+
+class SourceBroken(StoreError):
+    """An object to copy is missing or corrupt in the store it is copied from (not the
+    target's fault: the target is not marked down)."""
+
+
+def _plain(buf: Any) -> bytes:
+    return buf if isinstance(buf, bytes) else bytes(buf)
+
+
+class Mirror:
+    """One secondary location: a store over its own backend, opened on first use."""
+
+    def __init__(self, target: Store | str | os.PathLike, **storage_options: Any) -> None:
+        self._target = target if hasattr(target, "_backend") else os.fspath(target)
+        self._options = storage_options
+        self._store: Store | None = target if hasattr(target, "_backend") else None  # type: ignore[assignment]
+        self._down_until = 0.0
+        self._warned = False
+        self.url = self._store.url if self._store is not None else str(self._target)
+
+    def __repr__(self) -> str:
+        return f"Mirror({self.url!r})"
+
+    def __reduce__(self) -> Any:  # shipped to a worker: the location, not the failure state
+        return (_rebuild_mirror, (self._target, self._options))
+
+    def open(self, primary: Store) -> Store | None:
+        """The mirror's store (created on first use), or None while it is down."""
+        if self._store is not None:
+            return self._store
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            self._store = type(primary)(
+                self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options
+            )
+        except _UNREACHABLE as e:
+            self.failed(e, "open")
+            return None
+        return self._store
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def failed(self, e: BaseException, doing: str) -> None:
+        """Mark the mirror down for a while; warn the first time."""
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"mirror {self.url} is unreachable ({doing}: {e}); results are committed to the primary only "
+                "until it is back: `python -m pipeline mirror push` catches it up",
+                stacklevel=4,
+            )
+
+
+def _rebuild_mirror(target: Any, options: dict[str, Any]) -> Mirror:
+    return Mirror(target, **options)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One commit to replicate: the manifest's path, its exact bytes, the manifest."""
+
+    rel: str
+    data: bytes
+    manifest: Manifest
+    primary: Store = field(repr=False, compare=False)
+
+    def __str__(self) -> str:
+        m = self.manifest
+        return f"{m.stage} {m.key}" + ("" if m.step is None else f" step {m.step}")
+
+
+class Mirrors:
+    """The mirrors of one store and how commits reach them (``mode``: sync / background)."""
+
+    def __init__(self, targets: Sequence[Mirror | Store | str | os.PathLike], mode: str = "sync") -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mirror_mode {mode!r} is not one of {', '.join(MODES)}")
+        self.mirrors = tuple(t if isinstance(t, Mirror) else Mirror(t) for t in targets)
+        self.mode = mode
+        self._replicator: Replicator | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Mirrors({[m.url for m in self.mirrors]!r}, mode={self.mode!r})"
+
+    def __reduce__(self) -> Any:
+        return (Mirrors, (self.mirrors, self.mode))
+
+    def check_distinct(self, primary: Store) -> None:
+        for m in self.mirrors:
+            if _same_place(m.url, primary.url):
+                raise ConfigError(f"mirror {m.url} is the store itself: a mirror must be another location")
+
+    # -- replication ---------------------------------------------------------------------
+    def committed(self, primary: Store, rel: str, data: bytes, manifest: Manifest) -> None:
+        """Replicate one commit (now, or through the background replicator)."""
+        job = Job(rel, data, manifest, primary)
+        if self.mode == "sync":
+            self.replicate(job)
+            return
+        with self._lock:
+            if self._replicator is None:
+                self._replicator = Replicator(self)
+        self._replicator.submit(job)
+
+    def replicate(self, job: Job) -> list[Mirror]:
+        """Copy one commit to every mirror that is up; the mirrors it did not reach."""
+        missed = []
+        for mirror in self.mirrors:
+            target = mirror.open(job.primary)
+            if target is None:
+                missed.append(mirror)
+                continue
+            try:
+                copy_entry(job.primary, target, job.rel, job.data, job.manifest)
+            except SourceBroken as e:
+                warnings.warn(f"{job} not replicated to mirror {mirror.url}: {e}", stacklevel=4)
+                missed.append(mirror)
+            except _UNREACHABLE as e:
+                mirror.failed(e, f"replicate {job}")
+                missed.append(mirror)
+        return missed
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> list[Job]:
+        """Wait for the background replicator; the commits it has not replicated yet."""
+        return [] if self._replicator is None else self._replicator.flush(timeout)
+
+    # -- repair --------------------------------------------------------------------------
+    def fetch_object(self, primary: Store, leaf: Leaf) -> Any | None:
+        """A verified copy of ``leaf`` from the first mirror that has one, written back into
+        the primary; None when no mirror has a good copy."""
+        rel = leaf_path(leaf)
+        for mirror in self.mirrors:
+            source = mirror.open(primary)
+            if source is None:
+                continue
+            try:
+                buf = source._objects._read(rel)
+            except FileNotFoundError:
+                continue
+            except IntegrityError:  # a symbolic link in the mirror
+                source._objects.quarantine(rel)
+                continue
+            except _UNREACHABLE as e:
+                mirror.failed(e, f"read object {leaf.object}")
+                continue
+            if checksum(buf) != leaf.object:
+                del buf
+                source._objects.quarantine(rel)
+                continue
+            try:
+                primary._backend.write_atomic(rel, _plain(buf))
+            except _UNREACHABLE as e:  # the primary can't take it back: serve it all the same
+                warnings.warn(f"object {leaf.object} read from mirror {mirror.url}, not restored: {e}", stacklevel=4)
+            else:
+                warnings.warn(
+                    f"object {leaf.object} was missing or corrupt in store {primary.url}: restored from mirror "
+                    f"{mirror.url}",
+                    stacklevel=4,
+                )
+            return buf
+        return None
+
+    def fetch_manifest(self, primary: Store, rel: str, damaged: bool) -> Manifest | None:
+        """The manifest at ``rel`` from the first mirror whose copy checks (seal, path),
+        written back into the primary (a ``damaged`` primary copy is quarantined first)."""
+        for mirror in self.mirrors:
+            source = mirror.open(primary)
+            if source is None:
+                continue
+            try:
+                raw = _plain(source._backend.read(rel))
+            except FileNotFoundError:
+                continue
+            except _UNREACHABLE as e:
+                mirror.failed(e, f"read manifest {rel}")
+                continue
+            try:
+                m = primary._check_manifest(rel, raw)
+            except Unverified:
+                continue
+            except (ValueError, TypeError, KeyError):
+                source._quarantine_manifest(rel)
+                continue
+            try:
+                if damaged:
+                    primary._quarantine_manifest(rel)
+                primary._backend.write_atomic(rel, raw)
+            except _UNREACHABLE as e:
+                warnings.warn(f"manifest {rel} read from mirror {mirror.url}, not restored: {e}", stacklevel=4)
+            else:
+                how = "damaged" if damaged else "missing"
+                warnings.warn(
+                    f"manifest {rel} was {how} in store {primary.url}: restored from mirror {mirror.url}", stacklevel=4
+                )
+            return m
+        return None
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def copy_entry(source: Store, target: Store, rel: str, data: bytes, manifest: Manifest) -> None:
+    """Copy one committed entry: each object the target lacks (verified on the way), then the
+    manifest. An object missing or corrupt in ``source`` (after its own repair) raises SourceBroken."""
+    for leaf in leaves(manifest.outputs):
+        orel = leaf_path(leaf)
+        if not target._backend.exists(orel):
+            try:
+                buf = _plain(source.read_verified(leaf))
+            except StoreError as e:
+                raise SourceBroken(str(e)) from e
+            target._backend.write_atomic(orel, buf, durable=source.durable)
+    target._backend.write_atomic(rel, data, durable=source.durable)
+
+
+class Replicator:
+    """One daemon thread replicating commits in order from a bounded queue; flushed at exit."""
+
+    def __init__(self, mirrors: Mirrors, maxsize: int = QUEUE_SIZE) -> None:
+        self._mirrors = mirrors
+        self._maxsize = maxsize
+        self._pending: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():  # first use, or a forked child
+                self._pending.clear()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="pipeline-mirror", daemon=True)
+                self._thread.start()
+                atexit.register(self._at_exit)
+            while len(self._pending) >= self._maxsize:
+                self._cond.wait()
+            self._pending.append(job)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                job = self._pending[0]  # stays pending (for flush) until replicated
+            try:
+                self._mirrors.replicate(job)
+            except Exception as e:  # a corrupt source object, say: this entry waits for `push`
+                warnings.warn(f"could not replicate {job} to the mirrors: {e}", stacklevel=1)
+            with self._cond:
+                self._pending.popleft()
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return list(self._pending)
+
+    def _at_exit(self) -> None:
+        if self._pid != os.getpid():
+            return
+        left = self.flush(FLUSH_SECONDS)
+        if left:
+            names = ", ".join(str(j) for j in left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            warnings.warn(
+                f"exiting before {len(left)} commits reached the mirrors ({names}): "
+                "run `python -m pipeline mirror push` to copy them",
+                stacklevel=1,
+            )
+
+
+# -- push / pull / status / repair ------------------------------------------------------------
+@dataclass(frozen=True)
+class Side:
+    """What one store lacks of the other: entries (manifests) and objects, with their bytes."""
+
+    entries: int = 0
+    entry_bytes: int = 0
+    objects: int = 0
+    object_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    url: str
+    reachable: bool
+    missing_in_mirror: Side = Side()
+    missing_in_primary: Side = Side()
+    error: str = ""
+
+    @property
+    def in_sync(self) -> bool:
+        return self.reachable and self.missing_in_mirror == Side() and self.missing_in_primary == Side()
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :func:`push` or :func:`pull` copied into one store, and what it could not copy."""
+
+    url: str
+    entries: int = 0
+    objects: int = 0
+    bytes: int = 0
+    failed: tuple[str, ...] = ()
+    """Entries not copied: unreachable, or an object that verifies nowhere."""
+
+
+@dataclass
+class _Catalog:
+    """One store's manifests (path -> manifest, only those that check) and object paths."""
+
+    manifests: dict[str, Manifest]
+    objects: set[str]
+
+
+def _catalog(store: Store) -> _Catalog:
+    found = {rel: m for rel, m in store._walk(quarantine=False) if m is not None and m.format != 1}
+    objects = {r for r in store._backend.list(layout.OBJECTS) if layout.is_object(r)}
+    return _Catalog(found, objects)
+
+
+def _lacks(have: _Catalog, other: _Catalog) -> tuple[dict[str, Manifest], dict[str, Leaf]]:
+    """Entries of ``have`` absent from ``other`` and objects ``have``'s entries need that
+    ``other`` lacks (also those of entries both hold)."""
+    entries = {rel: m for rel, m in have.manifests.items() if rel not in other.manifests}
+    objects: dict[str, Leaf] = {}
+    for m in have.manifests.values():
+        for leaf in leaves(m.outputs):
+            rel = leaf_path(leaf)
+            if rel not in other.objects:
+                objects[rel] = leaf
+    return entries, objects
+
+
+def _side(entries: dict[str, Manifest], objects: dict[str, Leaf]) -> Side:
+    return Side(
+        len(entries), sum(m.bytes for m in entries.values()), len(objects), sum(leaf.bytes for leaf in objects.values())
+    )
+
+
+def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
+    """For each mirror: what it lacks of the primary and the primary of it."""
+    mine = _catalog(primary)
+    out = []
+    for mirror in mirrors.mirrors:
+        try:
+            target = mirror.open(primary)
+            if target is None:
+                raise StoreError("unreachable (it failed moments ago)")
+            theirs = _catalog(target)
+        except _UNREACHABLE as e:
+            out.append(MirrorStatus(mirror.url, False, error=str(e)))
+            continue
+        out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, theirs)), _side(*_lacks(theirs, mine))))
+    return out
+
+
+def push(primary: Store, mirrors: Mirrors) -> list[SyncReport]:
+    """Copy to every mirror what it lacks of the primary, objects first and manifests last."""
+    return [_sync(primary, primary, m.open(primary), m.url) for m in mirrors.mirrors]
+
+
+def pull(primary: Store, mirrors: Mirrors) -> list[SyncReport]:
+    """Copy into the primary what it lacks of each mirror (mirror by mirror)."""
+    return [_sync(primary, m.open(primary), primary, primary.url) for m in mirrors.mirrors]
+
+
+def _sync(primary: Store, source: Store | None, target: Store | None, url: str) -> SyncReport:
+    if source is None or target is None:
+        return SyncReport(url, failed=("the mirror is unreachable",))
+    try:
+        have, other = _catalog(source), _catalog(target)
+    except _UNREACHABLE as e:
+        return SyncReport(url, failed=(f"unreachable: {e}",))
+    entries, objects = _lacks(have, other)
+    bad = _copy_objects(source, target, objects)
+    failed = []
+    manifests = {}
+    for rel, m in entries.items():
+        broken = [leaf_path(leaf) for leaf in leaves(m.outputs) if leaf_path(leaf) in bad]
+        if broken:  # never a manifest without its objects
+            failed.append(f"{rel}: {broken[0]}: {bad[broken[0]]}")
+        else:
+            manifests[rel] = m
+    not_copied = _copy_manifests(source, target, manifests)
+    failed += [f"{rel}: {why}" for rel, why in not_copied.items()]
+    copied = {rel: leaf for rel, leaf in objects.items() if rel not in bad}
+    return SyncReport(
+        url,
+        entries=len(manifests) - len(not_copied),
+        objects=len(copied),
+        bytes=sum(leaf.bytes for leaf in copied.values()),
+        failed=tuple(failed),
+    )
+
+
+def _parallel(fn: Any, items: Iterable[Any], threads: int) -> dict[Any, str]:
+    """Run ``fn(item)`` for each item, ``threads`` at a time; item -> error of those that failed."""
+    failed: dict[Any, str] = {}
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        for fut in concurrent.futures.as_completed(futures):
+            try:
+                fut.result()
+            except (OSError, StoreError) as e:
+                failed[futures[fut]] = str(e)
+    return failed
+
+
+def _threads(store: Store) -> int:
+    return 4 if isinstance(store._backend, LocalBackend) else COPY_THREADS
+
+
+def _copy_objects(source: Store, target: Store, objects: dict[str, Leaf]) -> dict[str, str]:
+    """Copy each object (verified on the way; repaired in ``source`` from its mirrors if it
+    has any); path -> why, for those that could not be copied."""
+
+    def one(rel: str) -> None:
+        target._backend.write_atomic(rel, _plain(source.read_verified(objects[rel])))
+
+    return _parallel(one, objects, max(_threads(source), _threads(target)))
+
+
+def _copy_manifests(source: Store, target: Store, manifests: dict[str, Manifest]) -> dict[str, str]:
+    def one(rel: str) -> None:
+        target._backend.write_atomic(rel, _plain(source._backend.read(rel)))
+
+    return _parallel(one, manifests, max(_threads(source), _threads(target)))
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What ``verify --repair`` restored from the mirrors and what no mirror could give back."""
+
+    repaired: tuple[str, ...] = ()
+    unrepaired: tuple[str, ...] = ()
+
+
+def repair(primary: Store, problems: Iterable[Any]) -> RepairReport:
+    """Restore each problem ``Store.verify()`` found (a corrupt or missing object, a bad
+    manifest) from the primary's mirrors; a restored manifest's objects are checked too."""
+    mirrors = primary.mirrors
+    repaired: list[str] = []
+    unrepaired: list[str] = []
+    if mirrors is None:
+        return RepairReport((), tuple(str(p) for p in problems))
+    leaves_of: dict[str, Leaf] = {}
+    for _rel, m in primary._walk(quarantine=False):
+        if m is not None:
+            for leaf in leaves(m.outputs):
+                leaves_of[leaf.object] = leaf
+    for p in problems:
+        if p.kind == "bad manifest":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = mirrors.fetch_manifest(primary, p.what, damaged=False)
+            if m is None:
+                unrepaired.append(str(p))
+                continue
+            repaired.append(str(p))
+            for leaf in leaves(m.outputs):
+                leaves_of.setdefault(leaf.object, leaf)
+                if not primary._backend.exists(leaf_path(leaf)):
+                    _repair_object(primary, mirrors, leaf, f"missing object {leaf.object}", repaired, unrepaired)
+        elif p.what in leaves_of:
+            _repair_object(primary, mirrors, leaves_of[p.what], str(p), repaired, unrepaired)
+        else:
+            unrepaired.append(str(p))
+    return RepairReport(tuple(repaired), tuple(unrepaired))
+
+
+def _repair_object(primary: Store, mirrors: Mirrors, leaf: Leaf, what: str, done: list[str], not_done: list[str]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buf = mirrors.fetch_object(primary, leaf)
+    (done if buf is not None else not_done).append(what)
+
+
+__all__ = ["Mirror", "Mirrors", "MirrorStatus", "SyncReport", "RepairReport", "push", "pull", "status", "repair"]
