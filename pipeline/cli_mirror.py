@@ -20,6 +20,7 @@ app.add_typer(mirror_app, name="mirror")
 
 _STORE = typer.Option(None, "--store", help="Store URL or path.")
 _MIRRORS = typer.Option([], "--mirror", help="A mirror (path or URL); repeat for more. Default: the configured ones.")
+_CHECK = typer.Option(False, "--check", help="Verify the receiving store first: its corrupt copies are replaced.")
 
 
 def _primary(store: Optional[str], mirrors: list[str], create: bool) -> Any:
@@ -45,23 +46,23 @@ def _sync_table(title: str, reports: list[Any]) -> bool:
 
 @mirror_app.command("push")
 @_errors
-def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
+def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy to each mirror every entry and object it lacks (objects first, manifests last)."""
     from .store.mirror import push as push_all
 
     s = _primary(store, mirror, create=False)
-    if not _sync_table("mirror push", push_all(s, s.mirrors)):
+    if not _sync_table("mirror push", push_all(s, s.mirrors, check=check)):
         raise typer.Exit(1)
 
 
 @mirror_app.command("pull")
 @_errors
-def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
+def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy into the store every entry and object a mirror holds and it lacks."""
     from .store.mirror import pull as pull_all
 
     s = _primary(store, mirror, create=True)
-    if not _sync_table("mirror pull", pull_all(s, s.mirrors)):
+    if not _sync_table("mirror pull", pull_all(s, s.mirrors, check=check)):
         raise typer.Exit(1)
 
 

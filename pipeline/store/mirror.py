@@ -80,11 +80,12 @@ class Mirror:
     def __reduce__(self) -> Any:  # shipped to a worker: the location, not the failure state
         return (_rebuild_mirror, (self._target, self._options))
 
-    def open(self, primary: Store) -> Store | None:
-        """The mirror's store (created on first use), or None while it is down."""
+    def open(self, primary: Store, *, retry: bool = False) -> Store | None:
+        """The mirror's store (created on first use), or None while it is down (``retry``:
+        try again all the same, as ``push`` / ``pull`` / ``status`` do)."""
         if self._store is not None:
             return self._store
-        if time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until and not retry:
             return None
         try:
             self._store = type(primary)(
@@ -405,14 +406,15 @@ def _side(entries: dict[str, Manifest], objects: dict[str, Leaf]) -> Side:
 
 
 def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
-    """For each mirror: what it lacks of the primary and the primary of it."""
+    """For each mirror: what it lacks of the primary and the primary of it (by name: a
+    corrupt copy counts as present until a ``verify`` of its store quarantines it)."""
     mine = _catalog(primary)
     out = []
     for mirror in mirrors.mirrors:
         try:
-            target = mirror.open(primary)
+            target = mirror.open(primary, retry=True)
             if target is None:
-                raise StoreError("unreachable (it failed moments ago)")
+                raise StoreError("unreachable")
             theirs = _catalog(target)
         except _UNREACHABLE as e:
             out.append(MirrorStatus(mirror.url, False, error=str(e)))
@@ -421,20 +423,26 @@ def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
     return out
 
 
-def push(primary: Store, mirrors: Mirrors) -> list[SyncReport]:
-    """Copy to every mirror what it lacks of the primary, objects first and manifests last."""
-    return [_sync(primary, primary, m.open(primary), m.url) for m in mirrors.mirrors]
+def push(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncReport]:
+    """Copy to every mirror what it lacks of the primary, objects first and manifests last.
+    ``check``: first verify each mirror (re-hash; its corrupt copies are quarantined, so
+    they are copied again)."""
+    return [_sync(primary, m.open(primary, retry=True), m.url, check, into_primary=False) for m in mirrors.mirrors]
 
 
-def pull(primary: Store, mirrors: Mirrors) -> list[SyncReport]:
-    """Copy into the primary what it lacks of each mirror (mirror by mirror)."""
-    return [_sync(primary, m.open(primary), primary, primary.url) for m in mirrors.mirrors]
+def pull(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncReport]:
+    """Copy into the primary what it lacks of each mirror, mirror by mirror (``check``:
+    verify the primary first)."""
+    return [_sync(primary, m.open(primary, retry=True), primary.url, check, into_primary=True) for m in mirrors.mirrors]
 
 
-def _sync(primary: Store, source: Store | None, target: Store | None, url: str) -> SyncReport:
-    if source is None or target is None:
+def _sync(primary: Store, mirror: Store | None, url: str, check: bool, into_primary: bool) -> SyncReport:
+    if mirror is None:
         return SyncReport(url, failed=("the mirror is unreachable",))
+    source, target = (mirror, primary) if into_primary else (primary, mirror)
     try:
+        if check:
+            target.verify()
         have, other = _catalog(source), _catalog(target)
     except _UNREACHABLE as e:
         return SyncReport(url, failed=(f"unreachable: {e}",))
