@@ -83,10 +83,10 @@ class Mirror:
     def open(self, primary: Store, *, retry: bool = False) -> Store | None:
         """The mirror's store (created on first use), or None while it is down (``retry``:
         try again all the same, as ``push`` / ``pull`` / ``status`` do)."""
-        if self._store is not None:
-            return self._store
         if time.monotonic() < self._down_until and not retry:
             return None
+        if self._store is not None:
+            return self._store
         try:
             self._store = type(primary)(
                 self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options

@@ -263,6 +263,27 @@ def test_a_mirror_that_is_down_warns_once_and_push_catches_up(tmp_path):
     assert Store(blocked).verify().manifests == 3
 
 
+def test_a_mirror_that_fails_after_opening_is_skipped_and_warned_once(tmp_path):
+    primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
+    stage = StageCache(primary).wrap(produce, ignore=["log"])
+    stage(0, str(tmp_path / "log"))
+    objects = tmp_path / "m" / "objects"
+    objects.rename(tmp_path / "m-objects")
+    objects.write_text("in the way")  # every object write into the mirror now fails
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in (1, 2):
+            assert not stage.call(seed, str(tmp_path / "log")).hit
+    assert len([w for w in caught if "unreachable" in str(w.message)]) == 1
+    assert primary.verify().manifests == 3
+    objects.unlink()
+    (tmp_path / "m-objects").rename(objects)
+    [st] = status(primary, primary.mirrors)
+    assert st.missing_in_mirror.entries == 2 and st.missing_in_primary == Side()
+    push(primary, primary.mirrors)
+    assert Store(tmp_path / "m").verify().manifests == 3
+
+
 def test_pull_fills_an_empty_primary(tmp_path):
     first = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
     stage = StageCache(first).wrap(produce, ignore=["log"])
