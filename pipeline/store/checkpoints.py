@@ -34,11 +34,11 @@ class Checkpoints:
     def read(self, step: int) -> Manifest:
         """The manifest of ``step``, checked (seal, stage, key, step). FileNotFoundError when
         there is none; ValueError when it is damaged or not this key's (left in place:
-        ``quarantine`` it) and no mirror holds a good copy (one that does is restored)."""
+        ``quarantine`` it) and no mirror holds a good copy (a good copy is restored)."""
         rel = layout.manifest_path(self.stage, self.key, step)
         try:
             return self._store._parse_manifest(rel)
-        except (FileNotFoundError, ValueError) as e:
+        except ValueError as e:  # damaged: a mirror's good copy is restored (a missing step stays missing)
             repaired = None if isinstance(e, Unverified) else self._store._repair_manifest(rel, damaged=True)
             if repaired is None:
                 raise

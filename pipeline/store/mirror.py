@@ -447,6 +447,11 @@ def _sync(primary: Store, mirror: Store | None, url: str, check: bool, into_prim
     except _UNREACHABLE as e:
         return SyncReport(url, failed=(f"unreachable: {e}",))
     entries, objects = _lacks(have, other)
+    if into_primary:  # a checkpoint set is pulled whole or not at all: never steps into a set the store has
+        sets = {rel.rpartition("/")[0] for rel, m in other.manifests.items() if m.step is not None}
+        entries = {rel: m for rel, m in entries.items() if m.step is None or rel.rpartition("/")[0] not in sets}
+        needed = {leaf_path(leaf) for m in [*entries.values(), *other.manifests.values()] for leaf in leaves(m.outputs)}
+        objects = {rel: leaf for rel, leaf in objects.items() if rel in needed}
     bad = _copy_objects(source, target, objects)
     failed = []
     manifests = {}

@@ -287,11 +287,12 @@ class Store:
         """The manifest at ``rel`` restored from a mirror whose copy checks; None: no mirror has one."""
         return None if self._mirrors is None else self._mirrors.fetch_manifest(self, rel, damaged)
 
-    def _read_manifest(self, rel: str) -> Manifest | None:
+    def _read_manifest(self, rel: str, ask_mirrors: bool = False) -> Manifest | None:
+        """``ask_mirrors``: a missing manifest is looked for in the mirrors too (a damaged one always is)."""
         try:
             return self._parse_manifest(rel)
         except FileNotFoundError:
-            return self._repair_manifest(rel)  # a lookup miss asks the mirrors
+            return self._repair_manifest(rel) if ask_mirrors else None
         except Unverified:
             if not self._warned_unverified:  # once per store: an old store holds many
                 self._warned_unverified = True
@@ -310,7 +311,9 @@ class Store:
         self._quarantine_manifest(rel)
 
     def manifest(self, stage: str, key: str, step: int | None = None) -> Manifest | None:
-        m = self._read_manifest(layout.manifest_path(stage, key, step))
+        # A stage result the store lacks is looked for in the mirrors; a checkpoint never is:
+        # one deleted here (a dropped shard record, say) must not come back into a set of steps.
+        m = self._read_manifest(layout.manifest_path(stage, key, step), ask_mirrors=step is None)
         if m is not None and (m.stage, m.key, m.step) != (stage, key, step):
             return None  # another stage or key whose bounded path is the same (never, short of a hash collision)
         return m

@@ -240,6 +240,27 @@ def test_checkpoint_manifests_repair_too(tmp_path):
     assert primary.verify().clean
 
 
+def test_a_deleted_checkpoint_never_comes_back_into_its_set(tmp_path):
+    """Dropped checkpoint records (shard records of a step, older steps) stay dropped: a lookup
+    does not ask the mirrors for a checkpoint, and pull brings a key's checkpoints only whole."""
+    from pipeline import Manifest
+
+    primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
+    cps = primary.checkpoints("train", "xxh3:" + "cd" * 16)
+    for step in (1, 2, 3):
+        tree = primary.save_parts({"w": np.full(4, step)})
+        cps.commit(Manifest(stage="train", key=cps.key, outputs=tree, step=step, kind="checkpoint"))
+    cps.delete(2)
+    assert primary.manifest("train", cps.key, 2) is None and cps.steps() == [1, 3]
+    with pytest.raises(FileNotFoundError):
+        cps.read(2)
+    [pulled] = pull(primary, primary.mirrors)
+    assert pulled.entries == 0 and cps.steps() == [1, 3]
+    fresh = Store(tmp_path / "fresh", mirrors=[tmp_path / "m"])  # a lost store: the whole set comes back
+    [pulled] = pull(fresh, fresh.mirrors)
+    assert pulled.entries == 3 and fresh.checkpoints("train", cps.key).steps() == [1, 2, 3]
+
+
 def test_a_mirror_that_is_down_warns_once_and_push_catches_up(tmp_path):
     blocked = tmp_path / "m"
     blocked.write_text("not a directory")  # the mirror cannot be opened
