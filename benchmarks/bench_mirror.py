@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import Manifest, Store  # noqa: E402
-from pipeline.store.mirror import Mirrors, push  # noqa: E402
+from pipeline.store.mirror import Mirrors  # noqa: E402
+from pipeline.store.mirror_sync import push  # noqa: E402
 from tests import s3server  # noqa: E402
 
 

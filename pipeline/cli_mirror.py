@@ -48,7 +48,7 @@ def _sync_table(title: str, reports: list[Any]) -> bool:
 @_errors
 def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy to each mirror every entry and object it lacks (objects first, manifests last)."""
-    from .store.mirror import push as push_all
+    from .store.mirror_sync import push as push_all
 
     s = _primary(store, mirror, create=False)
     if not _sync_table("mirror push", push_all(s, s.mirrors, check=check)):
@@ -59,7 +59,7 @@ def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: boo
 @_errors
 def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy into the store every entry and object a mirror holds and it lacks."""
-    from .store.mirror import pull as pull_all
+    from .store.mirror_sync import pull as pull_all
 
     s = _primary(store, mirror, create=True)
     if not _sync_table("mirror pull", pull_all(s, s.mirrors, check=check)):
@@ -70,7 +70,7 @@ def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: boo
 @_errors
 def status(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
     """What is missing where: entries and objects (with bytes) each mirror lacks, and the store lacks."""
-    from .store.mirror import status as status_all
+    from .store.mirror_sync import status as status_all
 
     s = _primary(store, mirror, create=False)
     table = Table("mirror", "state", "missing in mirror", "missing in store", title=f"mirrors of {s.url}")
@@ -92,7 +92,7 @@ def _side(side: Any) -> str:
 
 def print_repair(s: Any, problems: Any) -> None:
     """``verify --repair``: restore each problem from the mirrors; say what could not be (exit 1)."""
-    from .store.mirror import repair
+    from .store.mirror_sync import repair
 
     if s.mirrors is None:
         raise ConfigError("verify --repair: no mirrors configured (set [tool.pipeline] mirrors or PIPELINE_MIRRORS)")

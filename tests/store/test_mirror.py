@@ -28,7 +28,8 @@ from pipeline import StageCache, Store, materialize
 from pipeline.config import Settings, mirror_list
 from pipeline.errors import ConfigError
 from pipeline.store import layout
-from pipeline.store.mirror import Mirrors, Side, pull, push, repair, status
+from pipeline.store.mirror import Mirrors
+from pipeline.store.mirror_sync import Side, pull, push, repair, status
 from pipeline.store.objects import leaf_path
 from pipeline.store.tree import leaves
 from tests.store.test_store import assert_same, flip_byte, raw_bytes, write_raw
@@ -432,6 +433,38 @@ def test_background_replication_that_cannot_finish_says_what_it_left(tmp_path):
     assert mirror.clean and mirror.manifests < 30  # what it did copy is whole
     [pushed] = push(Store(tmp_path / "p"), Mirrors([tmp_path / "m"]))
     assert pushed.entries == 30 - mirror.manifests and Store(tmp_path / "m").verify().manifests == 30
+
+
+POOL_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from concurrent.futures import ProcessPoolExecutor
+    from pipeline import Manifest, Store
+
+    def work(i):
+        store = Store(sys.argv[1], mirrors=[sys.argv[2]], mirror_mode="background")
+        for j in range(5):
+            tree = store.save(np.full(100_000, 10 * i + j))
+            store.commit(Manifest(stage="s", key=f"xxh3:{10 * i + j:032x}", outputs=tree))
+        return i
+
+    if __name__ == "__main__":
+        with ProcessPoolExecutor(2) as pool:
+            print(sorted(pool.map(work, range(2))), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_background_replication_in_pool_workers_is_flushed_when_they_exit(tmp_path):
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_WRITER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, str(script), str(tmp_path / "p"), str(tmp_path / "m")]
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "[0, 1]" in out.stdout, out.stderr
+    report = Store(tmp_path / "m").verify()
+    assert report.clean and report.manifests == 10
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline import StageCache, Store, materialize
-from pipeline.store.mirror import push, status
+from pipeline.store.mirror_sync import push, status
 from tests.store.test_mirror import CASES, check_detected_and_repaired, check_served, make_value, runs, setup
 from tests.store.test_store import assert_same
 
