@@ -48,21 +48,22 @@ def _sync_table(title: str, reports: list[Any]) -> bool:
 @_errors
 def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy to each mirror every entry and object it lacks (objects first, manifests last)."""
-    from .store.mirror_sync import push as push_all
-
-    s = _primary(store, mirror, create=False)
-    if not _sync_table("mirror push", push_all(s, s.mirrors, check=check)):
-        raise typer.Exit(1)
+    _sync("push", store, mirror, check)
 
 
 @mirror_app.command("pull")
 @_errors
 def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
     """Copy into the store every entry and object a mirror holds and it lacks."""
-    from .store.mirror_sync import pull as pull_all
+    _sync("pull", store, mirror, check)
 
-    s = _primary(store, mirror, create=True)
-    if not _sync_table("mirror pull", pull_all(s, s.mirrors, check=check)):
+
+def _sync(direction: str, store: Optional[str], mirror: list[str], check: bool) -> None:
+    from .store import mirror_sync
+
+    s = _primary(store, mirror, create=direction == "pull")
+    reports = getattr(mirror_sync, direction)(s, s.mirrors, check=check)
+    if not _sync_table(f"mirror {direction}", reports):
         raise typer.Exit(1)
 
 

@@ -191,14 +191,13 @@ def local_setup(tmp_path) -> Setup:
     return setup(str(tmp_path / "primary"), Store(tmp_path / "mirror"), tmp_path / "runs.log")
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_damage_is_served_right_local(local_setup, case):
-    check_served(local_setup, case)
+CHECKS = {"served": check_served, "detected+repaired": check_detected_and_repaired}
 
 
+@pytest.mark.parametrize("check", CHECKS, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_damage_is_detected_and_repaired_local(local_setup, case):
-    check_detected_and_repaired(local_setup, case)
+def test_damage_matrix_local(local_setup, case, check):
+    CHECKS[check](local_setup, case)
 
 
 def test_commit_replicates_objects_then_manifest_and_the_mirror_is_a_store(tmp_path):

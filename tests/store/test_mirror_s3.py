@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import StageCache, Store, materialize
 from pipeline.store.mirror_sync import push, status
-from tests.store.test_mirror import CASES, check_detected_and_repaired, check_served, make_value, runs, setup
+from tests.store.test_mirror import CASES, CHECKS, make_value, runs, setup
 from tests.store.test_store import assert_same
 
 LAYOUTS = ["local-primary+s3-mirror", "s3-primary+local-mirror"]
@@ -24,14 +24,10 @@ def s3_setup(request, s3_server, tmp_path):
     return setup(s3_server.new_url(), Store(tmp_path / "mirror"), log, **s3_server.storage_options)
 
 
+@pytest.mark.parametrize("check", CHECKS, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_damage_is_served_right_s3(s3_setup, case):
-    check_served(s3_setup, case)
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_damage_is_detected_and_repaired_s3(s3_setup, case):
-    check_detected_and_repaired(s3_setup, case)
+def test_damage_matrix_s3(s3_setup, case, check):
+    CHECKS[check](s3_setup, case)
 
 
 def test_push_to_s3_catches_up_and_the_s3_mirror_is_a_store(s3_server, tmp_path):
