@@ -266,13 +266,21 @@ def copy_entry(source: Store, target: Store, rel: str, data: bytes, manifest: Ma
     manifest. An object missing or corrupt in ``source`` (after its own repair) raises SourceBroken."""
     for leaf in leaves(manifest.outputs):
         orel = leaf_path(leaf)
-        if not target._backend.exists(orel):
+        if not _holds(target, orel, leaf.bytes):
             try:
                 buf = plain(source.read_verified(leaf))
             except StoreError as e:
                 raise SourceBroken(str(e)) from e
             target._backend.write_atomic(orel, buf, durable=source.durable)
     target._backend.write_atomic(rel, data, durable=source.durable)
+
+
+def _holds(store: Store, rel: str, size: int) -> bool:
+    """True when ``rel`` is there with the right size (one stat; a truncated copy is replaced)."""
+    try:
+        return store._backend.stat(rel).size == size
+    except FileNotFoundError:
+        return False
 
 
 class Replicator:

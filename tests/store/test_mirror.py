@@ -212,6 +212,18 @@ def test_commit_replicates_objects_then_manifest_and_the_mirror_is_a_store(tmp_p
     assert all(st.in_sync for st in status(primary, primary.mirrors))
 
 
+def test_a_truncated_copy_in_the_mirror_is_replaced_by_the_next_commit_of_it(tmp_path):
+    primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
+    stage = StageCache(primary).wrap(produce, ignore=["log"])
+    first = stage.call(0, str(tmp_path / "log"))
+    mirror = Store(tmp_path / "m")
+    rel = leaf_path(next(leaves(first.manifest.outputs)))
+    damage(mirror, rel, "truncate")
+    primary.commit(first.manifest)  # committed again (a forced rerun that computed the same)
+    report = mirror.verify()
+    assert report.clean and report.ok == 2
+
+
 def test_a_missing_entry_is_found_in_the_mirror_on_lookup(tmp_path):
     log = tmp_path / "log"
     primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
