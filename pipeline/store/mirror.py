@@ -27,9 +27,9 @@ import os
 import threading
 import time
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..errors import ConfigError, IntegrityError, StoreError
 from .manifest import Manifest, Unverified
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 MODES = ("sync", "background")
 RETRY_SECONDS = 30.0
 """A mirror that failed is skipped this long before it is tried again."""
+RECENT_BYTES = 256 << 20
+"""Bytes of just-written objects a store on a remote backend keeps for its replication."""
 QUEUE_SIZE = 256
 """Commits the background replicator holds at most; a full queue makes ``commit`` wait."""
 FLUSH_SECONDS = 120.0
@@ -127,6 +129,39 @@ class Job:
         return f"{m.stage} {m.key}" + ("" if m.step is None else f" step {m.step}")
 
 
+class Recent:
+    """The bytes of objects just written to a remote primary (checksummed as they were
+    written), kept until their commit is replicated: up to ``max_bytes``, oldest dropped first."""
+
+    def __init__(self, max_bytes: int = RECENT_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def add(self, leaf: Leaf, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            if leaf.object in self._items:
+                return
+            self._items[leaf.object] = data
+            self._size += len(data)
+            while self._size > self.max_bytes:
+                self._size -= len(self._items.popitem(last=False)[1])
+
+    def get(self, oid: str) -> bytes | None:
+        with self._lock:
+            return self._items.get(oid)
+
+    def drop(self, oids: Iterable[str]) -> None:
+        with self._lock:
+            for oid in oids:
+                data = self._items.pop(oid, None)
+                if data is not None:
+                    self._size -= len(data)
+
+
 class Mirrors:
     """The mirrors of one store and how commits reach them (``mode``: sync / background)."""
 
@@ -135,6 +170,7 @@ class Mirrors:
             raise ConfigError(f"mirror_mode {mode!r} is not one of {', '.join(MODES)}")
         self.mirrors = tuple(t if isinstance(t, Mirror) else Mirror(t) for t in targets)
         self.mode = mode
+        self.recent = Recent()
         self._replicator: Replicator | None = None
         self._lock = threading.Lock()
 
@@ -150,6 +186,10 @@ class Mirrors:
                 raise ConfigError(f"mirror {m.url} is the store itself: a mirror must be another location")
 
     # -- replication ---------------------------------------------------------------------
+    def remember(self, leaf: Leaf, data: bytes) -> None:
+        """The bytes of an object just written to the primary: replication need not read them back."""
+        self.recent.add(leaf, data)
+
     def committed(self, primary: Store, rel: str, data: bytes, manifest: Manifest) -> None:
         """Replicate one commit (now, or through the background replicator)."""
         job = Job(rel, data, manifest, primary)
@@ -170,13 +210,14 @@ class Mirrors:
                 missed.append(mirror)
                 continue
             try:
-                copy_entry(job.primary, target, job.rel, job.data, job.manifest)
+                copy_entry(job.primary, target, job.rel, job.data, job.manifest, self.recent)
             except SourceBroken as e:
                 warnings.warn(f"{job} not replicated to mirror {mirror.url}: {e}", stacklevel=4)
                 missed.append(mirror)
             except _UNREACHABLE as e:
                 mirror.failed(e, f"replicate {job}")
                 missed.append(mirror)
+        self.recent.drop(leaf.object for leaf in leaves(job.manifest.outputs))
         return missed
 
     def flush(self, timeout: float = FLUSH_SECONDS) -> list[Job]:
@@ -261,14 +302,17 @@ def _same_place(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def copy_entry(source: Store, target: Store, rel: str, data: bytes, manifest: Manifest) -> None:
-    """Copy one committed entry: each object the target lacks (verified on the way), then the
-    manifest. An object missing or corrupt in ``source`` (after its own repair) raises SourceBroken."""
+def copy_entry(
+    source: Store, target: Store, rel: str, data: bytes, manifest: Manifest, recent: Recent | None = None
+) -> None:
+    """Copy one committed entry: each object the target lacks (the bytes just written, from
+    ``recent``, or read back and verified), then the manifest. An object missing or corrupt in
+    ``source`` (after its own repair) raises SourceBroken."""
     for leaf in leaves(manifest.outputs):
         orel = leaf_path(leaf)
         if not _holds(target, orel, leaf.bytes):
             try:
-                buf = plain(source.read_verified(leaf))
+                buf = (recent.get(leaf.object) if recent is not None else None) or plain(source.read_verified(leaf))
             except StoreError as e:
                 raise SourceBroken(str(e)) from e
             target._backend.write_atomic(orel, buf, durable=source.durable)

@@ -32,6 +32,9 @@ class Objects:
         self.repair: Callable[[Leaf], Any] | None = None
         """Set by a store with mirrors: a verified copy of a missing or corrupt object, put
         back in place (None: no mirror has one)."""
+        self.written: Callable[[Leaf, bytes], None] | None = None
+        """Set by a store with mirrors: told the bytes of each object just written to a remote
+        backend, so that replication need not download them again."""
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
@@ -44,8 +47,12 @@ class Objects:
             except Exception as e:  # this codec can't take the value: try the next one
                 errors.append(f"{codec.name}: {e}")
                 continue
+            data = getattr(staged, "data", None)  # a remote backend's staged bytes (emptied by commit)
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
-            return Leaf(staged.digest, codec.name, staged.size)
+            leaf = Leaf(staged.digest, codec.name, staged.size)
+            if self.written is not None and data is not None:
+                self.written(leaf, data)
+            return leaf
         raise StoreError(
             f"cannot save {what} of type {type(value).__module__}.{type(value).__qualname__}: "
             + "; ".join(errors)

@@ -112,6 +112,7 @@ class Store:
         if self._mirrors is not None:
             self._mirrors.check_distinct(self)
             self._objects.repair = functools.partial(self._mirrors.fetch_object, self)
+            self._objects.written = self._mirrors.remember
         local = isinstance(self._backend, LocalBackend)
         if not create:
             if local and not os.path.isdir(self._backend.root):

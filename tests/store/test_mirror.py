@@ -356,6 +356,7 @@ def test_a_store_with_mirrors_pickles(tmp_path):
     primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"], mirror_mode="background")
     back = pickle.loads(pickle.dumps(primary))
     assert back.mirrors.mode == "background" and [m.url for m in back.mirrors.mirrors] == [str(tmp_path / "m")]
+    assert back._objects.written.__self__ is back.mirrors and back._objects.repair.args == (back,)
 
 
 # -- CLI --------------------------------------------------------------------------------------

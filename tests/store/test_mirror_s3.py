@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import StageCache, Store, materialize
+from pipeline import Manifest, StageCache, Store, materialize
 from pipeline.store.mirror_sync import push, status
 from tests.store.test_mirror import CASES, CHECKS, make_value, runs, setup
 from tests.store.test_store import assert_same
@@ -55,3 +55,13 @@ def make_value_stage(seed: int, log: str) -> tuple:
     with open(log, "a") as f:
         f.write("ran\n")
     return make_value(seed)
+
+
+def test_an_s3_primary_replicates_the_bytes_it_just_wrote_without_reading_them_back(s3_server, tmp_path):
+    primary = Store(s3_server.new_url(), mirrors=[tmp_path / "m"], **s3_server.storage_options)
+    tree = primary.save(make_value(5))
+    assert len(primary.mirrors.recent._items) == 2  # kept for the replication of the commit
+    primary.commit(Manifest(stage="s", key="xxh3:" + "ef" * 16, outputs=tree))
+    assert not primary.mirrors.recent._items  # replicated: let go
+    report = Store(tmp_path / "m").verify()
+    assert report.clean and report.ok == 2 and report.manifests == 1
