@@ -188,7 +188,7 @@ def verify(
         out.print(escape(str(problem)), highlight=False)
     if report.unverified:
         out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
-    if repair and report.problems:
+    if repair:
         from .cli_mirror import print_repair
 
         print_repair(s, report.problems)

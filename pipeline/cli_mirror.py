@@ -97,6 +97,9 @@ def print_repair(s: Any, problems: Any) -> None:
 
     if s.mirrors is None:
         raise ConfigError("verify --repair: no mirrors configured (set [tool.pipeline] mirrors or PIPELINE_MIRRORS)")
+    if not problems:
+        out.print("nothing to repair")
+        return
     result = repair(s, problems)
     for what in result.repaired:
         out.print(f"repaired from a mirror: {escape(what)}", highlight=False, soft_wrap=True)
