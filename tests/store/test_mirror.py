@@ -350,6 +350,20 @@ def test_mirror_settings_from_pyproject_and_environment(tmp_path):
         Settings.load(start=tmp_path, env={})
 
 
+def test_the_configured_store_gets_the_configured_mirrors(tmp_path, monkeypatch):
+    from pipeline import context
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINE_STORE", str(tmp_path / "p"))
+    monkeypatch.setenv("PIPELINE_MIRRORS", f"{tmp_path / 'm1'}{os.pathsep}{tmp_path / 'm2'}")
+    StageCache().wrap(produce, ignore=["log"])(1, str(tmp_path / "log"))
+    assert [m.url for m in context.current_store().mirrors.mirrors] == [str(tmp_path / "m1"), str(tmp_path / "m2")]
+    for m in ("m1", "m2"):
+        assert Store(tmp_path / m).verify().manifests == 1
+    assert context.open_store(tmp_path / "p").mirrors is not None
+    assert context.open_store(tmp_path / "elsewhere").mirrors is None  # not the configured store: not its mirrors
+
+
 def test_a_store_with_mirrors_pickles(tmp_path):
     import pickle
 
