@@ -9,7 +9,7 @@ local path or fsspec URL. What it holds and how it gets there:
   commit to one replicator thread through a bounded queue (a full queue makes ``commit``
   wait) that is flushed at exit, with a warning naming what could not be replicated.
 - **A mirror that is down never fails the primary**: it is warned about once, skipped for
-  ``RETRY_SECONDS``, and ``mirror_sync.push`` (``python -m pipeline mirror push``) catches it up.
+  ``RETRY_SECONDS`` (5 min), and ``mirror_sync.push`` (``python -m pipeline mirror push``) catches it up.
 - **Reads repair themselves**: an object or manifest missing or corrupt in the primary is
   read from each mirror in turn, verified (the object's checksum, the manifest's seal and
   path), written back into the primary and served; only when no copy verifies is it a
@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     from .store import Store
 
 MODES = ("sync", "background")
-RETRY_SECONDS = 30.0
-"""A mirror that failed is skipped this long before it is tried again."""
+RETRY_SECONDS = 300.0
+"""A mirror that failed is skipped this long before it is tried again (a client library may
+retry for seconds before it gives up: an S3 endpoint that refuses connections costs ~10 s)."""
 RECENT_BYTES = 256 << 20
 """Bytes of just-written objects a store on a remote backend keeps for its replication."""
 QUEUE_SIZE = 256
@@ -50,6 +51,9 @@ FLUSH_SECONDS = 120.0
 """How long exit waits for the background replicator to finish."""
 
 _UNREACHABLE = (OSError, StoreError)
+MIRROR_ERRORS = (Exception,)
+"""What a mirror's backend may raise when it is down: anything its client library does
+(botocore's EndpointConnectionError is no OSError). A mirror never fails the primary."""
 
 
 class SourceBroken(StoreError):
@@ -71,6 +75,7 @@ class Mirror:
         self._store: Store | None = target if hasattr(target, "_backend") else None  # type: ignore[assignment]
         self._down_until = 0.0
         self._warned = False
+        self.last_error = ""
         self.url = self._store.url if self._store is not None else str(self._target)
 
     def __repr__(self) -> str:
@@ -90,7 +95,7 @@ class Mirror:
             self._store = type(primary)(
                 self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options
             )
-        except _UNREACHABLE as e:
+        except MIRROR_ERRORS as e:
             self.failed(e, "open")
             return None
         return self._store
@@ -102,6 +107,7 @@ class Mirror:
     def failed(self, e: BaseException, doing: str) -> None:
         """Mark the mirror down for a while; warn the first time."""
         self._down_until = time.monotonic() + RETRY_SECONDS
+        self.last_error = f"{doing}: {e}"
         if not self._warned:
             self._warned = True
             warnings.warn(
@@ -214,7 +220,7 @@ class Mirrors:
             except SourceBroken as e:
                 warnings.warn(f"{job} not replicated to mirror {mirror.url}: {e}", stacklevel=4)
                 missed.append(mirror)
-            except _UNREACHABLE as e:
+            except MIRROR_ERRORS as e:
                 mirror.failed(e, f"replicate {job}")
                 missed.append(mirror)
         self.recent.drop(leaf.object for leaf in leaves(job.manifest.outputs))
@@ -240,7 +246,7 @@ class Mirrors:
             except IntegrityError:  # a symbolic link in the mirror
                 source._objects.quarantine(rel)
                 continue
-            except _UNREACHABLE as e:
+            except MIRROR_ERRORS as e:
                 mirror.failed(e, f"read object {leaf.object}")
                 continue
             if checksum(buf) != leaf.object:
@@ -271,7 +277,7 @@ class Mirrors:
                 raw = plain(source._backend.read(rel))
             except FileNotFoundError:
                 continue
-            except _UNREACHABLE as e:
+            except MIRROR_ERRORS as e:
                 mirror.failed(e, f"read manifest {rel}")
                 continue
             try:

@@ -20,7 +20,7 @@ from ..errors import StoreError
 from . import layout
 from .backend import LocalBackend
 from .manifest import Manifest
-from .mirror import Mirrors, plain
+from .mirror import MIRROR_ERRORS, Mirror, Mirrors, plain
 from .objects import leaf_path
 from .tree import Leaf, leaves
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 COPY_THREADS = 16
 """Objects :func:`push` / :func:`pull` copy at once to or from an object store (which answers
 in parallel); 4 between local directories."""
-
-_UNREACHABLE = (OSError, StoreError)
 
 
 @dataclass(frozen=True)
@@ -111,9 +109,9 @@ def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
         try:
             target = mirror.open(primary, retry=True)
             if target is None:
-                raise StoreError("unreachable")
+                raise StoreError(mirror.last_error or "unreachable")
             theirs = _catalog(target)
-        except _UNREACHABLE as e:
+        except MIRROR_ERRORS as e:
             out.append(MirrorStatus(mirror.url, False, error=str(e)))
             continue
         out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, theirs)), _side(*_lacks(theirs, mine))))
@@ -124,24 +122,25 @@ def push(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncR
     """Copy to every mirror what it lacks of the primary, objects first and manifests last.
     ``check``: first verify each mirror (re-hash; its corrupt copies are quarantined, so
     they are copied again)."""
-    return [_sync(primary, m.open(primary, retry=True), m.url, check, into_primary=False) for m in mirrors.mirrors]
+    return [_sync(primary, m, m.url, check, into_primary=False) for m in mirrors.mirrors]
 
 
 def pull(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncReport]:
     """Copy into the primary what it lacks of each mirror, mirror by mirror (``check``:
     verify the primary first)."""
-    return [_sync(primary, m.open(primary, retry=True), primary.url, check, into_primary=True) for m in mirrors.mirrors]
+    return [_sync(primary, m, primary.url, check, into_primary=True) for m in mirrors.mirrors]
 
 
-def _sync(primary: Store, mirror: Store | None, url: str, check: bool, into_primary: bool) -> SyncReport:
+def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bool) -> SyncReport:
+    mirror = place.open(primary, retry=True)
     if mirror is None:
-        return SyncReport(url, failed=("the mirror is unreachable",))
+        return SyncReport(url, failed=(f"mirror {place.url} is unreachable ({place.last_error})",))
     source, target = (mirror, primary) if into_primary else (primary, mirror)
     try:
         if check:
             target.verify()
         have, other = _catalog(source), _catalog(target)
-    except _UNREACHABLE as e:
+    except MIRROR_ERRORS as e:
         return SyncReport(url, failed=(f"unreachable: {e}",))
     entries, objects = _lacks(have, other)
     if into_primary:  # a checkpoint set is pulled whole or not at all: never steps into a set the store has
@@ -178,7 +177,7 @@ def _parallel(fn: Any, items: Iterable[Any], threads: int) -> dict[Any, str]:
         for fut in concurrent.futures.as_completed(futures):
             try:
                 fut.result()
-            except (OSError, StoreError) as e:
+            except MIRROR_ERRORS as e:
                 failed[futures[fut]] = str(e)
     return failed
 

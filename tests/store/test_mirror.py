@@ -296,6 +296,28 @@ def test_a_mirror_that_is_down_warns_once_and_push_catches_up(tmp_path):
     assert Store(blocked).verify().manifests == 3
 
 
+@pytest.mark.slow
+def test_an_s3_mirror_that_refuses_connections_does_not_fail_commits(tmp_path):
+    from pipeline.store.mirror import Mirror
+
+    dead = Mirror("s3://bucket/backup", key="k", secret="s", client_kwargs={"endpoint_url": "http://127.0.0.1:9"})
+    primary = Store(tmp_path / "p", mirrors=[dead])
+    stage = StageCache(primary).wrap(produce, ignore=["log"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        stage(0, str(tmp_path / "log"))  # botocore retries for a while, then the mirror is marked down
+        t1 = time.perf_counter()
+        stage(1, str(tmp_path / "log"))
+        assert stage.call(1, str(tmp_path / "log")).hit
+        t2 = time.perf_counter()
+    assert t2 - t1 < 2.0 < 60 > t1 - t0  # skipped once it is known down
+    assert len([w for w in caught if "unreachable" in str(w.message)]) == 1
+    assert primary.verify().manifests == 2
+    [st] = status(primary, primary.mirrors)
+    assert not st.reachable and "127.0.0.1:9" in st.error
+
+
 def test_a_mirror_that_fails_after_opening_is_skipped_and_warned_once(tmp_path):
     primary = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
     stage = StageCache(primary).wrap(produce, ignore=["log"])
