@@ -70,9 +70,11 @@ class Mirror:
     """One secondary location: a store over its own backend, opened on first use."""
 
     def __init__(self, target: Store | str | os.PathLike, **storage_options: Any) -> None:
-        self._target = target if hasattr(target, "_backend") else os.fspath(target)
+        """``target``: a path or URL (opened with ``storage_options``), or an open Store."""
+        is_store = hasattr(target, "_backend")  # a Store (not imported here: store.py imports this module)
+        self._target = target if is_store else os.fspath(target)
         self._options = storage_options
-        self._store: Store | None = target if hasattr(target, "_backend") else None  # type: ignore[assignment]
+        self._store: Store | None = target if is_store else None  # type: ignore[assignment]
         self._down_until = 0.0
         self._warned = False
         self.last_error = ""
@@ -99,10 +101,6 @@ class Mirror:
             self.failed(e, "open")
             return None
         return self._store
-
-    @property
-    def down(self) -> bool:
-        return time.monotonic() < self._down_until
 
     def failed(self, e: BaseException, doing: str) -> None:
         """Mark the mirror down for a while; warn the first time."""
