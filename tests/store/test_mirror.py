@@ -525,13 +525,17 @@ def test_background_replication_in_pool_workers_is_flushed_when_they_exit(tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+@pytest.mark.parametrize("delay", [0.05, 0.4, 1.0])
 def test_a_killed_background_replicator_leaves_no_manifest_without_its_objects(tmp_path, delay):
     proc = writer(tmp_path, 200, 50_000)
     assert proc.stdout.readline().strip() == "0"  # committing
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "m").glob("stages/s/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the replicator has copied an entry
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # killed mid-way, not finished
     mirror = Store(tmp_path / "m")
     report = mirror.verify()
     assert report.missing == 0 and report.corrupt == 0 and report.bad_manifests == 0, report
