@@ -60,7 +60,9 @@ def _open(settings: Settings, create: bool = True):
     opened as it is (nothing created, no write access needed)."""
     from .store import Store
 
-    return Store(settings.store, fsync=settings.fsync, create=create)
+    return Store(
+        settings.store, fsync=settings.fsync, create=create, mirrors=settings.mirrors, mirror_mode=settings.mirror_mode
+    )
 
 
 def _open_for_plan(settings: Settings):
@@ -173,7 +175,10 @@ def _print_best(best: Any) -> None:
 
 @app.command("verify")
 @_errors
-def verify(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
+def verify(
+    store: Optional[str] = typer.Option(None, help="Store URL or path."),
+    repair: bool = typer.Option(False, "--repair", help="Restore what is corrupt or missing from the mirrors."),
+) -> None:
     """Re-hash every object every manifest references; quarantine corrupt ones."""
     s = _store(store)
     report = s.verify()
@@ -185,7 +190,11 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
         out.print(escape(str(problem)), highlight=False)
     if report.unverified:
         out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
-    if not report.clean:
+    if repair:
+        from .cli_mirror import print_repair
+
+        print_repair(s, report.problems)
+    elif not report.clean:
         raise typer.Exit(1)
 
 
@@ -380,4 +389,4 @@ def main() -> None:
     sys.exit(0)
 
 
-from . import cli_history, cli_lifecycle, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, gc, tag, serve; extend show)
+from . import cli_history, cli_lifecycle, cli_mirror, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, gc, tag, serve, mirror; extend show)

@@ -39,6 +39,11 @@ class Settings:
     "ephemeral" (Prefect's in-process server), or an http(s) URL."""
     params: str = ""
     """The flow's parameter file (empty: the flow's own default, params.toml of the project)."""
+    mirrors: tuple[str, ...] = ()
+    """Backup mirrors of the store (paths or fsspec URLs): each commit is copied to them and
+    reads repair from them. ``PIPELINE_MIRRORS``: separated by commas or ``os.pathsep``."""
+    mirror_mode: str = "sync"
+    """"sync": a commit returns once the mirrors hold it; "background": a replicator thread copies."""
 
     @classmethod
     def load(
@@ -59,10 +64,15 @@ class Settings:
             raw = env.get(f"PIPELINE_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, f"environment variable PIPELINE_{f.name.upper()}")
-        values["store"] = _absolute(values.get("store", cls.store), pyproject.parent if pyproject else here)
+        root = pyproject.parent if pyproject else here
+        values["store"] = _absolute(values.get("store", cls.store), root)
+        if isinstance(values.get("mirrors"), (list, tuple)):
+            values["mirrors"] = tuple(_absolute(m, root) for m in values["mirrors"])
         given = {k: v for k, v in overrides.items() if v is not None}
         if isinstance(given.get("store"), str):
             given["store"] = _absolute(given["store"], here)
+        if isinstance(given.get("mirrors"), (list, tuple)):
+            given["mirrors"] = tuple(_absolute(m, here) for m in given["mirrors"])
         values.update(given)
         _check(values, "settings")
         return cls(**values)
@@ -130,17 +140,29 @@ def sub_table(name: str, start: str | os.PathLike | None = None) -> tuple[dict[s
     return table, where
 
 
+MIRROR_MODES = ("sync", "background")
+
+
 def _check(values: dict[str, Any], where: str) -> None:
     types = {f.name: f.type for f in dataclasses.fields(Settings)}
     for name, value in values.items():
         if name not in types:
             raise ConfigError(f"unknown setting {name!r} in {where} (known: {', '.join(sorted(types))})")
+        if name == "mirrors":
+            if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)):
+                raise ConfigError(f"setting 'mirrors' in {where} must be a list of paths or URLs, got {value!r}")
+            continue
+        if name == "mirror_mode" and value not in MIRROR_MODES:
+            modes = ", ".join(MIRROR_MODES)
+            raise ConfigError(f"setting 'mirror_mode' in {where} must be one of {modes}, got {value!r}")
         want = bool if types[name] in (bool, "bool") else str
         if not isinstance(value, want):
             raise ConfigError(f"setting {name!r} in {where} must be a {want.__name__}, got {value!r}")
 
 
 def _coerce(name: str, raw: str, where: str) -> Any:
+    if name == "mirrors":
+        return mirror_list(raw)
     field = next(f for f in dataclasses.fields(Settings) if f.name == name)
     if field.type in (bool, "bool"):
         low = raw.strip().lower()
@@ -150,3 +172,21 @@ def _coerce(name: str, raw: str, where: str) -> Any:
             return False
         raise ConfigError(f"{where}={raw!r} is not a boolean (use 1/0, true/false)")
     return raw
+
+
+def mirror_list(raw: str) -> tuple[str, ...]:
+    """Mirror locations from one string (``PIPELINE_MIRRORS``): separated by commas or by
+    ``os.pathsep``; a ``:`` that starts ``://`` belongs to a URL and separates nothing."""
+    out: list[str] = []
+    for part in raw.split(","):
+        out.extend(p.strip() for p in _split_pathsep(part) if p.strip())
+    return tuple(out)
+
+
+def _split_pathsep(text: str) -> list[str]:
+    pieces, start = [], 0
+    for i, ch in enumerate(text):
+        if ch == os.pathsep and not text.startswith("//", i + 1):
+            pieces.append(text[start:i])
+            start = i + 1
+    return [*pieces, text[start:]]

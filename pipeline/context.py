@@ -113,15 +113,20 @@ def run_context(**changes: Any) -> Iterator[RunContext]:
 
 
 def open_store(store: Store | str | os.PathLike) -> Store:
-    """``store`` itself, or the store at that URL/path with the configured durability."""
-    return store if isinstance(store, Store) else Store(store, fsync=settings().fsync)
+    """``store`` itself, or the store at that URL/path with the configured durability (and
+    the configured mirrors, when it is the configured store)."""
+    if isinstance(store, Store):
+        return store
+    s = settings()
+    same = os.fspath(store) == s.store or ("://" not in os.fspath(store) and os.path.abspath(store) == s.store)
+    return Store(store, fsync=s.fsync, mirrors=s.mirrors if same else (), mirror_mode=s.mirror_mode)
 
 
 @functools.lru_cache(maxsize=4)
-def _configured(url: str, fsync: bool) -> Store:
+def _configured(url: str, fsync: bool, mirrors: tuple[str, ...] = (), mirror_mode: str = "sync") -> Store:
     # The configured default, opened once per settings (not per stage call: on S3 opening
     # reads store.json). Nothing registers stores here; a chosen store lives in the context.
-    return Store(url, fsync=fsync)
+    return Store(url, fsync=fsync, mirrors=mirrors, mirror_mode=mirror_mode)
 
 
 def current_store() -> Store:
@@ -130,7 +135,7 @@ def current_store() -> Store:
     if store is not None:
         return store
     s = settings()
-    return _configured(s.store, s.fsync)
+    return _configured(s.store, s.fsync, s.mirrors, s.mirror_mode)
 
 
 def current_stage() -> RunningStage | None:

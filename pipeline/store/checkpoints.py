@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from . import layout
-from .manifest import Manifest
+from .manifest import Manifest, Unverified
 from .objects import leaf_path
 from .tree import leaves
 
@@ -38,8 +38,15 @@ class Checkpoints:
     def read(self, step: int) -> Manifest:
         """The manifest of ``step``, checked (seal, stage, key, step). FileNotFoundError when
         there is none; ValueError when it is damaged or not this key's (left in place:
-        ``quarantine`` it)."""
-        return self._store._parse_manifest(layout.manifest_path(self.stage, self.key, step))
+        ``quarantine`` it) and no mirror holds a good copy (a good copy is restored)."""
+        rel = layout.manifest_path(self.stage, self.key, step)
+        try:
+            return self._store._parse_manifest(rel)
+        except ValueError as e:  # damaged: a mirror's good copy is restored (a missing step stays missing)
+            repaired = None if isinstance(e, Unverified) else self._store._repair_manifest(rel, damaged=True)
+            if repaired is None:
+                raise
+            return repaired
 
     def commit(self, manifest: Manifest, value: Any = _NO_VALUE) -> Manifest:
         """Commit a checkpoint manifest of this key (see ``Store.commit``)."""

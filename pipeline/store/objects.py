@@ -7,7 +7,7 @@ object: reading a missing object first puts a set-aside copy back."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Callable
 
 import xxhash
 
@@ -29,6 +29,12 @@ def leaf_path(leaf: Leaf) -> str:
 class Objects:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        self.repair: Callable[[Leaf], Any] | None = None
+        """Set by a store with mirrors: a verified copy of a missing or corrupt object, put
+        back in place (None: no mirror has one)."""
+        self.written: Callable[[Leaf, bytes], None] | None = None
+        """Set by a store with mirrors: told the bytes of each object just written to a remote
+        backend, so that replication need not download them again."""
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
@@ -41,8 +47,12 @@ class Objects:
             except Exception as e:  # this codec can't take the value: try the next one
                 errors.append(f"{codec.name}: {e}")
                 continue
+            data = getattr(staged, "data", None)  # a remote backend's staged bytes (emptied by commit)
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
-            return Leaf(staged.digest, codec.name, staged.size)
+            leaf = Leaf(staged.digest, codec.name, staged.size)
+            if self.written is not None and data is not None:
+                self.written(leaf, data)
+            return leaf
         raise StoreError(
             f"cannot save {what} of type {type(value).__module__}.{type(value).__qualname__}: "
             + "; ".join(errors)
@@ -51,14 +61,19 @@ class Objects:
 
     def read_verified(self, leaf: Leaf) -> Any:
         """The object's bytes, checked against its name. Missing -> StoreError;
-        mismatch (or a symbolic link) -> quarantined, IntegrityError."""
+        mismatch (or a symbolic link) -> quarantined, IntegrityError. Either way a mirror's
+        good copy (``repair``) is restored and served instead."""
         rel = leaf_path(leaf)
         try:
             buf = self._read(rel)
         except FileNotFoundError:
+            if (copy := self._repaired(leaf)) is not None:
+                return copy
             raise StoreError(f"object {leaf.object} is missing from store {self._backend.url}") from None
         except SymlinkRefused as e:
             self.quarantine(rel)
+            if (copy := self._repaired(leaf)) is not None:
+                return copy
             raise IntegrityError(
                 f"object {leaf.object} in store {self._backend.url}: {e}; moved to quarantine/"
             ) from None
@@ -66,11 +81,16 @@ class Objects:
         if actual != leaf.object:
             del buf
             self.quarantine(rel)
+            if (copy := self._repaired(leaf)) is not None:
+                return copy
             raise IntegrityError(
                 f"object {leaf.object} in store {self._backend.url} is corrupt "
                 f"(checksum {actual}); moved to quarantine/"
             )
         return buf
+
+    def _repaired(self, leaf: Leaf) -> Any | None:
+        return None if self.repair is None else self.repair(leaf)
 
     def _read(self, rel: str) -> Any:
         try:
@@ -87,7 +107,7 @@ class Objects:
     def present(self, leaf: Leaf) -> bool:
         """True when the object is in place (put back first if a gc sweep set it aside)."""
         rel = leaf_path(leaf)
-        return self._backend.exists(rel) or self.recover(rel)
+        return self._backend.exists(rel) or self.recover(rel) or self._repaired(leaf) is not None
 
     def recover(self, rel: str) -> bool:
         """Put back a copy of object ``rel`` that a gc sweep set aside; True if one was."""

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
@@ -26,6 +27,7 @@ from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import _is_jsonable
 from .manifest import Manifest, Unverified
+from .mirror import Mirrors
 from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
 from .seal import CHECKSUM, Sealer
@@ -90,10 +92,14 @@ class Store:
         fsync: bool = True,
         create: bool = True,
         sealer: Sealer | None = None,
+        mirrors: Sequence[Any] | Mirrors = (),
+        mirror_mode: str = "sync",
         **storage_options: Any,
     ) -> None:
         """``create=False`` opens an existing store for reading: nothing is created or
-        written on opening, and a missing local store is a StoreError (read-only commands)."""
+        written on opening, and a missing local store is a StoreError (read-only commands).
+        ``mirrors``: backup stores (paths, URLs or Stores) each commit is replicated to and
+        reads repair from (``pipeline.store.mirror``); ``mirror_mode``: "sync" or "background"."""
         self.url = os.fspath(url)
         self._backend = open_backend(self.url, fsync=fsync, **storage_options)
         self._objects = Objects(self._backend)
@@ -104,6 +110,11 @@ class Store:
         self.runs = Runs(self._backend)
         self.searches = Searches(self._backend)
         self.tags = Tags(self._backend)
+        self._mirrors = mirrors if isinstance(mirrors, Mirrors) else Mirrors(mirrors, mirror_mode) if mirrors else None
+        if self._mirrors is not None:
+            self._mirrors.check_distinct(self)
+            self._objects.repair = functools.partial(self._mirrors.fetch_object, self)
+            self._objects.written = self._mirrors.remember
         local = isinstance(self._backend, LocalBackend)
         if not create:
             if local and not os.path.isdir(self._backend.root):
@@ -164,6 +175,11 @@ class Store:
     def durable(self) -> bool:
         return self._durable
 
+    @property
+    def mirrors(self) -> Mirrors | None:
+        """The backup mirrors commits are replicated to and reads repair from (None: none)."""
+        return self._mirrors
+
     # -- values ----------------------------------------------------------------------
     def save(self, value: Any, *, what: str = "value") -> Tree:
         """Write a value as objects (a tuple or dict part by part); return its tree.
@@ -219,9 +235,12 @@ class Store:
         written again from ``value``, the value the tree was saved from)."""
         rel = layout.manifest_path(manifest.stage, manifest.key, manifest.step)
         for _ in range(_COMMIT_ATTEMPTS):
-            self._backend.write_atomic(rel, manifest.to_json(self._sealer), durable=self._durable)
+            data = manifest.to_json(self._sealer)
+            self._backend.write_atomic(rel, data, durable=self._durable)
             gone = self.missing(manifest.outputs)
             if not gone:
+                if self._mirrors is not None:  # objects first, manifest last, in each mirror
+                    self._mirrors.committed(self, rel, data, manifest)
                 return manifest
             if value is _NO_VALUE:
                 break
@@ -253,6 +272,10 @@ class Store:
             raw = bytes(self._backend.read(rel))
         except SymlinkRefused as e:
             raise ValueError(str(e)) from None
+        return self._check_manifest(rel, raw)
+
+    def _check_manifest(self, rel: str, raw: bytes) -> Manifest:
+        """The manifest ``raw`` holds, if it is the one at ``rel`` (see ``_parse_manifest``)."""
         m = Manifest.from_json(raw, self._sealer)
         if layout.manifest_path(m.stage, m.key, m.step) != rel:
             step = "" if m.step is None else f" step {m.step}"
@@ -263,11 +286,16 @@ class Store:
         with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # moved by another reader; behind a link
             self._backend.move(rel, layout.quarantine_path(rel))
 
-    def _read_manifest(self, rel: str) -> Manifest | None:
+    def _repair_manifest(self, rel: str, damaged: bool = False) -> Manifest | None:
+        """The manifest at ``rel`` restored from a mirror whose copy checks; None: no mirror has one."""
+        return None if self._mirrors is None else self._mirrors.fetch_manifest(self, rel, damaged)
+
+    def _read_manifest(self, rel: str, ask_mirrors: bool = False) -> Manifest | None:
+        """``ask_mirrors``: a missing manifest is looked for in the mirrors too (a damaged one always is)."""
         try:
             return self._parse_manifest(rel)
         except FileNotFoundError:
-            return None
+            return self._repair_manifest(rel) if ask_mirrors else None
         except Unverified:
             if not self._warned_unverified:  # once per store: an old store holds many
                 self._warned_unverified = True
@@ -279,14 +307,16 @@ class Store:
             return None
         except (ValueError, TypeError, KeyError) as e:
             self._reject(rel, e)
-            return None
+            return self._repair_manifest(rel)
 
     def _reject(self, rel: str, e: Exception, stacklevel: int = 4) -> None:
         warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=stacklevel)
         self._quarantine_manifest(rel)
 
     def manifest(self, stage: str, key: str, step: int | None = None) -> Manifest | None:
-        m = self._read_manifest(layout.manifest_path(stage, key, step))
+        # A stage result the store lacks is looked for in the mirrors; a checkpoint never is:
+        # one deleted here (a dropped shard record, say) must not come back into a set of steps.
+        m = self._read_manifest(layout.manifest_path(stage, key, step), ask_mirrors=step is None)
         if m is not None and (m.stage, m.key, m.step) != (stage, key, step):
             return None  # another stage or key whose bounded path is the same (never, short of a hash collision)
         return m

@@ -1,0 +1,254 @@
+"""Mirror maintenance: ``status`` (what is missing where), ``push`` / ``pull`` (copy what the
+other side lacks, objects first and manifests last) and ``repair`` (restore what ``verify``
+found broken from the mirrors). The commands of ``python -m pipeline mirror`` and
+``verify --repair``.
+
+Stores are compared by name (a corrupt copy counts as present until a ``verify`` of its
+store quarantines it: ``check=True``). Every object copied is re-hashed on the way; an entry
+whose objects could not all be copied is not copied either. Pulling into a store brings a
+key's training checkpoints whole or not at all (never a step into a set the store has).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import StoreError
+from . import layout
+from .backend import LocalBackend
+from .manifest import Manifest
+from .mirror import MIRROR_ERRORS, Mirror, Mirrors, plain
+from .objects import leaf_path
+from .tree import Leaf, leaves
+
+if TYPE_CHECKING:
+    from .store import Store
+
+COPY_THREADS = 16
+"""Objects :func:`push` / :func:`pull` copy at once to or from an object store (which answers
+in parallel); 4 between local directories."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one store lacks of the other: entries (manifests) and objects, with their bytes."""
+
+    entries: int = 0
+    entry_bytes: int = 0
+    objects: int = 0
+    object_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    url: str
+    reachable: bool
+    missing_in_mirror: Side = Side()
+    missing_in_primary: Side = Side()
+    error: str = ""
+
+    @property
+    def in_sync(self) -> bool:
+        return self.reachable and self.missing_in_mirror == Side() and self.missing_in_primary == Side()
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :func:`push` or :func:`pull` copied into one store, and what it could not copy."""
+
+    url: str
+    entries: int = 0
+    objects: int = 0
+    bytes: int = 0
+    failed: tuple[str, ...] = ()
+    """Entries not copied: unreachable, or an object that verifies nowhere."""
+
+
+@dataclass
+class _Catalog:
+    """One store's manifests (path -> manifest, only those that check) and object paths."""
+
+    manifests: dict[str, Manifest]
+    objects: set[str]
+
+
+def _catalog(store: Store) -> _Catalog:
+    found = {rel: m for rel, m in store._walk(quarantine=False) if m is not None and m.format != 1}
+    objects = {r for r in store._backend.list(layout.OBJECTS) if layout.is_object(r)}
+    return _Catalog(found, objects)
+
+
+def _lacks(have: _Catalog, other: _Catalog) -> tuple[dict[str, Manifest], dict[str, Leaf]]:
+    """Entries of ``have`` absent from ``other`` and objects ``have``'s entries need that
+    ``other`` lacks (also those of entries both hold)."""
+    entries = {rel: m for rel, m in have.manifests.items() if rel not in other.manifests}
+    objects: dict[str, Leaf] = {}
+    for m in have.manifests.values():
+        for leaf in leaves(m.outputs):
+            rel = leaf_path(leaf)
+            if rel not in other.objects:
+                objects[rel] = leaf
+    return entries, objects
+
+
+def _side(entries: dict[str, Manifest], objects: dict[str, Leaf]) -> Side:
+    return Side(
+        len(entries), sum(m.bytes for m in entries.values()), len(objects), sum(leaf.bytes for leaf in objects.values())
+    )
+
+
+def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
+    """For each mirror: what it lacks of the primary and the primary of it (by name: a
+    corrupt copy counts as present until a ``verify`` of its store quarantines it)."""
+    mine = _catalog(primary)
+    out = []
+    for mirror in mirrors.mirrors:
+        try:
+            target = mirror.open(primary, retry=True)
+            if target is None:
+                raise StoreError(mirror.last_error or "unreachable")
+            theirs = _catalog(target)
+        except MIRROR_ERRORS as e:
+            out.append(MirrorStatus(mirror.url, False, error=str(e)))
+            continue
+        out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, theirs)), _side(*_lacks(theirs, mine))))
+    return out
+
+
+def push(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncReport]:
+    """Copy to every mirror what it lacks of the primary, objects first and manifests last.
+    ``check``: first verify each mirror (re-hash; its corrupt copies are quarantined, so
+    they are copied again)."""
+    return [_sync(primary, m, m.url, check, into_primary=False) for m in mirrors.mirrors]
+
+
+def pull(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncReport]:
+    """Copy into the primary what it lacks of each mirror, mirror by mirror (``check``:
+    verify the primary first)."""
+    return [_sync(primary, m, primary.url, check, into_primary=True) for m in mirrors.mirrors]
+
+
+def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bool) -> SyncReport:
+    mirror = place.open(primary, retry=True)
+    if mirror is None:
+        return SyncReport(url, failed=(f"mirror {place.url} is unreachable ({place.last_error})",))
+    source, target = (mirror, primary) if into_primary else (primary, mirror)
+    try:
+        if check:
+            target.verify()
+        have, other = _catalog(source), _catalog(target)
+    except MIRROR_ERRORS as e:
+        return SyncReport(url, failed=(f"unreachable: {e}",))
+    entries, objects = _lacks(have, other)
+    if into_primary:  # a checkpoint set is pulled whole or not at all: never steps into a set the store has
+        sets = {rel.rpartition("/")[0] for rel, m in other.manifests.items() if m.step is not None}
+        entries = {rel: m for rel, m in entries.items() if m.step is None or rel.rpartition("/")[0] not in sets}
+        needed = {leaf_path(leaf) for m in [*entries.values(), *other.manifests.values()] for leaf in leaves(m.outputs)}
+        objects = {rel: leaf for rel, leaf in objects.items() if rel in needed}
+    bad = _copy_objects(source, target, objects)
+    failed = []
+    manifests = {}
+    for rel, m in entries.items():
+        broken = [leaf_path(leaf) for leaf in leaves(m.outputs) if leaf_path(leaf) in bad]
+        if broken:  # never a manifest without its objects
+            failed.append(f"{rel}: {broken[0]}: {bad[broken[0]]}")
+        else:
+            manifests[rel] = m
+    not_copied = _copy_manifests(source, target, manifests)
+    failed += [f"{rel}: {why}" for rel, why in not_copied.items()]
+    copied = {rel: leaf for rel, leaf in objects.items() if rel not in bad}
+    return SyncReport(
+        url,
+        entries=len(manifests) - len(not_copied),
+        objects=len(copied),
+        bytes=sum(leaf.bytes for leaf in copied.values()),
+        failed=tuple(failed),
+    )
+
+
+def _parallel(fn: Any, items: Iterable[Any], threads: int) -> dict[Any, str]:
+    """Run ``fn(item)`` for each item, ``threads`` at a time; item -> error of those that failed."""
+    failed: dict[Any, str] = {}
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        for fut in concurrent.futures.as_completed(futures):
+            try:
+                fut.result()
+            except MIRROR_ERRORS as e:
+                failed[futures[fut]] = str(e)
+    return failed
+
+
+def _threads(store: Store) -> int:
+    return 4 if isinstance(store._backend, LocalBackend) else COPY_THREADS
+
+
+def _copy_objects(source: Store, target: Store, objects: dict[str, Leaf]) -> dict[str, str]:
+    """Copy each object (verified on the way; repaired in ``source`` from its mirrors if it
+    has any); path -> why, for those that could not be copied."""
+
+    def one(rel: str) -> None:
+        target._backend.write_atomic(rel, plain(source.read_verified(objects[rel])))
+
+    return _parallel(one, objects, max(_threads(source), _threads(target)))
+
+
+def _copy_manifests(source: Store, target: Store, manifests: dict[str, Manifest]) -> dict[str, str]:
+    def one(rel: str) -> None:
+        target._backend.write_atomic(rel, plain(source._backend.read(rel)))
+
+    return _parallel(one, manifests, max(_threads(source), _threads(target)))
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What ``verify --repair`` restored from the mirrors and what no mirror could give back."""
+
+    repaired: tuple[str, ...] = ()
+    unrepaired: tuple[str, ...] = ()
+
+
+def repair(primary: Store, problems: Iterable[Any]) -> RepairReport:
+    """Restore each problem ``Store.verify()`` found (a corrupt or missing object, a bad
+    manifest) from the primary's mirrors; a restored manifest's objects are checked too."""
+    mirrors = primary.mirrors
+    repaired: list[str] = []
+    unrepaired: list[str] = []
+    if mirrors is None:
+        return RepairReport((), tuple(str(p) for p in problems))
+    leaves_of: dict[str, Leaf] = {}
+    for _rel, m in primary._walk(quarantine=False):
+        if m is not None:
+            for leaf in leaves(m.outputs):
+                leaves_of[leaf.object] = leaf
+    for p in problems:
+        if p.kind == "bad manifest":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = mirrors.fetch_manifest(primary, p.what, damaged=False)
+            if m is None:
+                unrepaired.append(str(p))
+                continue
+            repaired.append(str(p))
+            for leaf in leaves(m.outputs):
+                leaves_of.setdefault(leaf.object, leaf)
+                if not primary._backend.exists(leaf_path(leaf)):
+                    _repair_object(primary, mirrors, leaf, f"missing object {leaf.object}", repaired, unrepaired)
+        elif p.what in leaves_of:
+            _repair_object(primary, mirrors, leaves_of[p.what], str(p), repaired, unrepaired)
+        else:
+            unrepaired.append(str(p))
+    return RepairReport(tuple(repaired), tuple(unrepaired))
+
+
+def _repair_object(primary: Store, mirrors: Mirrors, leaf: Leaf, what: str, done: list[str], not_done: list[str]):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buf = mirrors.fetch_object(primary, leaf)
+    (done if buf is not None else not_done).append(what)
+
+
+__all__ = ["MirrorStatus", "Side", "SyncReport", "RepairReport", "status", "push", "pull", "repair"]
