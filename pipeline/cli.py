@@ -212,11 +212,12 @@ def run(
     params: Optional[str] = typer.Option(None, "--params", help="Parameter file (TOML)."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
     force: list[str] = typer.Option([], "--force", help="Recompute this stage and its dependants ('*': all)."),
+    no_lease: bool = typer.Option(False, "--no-lease", help="Compute missing stages without leasing their keys."),
 ) -> None:
     """Run the flow: cached stages are served from the store, the rest run and commit."""
     from .integrations.server import ensure_server
 
-    settings = Settings.load(store=store, flow=flow)
+    settings = Settings.load(store=store, flow=flow, lease=False if no_lease else None)
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.runner import load_flow, run_flow
 
@@ -231,7 +232,7 @@ def run(
 
     run_store = _open(settings)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, flow_params, run_store, force=force)
+        report = run_flow(settings.flow, flow_params, run_store, force=force, lease=settings.lease)
     _print_run(report.summary, run_store)
 
 

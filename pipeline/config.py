@@ -39,6 +39,9 @@ class Settings:
     "ephemeral" (Prefect's in-process server), or an http(s) URL."""
     params: str = ""
     """The flow's parameter file (empty: the flow's own default, params.toml of the project)."""
+    lease: bool = True
+    """Lease a missing stage key while computing it, so other processes wait and load it
+    instead of computing it too (``--no-lease`` / ``lease = false``: every process computes)."""
 
     @classmethod
     def load(

@@ -11,6 +11,7 @@
     searches/<search>/<search key>.json               search indexes (trial tables)
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
     gc/<sweep>/<object path>                          objects a gc sweep is about to delete
+    leases/<stage>/<key>/<generation>.json            who is computing a stage key (see ``locks``)
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
 name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
@@ -183,3 +184,40 @@ def quarantine_path(rel: str) -> str:
     if len(flat) > MAX_COMPONENT:
         flat = flat[-MAX_COMPONENT:]
     return f"{QUARANTINE}/{int(time.time())}-{uuid.uuid4().hex[:12]}-{flat}"
+
+
+# -- leases ----------------------------------------------------------------------------------
+LEASES = "leases"
+_GEN = re.compile(r"(\d+)\.json")
+
+
+def lease_dir(stage: str, key: str) -> str:
+    """``leases/<stage>/<key>/``: the lease generations of one stage key."""
+    return f"{LEASES}/{component(stage)}/{key_file(key)}"
+
+
+def lease_path(stage: str, key: str, generation: int) -> str:
+    return f"{lease_dir(stage, key)}/{int(generation)}.json"
+
+
+def lease_generation(rel: str, directory: str) -> int | None:
+    """The generation of a lease file directly in ``directory`` (None: not one)."""
+    head, _, name = rel.rpartition("/")
+    m = _GEN.fullmatch(name)
+    return int(m.group(1)) if m and head == directory else None
+
+
+def host_id() -> str:
+    """This host, as temp files and leases name it."""
+    return _host()
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` (of this host) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True

@@ -25,6 +25,7 @@ from . import layout
 from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import _is_jsonable
+from .locks import Leases
 from .manifest import Manifest, Unverified
 from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
@@ -101,6 +102,7 @@ class Store:
         self._relaxed: Store | None = None
         self._warned_unverified = False
         self.runs = Runs(self._backend)
+        self.leases = Leases(self._backend)
         self.searches = Searches(self._backend)
         local = isinstance(self._backend, LocalBackend)
         if not create:
