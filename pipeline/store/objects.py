@@ -7,14 +7,17 @@ object: reading a missing object first puts a set-aside copy back."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 from typing import Any
 
 import xxhash
 
-from ..errors import IntegrityError, StoreError
+from ..errors import IntegrityError, StoreError, UnsignedError
 from . import layout
 from .backend import Backend, SymlinkRefused
-from .codecs import CODECS, candidates
+from .codecs import CODECS, Codec, candidates
+from .seal import BadSignature, Hmac, Sha256Tee
 from .tree import Leaf
 
 
@@ -26,23 +29,38 @@ def leaf_path(leaf: Leaf) -> str:
     return layout.object_path(leaf.object, leaf.suffix)
 
 
+def _write(codec: Codec, value: Any, tee: list[Sha256Tee] | None, f: Any) -> None:
+    """Encode ``value`` into ``f``; with ``tee``, through a SHA-256 tee (what is signed is the
+    SHA-256 of the bytes as they are written)."""
+    if tee is not None:
+        tee.append(Sha256Tee(f))
+        f = tee[-1]
+    codec.write(value, f)
+
+
 class Objects:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, signer: Hmac | None = None) -> None:
+        """``signer``: the store's signing key; objects whose codec executes code on load are
+        signed when written and refused unless signed with it when read."""
         self._backend = backend
+        self._signer = signer
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
         errors = []
         for codec in candidates(value):
+            signing = self._signer is not None and codec.executes_code
+            tee: list[Sha256Tee] = []
             try:
-                staged = self._backend.stage(lambda f, c=codec: c.write(value, f))
+                staged = self._backend.stage(functools.partial(_write, codec, value, tee if signing else None))
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
                 errors.append(f"{codec.name}: {e}")
                 continue
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
-            return Leaf(staged.digest, codec.name, staged.size)
+            signature = self._signer.sign_object(staged.digest, tee[-1].hash.hexdigest()) if signing else None
+            return Leaf(staged.digest, codec.name, staged.size, signature=signature)
         raise StoreError(
             f"cannot save {what} of type {type(value).__module__}.{type(value).__qualname__}: "
             + "; ".join(errors)
@@ -81,8 +99,27 @@ class Objects:
         return self._backend.read(rel)
 
     def get(self, leaf: Leaf) -> Any:
+        codec = CODECS[leaf.codec]
+        if self._signer is None or not codec.executes_code:
+            return codec.read(self.read_verified(leaf))
+        try:  # the reference first: nothing is read for an unsigned or forged one
+            sha = self._signer.signed_sha256(leaf.object, leaf.signature)
+        except BadSignature as e:
+            raise self._refused(leaf, str(e)) from None
         buf = self.read_verified(leaf)
-        return CODECS[leaf.codec].read(buf)
+        if hashlib.sha256(buf).hexdigest() != sha:  # same xxh3 name, other bytes than were signed
+            del buf
+            self.quarantine(leaf_path(leaf))
+            raise self._refused(leaf, "its bytes are not the ones signed (moved to quarantine/)")
+        return codec.read(buf)
+
+    def _refused(self, leaf: Leaf, why: str) -> UnsignedError:
+        return UnsignedError(
+            f"refused to load object {leaf.object} ({leaf.codec}) from store {self._backend.url}: {why}. "
+            f"{leaf.codec} objects run code when loaded, and this store has a signing key "
+            f"(key id {self._signer.key_id if self._signer else '?'}): only objects signed with it are loaded; "
+            "recompute the result (--force STAGE) to write a signed one"
+        )
 
     def present(self, leaf: Leaf) -> bool:
         """True when the object is in place (put back first if a gc sweep set it aside)."""
