@@ -159,3 +159,49 @@ def test_exclusive_create_on_s3(s3_server):
     assert store._backend.create("leases/x/1.json", b"one")
     assert not store._backend.create("leases/x/1.json", b"two")
     assert bytes(store._backend.read("leases/x/1.json")) == b"one"
+
+
+def test_threads_of_one_process_compute_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(tmp_path / "store")
+    log = str(tmp_path / "log")
+
+    def slow(x: int, log: str) -> int:
+        time.sleep(0.5)
+        return square(x, log)
+
+    stage = StageCache(store).wrap(slow)
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda _: stage.call(4, log), range(4)))
+    assert [o.value for o in outcomes] == [16] * 4
+    assert sorted(o.hit for o in outcomes) == [False, True, True, True]
+    assert (tmp_path / "log").read_text() == "ran\n"
+
+
+seen: list[bool] = []
+
+
+def _flow_recording_leases() -> None:
+    from pipeline import context
+
+    seen.append(context.current().leasing().enabled)
+
+
+@pytest.mark.parametrize("lease", [False, True, None])
+def test_run_flow_puts_the_lease_setting_into_the_run_context(tmp_path, lease):
+    from pipeline.integrations.runner import run_flow
+
+    seen.clear()
+    run_flow(f"{__name__}:_flow_recording_leases", None, Store(tmp_path / "store"), lease=lease)
+    assert seen == [lease is not False]
+
+
+def test_the_lease_setting(tmp_path):
+    from pipeline.config import Settings
+
+    assert Settings.load(start=tmp_path, env={}).lease is True
+    assert Settings.load(start=tmp_path, env={"PIPELINE_LEASE": "0"}).lease is False
+    (tmp_path / "pyproject.toml").write_text("[tool.pipeline]\nlease = false\n")
+    assert Settings.load(start=tmp_path, env={}).lease is False
+    assert Settings.load(start=tmp_path, env={}, lease=True).lease is True
