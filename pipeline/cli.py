@@ -184,8 +184,8 @@ def verify(store: Optional[str] = typer.Option(None, help="Store URL or path."))
     if report.unverified:
         out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
     if report.unsigned:
-        why = f"signed with key id {s.key_id}" if s.key_id else "readable without a signing key (they are signed)"
-        out.print(f"{report.unsigned} manifests not {why}: kept, not served; their stages recompute")
+        what = f"not signed with key id {s.key_id}" if s.key_id else "signed, and no signing key is set"
+        out.print(f"{report.unsigned} manifests {what}: kept, not served; their stages recompute")
     if not report.clean:
         raise typer.Exit(1)
 

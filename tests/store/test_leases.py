@@ -141,8 +141,9 @@ def test_lost_lease_never_blocks_the_commit(tmp_path):
     assert store.leases.holder("s", "xxh3:" + "a" * 32).token == "taker"
 
 
-def test_exclusive_create_has_one_winner(tmp_path):
-    store = Store(tmp_path / "store")
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_exclusive_create_has_one_winner(tmp_path, where):
+    store = Store(tmp_path / "store" if where == "local" else f"memory://leases-{tmp_path.name}")
     assert store._backend.create("leases/x/1.json", b"one")
     assert not store._backend.create("leases/x/1.json", b"two")
     assert bytes(store._backend.read("leases/x/1.json")) == b"one"
