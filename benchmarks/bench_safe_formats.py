@@ -12,7 +12,10 @@ in memory (no disk), and per-round ratios format / joblib:
 - save and load seconds (skops load includes ``get_untrusted_types``: a loader has to
   decide what to trust), bytes.
 
-    python benchmarks/bench_safe_formats.py [--rounds 5] [--markdown benchmarks/_safe_formats_results.md]
+And what a signing key costs a joblib object (one SHA-256 pass on write and on read).
+
+    python benchmarks/bench_safe_formats.py [--rounds 5] [--signed-mb 200]
+        [--markdown benchmarks/_safe_formats_results.md]
 """
 
 from __future__ import annotations
@@ -150,6 +153,38 @@ def measure(name: str, obj: Any, formats: dict[str, Any], exact: Callable[[Any, 
     return rows
 
 
+def signing_cost(mb: int, rounds: int) -> str:
+    """The cost of a signing key on a joblib object of ``mb`` MB (numpy array): one SHA-256
+    pass while writing and one before loading. Store on disk without fsync, interleaved."""
+    import tempfile
+
+    from pipeline import Store
+    from pipeline.store.seal import CHECKSUM, Hmac
+
+    a = np.random.default_rng(0).standard_normal(mb * (1 << 20) // 8)
+    with tempfile.TemporaryDirectory() as d:
+        stores = {"no key": Store(f"{d}/p", sealer=CHECKSUM, fsync=False),
+                  "signing key": Store(f"{d}/s", sealer=Hmac(b"bench key"), fsync=False)}  # fmt: skip
+        secs: dict[str, dict[str, list[float]]] = {k: {"save": [], "load": []} for k in stores}
+        for r in range(rounds):
+            value = a + r  # new bytes each round: no deduplication
+            for k, store in stores.items():
+                ts, leaf = timed(store.put, value)
+                tl, _ = timed(store.load, leaf)
+                secs[k]["save"].append(ts)
+                secs[k]["load"].append(tl)
+    lines = [f"Signing cost, one {mb} MB numpy array through the store (joblib):", "",
+             "| op | no key | signing key | signed / unsigned (min / median / max) |", "|---|---|---|---|"]  # fmt: skip
+    for op in ("save", "load"):
+        ratios = [x / y for x, y in zip(secs["signing key"][op], secs["no key"][op])]
+        plain, signed = statistics.median(secs["no key"][op]), statistics.median(secs["signing key"][op])
+        lines.append(
+            f"| {op} | {plain:.3f} s | {signed:.3f} s "
+            f"| {min(ratios):.2f} / **{statistics.median(ratios):.2f}x** / {max(ratios):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| object | format | exact | bytes | save | load | save / joblib (min / median / max) | load / joblib |",
@@ -169,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--markdown", default=None)
+    parser.add_argument("--signed-mb", type=int, default=200, help="size of the array for the signing cost")
     args = parser.parse_args()
     rows: list[dict] = []
     notes: list[str] = []
@@ -184,11 +220,13 @@ def main() -> None:
             f"key order kept: {list(sd) == list(back)}; type kept: {type(back).__name__} vs {type(sd).__name__}"
         )
     text = table(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+    text += "\n\n" + signing_cost(args.signed_mb, args.rounds)
     print(text)
     if args.markdown:
         load = os.getloadavg()[0]
         when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-        cmd = f"python benchmarks/bench_safe_formats.py --rounds {args.rounds} --markdown {args.markdown}"
+        cmd = (f"python benchmarks/bench_safe_formats.py --rounds {args.rounds} --signed-mb {args.signed_mb} "
+               f"--markdown {args.markdown}")  # fmt: skip
         with open(args.markdown, "w") as f:
             f.write(
                 "# Safe formats vs joblib: skops for scikit-learn, safetensors for torch (issue #13)\n\n"
