@@ -250,18 +250,12 @@ class LocalBackend:
             self._makedirs(os.path.dirname(tmp), durable=False)
             with open(tmp, "wb") as f:
                 f.write(data)
-            for attempt in range(3):
-                self._makedirs(os.path.dirname(dest), durable=False)
-                try:
-                    os.link(tmp, dest)
-                except FileExistsError:
-                    return False
-                except FileNotFoundError:  # a releasing holder removed the empty folder meanwhile
-                    if attempt == 2:
-                        raise
-                    continue
-                return True
-            return False
+            self._makedirs(os.path.dirname(dest), durable=False)
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            return True
         except OSError as e:
             raise describe_oserror(e, rel, self.url) from e
         finally:

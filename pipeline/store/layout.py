@@ -11,7 +11,7 @@
     searches/<search>/<search key>.json               search indexes (trial tables)
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
     gc/<sweep>/<object path>                          objects a gc sweep is about to delete
-    leases/<stage>/<key>/<generation>.json            who is computing a stage key (see ``locks``)
+    leases/<stage>/<key>.<generation>.json            who is computing a stage key (see ``locks``)
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
 name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
@@ -188,23 +188,24 @@ def quarantine_path(rel: str) -> str:
 
 # -- leases ----------------------------------------------------------------------------------
 LEASES = "leases"
-_GEN = re.compile(r"(\d+)\.json")
+_GEN = re.compile(r"(.+)\.(\d+)\.json")
 
 
-def lease_dir(stage: str, key: str) -> str:
-    """``leases/<stage>/<key>/``: the lease generations of one stage key."""
-    return f"{LEASES}/{component(stage)}/{key_file(key)}"
+def lease_dir(stage: str) -> str:
+    """``leases/<stage>/``: the leases in flight of one stage's keys (one flat folder: no
+    folder per key to create and remove on every computation)."""
+    return f"{LEASES}/{component(stage)}"
 
 
 def lease_path(stage: str, key: str, generation: int) -> str:
-    return f"{lease_dir(stage, key)}/{int(generation)}.json"
+    return f"{lease_dir(stage)}/{key_file(key)}.{int(generation)}.json"
 
 
-def lease_generation(rel: str, directory: str) -> int | None:
-    """The generation of a lease file directly in ``directory`` (None: not one)."""
+def lease_generation(rel: str, stage: str, key: str) -> int | None:
+    """The generation of a lease file of ``stage`` ``key`` (None: another key's, or not one)."""
     head, _, name = rel.rpartition("/")
     m = _GEN.fullmatch(name)
-    return int(m.group(1)) if m and head == directory else None
+    return int(m.group(2)) if m and head == lease_dir(stage) and m.group(1) == key_file(key) else None
 
 
 def host_id() -> str:

@@ -1,6 +1,6 @@
 """Per-key leases: while one process computes a stage key, the others wait and load its result.
 
-A lease is a small JSON file ``leases/<stage>/<key>/<generation>.json`` (``layout``) naming
+A lease is a small JSON file ``leases/<stage>/<key>.<generation>.json`` (``layout``) naming
 its holder (host, pid), an expiry and a token. The newest generation is the lease. It is
 taken by creating the next generation exclusively (``Backend.create``: a hard link locally,
 a conditional PUT on S3), so of several takers exactly one wins; the winner deletes the
@@ -121,7 +121,6 @@ class Lease:
             current = Holder.from_json(bytes(self._backend.read(self.rel)), self.holder.generation)
             if current.token == self.holder.token:
                 self._backend.delete(self.rel)
-                self._backend.remove_empty(self.rel.rpartition("/")[0])  # no empty folder per key left behind
 
     def __enter__(self) -> Lease:
         return self
@@ -138,8 +137,7 @@ class Leases:
         self._warned = False
 
     def _generations(self, stage: str, key: str) -> list[int]:
-        directory = layout.lease_dir(stage, key)
-        found = (layout.lease_generation(rel, directory) for rel in self._backend.list(directory))
+        found = (layout.lease_generation(rel, stage, key) for rel in self._backend.list(layout.lease_dir(stage)))
         return sorted(g for g in found if g is not None)
 
     def holder(self, stage: str, key: str) -> Holder | None:
