@@ -37,7 +37,8 @@ T = TypeVar("T")
 class Leasing:
     """How stage keys are leased. ``ttl``: seconds a lease lives without a heartbeat (renewed
     every ``ttl / 3``); ``wait``: seconds a waiter waits for a live holder before it computes
-    itself; ``poll``: seconds between a waiter's looks. ``Leasing.off()``: no leases."""
+    itself; ``poll``: seconds between a waiter's first looks (then up to 8 times longer).
+    ``Leasing.off()``: no leases."""
 
     ttl: float = 30.0
     wait: float = 3600.0
@@ -176,6 +177,7 @@ class Leases:
         (not None), or the lease to compute it under, or ``(None, None)``: compute without a
         lease (the wait timed out, or leases do not work on this store)."""
         deadline = time.monotonic() + leasing.wait
+        delay = leasing.poll
         try:
             while True:
                 lease = self.try_acquire(stage, key, leasing)
@@ -193,7 +195,8 @@ class Leases:
                     return None, lease
                 if time.monotonic() >= deadline:
                     return None, None
-                time.sleep(leasing.poll)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 1.5, leasing.poll * 8)  # a long computation: fewer looks (S3 requests)
         except (OSError, StoreError) as e:
             if not self._warned:
                 self._warned = True

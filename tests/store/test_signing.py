@@ -203,3 +203,43 @@ def test_a_store_without_a_key_loads_pickles_as_before(tmp_path):
     (leaf,) = leaves(store.latest("train").outputs)
     assert leaf.signature is None and joblib.__name__
     assert json.loads((tmp_path / "store" / "store.json").read_text()) == {"format": 1}
+
+
+def test_checkpoints_and_searches_work_signed(tmp_path):
+    """The library's own writers sign what they write: a Checkpointer resumes and a search's
+    best model loads from a store with a key."""
+    from optuna.distributions import FloatDistribution
+    from sklearn.linear_model import SGDClassifier
+
+    from pipeline.training import Checkpointer, EveryNEpochs, TrainState
+    from pipeline.tuning import Search, load_best
+
+    store = keyed(tmp_path)
+    x = np.arange(80.0).reshape(40, 2)
+    y = np.arange(40) % 2
+
+    def fit(epochs: int) -> TrainState:
+        ckpt = Checkpointer(save=EveryNEpochs(1), store=store, name="fit")
+        state = ckpt.restore(TrainState(model=SGDClassifier(random_state=0)))
+        for epoch in ckpt.epochs(state, epochs):
+            state.model.partial_fit(x, y, classes=[0, 1])
+            ckpt.step(epoch, state, {"loss": 1.0 - state.model.score(x, y)})
+        ckpt.finish(state)
+        return state
+
+    fit(2)
+    assert fit(3).epoch == 3  # resumed from the signed checkpoint of epoch 2
+    checkpoints = store.checkpoints("fit", Checkpointer(store=store, name="fit").key)
+    assert checkpoints.steps() and all(
+        leaf.signature
+        for s in checkpoints.steps()
+        for leaf in leaves(checkpoints.read(s).outputs)
+        if leaf.codec == "joblib"
+    )
+
+    def objective(params, checkpointer):
+        return float(params["alpha"]), SGDClassifier(alpha=params["alpha"]).fit(x, y)
+
+    Search("s", {"alpha": FloatDistribution(1e-4, 1e-1, log=True)}, objective, n_trials=2, seed=0).run(store)
+    best = load_best(store, "s")
+    assert isinstance(best.model, SGDClassifier)
