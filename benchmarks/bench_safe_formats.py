@@ -13,6 +13,7 @@ in memory (no disk), and per-round ratios format / joblib:
   decide what to trust), bytes.
 
 And what a signing key costs a joblib object (one SHA-256 pass on write and on read).
+Needs ``pip install -e ".[bench,torch]"`` (skops, safetensors, torch).
 
     python benchmarks/bench_safe_formats.py [--rounds 5] [--signed-mb 200]
         [--markdown benchmarks/_safe_formats_results.md]
