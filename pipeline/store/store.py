@@ -119,7 +119,7 @@ class Store:
         self._objects = Objects(self._backend, signer=self._sealer if isinstance(self._sealer, Hmac) else None)
         self._durable = True
         self._relaxed: Store | None = None
-        self._warned_unverified = False
+        self._warned_unserved: set[type] = set()  # kinds of unserved manifests warned of (once each)
         self.runs = Runs(self._backend)
         self.leases = Leases(self._backend)
         self.searches = Searches(self._backend)
@@ -293,8 +293,8 @@ class Store:
         except FileNotFoundError:
             return None
         except Unverified as e:
-            if not self._warned_unverified:  # once per store: an old store holds many
-                self._warned_unverified = True
+            if type(e) not in self._warned_unserved:  # once per store and kind: an old store holds many
+                self._warned_unserved.add(type(e))
                 warnings.warn(
                     f"store {self.url} holds manifests {_why_unserved(e)} (e.g. {rel}): they are "
                     "not served, so their stages recompute once (`verify` counts them)",
