@@ -272,8 +272,7 @@ class CachedStage(Generic[R]):
         recompute = lambda: self._compute(ctx, key, False, args, kwargs)[0]  # noqa: E731
         found = None if forced else self.lookup(key, recompute)
         lease = None
-        leasing = ctx.leasing()
-        if found is None and not forced and leasing.enabled:  # one process computes, the others load
+        if found is None and not forced and (leasing := ctx.leasing()).enabled:  # one computes, the others load
             leases = self.cache.store.leases
             found, lease = leases.acquire_or_wait(self.name, key.key, leasing, lambda: self.lookup(key, recompute))
         if found is not None:
