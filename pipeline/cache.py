@@ -269,11 +269,20 @@ class CachedStage(Generic[R]):
         ctx = context.current()
         force = ctx.force
         forced = force is not None and force.applies(key.stage, _key_fingerprints(key))
-        found = None if forced else self.lookup(key, lambda: self._compute(ctx, key, False, args, kwargs)[0])
+        recompute = lambda: self._compute(ctx, key, False, args, kwargs)[0]  # noqa: E731
+        found = None if forced else self.lookup(key, recompute)
+        lease = None
+        if found is None and not forced and (leasing := ctx.leasing()).enabled:  # one computes, the others load
+            leases = self.cache.store.leases
+            found, lease = leases.acquire_or_wait(self.name, key.key, leasing, lambda: self.lookup(key, recompute))
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
-        value, manifest = self._compute(ctx, key, forced, args, kwargs)
+        try:
+            value, manifest = self._compute(ctx, key, forced, args, kwargs)
+        finally:
+            if lease is not None:
+                lease.release()
         return Outcome(value, False, manifest, time.perf_counter() - t0)
 
     def _compute(

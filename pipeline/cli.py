@@ -190,6 +190,9 @@ def verify(
         out.print(escape(str(problem)), highlight=False)
     if report.unverified:
         out.print(f"{report.unverified} manifests of format 1 (no checksum): kept, not served; their stages recompute")
+    if report.unsigned:
+        what = f"not signed with key id {s.key_id}" if s.key_id else "signed, and no signing key is set"
+        out.print(f"{report.unsigned} manifests {what}: kept, not served; their stages recompute")
     if repair:
         from .cli_mirror import print_repair
 
@@ -223,11 +226,12 @@ def run(
     params: Optional[str] = typer.Option(None, "--params", help="Parameter file (TOML)."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
     force: list[str] = typer.Option([], "--force", help="Recompute this stage and its dependants ('*': all)."),
+    no_lease: bool = typer.Option(False, "--no-lease", help="Compute missing stages without leasing their keys."),
 ) -> None:
     """Run the flow: cached stages are served from the store, the rest run and commit."""
     from .integrations.server import ensure_server
 
-    settings = Settings.load(store=store, flow=flow)
+    settings = Settings.load(store=store, flow=flow, lease=False if no_lease else None)
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.runner import load_flow, run_flow
 
@@ -245,7 +249,7 @@ def run(
 
     record_crashed(run_store, crashed)  # and in their run records (retention's FailedRuns)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, flow_params, run_store, force=force)
+        report = run_flow(settings.flow, flow_params, run_store, force=force, lease=settings.lease)
     _print_run(report.summary, run_store)
 
 

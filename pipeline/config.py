@@ -44,6 +44,14 @@ class Settings:
     reads repair from them. ``PIPELINE_MIRRORS``: separated by commas or ``os.pathsep``."""
     mirror_mode: str = "sync"
     """"sync": a commit returns once the mirrors hold it; "background": a replicator thread copies."""
+    signing_key: str = dataclasses.field(default="", repr=False)
+    """A secret key (``PIPELINE_SIGNING_KEY``; never in pyproject.toml): manifests are sealed
+    with an HMAC-SHA256 of it, joblib objects signed, and unsigned joblib objects refused."""
+    signing_key_file: str = ""
+    """A file holding the signing key (relative paths: from the project root)."""
+    lease: bool = True
+    """Lease a missing stage key while computing it, so other processes wait and load it
+    instead of computing it too (``--no-lease`` / ``lease = false``: every process computes)."""
 
     @classmethod
     def load(
@@ -68,6 +76,8 @@ class Settings:
         values["store"] = _absolute(values.get("store", cls.store), root)
         if isinstance(values.get("mirrors"), (list, tuple)):
             values["mirrors"] = tuple(_absolute(m, root) for m in values["mirrors"])
+        if values.get("signing_key_file"):
+            values["signing_key_file"] = _absolute(values["signing_key_file"], root)
         given = {k: v for k, v in overrides.items() if v is not None}
         if isinstance(given.get("store"), str):
             given["store"] = _absolute(given["store"], here)
@@ -76,6 +86,25 @@ class Settings:
         values.update(given)
         _check(values, "settings")
         return cls(**values)
+
+    def signing_secret(self) -> bytes | None:
+        """The signing key's bytes (``signing_key``, else the file ``signing_key_file``); None: no key."""
+        if self.signing_key:
+            return self.signing_key.encode()
+        if not self.signing_key_file:
+            return None
+        return _read_key_file(self.signing_key_file)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_key_file(path: str) -> bytes:
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the signing key file {path}: {e.strerror} (check signing_key_file)") from None
+    if not key:
+        raise ConfigError(f"the signing key file {path} is empty (put a long random secret in it)")
+    return key
 
 
 def settings() -> Settings:
@@ -119,6 +148,11 @@ def _from_pyproject(path: Path) -> dict[str, Any]:
         raise ConfigError(f"[tool.pipeline] in {path} must be a table")
     # Sub-tables ([tool.pipeline.tracking]…) belong to the settings of their own module.
     values = {k.replace("-", "_"): v for k, v in section.items() if not isinstance(v, dict)}
+    if "signing_key" in values:
+        raise ConfigError(
+            f"signing_key in [tool.pipeline] of {path}: a secret does not belong in the project file; "
+            "set PIPELINE_SIGNING_KEY or name a file with signing_key_file"
+        )
     _check(values, f"[tool.pipeline] in {path}")
     return values
 

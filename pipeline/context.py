@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .config import settings
 from .store import Store
+from .store.locks import Leasing
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,13 @@ class RunContext:
     plan: Any = None
     """A :class:`pipeline.plan.Plan` during a dry run: stage calls plan instead of running."""
     stage: RunningStage | None = None
+    lease: Leasing | None = None
+    """How missing stage keys are leased; None: as configured (``[tool.pipeline] lease``)."""
+
+    def leasing(self) -> Leasing:
+        if self.lease is not None:
+            return self.lease
+        return Leasing() if settings().lease else Leasing.off()
 
     def replace(self, **changes: Any) -> RunContext:
         return dataclasses.replace(self, **changes)
@@ -105,7 +113,7 @@ def activate(ctx: RunContext) -> Iterator[RunContext]:
 
 @contextlib.contextmanager
 def run_context(**changes: Any) -> Iterator[RunContext]:
-    """Within this block the current context with ``changes`` (store, run_id, force, plan)."""
+    """Within this block the current context with ``changes`` (store, run_id, force, plan, lease)."""
     if isinstance(changes.get("store"), (str, os.PathLike)):
         changes["store"] = open_store(changes["store"])
     with activate(current().replace(**changes)) as ctx:

@@ -25,3 +25,8 @@ class IntegrityError(StoreError):
 
 class CheckpointError(PipelineError):
     """A training checkpoint cannot be saved or restored."""
+
+
+class UnsignedError(IntegrityError):
+    """An object whose codec executes code on load (joblib) is not signed with the store's
+    signing key: it is refused before any of its bytes is unpickled."""

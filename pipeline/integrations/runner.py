@@ -17,6 +17,7 @@ from ..params import ParamSchema
 from ..plan import StageStatus, dry_run
 from ..runs import previous_results, summarise
 from ..store import Store
+from ..store.locks import Leasing
 from .liveness import tagged
 from .training_artifacts import configured_tracking
 
@@ -71,11 +72,13 @@ def run_flow(
     store: Store,
     *,
     force: Iterable[str] = (),
+    lease: bool | None = None,
 ) -> RunReport:
     """Run a flow with stages on ``store``; fold its stage events into a run record.
 
-    The run's context (store, forced stages; for a plain function also the run id, which
-    for a Prefect flow is its flow run's) is set once here, for every stage of the run."""
+    The run's context (store, forced stages, leases on or off — None: as configured; for a
+    plain function also the run id, which for a Prefect flow is its flow run's) is set once
+    here, for every stage of the run."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
     t0 = time.perf_counter()
@@ -84,7 +87,8 @@ def run_flow(
     is_prefect = hasattr(flow, "fn")
     run_id = None if is_prefect else uuid.uuid4().hex
     force_ = Force.of(forced) if forced else None
-    context = run_context(store=store, run_id=run_id, force=force_)
+    leasing = None if lease is None else Leasing() if lease else Leasing.off()
+    context = run_context(store=store, run_id=run_id, force=force_, lease=leasing)
     with context, _quiet_engine(), tagged(), configured_tracking():  # tagged: liveness.py
         if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)

@@ -69,6 +69,7 @@ class Backend(Protocol):
     def commit(self, staged: Staged, rel: str, *, durable: bool = True) -> None: ...
     def discard(self, staged: Staged) -> None: ...
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None: ...
+    def create(self, rel: str, data: bytes) -> bool: ...
     def read(self, rel: str) -> Any: ...
     def exists(self, rel: str) -> bool: ...
     def stat(self, rel: str) -> Stat: ...
@@ -237,6 +238,30 @@ class LocalBackend:
                 os.unlink(tmp)
             raise describe_oserror(e, rel, self.url) from e
 
+    def create(self, rel: str, data: bytes) -> bool:
+        """Write ``rel`` only if it does not exist; False when it does (another writer won).
+
+        Exclusive like ``O_CREAT|O_EXCL``, and complete: the bytes go to a temp file that is
+        then hard-linked into place (a link fails when the name exists), so nobody ever reads
+        a half-written file. Not fsynced: leases are advisory."""
+        dest = self._path(rel)
+        tmp = self._path(layout.temp_path())
+        try:
+            self._makedirs(os.path.dirname(tmp), durable=False)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self._makedirs(os.path.dirname(dest), durable=False)
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            return True
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url) from e
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
     def read(self, rel: str) -> Any:
         """The file's bytes: memory-mapped when large (zero-copy), plain bytes when small."""
         path = self._path(rel)
@@ -387,6 +412,31 @@ class FsspecBackend:
         except OSError as e:
             raise describe_oserror(e, rel, self.url) from e
 
+    def create(self, rel: str, data: bytes) -> bool:
+        """Write ``rel`` only if it does not exist; False when it does (another writer won).
+
+        A conditional PUT (``If-None-Match: *``; SeaweedFS and AWS S3 honour it) where the
+        filesystem takes ``mode="create"``; then, and on filesystems without it, the object
+        is read back: only the writer whose bytes are there won. Without a conditional PUT
+        that is a best effort (two writers racing within one round trip may both win)."""
+        path = self._path(rel)
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if not _precondition_failed(e):
+                raise describe_oserror(e, rel, self.url) from e
+            return False
+        except (TypeError, NotImplementedError, ValueError):  # no exclusive mode: check, write, re-read
+            if self.exists(rel):
+                return False
+            self.write_atomic(rel, data)
+        try:
+            return bytes(self.read(rel)) == data
+        except FileNotFoundError:
+            return False
+
     def read(self, rel: str) -> bytes:
         try:
             return self.fs.cat_file(self._path(rel))
@@ -439,6 +489,13 @@ class FsspecBackend:
 
     def remove_empty(self, prefix: str) -> None:
         """Object stores have no directories to remove."""
+
+
+def _precondition_failed(e: OSError) -> bool:
+    """True when an S3 PUT failed its ``If-None-Match`` precondition (HTTP 412)."""
+    cause = e.__cause__ or e.__context__
+    code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or "pre-condition" in str(e).lower()
 
 
 def open_backend(url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> Backend:

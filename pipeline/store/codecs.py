@@ -23,6 +23,8 @@ class Codec:
     suffix: str
     write: Callable[[Any, Any], None]
     read: Callable[[Any], Any]
+    executes_code: bool = False
+    """Reading runs code the bytes name (pickle): with a signing key, only signed objects are read."""
 
 
 def _reader(buf: Any) -> Any:
@@ -162,7 +164,7 @@ PARQUET_FRAME = Codec("parquet-pandas", "parquet", _write_frame, _read_frame)
 PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
 PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_arrow, _read_table)
 JSON = Codec("json", "json", _write_json, _read_json)
-JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib)
+JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib, executes_code=True)
 CODECS = {c.name: c for c in (PARQUET_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}
 
 

@@ -12,6 +12,7 @@
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
     gc/<sweep>/<object path>                          objects a gc sweep is about to delete
     tags/<tag>/<stage>/<key>[@<step>].json            tags (pins) of results and checkpoints
+    leases/<stage>/<key>.<generation>.json            who is computing a stage key (see ``locks``)
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
 name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
@@ -202,3 +203,41 @@ def quarantine_path(rel: str) -> str:
     if len(flat) > MAX_COMPONENT:
         flat = flat[-MAX_COMPONENT:]
     return f"{QUARANTINE}/{int(time.time())}-{uuid.uuid4().hex[:12]}-{flat}"
+
+
+# -- leases ----------------------------------------------------------------------------------
+LEASES = "leases"
+_GEN = re.compile(r"(.+)\.(\d+)\.json")
+
+
+def lease_dir(stage: str) -> str:
+    """``leases/<stage>/``: the leases in flight of one stage's keys (one flat folder: no
+    folder per key to create and remove on every computation)."""
+    return f"{LEASES}/{component(stage)}"
+
+
+def lease_path(stage: str, key: str, generation: int) -> str:
+    return f"{lease_dir(stage)}/{key_file(key)}.{int(generation)}.json"
+
+
+def lease_generation(rel: str, stage: str, key: str) -> int | None:
+    """The generation of a lease file of ``stage`` ``key`` (None: another key's, or not one)."""
+    head, _, name = rel.rpartition("/")
+    m = _GEN.fullmatch(name)
+    return int(m.group(2)) if m and head == lease_dir(stage) and m.group(1) == key_file(key) else None
+
+
+def host_id() -> str:
+    """This host, as temp files and leases name it."""
+    return _host()
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` (of this host) still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True

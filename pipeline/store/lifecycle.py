@@ -233,7 +233,7 @@ def plan(store: Store, retention: Retention, now: float | None = None) -> Plan:
     results: dict[str, list[Manifest]] = {}
     checkpoints: dict[tuple[str, str], list[Manifest]] = {}
     other: list[list[Leaf]] = []  # what manifests retention does not judge reference
-    for rel, m in store._walk(quarantine=False):
+    for rel, m, _ in store._walk(quarantine=False):
         if m is None or m.format != FORMAT:
             tree = m.outputs if m is not None else store._named_tree(rel)
             other.append(list(leaves(tree)) if tree is not None else [])
@@ -335,7 +335,7 @@ def find_entry(store: Store, ref: str, step: int | None = None) -> Manifest:
     key's checkpoint of that step. None found, or several: a PipelineError saying so."""
     key = ref if ref.startswith("xxh3:") else "xxh3:" + ref
     found: dict[tuple[str, str], Manifest] = {}
-    for _, m in store._walk(quarantine=False):
+    for _, m, _ in store._walk(quarantine=False):
         if m is not None and m.format == FORMAT and m.key.startswith(key) and m.step == step:
             found[(m.stage, m.key)] = m
     what = "result" if step is None else f"checkpoint (step {step})"

@@ -34,6 +34,11 @@ class Unverified(ValueError):
         self.manifest = manifest
 
 
+class Unsigned(Unverified):
+    """A manifest whose seal this store can't judge: not signed while the store has a signing
+    key, signed with another key, or signed while the store has none. Kept, never served."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     stage: str
@@ -88,13 +93,20 @@ class Manifest:
         Unverified (a ValueError) for an unsealed manifest of format 1."""
         raw = data.encode() if isinstance(data, str) else bytes(data)
         if _seal.is_sealed(raw):
-            doc = json.loads(_seal.unseal(raw, sealer))
+            try:
+                doc = json.loads(_seal.unseal(raw, sealer))
+            except _seal.ForeignSeal as e:
+                raise Unsigned(str(e), _unchecked(raw)) from None
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise ValueError(f"unknown manifest format {doc.get('format') if isinstance(doc, dict) else doc!r}")
         else:
             doc = json.loads(raw)
             if not (isinstance(doc, dict) and doc.get("format") == 1 and "seal" not in doc):
                 raise _seal.BadSeal("the manifest has no seal")
+        return cls._from_doc(doc)
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> Manifest:
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in doc.items() if k in names}
         fields["outputs"] = from_doc(doc.get("outputs"))
@@ -107,6 +119,14 @@ class Manifest:
         if manifest.format == 1:
             raise Unverified("a manifest of format 1 carries no checksum", manifest)
         return manifest
+
+
+def _unchecked(raw: bytes) -> Manifest | None:
+    """What a manifest with a foreign seal says (unchecked: for gc and verify, never served)."""
+    try:
+        return Manifest._from_doc(json.loads(_seal.body_of(raw)))
+    except (Unverified, ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 _VERSIONED = ("pipeline", "prefect", "pandas", "pyarrow", "numpy", "scikit-learn", "joblib")

@@ -76,7 +76,7 @@ class _Catalog:
 
 
 def _catalog(store: Store) -> _Catalog:
-    found = {rel: m for rel, m in store._walk(quarantine=False) if m is not None and m.format != 1}
+    found = {rel: m for rel, m, _ in store._walk(quarantine=False) if m is not None and m.format != 1}
     objects = {r for r in store._backend.list(layout.OBJECTS) if layout.is_object(r)}
     return _Catalog(found, objects)
 
@@ -220,7 +220,7 @@ def repair(primary: Store, problems: Iterable[Any]) -> RepairReport:
     if mirrors is None:
         return RepairReport((), tuple(str(p) for p in problems))
     leaves_of: dict[str, Leaf] = {}
-    for _rel, m in primary._walk(quarantine=False):
+    for _rel, m, _ in primary._walk(quarantine=False):
         if m is not None:
             for leaf in leaves(m.outputs):
                 leaves_of[leaf.object] = leaf

@@ -7,14 +7,17 @@ object: reading a missing object first puts a set-aside copy back."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 from typing import Any, Callable
 
 import xxhash
 
-from ..errors import IntegrityError, StoreError
+from ..errors import IntegrityError, StoreError, UnsignedError
 from . import layout
 from .backend import Backend, SymlinkRefused
-from .codecs import CODECS, candidates
+from .codecs import CODECS, Codec, candidates
+from .seal import BadSignature, Hmac, Sha256Tee
 from .tree import Leaf
 
 
@@ -26,8 +29,19 @@ def leaf_path(leaf: Leaf) -> str:
     return layout.object_path(leaf.object, leaf.suffix)
 
 
+def _write(codec: Codec, value: Any, tee: list[Sha256Tee] | None, f: Any) -> None:
+    """Encode ``value`` into ``f``; with ``tee``, through a SHA-256 tee (what is signed is the
+    SHA-256 of the bytes as they are written)."""
+    if tee is not None:
+        tee.append(Sha256Tee(f))
+        f = tee[-1]
+    codec.write(value, f)
+
+
 class Objects:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, signer: Hmac | None = None) -> None:
+        """``signer``: the store's signing key; objects whose codec executes code on load are
+        signed when written and refused unless signed with it when read."""
         self._backend = backend
         self.repair: Callable[[Leaf], Any] | None = None
         """Set by a store with mirrors: a verified copy of a missing or corrupt object, put
@@ -35,13 +49,16 @@ class Objects:
         self.written: Callable[[Leaf, bytes], None] | None = None
         """Set by a store with mirrors: told the bytes of each object just written to a remote
         backend, so that replication need not download them again."""
+        self._signer = signer
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
         errors = []
         for codec in candidates(value):
+            signing = self._signer is not None and codec.executes_code
+            tee: list[Sha256Tee] = []
             try:
-                staged = self._backend.stage(lambda f, c=codec: c.write(value, f))
+                staged = self._backend.stage(functools.partial(_write, codec, value, tee if signing else None))
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
@@ -49,7 +66,8 @@ class Objects:
                 continue
             data = getattr(staged, "data", None)  # a remote backend's staged bytes (emptied by commit)
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
-            leaf = Leaf(staged.digest, codec.name, staged.size)
+            signature = self._signer.sign_object(staged.digest, tee[-1].hash.hexdigest()) if signing else None
+            leaf = Leaf(staged.digest, codec.name, staged.size, signature=signature)
             if self.written is not None and data is not None:
                 self.written(leaf, data)
             return leaf
@@ -101,8 +119,27 @@ class Objects:
         return self._backend.read(rel)
 
     def get(self, leaf: Leaf) -> Any:
+        codec = CODECS[leaf.codec]
+        if self._signer is None or not codec.executes_code:
+            return codec.read(self.read_verified(leaf))
+        try:  # the reference first: nothing is read for an unsigned or forged one
+            sha = self._signer.signed_sha256(leaf.object, leaf.signature)
+        except BadSignature as e:
+            raise self._refused(leaf, str(e)) from None
         buf = self.read_verified(leaf)
-        return CODECS[leaf.codec].read(buf)
+        if hashlib.sha256(buf).hexdigest() != sha:  # same xxh3 name, other bytes than were signed
+            del buf
+            self.quarantine(leaf_path(leaf))
+            raise self._refused(leaf, "its bytes are not the ones signed (moved to quarantine/)")
+        return codec.read(buf)
+
+    def _refused(self, leaf: Leaf, why: str) -> UnsignedError:
+        return UnsignedError(
+            f"refused to load object {leaf.object} ({leaf.codec}) from store {self._backend.url}: {why}. "
+            f"{leaf.codec} objects run code when loaded, and this store has a signing key "
+            f"(key id {self._signer.key_id if self._signer else '?'}): only objects signed with it are loaded; "
+            "recompute the result (--force STAGE) to write a signed one"
+        )
 
     def present(self, leaf: Leaf) -> bool:
         """True when the object is in place (put back first if a gc sweep set it aside)."""

@@ -20,17 +20,19 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
 from . import layout
 from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import _is_jsonable
-from .manifest import Manifest, Unverified
+from .locks import Leases
+from .manifest import Manifest, Unsigned, Unverified
 from .mirror import Mirrors
 from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
-from .seal import CHECKSUM, Sealer
+from .seal import CHECKSUM, Hmac, Sealer
 from .tags import Tags
 from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves
 
@@ -75,11 +77,25 @@ class VerifyReport:
     orphans: int
     temp_files: int
     unverified: int = 0
+    unsigned: int = 0
+    """Manifests not signed with this store's signing key (unsigned, another key's, or
+    signed while no key is set): kept, never served; their stages recompute."""
     problems: tuple[Problem, ...] = ()
 
     @property
     def clean(self) -> bool:
         return not (self.corrupt or self.missing or self.bad_manifests)
+
+
+@functools.lru_cache(maxsize=4)
+def _hmac(key: bytes) -> Hmac:
+    return Hmac(key)
+
+
+def configured_sealer() -> Sealer:
+    """The signing key's HMAC sealer when one is configured, else the plain checksum."""
+    key = settings().signing_secret()
+    return CHECKSUM if key is None else _hmac(key)
 
 
 class Store:
@@ -99,15 +115,19 @@ class Store:
         """``create=False`` opens an existing store for reading: nothing is created or
         written on opening, and a missing local store is a StoreError (read-only commands).
         ``mirrors``: backup stores (paths, URLs or Stores) each commit is replicated to and
-        reads repair from (``pipeline.store.mirror``); ``mirror_mode``: "sync" or "background"."""
+        reads repair from (``pipeline.store.mirror``); ``mirror_mode``: "sync" or "background".
+        ``sealer``: how manifests are sealed; None: with the configured signing key
+        (``PIPELINE_SIGNING_KEY`` / ``signing_key_file``: :class:`~pipeline.store.seal.Hmac`),
+        else a plain checksum."""
         self.url = os.fspath(url)
         self._backend = open_backend(self.url, fsync=fsync, **storage_options)
-        self._objects = Objects(self._backend)
-        self._sealer = sealer or CHECKSUM  # a signing key's HMAC sealer goes here
+        self._sealer = sealer if sealer is not None else configured_sealer()
+        self._objects = Objects(self._backend, signer=self._sealer if isinstance(self._sealer, Hmac) else None)
         self._durable = True
         self._relaxed: Store | None = None
-        self._warned_unverified = False
+        self._warned_unserved: set[type] = set()  # kinds of unserved manifests warned of (once each)
         self.runs = Runs(self._backend)
+        self.leases = Leases(self._backend)
         self.searches = Searches(self._backend)
         self.tags = Tags(self._backend)
         self._mirrors = mirrors if isinstance(mirrors, Mirrors) else Mirrors(mirrors, mirror_mode) if mirrors else None
@@ -170,6 +190,11 @@ class Store:
             view._durable, view._relaxed = False, None
             self._relaxed = view
         return self._relaxed
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the signing key this store seals and signs with (None: no key)."""
+        return self._sealer.key_id if isinstance(self._sealer, Hmac) else None
 
     @property
     def durable(self) -> bool:
@@ -296,12 +321,12 @@ class Store:
             return self._parse_manifest(rel)
         except FileNotFoundError:
             return self._repair_manifest(rel) if ask_mirrors else None
-        except Unverified:
-            if not self._warned_unverified:  # once per store: an old store holds many
-                self._warned_unverified = True
+        except Unverified as e:
+            if type(e) not in self._warned_unserved:  # once per store and kind: an old store holds many
+                self._warned_unserved.add(type(e))
                 warnings.warn(
-                    f"store {self.url} holds manifests of format 1, without a checksum (e.g. {rel}): they are "
-                    "not served, so their stages recompute once (`verify` counts them as unverified)",
+                    f"store {self.url} holds manifests {_why_unserved(e)} (e.g. {rel}): they are "
+                    "not served, so their stages recompute once (`verify` counts them)",
                     stacklevel=3,
                 )
             return None
@@ -345,30 +370,31 @@ class Store:
         return Checkpoints(self, stage, key)
 
     # -- integrity -------------------------------------------------------------------
-    def _walk(self, quarantine: bool) -> Iterator[tuple[str, Manifest | None]]:
-        """Every manifest path with its manifest: checked; format 1 as it says (state
-        "unverified"); None when damaged (quarantined when ``quarantine``)."""
+    def _walk(self, quarantine: bool) -> Iterator[tuple[str, Manifest | None, Unverified | None]]:
+        """Every manifest path with its manifest: checked; one that is kept but not served
+        (format 1, or a seal this store can't judge) as it says, with the reason; None when
+        damaged (quarantined when ``quarantine``)."""
         for root in layout.MANIFEST_ROOTS:
             for rel in sorted(self._backend.list(root)):
                 if not rel.endswith(".json"):
                     continue
                 try:
-                    yield rel, self._parse_manifest(rel)
+                    yield rel, self._parse_manifest(rel), None
                 except FileNotFoundError:
                     continue
                 except Unverified as e:
-                    yield rel, e.manifest
+                    yield rel, e.manifest, e
                 except (ValueError, TypeError, KeyError) as e:
                     if quarantine:
                         self._reject(rel, e, stacklevel=5)
-                    yield rel, None
+                    yield rel, None, None
 
     def live_objects(self) -> set[str]:
         """Paths of every object some manifest references. Manifests that are not served
         count too (format 1; a seal this store can't check, such as another key's HMAC):
         whatever a manifest in the store names is kept, until ``verify`` quarantines it."""
         live: set[str] = set()
-        for rel, m in self._walk(quarantine=False):
+        for rel, m, _ in self._walk(quarantine=False):
             tree = m.outputs if m is not None else self._named_tree(rel)
             if tree is not None:
                 live.update(leaf_path(leaf) for leaf in leaves(tree))
@@ -387,15 +413,18 @@ class Store:
         referenced: dict[str, str] = {}
         users: dict[str, list[tuple[str, str, int | None]]] = {}
         problems: list[Problem] = []
-        n_manifests = bad = unverified = 0
-        for rel, m in self._walk(quarantine=True):
+        n_manifests = bad = unverified = unsigned = 0
+        for rel, m, unserved in self._walk(quarantine=True):
+            if isinstance(unserved, Unsigned):
+                unsigned += 1
             if m is None:
-                bad += 1
-                problems.append(Problem("bad manifest", rel))
+                if unserved is None:
+                    bad += 1
+                    problems.append(Problem("bad manifest", rel))
                 continue
             if m.format == 1:
                 unverified += 1
-            else:
+            elif unserved is None:
                 n_manifests += 1
             for leaf in leaves(m.outputs):
                 referenced[leaf_path(leaf)] = leaf.object
@@ -428,6 +457,7 @@ class Store:
             orphans=sum(1 for r in present if r not in referenced),
             temp_files=sum(1 for _ in self._backend.list(layout.TMP)),
             unverified=unverified,
+            unsigned=unsigned,
             problems=tuple(problems),
         )
 
@@ -439,4 +469,10 @@ class Store:
         return len(dead)
 
 
-__all__ = ["Store", "VerifyReport", "Problem", "IntegrityError"]
+def _why_unserved(e: Unverified) -> str:
+    if isinstance(e, Unsigned):
+        return f"this store can't vouch for: {e}"
+    return "of format 1, without a checksum"
+
+
+__all__ = ["Store", "VerifyReport", "Problem", "IntegrityError", "configured_sealer"]

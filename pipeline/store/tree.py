@@ -6,7 +6,7 @@ Stage results, training checkpoints and search trials all use it. One walker
 (:func:`leaves` / :func:`nodes`) and one JSON codec (:func:`to_doc` / :func:`from_doc`),
 which reads and writes the JSON shape stores have always held::
 
-    {"object": "<32 hex>", "codec": "joblib", "bytes": 123, "fingerprint": "xxh3:…"}
+    {"object": "<32 hex>", "codec": "joblib", "bytes": 123, "fingerprint": "xxh3:…", "signature": "…"}
     {"tuple": [tree, …], "fingerprint": …}
     {"dict": {"name": tree, …}, "fingerprint": …}
 
@@ -32,6 +32,9 @@ class Leaf:
     codec: str
     bytes: int
     fingerprint: str | None = None
+    signature: str | None = None
+    """For a codec that executes code on load: the store key's signature of the object
+    (``pipeline.store.seal.Hmac.sign_object``); None when written without a signing key."""
 
     @property
     def suffix(self) -> str:
@@ -122,6 +125,8 @@ def part(tree: Tree, name: str) -> Tree:
 def to_doc(tree: Tree) -> dict[str, Any]:
     if isinstance(tree, Leaf):
         doc: dict[str, Any] = {"object": tree.object, "codec": tree.codec, "bytes": tree.bytes}
+        if tree.signature is not None:
+            doc["signature"] = tree.signature
     elif isinstance(tree, TupleNode):
         doc = {"tuple": [to_doc(t) for t in tree.items]}
     else:
@@ -146,7 +151,10 @@ def from_doc(doc: Any, depth: int = 0) -> Tree:
     oid, codec, size = doc.get("object"), doc.get("codec"), doc.get("bytes")
     if not (isinstance(oid, str) and _OID.fullmatch(oid) and codec in CODECS and type(size) is int and size >= 0):
         raise ValueError(f"bad object reference {doc!r}"[:200])
-    return Leaf(oid, codec, size, fp)
+    signature = doc.get("signature")
+    if signature is not None and not isinstance(signature, str):
+        raise ValueError(f"bad object signature {signature!r}"[:200])
+    return Leaf(oid, codec, size, fp, signature)
 
 
 __all__ = ["Leaf", "TupleNode", "DictNode", "Tree", "nodes", "leaves", "children", "total_bytes", "part",
