@@ -101,8 +101,8 @@ def compare(store: Store, a: Manifest, b: Manifest) -> list[Row]:
     ]
     rows += _pairs("param", {k: v.get("repr", "") for k, v in a.params.items()},
                    {k: v.get("repr", "") for k, v in b.params.items()})  # fmt: skip
-    rows += _pairs("metric", _numbers(metrics_of(store, a)), _numbers(metrics_of(store, b)))
-    rows += _pairs("code", _components(a), _components(b))
+    rows += _pairs("metric", numbers(metrics_of(store, a)), numbers(metrics_of(store, b)))
+    rows += _pairs("code", code_rows(a), code_rows(b))
     rows += _pairs("input", a.inputs, b.inputs)
     rows += _pairs("version", a.versions, b.versions)
     rows += [
@@ -162,12 +162,12 @@ def _count(m: Manifest) -> int:
     return sum(1 for _ in leaves(m.outputs))
 
 
-def _numbers(values: dict[str, Any]) -> dict[str, str]:
+def numbers(values: dict[str, Any]) -> dict[str, str]:
     return {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
 
 
-def _components(m: Manifest) -> dict[str, str]:
+def code_rows(m: Manifest) -> dict[str, str]:
     """A manifest's typed code components, one row each: a function's or class's code by its
     qualified name, anything else (global, package, closure...) as ``kind name``."""
     return {c.name if c.kind == "code" else f"{c.kind} {c.name}": c.digest for c in m.code_components}
@@ -212,4 +212,4 @@ def _label(ref: str, m: Manifest) -> str:
     return f"{ref} = {m.stage} {m.key}"
 
 
-__all__ = ["Diff", "Row", "SECTIONS", "diff", "diff_runs", "compare", "resolve", "metrics_of"]
+__all__ = ["Diff", "Row", "SECTIONS", "diff", "diff_runs", "compare", "resolve", "metrics_of", "numbers", "code_rows"]

@@ -59,6 +59,8 @@ class RunRecord:
     trials: tuple[dict[str, Any], ...] = ()
     seconds_saved: float = 0.0
     """What serving hits saved (the run summary's figure; summed from the events without one)."""
+    flow: str = ""
+    """The flow's reference (``flows.ml_pipeline:ml_pipeline``); empty when the record has none."""
 
     @property
     def started(self) -> float:
@@ -157,7 +159,8 @@ def _read(store: Store, run_id: str, summary: dict[str, Any] | None) -> RunRecor
     stages = tuple(StageRun.of(e) for e in evs)
     saved = summary.get("seconds_saved") if summary is not None else None
     saved = float(saved) if saved is not None else round(sum(s.saved for s in stages), 3)
-    return RunRecord(run_id, status, wall, stages, tuple(trials), saved)
+    flow = str(summary.get("flow") or "") if summary is not None else ""
+    return RunRecord(run_id, status, wall, stages, tuple(trials), saved, flow)
 
 
 def _run_files(store: Store) -> dict[str, dict[str, Any] | None]:

@@ -10,6 +10,8 @@ import pytest
 from pipeline import PipelineError
 from pipeline.diff import diff, resolve
 from pipeline.history import find_run, runs, versions
+from pipeline.tracking import training_record
+from pipeline.units import size
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +49,9 @@ def test_runs_newest_first_with_hits_and_time_saved(bundled):
     assert done.returncode == 0, done.stderr
     lines = [[c.strip() for c in line.strip("│").split("│")] for line in done.stdout.splitlines() if "complete" in line]
     assert [cells[0] for cells in lines] == bundled.ids[::-1]
+    assert {cells[1] for cells in lines} == {"flows.ml_pipeline:ml_pipeline"} == {r.flow for r in records}
     warm = next(cells for cells in lines if cells[0] == bundled.warm)
-    assert warm[3:7] == ["9", "9", "0", f"{summary(bundled, bundled.warm)['seconds_saved']:.2f}"]
+    assert warm[4:8] == ["9", "9", "0", f"{summary(bundled, bundled.warm)['seconds_saved']:.2f}"]
 
 
 def test_show_run_lists_its_stages_keys_and_params(bundled):
@@ -133,6 +136,44 @@ def test_show_key_curves_is_the_per_epoch_table(bundled):
     for row, h in zip(rows, history):
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert int(cells[0]) == h["epoch"] and float(cells[3]) == pytest.approx(h["val_loss"], rel=1e-4)
+
+
+def facts(stdout: str) -> dict[tuple[str, str], str]:
+    """``show KEY``'s table as (section, name) -> value (a section is named on its first row)."""
+    out, section = {}, ""
+    for line in stdout.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            section = cells[0] or section
+            out[section, cells[1]] = cells[2]
+    return out
+
+
+def test_show_key_prints_metrics_and_training_metadata_readably(bundled):
+    package = stage_key(bundled, bundled.changed_param, "package_model")
+    done = cli(bundled, "show", package[5:15])
+    assert done.returncode == 0, done.stderr
+    rows = facts(done.stdout)
+    metadata = bundled.store.load(bundled.store.manifest("package_model", package).outputs["metadata"])
+    assert rows["value", "metadata.config.train.seed"] == "8" == str(metadata["config"]["train"]["seed"])
+    accuracy = float(rows["metric", "metadata.metrics.test.accuracy"])
+    assert accuracy == pytest.approx(metadata["metrics"]["test"]["accuracy"], rel=1e-5)
+    assert rows["value", "metadata.versions.numpy"] == metadata["versions"]["numpy"]
+    assert rows["result", "key"] == package and '"seal"' not in done.stdout  # readable, not the manifest's JSON
+
+    train = stage_key(bundled, bundled.changed_param, "train")
+    shown = cli(bundled, "show", f"{train[5:15]}")
+    rows = facts(shown.stdout)
+    record = training_record(bundled.store, "train", train)
+    assert rows["hyperparameter", "seed"] == "8" == rows["param", "seed"]
+    assert rows["training", "epochs"] == f"{record.epochs}" + (" (stopped early)" if record.stopped else "")
+    assert rows["training", "best epoch"].startswith(f"{record.best_step} (")
+    assert rows["training", "checkpoints"] == ", ".join(f"{c.step} ({size(c.bytes)})" for c in record.checkpoints)
+    assert float(rows["metric", "val_loss"]) == pytest.approx(record.final_metrics["val_loss"], rel=1e-5)
+    same = cli(bundled, "show", "train@2")  # STAGE@N names a result too
+    assert same.returncode == 0 and resolve(bundled.store, "train@2").key in same.stdout
+    raw = cli(bundled, "show", train[5:15], "--json")
+    assert json.loads(raw.stdout)["key"] == train
 
 
 def test_errors_are_one_line(bundled):
