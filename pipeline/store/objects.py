@@ -12,14 +12,26 @@ from typing import Any
 import xxhash
 
 from ..errors import IntegrityError, StoreError
+from ..progress_bar import advance, progress
 from . import layout
 from .backend import Backend, SymlinkRefused
 from .codecs import CODECS, candidates
 from .tree import Leaf
 
+_CHUNK = 64 << 20
+
 
 def checksum(buf: Any) -> str:
-    return xxhash.xxh3_128_hexdigest(buf)
+    """xxh3_128 of ``buf``; a big buffer in 64 MiB steps that advance the innermost bar."""
+    with memoryview(buf) as mv:
+        if mv.nbytes <= _CHUNK:
+            return xxhash.xxh3_128_hexdigest(buf)
+        h = xxhash.xxh3_128()
+        with mv.cast("B") as view:  # released before the caller closes a memory map
+            for i in range(0, view.nbytes, _CHUNK):
+                h.update(view[i : i + _CHUNK])
+                advance(min(_CHUNK, view.nbytes - i))
+        return h.hexdigest()
 
 
 def leaf_path(leaf: Leaf) -> str:
@@ -35,7 +47,8 @@ class Objects:
         errors = []
         for codec in candidates(value):
             try:
-                staged = self._backend.stage(lambda f, c=codec: c.write(value, f))
+                with progress(f"write {what}"):  # advanced by the hashing writer, as bytes go out
+                    staged = self._backend.stage(lambda f, c=codec: c.write(value, f))
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
@@ -81,7 +94,8 @@ class Objects:
         return self._backend.read(rel)
 
     def get(self, leaf: Leaf) -> Any:
-        buf = self.read_verified(leaf)
+        with progress(f"read {leaf.object[:12]}", leaf.bytes):  # advanced by checksum()
+            buf = self.read_verified(leaf)
         return CODECS[leaf.codec].read(buf)
 
     def present(self, leaf: Leaf) -> bool:

@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..progress_bar import track
 from . import layout
 from .store import Store
 
@@ -67,7 +68,7 @@ def gc(store: Store, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GR
     live = store.live_objects()
     candidates: list[tuple[str, int]] = []
     temps = 0
-    for rel in list(backend.list(layout.OBJECTS)):
+    for rel in track(list(backend.list(layout.OBJECTS)), "gc scan", unit="objects"):  # a bar if it proves long
         is_temp = rel.startswith(layout.TMP + "/")
         if not is_temp and (rel in live or not layout.is_object(rel)):
             continue
