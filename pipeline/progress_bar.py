@@ -28,7 +28,9 @@ Three ways to report, from the most explicit to the least::
 
 ``bar.total`` may be set later (unknown totals show a count and a rate). A bar that was
 shown stays on screen, finished, when its block ends. Bars of concurrent threads share one
-live display.
+live display. An application with rich output of its own (the CLI) calls
+``use_console(console)`` once: bars then draw on that console (if it is a terminal), nested
+in its live displays (the epoch bars of ``run``) instead of fighting them.
 """
 
 from __future__ import annotations
@@ -49,13 +51,24 @@ LARGE = 1 << 32
 """A total of this many bytes or more is large: its bar appears at once."""
 
 
+_console: Any = None
+
+
+def use_console(console: Any) -> None:
+    """Draw bars on this rich Console (None: a Console on stderr)."""
+    global _console
+    _console = console
+
+
 def enabled() -> bool:
-    """True when bars may be drawn: stderr is a terminal, this is not a worker process, and
-    ``PIPELINE_PROGRESS`` is not ``0``."""
+    """True when bars may be drawn: their console (stderr by default) is a terminal, this is
+    not a worker process, and ``PIPELINE_PROGRESS`` is not ``0``."""
     if os.environ.get("PIPELINE_PROGRESS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if multiprocessing.parent_process() is not None:  # a process-pool / Dask worker
         return False
+    if _console is not None:
+        return bool(_console.is_terminal)
     try:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
@@ -214,11 +227,11 @@ def _new_progress() -> Any:
                 return text
             return DownloadColumn().render(task) + " " + TransferSpeedColumn().render(task)
 
-    console = Console(stderr=True)
+    console = _console if _console is not None else Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), _Amount(), TimeElapsedColumn())
     return Progress(*columns, console=console, get_time=time.monotonic)  # the clock of Bar._start
 
 
 _display = _Display()
 
-__all__ = ["Bar", "advance", "enabled", "progress", "track", "DELAY", "LARGE"]
+__all__ = ["Bar", "advance", "enabled", "progress", "track", "use_console", "DELAY", "LARGE"]
