@@ -5,7 +5,8 @@ A bar appears only when the work turns out to be long: once it has run for more 
 ``delay`` seconds (1 s; ``PIPELINE_PROGRESS_DELAY``) or, from the start, when its size is
 known to be large (``total >= large`` bytes). Short work prints nothing. Nothing is drawn at
 all when stderr is not a terminal (a pipe, a file, Prefect workers and deployments), in worker
-processes (process pools, Dask), or with ``PIPELINE_PROGRESS=0``. rich is imported only when a
+processes (process pools, Dask) and flow runs started by a Prefect worker or ``serve``
+(``PREFECT__FLOW_RUN_ID`` set), or with ``PIPELINE_PROGRESS=0``. rich is imported only when a
 bar is first drawn, so any layer may call this module (it imports nothing of ``pipeline``).
 
 Three ways to report, from the most explicit to the least::
@@ -62,10 +63,13 @@ def use_console(console: Any) -> None:
 
 def enabled() -> bool:
     """True when bars may be drawn: their console (stderr by default) is a terminal, this is
-    not a worker process, and ``PIPELINE_PROGRESS`` is not ``0``."""
+    not a worker process nor a flow run a Prefect worker started, and ``PIPELINE_PROGRESS`` is
+    not ``0``."""
     if os.environ.get("PIPELINE_PROGRESS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if multiprocessing.parent_process() is not None:  # a process-pool / Dask worker
+        return False
+    if os.environ.get("PREFECT__FLOW_RUN_ID"):  # a flow run a Prefect worker or `serve` started
         return False
     if _console is not None:
         return bool(_console.is_terminal)

@@ -128,6 +128,8 @@ def test_work_that_proves_long_gets_a_bar_after_a_second_and_short_work_none():
     shown = in_terminal(python(code))
     assert "slow work" in shown and "6/6 steps" in shown and BAR in shown, shown
     assert "quick work" not in shown
+    worker = in_terminal(python(code), PREFECT__FLOW_RUN_ID="8c0e4a6e-0000-4000-8000-000000000000")
+    assert "slow work" not in worker and "end" in worker  # a flow run a Prefect worker started
 
 
 def test_outside_a_terminal_progress_is_a_no_op():
