@@ -70,12 +70,14 @@ def filled(tmp_path) -> str:
     return str(tmp_path / "store")
 
 
-def test_verify_in_a_terminal_draws_a_bar_once_it_is_long(filled):
+def test_verify_and_gc_in_a_terminal_draw_a_bar_once_they_are_long(filled):
     verify = [sys.executable, "-m", "pipeline", "verify", "--store", filled]
     shown = in_terminal(verify, PIPELINE_PROGRESS_DELAY="0")  # every verify counts as long
     assert "verify" in shown and BAR in shown and "3/3 objects" in shown, shown
     short = in_terminal(verify)  # a 3-object verify takes milliseconds: no bar
     assert "objects" not in short and "manifests" in short, short  # the report table only
+    gc = [sys.executable, "-m", "pipeline", "gc", "--dry-run", "--store", filled]
+    assert "gc scan" in in_terminal(gc, PIPELINE_PROGRESS_DELAY="0") and "gc scan" not in in_terminal(gc)
 
 
 def test_through_a_pipe_nothing_extra_is_printed(filled):
