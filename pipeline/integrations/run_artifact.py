@@ -13,6 +13,7 @@ stay the same. A failure to publish warns and never fails the run.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 import warnings
@@ -30,6 +31,7 @@ from ..units import size
 from .artifacts import artifact_key
 
 _HOOKS = ("on_completion_hooks", "on_failure_hooks", "on_crashed_hooks")
+_lock = threading.Lock()
 
 
 def run_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,8 +79,9 @@ class RunEnd:
     def __call__(self, flow: Any, flow_run: Any, state: Any) -> None:
         if flow_run.id != self.flow_run_id:
             return
-        for name in _HOOKS:  # once per flow run: the flow object outlives it
-            setattr(flow, name, [h for h in getattr(flow, name) if h is not self])
+        with _lock:  # once per flow run: the flow object outlives it
+            for name in _HOOKS:
+                setattr(flow, name, [h for h in getattr(flow, name) if h is not self])
         start = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
         wall = time.time() - (start.timestamp() if start is not None else self.started)
         fn = getattr(flow, "fn", flow)
@@ -96,11 +99,12 @@ def watch_run(run_id: str | None) -> None:
     if run_id is None or ctx is None or ctx.flow is None or ctx.flow_run is None:
         return
     flow, flow_run_id = ctx.flow, ctx.flow_run.id
-    if any(isinstance(h, RunEnd) and h.flow_run_id == flow_run_id for h in flow.on_completion_hooks):
-        return
-    hook = RunEnd(current_store(), run_id, flow_run_id)
-    for name in _HOOKS:
-        setattr(flow, name, [*getattr(flow, name), hook])
+    with _lock:  # stages of one run may start in several threads at once: one hook
+        if any(isinstance(h, RunEnd) and h.flow_run_id == flow_run_id for h in flow.on_completion_hooks):
+            return
+        hook = RunEnd(current_store(), run_id, flow_run_id)
+        for name in _HOOKS:
+            setattr(flow, name, [*getattr(flow, name), hook])
 
 
 __all__ = ["RunEnd", "publish_run", "run_description", "run_rows", "watch_run"]

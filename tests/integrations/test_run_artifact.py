@@ -119,3 +119,15 @@ def test_rows_of_a_summary():
         {"stage": "a", "key": "1" * 12, "result": "hit", "seconds": 0.01, "saved s": 2.49, "size": "2.0 KB"},
         {"stage": "b", "key": "2" * 12, "result": "miss", "seconds": 1.235, "saved s": 0.0, "size": "5 B"},
     ]
+
+
+def test_mapped_and_submitted_stages_make_one_record_and_one_artifact(tmp_path):
+    from tests.cli.flows import fan_out
+
+    store = Store(tmp_path / "store")
+    with use_store(store):
+        state = fan_out(n=4, return_state=True)
+    run_id = str(state.state_details.flow_run_id)
+    (artifact,) = run_artifacts(run_id)
+    rows = json.loads(artifact.data)
+    assert len(rows) == 4 + 4 + 1 + 1 and as_tuples(rows) == expected_rows(store, run_id)
