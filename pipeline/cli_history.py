@@ -148,6 +148,11 @@ def _print_run_record(s, run) -> None:
     out.print(table)
     saved, wall = run.seconds_saved, run.wall_seconds
     out.print(f"{run.hits} cached, {run.misses} computed, {saved:.2f} s saved, {wall:.1f} s wall")
+    if run.params:
+        from .diff import run_params_flat
+
+        shown = ", ".join(f"{k}={v}" for k, v in run_params_flat(run).items())
+        out.print(f"flow {run.flow or '(unknown)'} ran with: {shown}", highlight=False, soft_wrap=True)
 
 
 def _print_facts(s, manifest) -> None:

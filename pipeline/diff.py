@@ -2,7 +2,8 @@
 
 A and B are result keys (a unique prefix is enough), ``STAGE@N`` (the Nth newest result of a
 stage; a bare stage name is ``STAGE@1``), or run ids (then every stage of the two runs is
-paired by name and order, and the pairs whose keys differ are compared). Rows are params,
+paired by name and order, and the pairs whose keys differ are compared, after the parameters
+the two runs' flows ran with). Rows are params,
 metrics, code fingerprints per function, input fingerprints, library versions and sizes; a
 :class:`Diff` lists changed rows first.
 """
@@ -18,6 +19,7 @@ from .history import RunRecord, find_run, versions
 from .store import Manifest, Store
 from .store.tree import DictNode, Leaf, leaves
 from .tracking import training_record
+from .tracking.base import flat
 
 SECTIONS = ("stage", "param", "metric", "code", "input", "version", "size")
 
@@ -117,6 +119,7 @@ def diff_runs(store: Store, a: RunRecord, b: RunRecord) -> Diff:
     """Two runs stage by stage (paired by name and order of calls): keys and hit/miss, then
     the changed components of every pair whose keys differ."""
     rows = [Row("stage", "status", a.status, b.status, informational=True)]
+    rows += _pairs("param", run_params_flat(a), run_params_flat(b))  # what the flows ran with
     pairs = _pair_stages(a, b)
     for name, sa, sb in pairs:
         rows.append(Row("stage", name, _key(sa), _key(sb)))
@@ -131,6 +134,11 @@ def diff_runs(store: Store, a: RunRecord, b: RunRecord) -> Diff:
             if r.changed and r.section != "stage":
                 rows.append(Row(r.section, f"{name}: {r.name}", r.a, r.b))
     return Diff(f"run {a.run_id}", f"run {b.run_id}", tuple(rows))
+
+
+def run_params_flat(run: RunRecord) -> dict[str, str]:
+    """A run's parameters as dotted names (``train.seed``) and their values' reprs."""
+    return {k: repr(v) for k, v in flat(run.params).items()}
 
 
 def metrics_of(store: Store, m: Manifest) -> dict[str, Any]:

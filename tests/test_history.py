@@ -66,6 +66,8 @@ def test_show_run_lists_its_stages_keys_and_params(bundled):
     assert "seed=8" in train[5] and rows["clean"][2] == "hit" and rows["clean"][5] == "clip_z=4.0"
     s = summary(bundled, bundled.changed_param)
     assert f"{s['hits']} cached, {s['misses']} computed" in out
+    (ran_with,) = [line for line in out.splitlines() if line.startswith("flow flows.ml_pipeline:ml_pipeline ran with:")]
+    assert "train.seed=8" in ran_with and "tune.n_trials=4" in ran_with and "train.epochs=40" in ran_with
     assert find_run(bundled.store, bundled.changed_param[:8]).run_id == bundled.changed_param
 
 
@@ -118,6 +120,9 @@ def test_diff_of_runs_pairs_their_stages(bundled):
     same = diff(bundled.store, bundled.cold, bundled.warm)
     assert same.changed == []  # every key equal: hits and timings are not changes
     d = diff(bundled.store, bundled.warm, bundled.changed_param)
+    assert [(r.section, r.name, r.a, r.b) for r in d.changed if r.section == "param" and "." in r.name] == [
+        ("param", "train.seed", "7", "8")
+    ]  # the runs' own parameters first: what the user changed
     changed = [(r.section, r.name) for r in d.changed]
     assert ("stage", "train") in changed and ("param", "train: seed") in changed
     assert ("stage", "clean") not in changed and ("stage", "search") not in changed

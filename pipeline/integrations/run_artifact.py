@@ -86,7 +86,8 @@ class RunEnd:
         wall = time.time() - (start.timestamp() if start is not None else self.started)
         fn = getattr(flow, "fn", flow)
         ref = f"{module_name(fn)}:{fn.__name__}"
-        summary = summarise(self.store, self.run_id, state.type.value.lower(), max(0.0, wall), flow=ref)
+        status, params = state.type.value.lower(), dict(getattr(flow_run, "parameters", None) or {})
+        summary = summarise(self.store, self.run_id, status, max(0.0, wall), flow=ref, params=params)
         try:
             self.published = publish_run(summary, flow.name, self.flow_run_id)
         except Exception as e:  # the API is down: the run record is in the store all the same

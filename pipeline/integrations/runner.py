@@ -93,7 +93,7 @@ def run_flow(
         else:
             status = "completed"
             result = flow(**kwargs)
-    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
+    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref, params=kwargs)
     if state is not None:
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):

@@ -74,6 +74,7 @@ def test_a_users_own_flow_publishes_its_run_record(tmp_path):
         assert {r["result"] for r in rows} == {result}
         record = find_run(store, run_id)  # the run record exists for a user's own flow, not "incomplete"
         assert record.status == "completed" and record.hits == (3 if result == "hit" else 0)
+        assert record.params == {"x": 3} and record.flow == "tests.integrations.test_run_artifact:my_flow"
         assert f"{record.hits} cached, {record.misses} computed" in artifact.description
         assert [r["saved s"] for r in rows] == [round(s.saved, 3) for s in record.stages]
     assert my_flow.on_completion_hooks == [] and my_flow.on_failure_hooks == []  # hooks do not pile up
