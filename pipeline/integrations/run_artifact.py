@@ -70,6 +70,8 @@ def publish_run(summary: dict[str, Any], flow_name: str, flow_run_id: uuid.UUID 
 class RunEnd:
     """The end-of-run hook of one flow run (see the module docstring)."""
 
+    __name__ = "pipeline run record"  # how Prefect's log names the hook
+
     store: Store
     run_id: str
     flow_run_id: uuid.UUID
