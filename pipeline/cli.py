@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .config import Settings
 from .errors import PipelineError
+from .progress_bar import use_console
 from .units import size
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stage cache and checkpoints for ML pipelines.")
@@ -42,6 +43,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
     _state["debug"] = debug
     for console in (out, err):  # into a file or pipe: full keys and bars, never cut at 80 columns
         console.width = None if console.is_terminal else 1000  # type: ignore[assignment]
+    use_console(out)  # progress bars of long work: with the epoch bars, on a terminal only
     warnings.showwarning = _one_line_warning
 
 

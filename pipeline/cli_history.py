@@ -32,14 +32,14 @@ def runs_command(
     limit: int = typer.Option(20, "--limit", help="Show at most this many runs (newest first)."),
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
 ) -> None:
-    """Past runs, newest first: id, started, status, hits/misses, time saved."""
+    """Past runs, newest first: id, flow, started, status, hits/misses, time saved."""
     from .history import runs
 
     found = runs(_store(store))
-    table = Table("run", "started", "status", "stages", "hits", "misses", "saved s", "wall s",
+    table = Table("run", "flow", "started", "status", "stages", "hits", "misses", "saved s", "wall s",
                   title=f"{len(found)} runs" + (f" (newest {limit})" if len(found) > limit else ""))  # fmt: skip
     for r in found[:limit]:
-        table.add_row(r.run_id, _when(r.started), r.status, str(len(r.stages)), str(r.hits), str(r.misses),
+        table.add_row(r.run_id, r.flow, _when(r.started), r.status, str(len(r.stages)), str(r.hits), str(r.misses),
                       f"{r.seconds_saved:.2f}", f"{r.wall_seconds:.1f}")  # fmt: skip
     out.print(table)
 
@@ -110,9 +110,11 @@ def show(
     key: Optional[str] = typer.Option(
         None, "--key", help="With a search name: the search with this key (a prefix is enough); else the latest run's."
     ),
+    as_json: bool = typer.Option(False, "--json", help="A result's raw manifest as JSON."),
 ) -> None:
-    """Show a run (its stages, keys, hit/miss, seconds, params); a result by key (``--curves``:
-    its per-epoch metrics); a stage's results by name; a search's trials and best."""
+    """Show a run (its stages, keys, hit/miss, seconds, params); a result by key or STAGE@N
+    (params, metrics, training metadata, outputs, code, versions; ``--curves``: its per-epoch
+    metrics; ``--json``: the manifest); a stage's results by name; a search's trials and best."""
     from .diff import resolve
     from .history import find_run
 
@@ -126,6 +128,12 @@ def show(
             run = None
         if run is not None:
             return _print_run_record(s, run)
+        try:
+            manifest = resolve(s, what)
+        except PipelineError:
+            manifest = None  # not a key either: the stage/search/key lookup below says so
+        if manifest is not None:
+            return out.print_json(manifest.to_json().decode()) if as_json else _print_facts(s, manifest)
     return _show_stage_or_key(what=what, store=store, key=key)
 
 
@@ -143,6 +151,22 @@ def _print_run_record(s, run) -> None:
     out.print(table)
     saved, wall = run.seconds_saved, run.wall_seconds
     out.print(f"{run.hits} cached, {run.misses} computed, {saved:.2f} s saved, {wall:.1f} s wall")
+    if run.params:
+        from .diff import run_params_flat
+
+        shown = ", ".join(f"{k}={v}" for k, v in run_params_flat(run).items())
+        out.print(f"flow {run.flow or '(unknown)'} ran with: {shown}", highlight=False, soft_wrap=True)
+
+
+def _print_facts(s, manifest) -> None:
+    from .describe import describe
+
+    table = Table("", "", "", title=f"{manifest.stage} {manifest.key}", show_header=False)
+    last = None
+    for f in describe(s, manifest):
+        table.add_row(f.section if f.section != last else "", f.name, f.value, end_section=False)
+        last = f.section
+    out.print(table)
 
 
 def _print_curves(s, manifest) -> None:

@@ -3,7 +3,8 @@
 A and B are result keys (a unique prefix is enough), ``STAGE@N`` (the Nth newest result of a
 stage; a bare stage name is ``STAGE@1``), tag names (``python -m pipeline tag``; a tag on one
 result), or run ids (then every stage of the two runs is
-paired by name and order, and the pairs whose keys differ are compared). Rows are params,
+paired by name and order, and the pairs whose keys differ are compared, after the parameters
+the two runs' flows ran with). Rows are params,
 metrics, code fingerprints per function, input fingerprints, library versions and sizes; a
 :class:`Diff` lists changed rows first.
 """
@@ -19,6 +20,7 @@ from .history import RunRecord, find_run, versions
 from .store import Manifest, Store
 from .store.tree import DictNode, Leaf, leaves
 from .tracking import training_record
+from .tracking.base import flat
 
 SECTIONS = ("stage", "param", "metric", "code", "input", "version", "size")
 
@@ -115,8 +117,8 @@ def compare(store: Store, a: Manifest, b: Manifest) -> list[Row]:
     ]
     rows += _pairs("param", {k: v.get("repr", "") for k, v in a.params.items()},
                    {k: v.get("repr", "") for k, v in b.params.items()})  # fmt: skip
-    rows += _pairs("metric", _numbers(metrics_of(store, a)), _numbers(metrics_of(store, b)))
-    rows += _pairs("code", _components(a), _components(b))
+    rows += _pairs("metric", numbers(metrics_of(store, a)), numbers(metrics_of(store, b)))
+    rows += _pairs("code", code_rows(a), code_rows(b))
     rows += _pairs("input", a.inputs, b.inputs)
     rows += _pairs("version", a.versions, b.versions)
     rows += [
@@ -131,6 +133,7 @@ def diff_runs(store: Store, a: RunRecord, b: RunRecord) -> Diff:
     """Two runs stage by stage (paired by name and order of calls): keys and hit/miss, then
     the changed components of every pair whose keys differ."""
     rows = [Row("stage", "status", a.status, b.status, informational=True)]
+    rows += _pairs("param", run_params_flat(a), run_params_flat(b))  # what the flows ran with
     pairs = _pair_stages(a, b)
     for name, sa, sb in pairs:
         rows.append(Row("stage", name, _key(sa), _key(sb)))
@@ -145,6 +148,11 @@ def diff_runs(store: Store, a: RunRecord, b: RunRecord) -> Diff:
             if r.changed and r.section != "stage":
                 rows.append(Row(r.section, f"{name}: {r.name}", r.a, r.b))
     return Diff(f"run {a.run_id}", f"run {b.run_id}", tuple(rows))
+
+
+def run_params_flat(run: RunRecord) -> dict[str, str]:
+    """A run's parameters as dotted names (``train.seed``) and their values' reprs."""
+    return {k: repr(v) for k, v in flat(run.params).items()}
 
 
 def metrics_of(store: Store, m: Manifest) -> dict[str, Any]:
@@ -176,12 +184,12 @@ def _count(m: Manifest) -> int:
     return sum(1 for _ in leaves(m.outputs))
 
 
-def _numbers(values: dict[str, Any]) -> dict[str, str]:
+def numbers(values: dict[str, Any]) -> dict[str, str]:
     return {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
 
 
-def _components(m: Manifest) -> dict[str, str]:
+def code_rows(m: Manifest) -> dict[str, str]:
     """A manifest's typed code components, one row each: a function's or class's code by its
     qualified name, anything else (global, package, closure...) as ``kind name``."""
     return {c.name if c.kind == "code" else f"{c.kind} {c.name}": c.digest for c in m.code_components}
@@ -231,4 +239,16 @@ def tags_of(store: Store, m: Manifest) -> str:
     return ", ".join(sorted(store.tags.of(m.stage, m.key, m.step)))
 
 
-__all__ = ["Diff", "Row", "SECTIONS", "diff", "diff_runs", "compare", "resolve", "metrics_of", "tags_of"]
+__all__ = [
+    "Diff",
+    "Row",
+    "SECTIONS",
+    "diff",
+    "diff_runs",
+    "compare",
+    "resolve",
+    "metrics_of",
+    "numbers",
+    "code_rows",
+    "tags_of",
+]

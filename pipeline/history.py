@@ -9,7 +9,7 @@ run (stage keys with checkpoints) as :class:`~pipeline.tracking.TrainingResult` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .cache import StageKey, diff_key
@@ -59,6 +59,10 @@ class RunRecord:
     trials: tuple[dict[str, Any], ...] = ()
     seconds_saved: float = 0.0
     """What serving hits saved (the run summary's figure; summed from the events without one)."""
+    flow: str = ""
+    """The flow's reference (``flows.ml_pipeline:ml_pipeline``); empty when the record has none."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The arguments the flow ran with (sections of the bundled flow's parameters)."""
 
     @property
     def started(self) -> float:
@@ -157,7 +161,10 @@ def _read(store: Store, run_id: str, summary: dict[str, Any] | None) -> RunRecor
     stages = tuple(StageRun.of(e) for e in evs)
     saved = summary.get("seconds_saved") if summary is not None else None
     saved = float(saved) if saved is not None else round(sum(s.saved for s in stages), 3)
-    return RunRecord(run_id, status, wall, stages, tuple(trials), saved)
+    flow = str(summary.get("flow") or "") if summary is not None else ""
+    params = summary.get("params") if summary is not None else None
+    params = params if isinstance(params, dict) else {}
+    return RunRecord(run_id, status, wall, stages, tuple(trials), saved, flow, params)
 
 
 def _run_files(store: Store) -> dict[str, dict[str, Any] | None]:

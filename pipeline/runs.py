@@ -7,6 +7,7 @@ records live is the store's business (``store.runs``).
 
 from __future__ import annotations
 
+import reprlib
 import time
 from typing import Any
 
@@ -55,13 +56,18 @@ def trial_events(store: Store, run_id: str) -> list[dict[str, Any]]:
     return store.runs.trial_events(run_id)
 
 
-def summarise(store: Store, run_id: str, status: str, wall_seconds: float, flow: str | None = None) -> dict[str, Any]:
+def summarise(
+    store: Store, run_id: str, status: str, wall_seconds: float, flow: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Fold a run's events into its summary record and return it (``flow``: the flow's
-    reference, so that ``status`` can compare with the previous run of the same flow)."""
+    reference, so that ``status`` can compare with the previous run of the same flow;
+    ``params``: the arguments the flow ran with, see :func:`run_params`)."""
     evs = events(store, run_id)
     summary = {
         "run_id": run_id,
         "flow": flow,
+        "params": run_params(params or {}),
         "finished": time.time(),
         "status": status,
         "wall_seconds": round(wall_seconds, 3),
@@ -85,6 +91,24 @@ def record_crashed(store: Store, run_ids: list[str]) -> list[str]:
             summarise(store, run_id, "crashed", 0.0)
             done.append(run_id)
     return done
+
+
+def run_params(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A flow's arguments as a run record keeps them: plain JSON (other values by a short
+    repr); a flow taking one ``params`` mapping (the bundled flow) by that mapping's sections."""
+    if set(arguments) == {"params"} and isinstance(arguments["params"], dict):
+        arguments = arguments["params"]
+    return {str(k): _plain(v) for k, v in arguments.items()}
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)) and len(v) <= 100:
+        return [_plain(x) for x in v]
+    return reprlib.repr(v)
 
 
 def run_summaries(store: Store) -> list[dict[str, Any]]:

@@ -10,6 +10,8 @@ import pytest
 from pipeline import PipelineError
 from pipeline.diff import diff, resolve
 from pipeline.history import find_run, runs, versions
+from pipeline.tracking import training_record
+from pipeline.units import size
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +49,9 @@ def test_runs_newest_first_with_hits_and_time_saved(bundled):
     assert done.returncode == 0, done.stderr
     lines = [[c.strip() for c in line.strip("│").split("│")] for line in done.stdout.splitlines() if "complete" in line]
     assert [cells[0] for cells in lines] == bundled.ids[::-1]
+    assert {cells[1] for cells in lines} == {"flows.ml_pipeline:ml_pipeline"} == {r.flow for r in records}
     warm = next(cells for cells in lines if cells[0] == bundled.warm)
-    assert warm[3:7] == ["9", "9", "0", f"{summary(bundled, bundled.warm)['seconds_saved']:.2f}"]
+    assert warm[4:8] == ["9", "9", "0", f"{summary(bundled, bundled.warm)['seconds_saved']:.2f}"]
 
 
 def test_show_run_lists_its_stages_keys_and_params(bundled):
@@ -63,6 +66,8 @@ def test_show_run_lists_its_stages_keys_and_params(bundled):
     assert "seed=8" in train[5] and rows["clean"][2] == "hit" and rows["clean"][5] == "clip_z=4.0"
     s = summary(bundled, bundled.changed_param)
     assert f"{s['hits']} cached, {s['misses']} computed" in out
+    (ran_with,) = [line for line in out.splitlines() if line.startswith("flow flows.ml_pipeline:ml_pipeline ran with:")]
+    assert "train.seed=8" in ran_with and "tune.n_trials=4" in ran_with and "train.epochs=40" in ran_with
     assert find_run(bundled.store, bundled.changed_param[:8]).run_id == bundled.changed_param
 
 
@@ -115,6 +120,9 @@ def test_diff_of_runs_pairs_their_stages(bundled):
     same = diff(bundled.store, bundled.cold, bundled.warm)
     assert same.changed == []  # every key equal: hits and timings are not changes
     d = diff(bundled.store, bundled.warm, bundled.changed_param)
+    assert [(r.section, r.name, r.a, r.b) for r in d.changed if r.section == "param" and "." in r.name] == [
+        ("param", "train.seed", "7", "8")
+    ]  # the runs' own parameters first: what the user changed
     changed = [(r.section, r.name) for r in d.changed]
     assert ("stage", "train") in changed and ("param", "train: seed") in changed
     assert ("stage", "clean") not in changed and ("stage", "search") not in changed
@@ -133,6 +141,44 @@ def test_show_key_curves_is_the_per_epoch_table(bundled):
     for row, h in zip(rows, history):
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert int(cells[0]) == h["epoch"] and float(cells[3]) == pytest.approx(h["val_loss"], rel=1e-4)
+
+
+def facts(stdout: str) -> dict[tuple[str, str], str]:
+    """``show KEY``'s table as (section, name) -> value (a section is named on its first row)."""
+    out, section = {}, ""
+    for line in stdout.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            section = cells[0] or section
+            out[section, cells[1]] = cells[2]
+    return out
+
+
+def test_show_key_prints_metrics_and_training_metadata_readably(bundled):
+    package = stage_key(bundled, bundled.changed_param, "package_model")
+    done = cli(bundled, "show", package[5:15])
+    assert done.returncode == 0, done.stderr
+    rows = facts(done.stdout)
+    metadata = bundled.store.load(bundled.store.manifest("package_model", package).outputs["metadata"])
+    assert rows["value", "metadata.config.train.seed"] == "8" == str(metadata["config"]["train"]["seed"])
+    accuracy = float(rows["metric", "metadata.metrics.test.accuracy"])
+    assert accuracy == pytest.approx(metadata["metrics"]["test"]["accuracy"], rel=1e-5)
+    assert rows["value", "metadata.versions.numpy"] == metadata["versions"]["numpy"]
+    assert rows["result", "key"] == package and '"seal"' not in done.stdout  # readable, not the manifest's JSON
+
+    train = stage_key(bundled, bundled.changed_param, "train")
+    shown = cli(bundled, "show", f"{train[5:15]}")
+    rows = facts(shown.stdout)
+    record = training_record(bundled.store, "train", train)
+    assert rows["hyperparameter", "seed"] == "8" == rows["param", "seed"]
+    assert rows["training", "epochs"] == f"{record.epochs}" + (" (stopped early)" if record.stopped else "")
+    assert rows["training", "best epoch"].startswith(f"{record.best_step} (")
+    assert rows["training", "checkpoints"] == ", ".join(f"{c.step} ({size(c.bytes)})" for c in record.checkpoints)
+    assert float(rows["metric", "val_loss"]) == pytest.approx(record.final_metrics["val_loss"], rel=1e-5)
+    same = cli(bundled, "show", "train@2")  # STAGE@N names a result too
+    assert same.returncode == 0 and resolve(bundled.store, "train@2").key in same.stdout
+    raw = cli(bundled, "show", train[5:15], "--json")
+    assert json.loads(raw.stdout)["key"] == train
 
 
 def test_errors_are_one_line(bundled):

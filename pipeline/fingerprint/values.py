@@ -46,6 +46,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from ..errors import FingerprintError
+from ..progress_bar import progress
 from .encoder import Encoder, Unhashable, type_name
 
 _pack_q = struct.Struct("<q").pack
@@ -393,12 +394,13 @@ def _slice(v: slice, enc: Encoder) -> None:
 # -- files ---------------------------------------------------------------------------
 def hash_file(path: str | os.PathLike, enc: Encoder) -> None:
     """Feed a file's bytes in 8 MiB reads (length first, so files can't run together)."""
-    enc.int(os.path.getsize(path))
+    enc.int(size := os.path.getsize(path))
     buf = bytearray(8 << 20)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open(path, "rb", buffering=0) as f, progress(f"hash {os.path.basename(path)}", size) as bar:
         while n := f.readinto(buf):
             enc.update(view[:n])
+            bar.advance(n)
 
 
 def _raise(err: OSError) -> None:

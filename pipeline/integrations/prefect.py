@@ -37,6 +37,7 @@ from ..fingerprint import fingerprint
 from ..plan import plan_call
 from ..runs import record
 from ..store import Store
+from .run_artifact import watch_run
 
 R = TypeVar("R")
 
@@ -124,6 +125,7 @@ class StageTask(Task):
     def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any) -> Any:
         plan = current().plan
         if plan is None:
+            watch_run(current_run_id())  # the run's record and artifact when it ends
             shipped = self._carrying_context()
             return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
         future = PlannedFuture(self._plan(plan, args, kwargs))
@@ -133,6 +135,7 @@ class StageTask(Task):
             **kwargs: Any) -> Any:  # fmt: skip
         plan = current().plan
         if plan is None:
+            watch_run(current_run_id())
             shipped = self._carrying_context()
             return Task.map(shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
         parameters = get_call_parameters(self.fn, args, kwargs, apply_defaults=False)
@@ -151,6 +154,7 @@ class StageTask(Task):
             return self._plan(plan, args, kwargs)
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
+        watch_run(current_run_id())
         result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the (lazy) value in memory: no I/O

@@ -100,9 +100,9 @@ def run_flow(
                 result = flow(**kwargs)
             except BaseException as e:  # the run record says so (retention's FailedRuns), then it propagates
                 ended = "failed" if isinstance(e, Exception) else "crashed"
-                summarise(store, run_id, ended, time.perf_counter() - t0, flow=ref)
+                summarise(store, run_id, ended, time.perf_counter() - t0, flow=ref, params=kwargs)
                 raise
-    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref)
+    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref, params=kwargs)
     if state is not None:
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Protocol
 import xxhash
 
 from ..errors import IntegrityError, StoreError
+from ..progress_bar import advance
 from . import layout
 
 Writer = Callable[[io.BufferedIOBase], None]
@@ -43,6 +44,7 @@ class HashingWriter(io.RawIOBase):
         while done < len(view):  # a raw write may take only part of the bytes
             done += self._sink.write(view[done:])
         self.size += done
+        advance(done)  # the bar of the object being written, if it proves long (progress_bar)
         return done
 
     def tell(self) -> int:

@@ -14,15 +14,27 @@ from typing import Any, Callable
 import xxhash
 
 from ..errors import IntegrityError, StoreError, UnsignedError
+from ..progress_bar import advance, progress
 from . import layout
 from .backend import Backend, SymlinkRefused
 from .codecs import CODECS, Codec, candidates
 from .seal import BadSignature, Hmac, Sha256Tee
 from .tree import Leaf
 
+_CHUNK = 64 << 20
+
 
 def checksum(buf: Any) -> str:
-    return xxhash.xxh3_128_hexdigest(buf)
+    """xxh3_128 of ``buf``; a big buffer in 64 MiB steps that advance the innermost bar."""
+    with memoryview(buf) as mv:
+        if mv.nbytes <= _CHUNK:
+            return xxhash.xxh3_128_hexdigest(buf)
+        h = xxhash.xxh3_128()
+        with mv.cast("B") as view:  # released before the caller closes a memory map
+            for i in range(0, view.nbytes, _CHUNK):
+                h.update(view[i : i + _CHUNK])
+                advance(min(_CHUNK, view.nbytes - i))
+        return h.hexdigest()
 
 
 def leaf_path(leaf: Leaf) -> str:
@@ -58,7 +70,8 @@ class Objects:
             signing = self._signer is not None and codec.executes_code
             tee: list[Sha256Tee] = []
             try:
-                staged = self._backend.stage(functools.partial(_write, codec, value, tee if signing else None))
+                with progress(f"write {what}"):  # advanced by the hashing writer, as bytes go out
+                    staged = self._backend.stage(functools.partial(_write, codec, value, tee if signing else None))
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
@@ -120,14 +133,15 @@ class Objects:
 
     def get(self, leaf: Leaf) -> Any:
         codec = CODECS[leaf.codec]
-        if self._signer is None or not codec.executes_code:
-            return codec.read(self.read_verified(leaf))
-        try:  # the reference first: nothing is read for an unsigned or forged one
-            sha = self._signer.signed_sha256(leaf.object, leaf.signature)
-        except BadSignature as e:
-            raise self._refused(leaf, str(e)) from None
-        buf = self.read_verified(leaf)
-        if hashlib.sha256(buf).hexdigest() != sha:  # same xxh3 name, other bytes than were signed
+        sha = None
+        if self._signer is not None and codec.executes_code:
+            try:  # the reference first: nothing is read for an unsigned or forged one
+                sha = self._signer.signed_sha256(leaf.object, leaf.signature)
+            except BadSignature as e:
+                raise self._refused(leaf, str(e)) from None
+        with progress(f"read {leaf.object[:12]}", leaf.bytes):  # advanced by checksum()
+            buf = self.read_verified(leaf)
+        if sha is not None and hashlib.sha256(buf).hexdigest() != sha:  # same xxh3 name, other bytes than signed
             del buf
             self.quarantine(leaf_path(leaf))
             raise self._refused(leaf, "its bytes are not the ones signed (moved to quarantine/)")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, IntegrityError
+from ..progress_bar import track
 from . import layout
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
@@ -97,7 +98,7 @@ def gc(
     freed_now = set(decided.freed) if decided is not None else set()
     candidates: list[tuple[str, int]] = []
     temps = 0
-    for rel in list(backend.list(layout.OBJECTS)):
+    for rel in track(list(backend.list(layout.OBJECTS)), "gc scan", unit="objects"):  # a bar if it proves long
         is_temp = rel.startswith(layout.TMP + "/")
         if not is_temp and (rel in live or not layout.is_object(rel)):
             continue

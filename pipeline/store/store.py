@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
+from ..progress_bar import track
 from . import layout
 from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
@@ -430,7 +431,7 @@ class Store:
                 referenced[leaf_path(leaf)] = leaf.object
                 users.setdefault(leaf.object, []).append((m.stage, m.key, m.step))
         ok = corrupt = missing = 0
-        for rel, oid in sorted(referenced.items()):
+        for rel, oid in track(sorted(referenced.items()), "verify", unit="objects"):  # a bar if it proves long
             try:
                 buf = self._objects._read(rel)
             except FileNotFoundError:

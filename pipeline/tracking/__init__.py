@@ -10,6 +10,7 @@ of :mod:`pipeline.training.progress`. Importable without Prefect, MLflow or tens
     with tracking(MlflowSink("sqlite:///mlflow.db"), TensorBoardSink("data/tensorboard")):
         ...train...
 
+or per Checkpointer, for its training alone: ``Checkpointer(..., sinks=[MlflowSink(uri)])``;
 or in pyproject.toml ``[tool.pipeline.tracking] sinks = ["mlflow", "tensorboard"]`` and
 :func:`configured_tracking` (``python -m pipeline run`` uses it).
 """

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 from ..cache import current_stage
 from ..errors import ConfigError
-from ..training.progress import ProgressEvent, add_listener
+from ..training.progress import ProgressEvent, add_listener, register_tracker
 from .base import Sink, TrainingRun, read_result
 from .settings import SINK_NAMES, TrackingSettings
 
@@ -170,20 +170,28 @@ class _Delivery:
         return self._queue.qsize() if self._thread.is_alive() else 0
 
 
+def _checked(sinks: Any, where: str) -> list[Sink]:
+    for s in sinks:
+        if not isinstance(s, Sink):
+            raise ConfigError(f"{where} takes sinks (MlflowSink(...), TensorBoardSink(...)…), not {s!r}")
+    return list(sinks)
+
+
 @contextlib.contextmanager
 def tracking(*sinks: Sink, drain_seconds: float = 120.0) -> Iterator[Tracker]:
     """Feed ``sinks`` with every Checkpointer's epochs in this process while the block runs;
     at its end, wait up to ``drain_seconds`` for background sinks to catch up."""
-    for s in sinks:
-        if not isinstance(s, Sink):
-            raise ConfigError(f"tracking() takes sinks (MlflowSink(...), TensorBoardSink(...)…), not {s!r}")
-    tracker = Tracker(list(sinks), drain_seconds=drain_seconds)
+    tracker = Tracker(_checked(sinks, "tracking()"), drain_seconds=drain_seconds)
     remove = add_listener(tracker)
     try:
         yield tracker
     finally:
         remove()
         tracker.close()
+
+
+# Checkpointer(sinks=[...]): one Tracker of its own, fed only its events, closed when it finishes.
+register_tracker(lambda sinks: Tracker(_checked(sinks, "Checkpointer(sinks=...)")))
 
 
 def sinks_from(settings: TrackingSettings) -> list[Sink]:

@@ -27,7 +27,9 @@ stop* (``early_stopping=``), *what a checkpoint holds* (``content=`` ``Full()``,
 ``Partial("model", ...)`` or ``Light()``, :mod:`.content`) and *how it is written*
 (``writer=`` ``Background()``, ``Background(skip_when_busy=True)`` or ``Sync()``, :mod:`.writer`).
 Background writes run after an in-memory snapshot; their failures surface at the next
-``step()`` or at ``close()``.
+``step()`` or at ``close()``. ``sinks=[MlflowSink(...), TensorBoardSink(...)]``
+(:mod:`pipeline.tracking`) tracks this Checkpointer's training alone, without a ``tracking()``
+block; its sinks are closed when it finishes (or, if training raised, when it closes).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import datetime as dt
 import json
 import time
 import warnings
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from ..context import current_stage, current_store
 from ..errors import CheckpointError, ConfigError
@@ -60,7 +62,7 @@ from .policies import (
     best_of,
     members,
 )
-from .progress import ProgressEvent, emit
+from .progress import ProgressEvent, emit, tracker_for
 from .state import ClosesOnExit, TrainState
 from .writer import Background, WritePolicy, Writer, check_writer
 
@@ -94,9 +96,12 @@ class Checkpointer(ClosesOnExit):
         store: Store | str | None = None,
         name: str | None = None,
         key: str | None = None,
+        sinks: Sequence[Any] = (),
         **removed: Any,
     ) -> None:
         _refuse_removed(removed)
+        self._tracker = tracker_for(sinks) if sinks else None  # this Checkpointer's own tracking sinks
+        self._finishing = False
         self.save_policy = EveryNEpochs(1) if save is None else save
         self.keep = keep
         self.stopping = early_stopping
@@ -400,6 +405,7 @@ class Checkpointer(ClosesOnExit):
     def finish(self, state: TrainState) -> TrainState:
         """Wait for writes (raising their errors); with ``restore_best`` put the best epoch's
         entries into ``state``; prune by the keep policy (best and newest stay). Returns it."""
+        self._finishing = True
         self.close()
         if self.stopping is not None and self.stopping.restore_best:
             self._load_best(state)
@@ -407,6 +413,7 @@ class Checkpointer(ClosesOnExit):
         self._prune(newest=steps[-1] if steps else None, finishing=True)
         last = state.history[-1] if state.history else {}
         self._emit("finish", state, {k: v for k, v in last.items() if k != "epoch"})
+        self._close_tracker()
         return state
 
     def wait(self) -> None:
@@ -419,7 +426,16 @@ class Checkpointer(ClosesOnExit):
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
+        try:
+            self._writer.close()
+        finally:
+            if not self._finishing:  # ended without finish (training raised): its sinks abandon the run
+                self._close_tracker()
+
+    def _close_tracker(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            tracker.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -443,13 +459,14 @@ class Checkpointer(ClosesOnExit):
         now = time.perf_counter()
         seconds, self._clock = now - self._clock, now
         total = self.total if self.total is not None or kind != "finish" else state.epoch
-        emit(
-            ProgressEvent(
-                kind, self.stage, self.key, state.epoch, total, dict(metrics or {}),
-                stopped=state.stopped, resumed_from=state.resumed_from, seconds=seconds, store=self.store,
-                run_id=self.run_id, hyperparameters=self.hyperparameters, **flags,
-            )
+        event = ProgressEvent(
+            kind, self.stage, self.key, state.epoch, total, dict(metrics or {}),
+            stopped=state.stopped, resumed_from=state.resumed_from, seconds=seconds, store=self.store,
+            run_id=self.run_id, hyperparameters=self.hyperparameters, **flags,
         )  # fmt: skip
+        emit(event)
+        if self._tracker is not None:
+            self._tracker(event)
 
     def __repr__(self) -> str:
         return f"<Checkpointer {self.stage!r} {self.key} in {self.store.url}>"

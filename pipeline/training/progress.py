@@ -17,7 +17,9 @@ import contextlib
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from ..errors import ConfigError
 
 Listener = Callable[["ProgressEvent"], None]
 
@@ -70,6 +72,25 @@ def listening(listener: Listener) -> Iterator[Listener]:
         yield listener
     finally:
         remove()
+
+
+_tracker_factory: Callable[[Sequence[Any]], Listener] | None = None
+
+
+def register_tracker(factory: Callable[[Sequence[Any]], Listener]) -> None:
+    """How a Checkpointer's own ``sinks=`` are fed: ``factory(sinks)`` gives a listener with a
+    ``close()`` (``pipeline.tracking`` registers its Tracker when imported)."""
+    global _tracker_factory
+    _tracker_factory = factory
+
+
+def tracker_for(sinks: Sequence[Any]) -> Listener:
+    """The listener that feeds one Checkpointer's ``sinks`` (see :func:`register_tracker`)."""
+    if _tracker_factory is None:
+        raise ConfigError(
+            f"Checkpointer(sinks=...) takes tracking sinks (from pipeline.tracking import MlflowSink...), got {sinks!r}"
+        )
+    return _tracker_factory(list(sinks))
 
 
 def emit(event: ProgressEvent) -> None:

@@ -55,7 +55,7 @@ def test_run_status_force_ls_show_verify(tmp_path):
     listing = invoke("ls", "--store", store)
     assert listing.exit_code == 0 and "package_model" in listing.output
     key = next(Store(store).manifests("train")).key
-    shown = invoke("show", key[5:15], "--store", store)
+    shown = invoke("show", key[5:15], "--store", store, "--json")
     assert shown.exit_code == 0 and '"stage": "train"' in shown.output
     assert invoke("verify", "--store", store).exit_code == 0
 

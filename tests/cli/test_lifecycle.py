@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline import StageCache, Store
@@ -45,7 +47,7 @@ def test_dry_run_table_then_gc_then_tags(tmp_path):
     assert {m.key for m in store.manifests()} == {keys[0], keys[3]}
 
     shown = invoke("show", keys[0][5:14], "--store", path)
-    assert "tags: prod" in shown.output
+    assert re.search(r"tags\s*│\s*prod", shown.output), shown.output
     history = invoke("history", "clean", "--store", path)
     assert "prod" in next(line for line in history.output.splitlines() if keys[0][5:17] in line)
     compared = invoke("diff", "prod", keys[3][5:14], "--store", path, "--json")

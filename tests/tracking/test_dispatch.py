@@ -189,3 +189,35 @@ def test_events_that_carry_their_store_need_no_running_stage(tmp_path):
     (result,) = rec.results
     assert result.run.store is store and result.hyperparameters == {"lr": 0.2}
     assert [c.step for c in result.checkpoints] == [1]
+
+
+def test_a_checkpointer_s_own_sinks_see_its_training_alone(tmp_path):
+    from pipeline.training import Checkpointer, TrainState
+
+    store = Store(tmp_path / "store")
+    mine, everyone = Recorder(), Recorder()
+    with tracking(everyone):
+        ckpt = Checkpointer(store=store, name="own", hyperparameters={"lr": 0.1}, sinks=[mine])
+        state = ckpt.restore(TrainState(weights=[0.0]))
+        for epoch in ckpt.epochs(state, 3):
+            ckpt.step(epoch, state, {"loss": 1.0 / (epoch + 1)})
+        ckpt.finish(state)
+        train(store, epochs=3)  # another Checkpointer: not fed to `mine`
+    assert mine.calls == [("start", "own", None), *[("epoch", n, True) for n in (1, 2, 3)], ("finish", 3), ("close",)]
+    (result,) = mine.results
+    assert result.hyperparameters == {"lr": 0.1} and [c.step for c in result.checkpoints] == [2, 3]
+    assert [c[1] for c in everyone.calls if c[0] == "start"] == ["own", "train"]  # the block sees both
+
+
+def test_a_checkpointer_s_sinks_abandon_a_training_that_raised(tmp_path):
+    from pipeline.training import Checkpointer, TrainState
+
+    rec = Recorder()
+    with pytest.raises(Crash), Checkpointer(store=Store(tmp_path / "s"), name="own", sinks=[rec]) as ckpt:
+        state = ckpt.restore(TrainState(weights=[0.0]))
+        for epoch in ckpt.epochs(state, 3):
+            ckpt.step(epoch, state, {"loss": 1.0})
+            raise Crash("boom")
+    assert rec.calls == [("start", "own", None), ("epoch", 1, True), ("abandon", "own"), ("close",)]
+    with pytest.raises(ConfigError, match=r"Checkpointer\(sinks=...\) takes sinks"):
+        Checkpointer(store=Store(tmp_path / "s"), name="x", sinks=["mlflow"])

@@ -30,10 +30,13 @@ def trainer(alpha: float = 0.01) -> list:
 
 
 def artifacts_of(flow_run_id):
+    """The training artifacts of a flow run (its run table, `run-<flow>`, is the flow run's own)."""
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
+        assert [a.task_run_id for a in found if a.key.startswith("run-")] == [None]
+        found = [a for a in found if not a.key.startswith("run-")]
         task_runs = {a.task_run_id for a in found}
         return {a.key: a for a in found}, task_runs
 
