@@ -20,7 +20,9 @@ Methods, interleaved round by round (``--rounds``; the order alternates between 
 - interleaved:   the headline per-trial overhead: our search (first setting) and the plain loop
                  trial by trial in one process, alternating (``run_interleaved``), so the two
                  trials of a pair share the machine's noise; whole runs tens of seconds apart
-                 swing by several percent on a shared machine
+                 swing by several percent on a shared machine; at each trial length of
+                 ``--lengths`` (replicates: 45 -> ~0.16 s trials, 100 -> ~0.35 s), printed as
+                 per-round ratios min / median / max and the fixed cost per trial in ms
 - cached rerun:  ``tune`` again on the finished store of the first setting (every trial a hit)
 - resumed:       the first setting's search in a subprocess, SIGKILLed as soon as the store holds
                  10 trial manifests; then the rerun to completion is timed in this process.
@@ -29,8 +31,8 @@ All in-process times exclude interpreter start and imports (a warm-up search run
 store is a local directory with fsync on (the default). The trial values of every method are
 checked to be identical (same sampler, seed and training), so all do the same work.
 
-    /work/venv/bin/python benchmarks/bench_tuning.py [--rounds 3] [--epochs 20] [--replicate 100]
-        [--markdown PATH] [--profile]
+    python benchmarks/bench_tuning.py [--rounds 3] [--epochs 20] [--replicate 45] [--lengths 45,100]
+        [--interleaved-only] [--markdown PATH] [--profile]
 """
 
 from __future__ import annotations
@@ -202,11 +204,13 @@ def run_interleaved(args: argparse.Namespace, store: str, setting: str, plain_fi
     data, options = load_data(args.replicate), checkpoints()[setting]
     plain_times: list[float] = []
     ours_times: list[float] = []
+    plain_cpu: list[float] = []
+    ours_cpu: list[float] = []
     plain_values: list[float] = []
     studies: list[Any] = []
 
     def plain_trial() -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if not studies:
             sampler = optuna.samplers.TPESampler(seed=SEED)
             studies.append(optuna.create_study(sampler=sampler, pruner=optuna.pruners.NopPruner()))
@@ -214,27 +218,30 @@ def run_interleaved(args: argparse.Namespace, store: str, setting: str, plain_fi
         value = plain_objective(trial, data=data, epochs=args.epochs, times=[])
         studies[0].tell(trial, value)
         plain_times.append(time.perf_counter() - t0)
+        plain_cpu.append(time.process_time() - c0)
         plain_values.append(value)
 
-    mark = [0.0]
+    mark = [0.0, 0.0]
 
     def on_trial(record: Any) -> None:
         ours_times.append(time.perf_counter() - mark[0])
+        ours_cpu.append(time.process_time() - mark[1])
         if not plain_first or len(ours_times) < N_TRIALS:
             plain_trial()
-        mark[0] = time.perf_counter()
+        mark[:] = time.perf_counter(), time.process_time()
 
     if plain_first:
         plain_trial()
-    mark[0] = time.perf_counter()
+    mark[:] = time.perf_counter(), time.process_time()
     fn = functools.partial(train, data=data, epochs=args.epochs)
     result = tune(fn, space(), n_trials=N_TRIALS, sampler="tpe", seed=SEED, store=Store(store, fsync=options["fsync"]),
                   name=NAME, checkpointing=options["checkpointing"], on_trial=on_trial)  # fmt: skip
     ours_times[-1] += time.perf_counter() - mark[0]  # the search's own end, after its last trial
+    ours_cpu[-1] += time.process_time() - mark[1]
     ours_values = [t.value for t in sorted(result.trials, key=lambda t: t.number)]
     if not np.allclose(ours_values, plain_values, rtol=1e-9, atol=0):
         raise SystemExit(f"interleaved: trial values differ: {ours_values} vs {plain_values}")
-    return {"ours": ours_times, "plain": plain_times}
+    return {"ours": ours_times, "plain": plain_times, "ours_cpu": ours_cpu, "plain_cpu": plain_cpu}
 
 
 def run_resumed(args: argparse.Namespace, store: str) -> dict[str, Any]:
@@ -275,7 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--replicate", type=int, default=100)
+    parser.add_argument("--replicate", type=int, default=45, help="training split copies: 45 -> ~0.16 s trials")
+    parser.add_argument(
+        "--lengths", default="45,100", help="replicates of the interleaved overhead measurement (trial lengths)"
+    )
+    parser.add_argument("--interleaved-only", action="store_true", help="only the interleaved overhead rounds")
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--profile", action="store_true", help="also cProfile one from-scratch search (stderr)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -290,13 +301,24 @@ def main(argv: list[str] | None = None) -> None:
     settings = list(checkpoints())
     methods = ["plain optuna", *settings]
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "resumed after kill", "cached rerun"]}
-    pairs: list[dict[str, list[float]]] = []
+    lengths = [int(n) for n in args.lengths.split(",")]
+    pairs: dict[int, list[dict[str, list[float]]]] = {n: [] for n in lengths}
     try:
         # Warm-up: imports, first fingerprints, sklearn/optuna first-call costs.
         warm = argparse.Namespace(**{**vars(args), "epochs": 1})
         run_plain(warm)
         run_ours(warm, fresh_store(base, "warm"), settings[0])
         for r in range(args.rounds):
+            for n in lengths:
+                at = argparse.Namespace(**{**vars(args), "replicate": n})
+                pairs[n].append(
+                    run_interleaved(at, fresh_store(base, "interleaved"), settings[0], plain_first=r % 2 == 1)
+                )
+                ours, plain = sum(pairs[n][-1]["ours"]), sum(pairs[n][-1]["plain"])
+                print(f"round {r + 1}: interleaved, replicate {n}: ours {ours:.2f} s, plain {plain:.2f} s, "
+                      f"{ours / plain - 1:+.1%}", file=sys.stderr)  # fmt: skip
+            if args.interleaved_only:
+                continue
             order = methods if r % 2 == 0 else methods[::-1]
             stores = {}
             for m in order:
@@ -306,9 +328,6 @@ def main(argv: list[str] | None = None) -> None:
                     stores[m] = fresh_store(base, m)
                     results[m].append(run_ours(args, stores[m], m))
                 print(f"round {r + 1}: {m}: {results[m][-1]['wall']:.2f} s", file=sys.stderr)
-            pairs.append(run_interleaved(args, fresh_store(base, "interleaved"), settings[0], plain_first=r % 2 == 1))
-            print(f"round {r + 1}: interleaved: ours {sum(pairs[-1]['ours']):.2f} s, "
-                  f"plain {sum(pairs[-1]['plain']):.2f} s", file=sys.stderr)  # fmt: skip
             results["cached rerun"].append(run_ours(args, stores[settings[0]], settings[0]))
             results["resumed after kill"].append(run_resumed(args, fresh_store(base, "resumed")))
             for m in ("cached rerun", "resumed after kill"):
@@ -317,8 +336,11 @@ def main(argv: list[str] | None = None) -> None:
             profile(args, fresh_store(base, "profile"), settings[0])
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    check_same_values(results)
-    text = report(args, results, pairs, settings[0])
+    if args.interleaved_only:
+        text = "\n".join(overhead_lines(args, pairs, settings[0])) + "\n"
+    else:
+        check_same_values(results)
+        text = report(args, results, pairs, settings[0])
     print(text)
     if args.markdown is not None:
         args.markdown.write_text(text)
@@ -385,26 +407,13 @@ def report(
     killed = statistics.median(r["killed_after"] for r in results["resumed after kill"])
     total = killed + med["resumed after kill"]
     whole_run = paired[headline] - 1
-    # The headline overhead: trial-by-trial interleaved pairs (see run_interleaved).
-    per_round = [sum(p["ours"]) / sum(p["plain"]) for p in pairs]
-    overhead = statistics.median(per_round) - 1
-    per_pair = statistics.median(o / q for p in pairs for o, q in zip(p["ours"], p["plain"])) - 1
-    ours_total = statistics.median(sum(p["ours"]) for p in pairs)
-    plain_total = statistics.median(sum(p["plain"]) for p in pairs)
     ckpt = checkpoints()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     versions = _versions()
     lines = [
-        "# Resumable search benchmark results",
+        *overhead_lines(args, pairs, headline),
         "",
-        "Command (from the repository root):",
-        "",
-        "```",
-        "/work/venv/bin/python benchmarks/bench_tuning.py "
-        + f"--rounds {args.rounds} --epochs {args.epochs} --replicate {args.replicate}"
-        + (" --profile" if args.profile else "")
-        + (f" --markdown {args.markdown}" if args.markdown else ""),
-        "```",
+        "## Whole runs",
         "",
         f"Environment: {versions}, {platform.machine()}, {os.cpu_count()} CPUs, load average at end {load:.1f}",
         "",
@@ -424,13 +433,6 @@ def report(
         'share that round\'s machine noise); other rows: ratio of medians. "median trial s": median time of one '
         "trial call (ours: the trial stage: key, train, save; plain: the objective), over all rounds.",
         "",
-        f"- **per-trial overhead {overhead:+.1%}** (target <= {OVERHEAD_TARGET:.0%}: "
-        f"{'met' if overhead <= OVERHEAD_TARGET else 'MISSED'}), measured interleaved: in each round our search "
-        f"({headline}) and the plain loop run trial by trial in one process, alternating (which goes first "
-        "alternates by round), so both trials of a pair share the machine's noise; ours per trial = ask, key, "
-        "training with checkpoints, save, tell, best record; plain = ask, objective, tell. "
-        f"Median over rounds of sum(ours) / sum(plain): {ours_total:.2f} s vs {plain_total:.2f} s per 20 trials; "
-        f"per round {', '.join(f'{r - 1:+.1%}' for r in per_round)}; median of the per-trial ratios {per_pair:+.1%}",
         f"- the same from whole runs, round by round: (1) from scratch {scratch:.2f} s vs plain optuna "
         f"{plain:.2f} s = {whole_run:+.1%} (separate runs tens of seconds apart: machine noise of several "
         "percent shows here)",
@@ -445,6 +447,65 @@ def report(
         if m.startswith("ours") and m != headline:
             lines.append(f"- {m}: overhead vs plain optuna {paired[m] - 1:+.1%}")
     return "\n".join(lines) + "\n"
+
+
+def command(args: argparse.Namespace) -> str:
+    return (
+        "python benchmarks/bench_tuning.py "
+        + f"--rounds {args.rounds} --epochs {args.epochs} --replicate {args.replicate} --lengths {args.lengths}"
+        + (" --interleaved-only" if args.interleaved_only else "")
+        + (" --profile" if args.profile else "")
+        + (f" --markdown {args.markdown}" if args.markdown else "")
+    )
+
+
+def overhead_lines(
+    args: argparse.Namespace, pairs: dict[int, list[dict[str, list[float]]]], headline: str
+) -> list[str]:
+    """The headline: per-trial overhead of ours vs the plain loop, trial by trial interleaved
+    (``run_interleaved``), one row per trial length, per-round ratios min / median / max."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    rows = [
+        "| trial length (plain trial, median s) | training rows | ours / plain per round: min / median / max "
+        "| fixed cost per trial, ms (median over rounds) | CPU time ours / plain (median) | target (<= 5%) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    lines = []
+    for n, rounds in pairs.items():
+        ratios = [sum(p["ours"]) / sum(p["plain"]) for p in rounds]
+        fixed = statistics.median((sum(p["ours"]) - sum(p["plain"])) / len(p["plain"]) for p in rounds) * 1000
+        trial = statistics.median(t for p in rounds for t in p["plain"])
+        med = statistics.median(ratios)
+        cpu = statistics.median(sum(p["ours_cpu"]) / sum(p["plain_cpu"]) for p in rounds if "ours_cpu" in p)
+        rows.append(
+            f"| {trial:.3f} s (replicate {n}) | {364 * n} | {min(ratios):.3f}x / **{med:.3f}x** / {max(ratios):.3f}x "
+            f"| {fixed:.1f} | {cpu:.3f}x | {'met' if med - 1 <= OVERHEAD_TARGET else 'MISSED'} |"
+        )
+        lines.append(f"- replicate {n}: per round {', '.join(f'{r - 1:+.1%}' for r in ratios)}")
+    return [
+        "# Resumable search benchmark results",
+        "",
+        "## Per-trial overhead vs a plain Optuna loop (interleaved, the headline)",
+        "",
+        "Command (from the repository root):",
+        "",
+        "```",
+        command(args),
+        "```",
+        "",
+        f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min), "
+        f"{os.cpu_count()} CPUs, {_versions()}. {args.rounds} rounds; in each, our search ({headline}, store fsync "
+        f"on) and the plain loop run trial by trial in one process, alternating (which goes first alternates by "
+        f"round), {N_TRIALS} trials of {args.epochs} epochs each; ours per trial = ask, key, training with "
+        "checkpoints, save and commit, tell, best record; plain = ask, objective, tell. Ratio per round = "
+        "sum(ours) / sum(plain); fixed cost = (sum(ours) - sum(plain)) / trials; CPU time = the process's "
+        "(all threads, so the background checkpoint writer too; not the fsync waits), which a loaded machine "
+        "distorts less than wall time.",
+        "",
+        *rows,
+        "",
+        *lines,
+    ]
 
 
 def _versions() -> str:

@@ -261,15 +261,23 @@ _SMALL = 256 * 1024
 def _cached_trials(store: Any, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The trial tables of searches served whole from the store in this run: a hit stage
     whose (small) output holds ``trials`` rows, as ``tune()`` results' ``table()`` gives."""
+    from .store.tree import DictNode, Leaf
+
     rows: list[dict[str, Any]] = []
     for e in summary["stages"]:
         if not e["hit"] or e["bytes"] > _SMALL:
             continue
         m = store.manifest(e["stage"], e["key"])
+        # Only a JSON result or its "trials" entry is read: never a model unpickled (and its library imported).
+        whole = m is not None and isinstance(m.outputs, Leaf) and m.outputs.codec == "json"
+        if m is None or not (whole or isinstance(m.outputs, DictNode) and "trials" in m.outputs):
+            continue
         try:
-            value = store.load(m.outputs) if m is not None else None
+            value = store.load(m.outputs if whole else m.outputs["trials"])
         except PipelineError:
             continue
+        if not whole:
+            value = {"trials": value}
         trials = value.get("trials") if isinstance(value, dict) else None
         if isinstance(trials, list) and all(isinstance(t, dict) and "trial" in t for t in trials):
             fixed = ("trial", "value", "state", "source")

@@ -41,6 +41,7 @@ from .cache import StageCache, current_stage
 from .context import current_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
+from .fingerprint.code import remembering_code
 from .keys import search_key as search_key_of
 from .runs import record_trial, run_summaries
 from .samplers import check_train_fn, distributions, make_sampler
@@ -49,6 +50,10 @@ from .store.tree import part
 from .training.policies import EarlyStopping
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
+INDEX_EVERY = 1.0
+"""Seconds between rewrites of a search's trial table while it runs (and once at its end):
+the table is informational, the committed trials are the record, and rewriting all of it
+after every short trial cost milliseconds each."""
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
 MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 
@@ -248,6 +253,8 @@ class _SearchRun:
         self.best: Best | None = None
         self.stored_best = self.store.manifest(f"{search.name}.best", self.key)
         self.index = self._index_meta()
+        self._index_written = -math.inf  # the first finished trial writes the index at once
+        self._index_dirty = False
 
     def _index_meta(self) -> dict[str, Any]:
         """The search index's header: what the search is, the run that last worked on it, and
@@ -265,11 +272,32 @@ class _SearchRun:
                 "n_trials": s.n_trials, "space": space_repr(self.dists), "run_id": self.cache.run_id,
                 "used_by": used_by}  # fmt: skip
 
+    def _flush_index(self) -> None:
+        _write_index(self.store, self.search.name, self.key, self.index, self.records)
+        self._index_written, self._index_dirty = time.monotonic(), False
+
     def _improves(self, value: float) -> bool:
         return self.best is None or self.sign * value < self.sign * self.best.value
 
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> SearchResult:
+        # Every trial keys the same training code: its code fingerprint is computed once per run.
+        with remembering_code():
+            try:
+                self._run_trials()
+            finally:
+                if self._index_dirty:  # the trial table as this run leaves it, also when a trial raised
+                    self._flush_index()
+        best = self.best
+        if best is None:
+            raise PipelineError(
+                f"tune: none of the {self.search.n_trials} trials of search {self.search.name!r} completed (see trials)"
+            )
+        if best.model is None and best.tree is not None:  # a reused trial of an earlier search: load its model
+            best = dataclasses.replace(best, model=self.store.load(best.tree)["model"])
+        return SearchResult(self.search.name, self.key, best, self.records, self.study)
+
+    def _run_trials(self) -> None:
         s = self.search
         if s.sampler != "grid" and self.stored_best is None:
             self._seed_from_earlier_searches()
@@ -291,12 +319,6 @@ class _SearchRun:
             seconds = (time.perf_counter() - t0) / len(batch)
             for t, outcome in zip(batch, outcomes):
                 self._finish(t, outcome, seconds)
-        best = self.best
-        if best is None:
-            raise PipelineError(f"tune: none of the {s.n_trials} trials of search {s.name!r} completed (see trials)")
-        if best.model is None and best.tree is not None:  # a reused trial of an earlier search: load its model
-            best = dataclasses.replace(best, model=self.store.load(best.tree)["model"])
-        return SearchResult(s.name, self.key, best, self.records, self.study)
 
     def _seed_from_earlier_searches(self) -> None:
         """Not a rerun of this very search: seed it with finished trials of earlier searches of
@@ -314,7 +336,7 @@ class _SearchRun:
                 break
         if self.best is not None:
             _commit_best(self.store, s.name, self.key, self.best)
-            _write_index(self.store, s.name, self.key, self.index, self.records)
+            self._flush_index()
 
     def _finish(self, trial: Any, outcome: Any, seconds: float) -> None:
         """Tell the study, record the trial, commit a new best, report it."""
@@ -344,7 +366,9 @@ class _SearchRun:
                 _commit_best(self.store, self.search.name, self.key, self.best)
         if self.running is not None:
             record_trial(self.store, self.running.run_id, self.search.name, record)
-        _write_index(self.store, self.search.name, self.key, self.index, self.records)
+        self._index_dirty = True
+        if time.monotonic() - self._index_written >= INDEX_EVERY:
+            self._flush_index()
         if self.on_trial is not None:
             self.on_trial(record)
 
@@ -449,8 +473,10 @@ def _commit_best(store: Store, name: str, search_key: str, best: Best) -> None:
 def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any], records: list[TrialRecord]) -> None:
     """The search's trial table as this run left it (``python -m pipeline show <name>``).
 
-    Informational, like run events: rewritten after every trial without fsync; the trials
-    themselves are the committed stage results."""
+    Informational, like run events: rewritten without fsync after the first finished trial,
+    then at most every ``INDEX_EVERY`` seconds and when the run ends (a SIGKILLed run's table
+    may miss its last second of trials until the next run replays them); the trials themselves
+    are the committed stage results."""
     rows = [{"trial": t.number, "params": t.params, "value": t.value, "state": t.state, "source": t.source,
              "reason": t.reason} for t in sorted(records, key=lambda t: t.number)]  # fmt: skip
     doc = {**meta, "updated": time.time(), "trials": rows}

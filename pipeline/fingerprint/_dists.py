@@ -16,7 +16,9 @@ version in its name) is read live every time. So a stale file can cost time, nev
 wrong version.
 
 The file: ``$PIPELINE_DIST_CACHE`` if set, else ``~/.cache/pipeline/distributions-<id>.json``
-(``<id>`` from the interpreter path); written atomically (temp file next to it, renamed).
+(``<id>`` from the interpreter and the ``sys.path`` entries, so two projects or checkouts on
+one environment keep a file each instead of recomputing over each other's on every run);
+written atomically (temp file next to it, renamed).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def cache_file() -> str:
     if override:
         return override
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    tag = xxhash.xxh3_64_hexdigest((sys.executable + "\0" + sys.prefix).encode("utf-8", "surrogatepass"))
+    where = [sys.executable, sys.prefix, *(os.path.abspath(p or os.curdir) for p in sys.path)]
+    tag = xxhash.xxh3_64_hexdigest("\0".join(where).encode("utf-8", "surrogatepass"))
     return os.path.join(base, "pipeline", f"distributions-{tag}.json")
 
 

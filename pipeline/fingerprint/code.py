@@ -39,6 +39,8 @@ class handlers of the value registry (:mod:`.values` never imports this module).
 from __future__ import annotations
 
 import builtins
+import contextlib
+import contextvars
 import dataclasses
 import decimal
 import dis
@@ -52,7 +54,7 @@ import sys
 import sysconfig
 import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import FingerprintError
 from . import _dists
@@ -72,7 +74,7 @@ from .encoder import Encoder, type_name
 from .names import module_name, qualified_name
 from .values import encode, fingerprint
 
-__all__ = ["code_fingerprint", "code_components", "is_project_local", "module_name"]
+__all__ = ["code_fingerprint", "code_components", "remembering_code", "is_project_local", "module_name"]
 
 # Our own package is a library to the user's code: its edits are versioned, not hashed.
 _LIBRARY_PACKAGES = {"pipeline"}
@@ -512,6 +514,26 @@ def _inspect_unwrap(value: Any) -> Any:
 
 
 _active = threading.local()  # objects whose code is being walked, per thread
+# Within ``remembering_code()``: id(object) -> (the object, its components), in this context only.
+_memo: contextvars.ContextVar[dict[int, tuple[Any, tuple[Component, ...]]] | None] = contextvars.ContextVar(
+    "pipeline_code_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def remembering_code() -> Iterator[None]:
+    """Inside the block, each function's (or class's) code fingerprint is computed once and
+    then remembered by object: for a loop that keys many calls of the same code in a row (a
+    search's trials), where nobody edits code or UPPER_CASE constants in between. Only the
+    current context (thread) remembers; nested blocks share the outer memo."""
+    if _memo.get() is not None:
+        yield
+        return
+    token = _memo.set({})
+    try:
+        yield
+    finally:
+        _memo.reset(token)
 
 
 def code_components(func: Callable[..., Any], *, version: str | None = None) -> tuple[Component, ...]:
@@ -523,6 +545,19 @@ def code_components(func: Callable[..., Any], *, version: str | None = None) -> 
     obj = _unwrap(func)
     if isinstance(obj, functools.partial):
         obj = obj.func
+    memo = _memo.get()
+    if memo is None or _active.__dict__.get("ids"):
+        # (Inside another walk a result may hold recursion markers: only whole walks are remembered.)
+        return _components(obj)
+    seen = memo.get(id(obj))
+    if seen is not None and seen[0] is obj:
+        return seen[1]
+    components = _components(obj)
+    memo[id(obj)] = (obj, components)  # the object is held: its id is not reused meanwhile
+    return components
+
+
+def _components(obj: Any) -> tuple[Component, ...]:
     # f reads HANDLERS = {"f": f}: hashing that constant asks for f's code again
     active: set[int] = _active.__dict__.setdefault("ids", set())
     if id(obj) in active:

@@ -43,7 +43,8 @@ from typing import Any, Mapping, MutableMapping, Sequence
 
 from ..context import current_stage, current_store
 from ..errors import CheckpointError, ConfigError
-from ..store import Manifest, Store
+from ..fingerprint import fingerprint
+from ..store import DictNode, Leaf, Manifest, Store
 from ..store.manifest import library_versions
 from . import adapters
 from .catalog import Catalog, record_of
@@ -139,6 +140,7 @@ class Checkpointer(ClosesOnExit):
         self._saved: list[Record] = []
         self._resumed_from: int | None = None
         self._captured: set[str] = set()
+        self._rng_leaf: tuple[str, Leaf] | None = None  # (fingerprint, object) of the RNG streams last written
         self._start = time.time()
         self._clock = time.perf_counter()
         self._best_loaded = False
@@ -352,7 +354,7 @@ class Checkpointer(ClosesOnExit):
             payloads = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
             outputs = self.store.put(payloads, what="light checkpoint")
         else:
-            outputs = self.store.save_parts(payloads, what="checkpoint entry")
+            outputs = self._save_entries(payloads)
         manifest = Manifest(
             stage=self.stage,
             key=self.key,
@@ -367,6 +369,22 @@ class Checkpointer(ClosesOnExit):
         )
         self._catalog.commit(manifest, payloads)
         self._prune(newest=record.step)
+
+    def _save_entries(self, payloads: dict[str, Any]) -> DictNode:
+        """Write each entry as one object; the global RNG streams, when unchanged since this
+        checkpointer's previous checkpoint (training that never draws from them), reuse that
+        checkpoint's object instead of being serialised again. (Should a gc have taken it
+        meanwhile, the commit finds it missing and writes it again from ``payloads``.)"""
+        entries = []
+        for name, payload in payloads.items():
+            if name != RNG:
+                entries.append((name, self.store.put(payload, what=f"checkpoint entry {name!r}")))
+                continue
+            digest = fingerprint(payload, name="the global RNG streams")
+            if self._rng_leaf is None or self._rng_leaf[0] != digest:
+                self._rng_leaf = (digest, self.store.put(payload, what=f"checkpoint entry {name!r}"))
+            entries.append((name, self._rng_leaf[1]))
+        return DictNode(tuple(entries))
 
     def _prune(self, newest: int | None, finishing: bool = False) -> None:
         protected = {s for s in (newest, self._stop.best_step) if s is not None}

@@ -328,3 +328,27 @@ def test_the_distribution_map_is_cached_across_runs_and_a_stale_one_is_never_bel
     doc["key"][0] = "another interpreter"
     cache.write_text(json.dumps(doc))
     assert _run(_LAZY_IMPORT, cache) == first
+
+
+@pytest.mark.slow
+def test_two_checkouts_on_one_environment_keep_a_distribution_map_each(tmp_path):
+    """Runs alternating between two projects (different sys.path) each read their own map
+    instead of recomputing over the other's every time."""
+    import os
+
+    code = "from pipeline.fingerprint import _dists\n_dists.distributions_map()\nprint(_dists._fresh)"
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_DIST_CACHE"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    root = Path(__file__).resolve().parents[2]
+
+    def fresh_in(project: Path) -> bool:
+        project.mkdir(exist_ok=True)
+        run_env = {**env, "PYTHONPATH": os.pathsep.join([str(root), str(project)])}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, cwd=project)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip() == "True"
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert fresh_in(a) and fresh_in(b)  # the first run of each computes its map
+    assert not fresh_in(a) and not fresh_in(b)  # later runs read their own
+    assert len(list((tmp_path / "cache" / "pipeline").glob("distributions-*.json"))) == 2

@@ -485,3 +485,37 @@ def test_policies_are_frozen_values():
     with pytest.raises(AttributeError):
         Background().skip_when_busy = True  # type: ignore[misc]
     assert SkipFinal(EveryNEpochs(2) | OnImprovement("val_loss")).monitors == ("val_loss",)
+
+
+def test_unchanged_global_rng_streams_reuse_their_object_changed_ones_are_written(tmp_path):
+    """Training that never draws from the global streams writes their object once; a draw
+    between checkpoints writes a new one; each checkpoint restores exactly its own streams."""
+    import random
+
+    store = Store(tmp_path / "s")
+    ckpt = Checkpointer(store=store, name="run", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+    state = ckpt.restore(fresh())
+    streams = {}
+    for epoch in range(4):
+        if epoch == 1:  # the object of step 1's streams, aged: writing it again (deduplicated) would touch it
+            leaf = store.checkpoints("run", "default").read(1).outputs.get("_rng")
+            (aged,) = (tmp_path / "s" / "objects").glob(f"*/{leaf.object[2:]}*")
+            os.utime(aged, (1e9, 1e9))
+        if epoch == 2:
+            random.random()  # this epoch draws from Python's global stream
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+        streams[epoch + 1] = random.getstate()
+    ckpt.close()
+    rng_objects = {s: store.checkpoints("run", "default").read(s).outputs.get("_rng").object for s in streams}
+    assert rng_objects[1] == rng_objects[2] != rng_objects[3] == rng_objects[4]
+    assert aged.stat().st_mtime == 1e9  # step 2 reused step 1's object: not serialised or written again
+    for step, expected in streams.items():
+        random.seed(12345)  # anything else
+        again = Checkpointer(store=store, name="run", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+        manifest = store.checkpoints("run", "default").read(step)
+        from pipeline.training import adapters
+
+        adapters.restore_rng(store.load(manifest.outputs)["_rng"])
+        assert random.getstate() == expected
+        again.close()
