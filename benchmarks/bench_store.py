@@ -1,4 +1,4 @@
-"""Saving and loading a big frame: our store vs plain Parquet vs a Prefect pickle result.
+"""Saving and loading a big frame: our store vs joblib vs plain Parquet vs a Prefect pickle result.
 
 A script, not a test. One float64 frame (default 1e7 rows x 10 columns, 800 MB) is saved
 and loaded by each method, interleaved (every run does every method once, in turn), and
@@ -8,11 +8,16 @@ each number is the median of ``--runs`` runs:
 - store fsync=False:  ``Store.save`` + ``Store.commit`` (hash while writing, atomic rename,
                       manifest) / ``Store.load`` (read once, verify the checksum, decode)
 - store fsync=True:   the same plus fsync of each object, manifest and directory (the default)
+- joblib:             ``joblib.dump(df, path)`` / ``joblib.load(path)`` (what joblib.Memory does);
+                      its file is then fsync'd outside the timing, and "joblib + fsync" adds that
+                      time: the peer at the store's durability
 - prefect pickle:     Prefect 3's own result record (cloudpickle, base64, in a JSON document),
                       written / read as a file as Prefect's LocalFileSystem does
 
 Throughput is frame bytes (``df.memory_usage().sum()``) per second. Files are read back
-right after they are written (warm page cache) for every method alike.
+right after they are written (warm page cache) for every method alike. Per-round ratios
+(store vs joblib in the same round) are printed as min / median / max: on a shared machine
+they are what counts, not the seconds.
 
     /work/venv/bin/python benchmarks/bench_store.py [--rows N] [--runs 3] [--dir DIR] [--markdown PATH]
 """
@@ -38,8 +43,10 @@ import pandas as pd
 from pipeline import Manifest, Store, fingerprint
 from pipeline.store.objects import checksum
 
-METHODS = ("plain parquet", "store fsync=False", "store fsync=True", "prefect pickle")
+METHODS = ("plain parquet", "store fsync=False", "store fsync=True", "joblib", "prefect pickle")
 TARGET = 0.85  # ours / plain parquet throughput, save (before fsync) and load (verified)
+TARGET_JOBLIB_SAVE = 1.0  # joblib.dump seconds / Store.save seconds (fsync=True, the default), issue #12
+TARGET_JOBLIB_LOAD = 1.5  # joblib.load seconds / Store.load seconds
 
 
 def make_frame(rows: int, cols: int = 10) -> pd.DataFrame:
@@ -65,6 +72,24 @@ def store_save(fsync: bool) -> Callable[[pd.DataFrame, Path], tuple[Callable[[],
     return save
 
 
+def joblib_save(df: pd.DataFrame, where: Path) -> tuple[Callable[[], Any], int]:
+    import joblib
+
+    path = where / "frame.joblib"
+    joblib.dump(df, path)
+    return (lambda: joblib.load(path)), path.stat().st_size
+
+
+def fsync_seconds(path: Path) -> float:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        os.fsync(fd)
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
 def prefect_save(df: pd.DataFrame, where: Path) -> tuple[Callable[[], Any], int]:
     from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
     from prefect.serializers import PickleSerializer
@@ -79,6 +104,7 @@ SAVERS = {
     "plain parquet": plain_save,
     "store fsync=False": store_save(False),
     "store fsync=True": store_save(True),
+    "joblib": joblib_save,
     "prefect pickle": prefect_save,
 }
 
@@ -99,11 +125,14 @@ def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
     saves: dict[str, list[float]] = {m: [] for m in METHODS}
     loads: dict[str, list[float]] = {m: [] for m in METHODS}
     sizes: dict[str, int] = {}
+    joblib_fsync: list[float] = []
     for r in range(runs):
         for method in METHODS:
             where = Path(tempfile.mkdtemp(dir=base))
             try:
                 t_save, (load, size) = timed(lambda m=method, w=where: SAVERS[m](df, w))
+                if method == "joblib":
+                    joblib_fsync.append(fsync_seconds(where / "frame.joblib"))
                 t_load, back = timed(load)
                 if r == 0:
                     pd.testing.assert_frame_equal(back, df)
@@ -131,9 +160,11 @@ def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
             "save_range": (min(saves[m]), max(saves[m])),
             "load_range": (min(loads[m]), max(loads[m])),
             "size": sizes[m],
+            "saves": saves[m],
+            "loads": loads[m],
         }
         for m in METHODS
-    } | {"_meta": {"bytes": nbytes, "rows": rows, "parts": parts, "runs": runs}}
+    } | {"_meta": {"bytes": nbytes, "rows": rows, "parts": parts, "runs": runs, "joblib_fsync": joblib_fsync}}
 
 
 def report(results: dict[str, dict[str, Any]], command: str) -> str:
@@ -143,7 +174,9 @@ def report(results: dict[str, dict[str, Any]], command: str) -> str:
     lines = [
         f"Frame: {meta['rows']:,} rows x 10 float64 columns ({nbytes / 1e6:.0f} MB in memory); "
         f"median of {meta['runs']} interleaved runs; {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, pandas {pd.__version__}, pyarrow {_version('pyarrow')}.",
+        f"Python {platform.python_version()}, pandas {pd.__version__}, pyarrow {_version('pyarrow')}, "
+        f"joblib {_version('joblib')}; load average (1/5/15 min) {_loads(meta['load'][0])} at the start, "
+        f"{_loads(meta['load'][1])} at the end.",
         "",
         "| method | save s | save range | save MB/s | save vs plain | load s | load range | load MB/s "
         "| load vs plain | size MB | size vs pickle |",
@@ -171,6 +204,7 @@ def report(results: dict[str, dict[str, Any]], command: str) -> str:
         f"save; fsync=True {durable['save']:.2f} s vs fsync=False {ours['save']:.2f} s).",
     ]
     lines += [f"- {name}: {seconds:.3f} s" for name, seconds in meta["parts"].items()]
+    lines += ["", *joblib_table(results), ""]
     lines += [
         "- Timings on this shared 2-CPU VM vary a lot from run to run (ranges above): other work runs "
         "beside the benchmark and the VM reclaims page cache and memory eagerly, which is why the "
@@ -189,6 +223,45 @@ def report(results: dict[str, dict[str, Any]], command: str) -> str:
     ]
     lines += ["", "Command:", "", f"    {command}"]
     return "\n".join(lines) + "\n"
+
+
+def joblib_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Store vs joblib, per round (the same round shares the machine's load): speed ratios
+    joblib seconds / store seconds, so > 1 means the store is faster."""
+    job, fsyncs = results["joblib"], results["_meta"]["joblib_fsync"]
+    peers = {
+        "joblib.dump": job["saves"],
+        "joblib.dump + fsync": [s + f for s, f in zip(job["saves"], fsyncs)],
+    }
+    lines = [
+        "Store vs joblib, per-round speed ratios (joblib seconds / store seconds; > 1: the store is faster):",
+        "",
+        "| store | vs | store s, each round | peer s, each round | ratio min | ratio median | ratio max | target |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
+
+    def row(ours: str, peer: str, mine: list[float], theirs: list[float], target: float | None) -> str:
+        ratios = [t / m for m, t in zip(mine, theirs)]
+        med = statistics.median(ratios)
+        goal = "" if target is None else f">= {target}x: {'met' if med >= target else 'MISSED'}"
+        each = ", ".join(f"{x:.2f}" for x in mine), ", ".join(f"{x:.2f}" for x in theirs)
+        spread = f"{min(ratios):.2f}x | {med:.2f}x | {max(ratios):.2f}x"
+        return f"| {ours} | {peer} | {each[0]} | {each[1]} | {spread} | {goal} |"
+
+    for ours in ("store fsync=True", "store fsync=False"):
+        default = ours == "store fsync=True"
+        for peer, theirs in peers.items():
+            target = TARGET_JOBLIB_SAVE if default and peer == "joblib.dump" else None
+            lines.append(row(f"{ours} save", peer, results[ours]["saves"], theirs, target))
+        target = TARGET_JOBLIB_LOAD if default else None
+        lines.append(row(f"{ours} load", "joblib.load", results[ours]["loads"], job["loads"], target))
+    sizes = results["store fsync=True"]["size"] / job["size"]
+    lines += ["", f"Bytes on disk, store / joblib: {sizes:.2f}x."]
+    return lines
+
+
+def _loads(avg: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in avg)
 
 
 def _range(bounds: tuple[float, float]) -> str:
@@ -211,10 +284,12 @@ def main() -> None:
     if args.runs < 3:
         ap.error("--runs must be >= 3 (medians)")
     base = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
+    load_before = os.getloadavg()
     try:
         results = run(args.rows, args.runs, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    results["_meta"]["load"] = (load_before, os.getloadavg())
     command = " ".join(["/work/venv/bin/python", "benchmarks/bench_store.py", *sys.argv[1:]])
     text = report(results, command)
     print(text)
