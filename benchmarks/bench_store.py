@@ -21,6 +21,7 @@ right after they are written (warm page cache) for every method alike. Per-round
 they are what counts, not the seconds.
 
     /work/venv/bin/python benchmarks/bench_store.py [--rows N] [--runs 3] [--dir DIR] [--markdown PATH]
+        [--skip "prefect pickle"]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import math
 import os
 import platform
 import shutil
@@ -117,18 +119,18 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
+def run(rows: int, runs: int, base: Path, methods: tuple[str, ...] = METHODS) -> dict[str, dict[str, Any]]:
     df = make_frame(rows)
-    for method in METHODS:  # warm up imports and code paths on a tiny frame
+    for method in methods:  # warm up imports and code paths on a tiny frame
         with tempfile.TemporaryDirectory(dir=base) as d:
             load, _ = SAVERS[method](make_frame(10), Path(d))
             load()
-    saves: dict[str, list[float]] = {m: [] for m in METHODS}
-    loads: dict[str, list[float]] = {m: [] for m in METHODS}
+    saves: dict[str, list[float]] = {m: [] for m in methods}
+    loads: dict[str, list[float]] = {m: [] for m in methods}
     sizes: dict[str, int] = {}
     joblib_fsync: list[float] = []
     for r in range(runs):
-        for method in METHODS:
+        for method in methods:
             where = Path(tempfile.mkdtemp(dir=base))
             if method.startswith("store"):  # created beforehand: the save opens it (no fsync), as a stage does
                 Store(where / "store")
@@ -166,7 +168,7 @@ def run(rows: int, runs: int, base: Path) -> dict[str, dict[str, Any]]:
             "saves": saves[m],
             "loads": loads[m],
         }
-        for m in METHODS
+        for m in methods
     } | {"_meta": {"bytes": nbytes, "rows": rows, "parts": parts, "runs": runs, "joblib_fsync": joblib_fsync}}
 
 
@@ -185,14 +187,14 @@ def report(results: dict[str, dict[str, Any]], command: str) -> str:
         "| load vs plain | size MB | size vs pickle |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    pickle_size = results["prefect pickle"]["size"]
-    for m in METHODS:
+    pickle_size = results.get("prefect pickle", {}).get("size", math.nan)
+    for m in (m for m in METHODS if m in results):
         r = results[m]
         lines.append(
             f"| {m} | {r['save']:.2f} | {_range(r['save_range'])} | {nbytes / r['save'] / 1e6:.0f} "
             f"| {plain['save'] / r['save']:.2f}x | {r['load']:.2f} | {_range(r['load_range'])} "
             f"| {nbytes / r['load'] / 1e6:.0f} | {plain['load'] / r['load']:.2f}x "
-            f"| {r['size'] / 1e6:.0f} | {r['size'] / pickle_size:.2f}x |"
+            f"| {r['size'] / 1e6:.0f} | {_vs(r['size'], pickle_size)} |"
         )
     ours, durable = results["store fsync=False"], results["store fsync=True"]
     fsync_cost = durable["save"] - ours["save"]
@@ -263,6 +265,10 @@ def joblib_table(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _vs(mine: float, theirs: float) -> str:
+    return "-" if math.isnan(theirs) else f"{mine / theirs:.2f}x"
+
+
 def _loads(avg: tuple[float, float, float]) -> str:
     return "/".join(f"{x:.1f}" for x in avg)
 
@@ -283,13 +289,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    ap.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=["prefect pickle"],
+        help="leave the Prefect pickle out (it takes minutes per round under load)",
+    )
     args = ap.parse_args()
     if args.runs < 3:
         ap.error("--runs must be >= 3 (medians)")
     base = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     load_before = os.getloadavg()
     try:
-        results = run(args.rows, args.runs, base)
+        results = run(args.rows, args.runs, base, tuple(m for m in METHODS if m not in args.skip))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     results["_meta"]["load"] = (load_before, os.getloadavg())
