@@ -1,7 +1,8 @@
 """Saving and loading a big frame: our store vs joblib vs plain Parquet vs a Prefect pickle result.
 
 A script, not a test. One float64 frame (default 1e7 rows x 10 columns, 800 MB) is saved
-and loaded by each method, interleaved (every run does every method once, in turn), and
+and loaded by each method, interleaved (every run does every method once, in turn, the
+order rotating from run to run so no method always follows the same one), and
 each number is the median of ``--runs`` runs:
 
 - plain parquet:      ``df.to_parquet(path, compression="zstd")`` / ``pd.read_parquet(path)``
@@ -130,7 +131,7 @@ def run(rows: int, runs: int, base: Path, methods: tuple[str, ...] = METHODS) ->
     sizes: dict[str, int] = {}
     joblib_fsync: list[float] = []
     for r in range(runs):
-        for method in methods:
+        for method in methods[r % len(methods) :] + methods[: r % len(methods)]:  # rotate who goes first
             where = Path(tempfile.mkdtemp(dir=base))
             if method.startswith("store"):  # created beforehand: the save opens it (no fsync), as a stage does
                 Store(where / "store")
