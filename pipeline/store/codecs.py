@@ -220,6 +220,7 @@ def preload() -> None:
     at interpreter exit (a program that ends while a checkpoint write is in flight) joblib's
     import fails ("can't register atexit after shutdown")."""
     import joblib  # noqa: F401
+    import pyarrow.ipc  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
 
