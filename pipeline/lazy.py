@@ -232,6 +232,7 @@ def classes_of(value: Any, tree: Tree) -> dict[str, str]:
 _EAGER_CODECS = {"json"}
 _CLASS_OF = {
     "parquet-pandas": ("pandas", "DataFrame"),
+    "arrow-pandas": ("pandas", "DataFrame"),
     "parquet-series": ("pandas", "Series"),
     "parquet-arrow": ("pyarrow.lib", "Table"),
 }

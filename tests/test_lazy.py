@@ -287,4 +287,4 @@ def test_a_stage_returning_an_inner_hit_saves_the_value_not_a_reference(cstore):
     got = cache.wrap(outer)(1000)
     assert type(got) is pd.DataFrame
     m = next(cstore.manifests("outer"))
-    assert m.outputs.codec == "parquet-pandas"  # stored as the frame itself
+    assert m.outputs.codec == "arrow-pandas"  # stored as the frame itself

@@ -1,4 +1,4 @@
-"""Will a table come back from Parquet exactly as it went in? Checked before writing it.
+"""Will a table come back from Parquet (or Arrow IPC) exactly as it went in? Checked before writing it.
 
 Parquet changes a few things silently: object columns of strings come back as ``str``
 (pandas 3), ``datetime64[s]`` as ``[ms]``, integer categories as plain integers, lists as
@@ -26,34 +26,47 @@ class Unfaithful(ValueError):
     """The value would not come back from Parquet as it went in."""
 
 
-def check_frame(df: Any, table: Any, to_table: Callable[[Any], Any], write: Callable[[Any, Any], None]) -> None:
-    """Raise Unfaithful unless ``df`` -> ``table`` -> Parquet -> pandas gives ``df`` back."""
+def check_frame(
+    df: Any,
+    table: Any,
+    to_table: Callable[[Any], Any],
+    write: Callable[[Any, Any], None],
+    read: Callable[[Any], Any] | None = None,
+) -> None:
+    """Raise Unfaithful unless ``df`` -> ``table`` -> file -> pandas gives ``df`` back
+    (the file as ``write`` makes it and ``read`` reads it; Parquet by default)."""
     _check_object_columns(df, table)
     head = df.iloc[:PROBE_ROWS]
     probe = to_table(head)
     if probe.schema.remove_metadata() != table.schema.remove_metadata():
         raise Unfaithful("column types of the first rows differ from the whole frame")
-    _same(head, _parquet_round_trip(probe, write).to_pandas())
+    _same(head, _round_trip(probe, write, read).to_pandas())
 
 
 def check_table(table: Any, write: Callable[[Any, Any], None]) -> None:
     """Raise Unfaithful unless an Arrow table comes back from Parquet with the same schema."""
     probe = table.slice(0, PROBE_ROWS)
     try:
-        back = _parquet_round_trip(probe, write)
+        back = _round_trip(probe, write)
     except Exception as e:  # e.g. duplicate column names: Parquet writes them, can't read them
         raise Unfaithful(f"Parquet cannot read it back ({e})") from None
     if not back.schema.equals(probe.schema, check_metadata=True):
         raise Unfaithful(f"schema changes through Parquet: {probe.schema.types} -> {back.schema.types}")
 
 
-def _parquet_round_trip(table: Any, write: Callable[[Any, Any], None]) -> Any:
+def _round_trip(table: Any, write: Callable[[Any, Any], None], read: Callable[[Any], Any] | None = None) -> Any:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
     write(table, sink)
-    return pq.read_table(pa.BufferReader(sink.getvalue()))
+    return (read or _read_parquet)(sink.getvalue())
+
+
+def _read_parquet(buf: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(buf))
 
 
 def _same(before: Any, after: Any) -> None:

@@ -3,7 +3,7 @@
 ::
 
     store.json                                        format marker
-    objects/<2 hex>/<30 hex>.<parquet|joblib|json>    content-addressed by file checksum
+    objects/<2 hex>/<30 hex>.<parquet|arrow|joblib|json>  content-addressed by file checksum
     objects/tmp/<host>-<pid>-<uuid>                   temp files of writers in flight
     stages/<stage>/<key>.json                         manifest = the commit of a stage result
     checkpoints/<stage>/<key>/<step>.json             training checkpoint manifests

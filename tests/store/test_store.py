@@ -59,7 +59,7 @@ def object_files(store: Store) -> list[str]:
 
 
 def object_rel(leaf: dict) -> str:
-    suffix = {"json": "json", "joblib": "joblib"}.get(leaf.codec, "parquet")
+    suffix = {"json": "json", "joblib": "joblib", "arrow-pandas": "arrow"}.get(leaf.codec, "parquet")
     return f"objects/{leaf.object[:2]}/{leaf.object[2:]}.{suffix}"
 
 
@@ -182,6 +182,22 @@ def _frames() -> dict[str, pd.DataFrame]:
             {"r": np.concatenate([np.ones(100), NEG_NAN.repeat(3), [-0.0, np.nan, 0.0]])},
             index=pd.Index(np.concatenate([np.arange(105.0), NEG_NAN]), name="f"),
         ),
+        # plain numpy numbers of every width, past the probed first rows: Arrow IPC
+        "numeric-dtypes": pd.DataFrame(
+            {
+                **{t: np.iinfo(t).max - np.arange(100, dtype=t) for t in ("int8", "int16", "int32", "int64")},
+                **{t: np.iinfo(t).max - np.arange(100, dtype=t) for t in ("uint8", "uint16", "uint32", "uint64")},
+                "f16": np.linspace(-1, 1, 100).astype("float16"),
+                "f32": np.concatenate([np.ones(97), [np.nan, -np.inf, -0.0]]).astype("float32"),
+                "f64": np.concatenate([np.ones(96), NEG_NAN, [np.nan, np.inf, -0.0]]),
+                "b": np.arange(100) % 3 == 0,
+            }
+        ),
+        "numeric-multiindex": pd.DataFrame(
+            {"v": np.arange(6.0)},
+            index=pd.MultiIndex.from_arrays([[1, 1, 2, 2, 3, 3], [0.5, -0.0, 0.5, 1.5, 2.5, 3.5]], names=["n", None]),
+        ),
+        "numeric-no-rows": pd.DataFrame({"a": np.array([], dtype="float32"), "b": np.array([], dtype="uint16")}),
         # Parquet would change these (dtype, categories, unit, element types): they must
         # still come back exactly, by way of joblib (pandas 2 keeps object strings in Parquet).
         "object-strings-with-none": pd.DataFrame({"o": pd.Series(["a", None, "c"], dtype=object)}),
@@ -202,7 +218,17 @@ def _frames() -> dict[str, pd.DataFrame]:
 
 
 FRAMES = _frames()
-PARQUET_FRAMES = list(FRAMES)[: list(FRAMES).index("computed-nan") + 1]
+PARQUET_FRAMES = list(FRAMES)[: list(FRAMES).index("numeric-no-rows") + 1]
+ARROW_FRAMES = [  # numpy numbers only, in columns and index: Arrow IPC, the rest of PARQUET_FRAMES Parquet
+    "multiindex-columns",
+    "non-default-index",
+    "range-index-step",
+    "integer-column-labels",
+    "computed-nan",
+    "numeric-dtypes",
+    "numeric-multiindex",
+    "numeric-no-rows",
+]
 
 
 @pytest.mark.parametrize("name", list(FRAMES))
@@ -216,7 +242,7 @@ def test_frame_round_trip_and_fingerprint(store, name):
         assert_same(df, back)
     assert fingerprint(back) == fingerprint(df) == tree.fingerprint  # downstream keys depend on it
     if name in PARQUET_FRAMES:
-        assert tree.codec == "parquet-pandas"
+        assert tree.codec == ("arrow-pandas" if name in ARROW_FRAMES else "parquet-pandas")
     for i, dtype in enumerate(df.dtypes):  # floats bit for bit: NaN sign and payload, -0.0
         if isinstance(dtype, np.dtype) and dtype.kind == "f":
             bits = f"u{dtype.itemsize}"
@@ -229,6 +255,38 @@ def test_frames_go_to_parquet_zstd(store):
 
     meta = pq.ParquetFile(pa.BufferReader(raw_bytes(store, object_rel(tree)))).metadata
     assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {"ZSTD"}
+
+
+def test_numeric_frames_go_to_uncompressed_arrow_ipc_and_come_back_writable(store):
+    df = FRAMES["numeric-dtypes"]
+    tree = store.save(df)
+    data = raw_bytes(store, object_rel(tree))
+    assert data[:6] == b"ARROW1" and tree.bytes == len(data) and object_rel(tree).endswith(".arrow")
+    assert len(data) >= df.memory_usage(index=False).sum() - df["b"].nbytes  # buffers as they are, no codec
+    back = store.load(tree)
+    back.iloc[0, 0] = 0  # a loaded frame is the caller's to change: its arrays are not the file's
+    back["f64"] += 1.0
+    assert back.iloc[0, 0] == 0 and back["f64"].iloc[0] == 2.0 and store.load(tree).equals(df)
+
+
+def test_a_numeric_frame_saved_as_parquet_before_still_loads(store):
+    """Objects written before numeric frames went to Arrow IPC: the same leaf still reads back."""
+    import io
+
+    from pipeline.store import codecs
+    from pipeline.store.tree import Leaf
+
+    df = FRAMES["numeric-dtypes"]
+    buf = io.BytesIO()
+    codecs.PARQUET_FRAME.write(df, buf)
+    oid = xxhash.xxh3_128_hexdigest(buf.getvalue())
+    rel = f"objects/{oid[:2]}/{oid[2:]}.parquet"
+    if isinstance(store._backend, LocalBackend):
+        Path(store._backend.root, rel).parent.mkdir(parents=True, exist_ok=True)
+    write_raw(store, rel, buf.getvalue())
+    back = store.load(Leaf(oid, "parquet-pandas", len(buf.getvalue())))
+    assert_same(df, back)
+    assert store.verify().corrupt == 0
 
 
 SERIES = {
@@ -791,3 +849,37 @@ def test_any_frame_comes_back_with_the_same_fingerprint(seed, rows, kinds, index
 
 
 PROPERTY_STORE = Store("memory://property-store")
+
+
+_NUMERIC_KINDS = ("float", "float32", "int", "bool")
+
+
+@settings(max_examples=int(os.environ.get("STORE_PROPERTY_EXAMPLES", "60")), deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(0, 300),
+    kinds=st.lists(st.sampled_from(_NUMERIC_KINDS), min_size=1, max_size=5),
+    index=st.sampled_from(["range", "shifted-range", "int", "float-nan"]),
+    stride=st.sampled_from([1, 2, 3]),
+)
+def test_any_numeric_frame_comes_back_bit_for_bit_from_arrow(seed, rows, kinds, index, stride):
+    """Numeric frames take the zero-copy Arrow path: NaN sign and payload, -0.0, subnormals,
+    every dtype and index come back exactly, also from strided slices of a bigger frame."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({f"{k}{i}": _column(k, rng, rows * stride) for i, k in enumerate(kinds)}).iloc[::stride]
+    if index == "shifted-range":
+        df.index = pd.RangeIndex(7, 7 + 3 * len(df), 3)
+    elif index == "int":
+        df.index = pd.Index(rng.permutation(len(df)), name="id")
+    elif index == "float-nan":
+        df.index = pd.Index(np.where(rng.random(len(df)) < 0.2, NEG_NAN[0], rng.standard_normal(len(df))))
+    back = PROPERTY_STORE.load(tree := PROPERTY_STORE.save(df))
+    assert tree.codec == "arrow-pandas"
+    assert fingerprint(back) == fingerprint(df) == tree.fingerprint
+    pd.testing.assert_frame_equal(back, df, check_exact=True, check_freq=False)
+    for i, dtype in enumerate(df.dtypes):
+        if dtype.kind == "f":
+            bits = f"u{dtype.itemsize}"
+            np.testing.assert_array_equal(df.iloc[:, i].to_numpy().view(bits), back.iloc[:, i].to_numpy().view(bits))
+    if index == "float-nan":
+        np.testing.assert_array_equal(df.index.to_numpy().view("u8"), back.index.to_numpy().view("u8"))
