@@ -43,7 +43,7 @@ RANK: dict[str, float] = {
 }
 EXEMPT = {"__init__", "__main__"}  # the public re-exports and the entry point
 # Command modules registered on cli.app are part of the cli unit (they import the app, cli.py imports them).
-PART_OF = {"cli_history": "cli", "cli_serve": "cli"}
+PART_OF = {"cli_history": "cli", "cli_ls": "cli", "cli_serve": "cli"}
 
 
 def unit_of(module: str) -> str:
