@@ -17,10 +17,13 @@ over ``--rounds`` rounds (sizes in alternating order):
 It prints min/median/max per size and the growth factor from one size to the next (x10
 results: ~10x is linear, less is better than linear). A last table checks that ``verify`` is
 bound by hashing on large objects: ``Store.verify()`` of a store of a few 64 MB objects vs
-reading and hashing (xxh3_128) the same files in a plain loop.
+xxh3_128 alone over the same bytes in memory.
 
     python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--s3-sizes 1000 10000]
-        [--rounds 3] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
+        [--rounds 3] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
+
+``--baseline DIR``: a source tree of the code before (``git archive main | tar -x -C DIR``); its
+``ls``, ``gc --dry-run`` and ``verify`` run side by side in the same rounds (local disk).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,11 +54,16 @@ COMMANDS = {
     "gc --dry-run": ["gc", "--dry-run"],
     "verify": ["verify"],
 }
+BEFORE = ("ls", "gc --dry-run", "verify")
+"""Commands run side by side with ``--baseline`` code too."""
 
-# Runs the CLI in this process and prints its peak RSS (KiB) on stderr's last line.
+# Runs the CLI in this process; prints its peak RSS (KiB) and CPU seconds on stderr's last line.
 _CHILD = (
     "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    "def _end(u=resource.getrusage):\n"
+    "    r = u(resource.RUSAGE_SELF)\n"
+    "    print('maxrss', r.ru_maxrss, r.ru_utime + r.ru_stime, file=sys.stderr)\n"
+    "atexit.register(_end)\n"
     "sys.argv = ['pipeline', *sys.argv[1:]]\n"
     "runpy.run_module('pipeline', run_name='__main__')\n"
 )
@@ -132,17 +140,24 @@ def build(url: str, n: int, options: dict[str, Any], threads: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-def run_command(args: list[str], store: str, env: dict[str, str]) -> tuple[float, int]:
-    env = {**os.environ, **env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+class Run(NamedTuple):
+    wall: float
+    cpu: float
+    rss_kib: int
+
+
+def run_command(args: list[str], store: str, env: dict[str, str], code: Path = ROOT) -> Run:
+    """One fresh ``python -m pipeline ...`` process of the code at ``code``."""
+    env = {**os.environ, **env, "PYTHONPATH": str(code), "COLUMNS": "200"}
     where = [] if args == ["--help"] else ["--store", store]
-    t0 = time.perf_counter()
     cmd = [sys.executable, "-c", _CHILD, *args, *where]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code)
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed: {out.stderr.strip().splitlines()[-3:]}")
-    rss = next(int(line.split()[1]) for line in reversed(out.stderr.splitlines()) if line.startswith("maxrss"))
-    return wall, rss
+    end = next(line.split() for line in reversed(out.stderr.splitlines()) if line.startswith("maxrss"))
+    return Run(wall, float(end[2]), int(end[1]))
 
 
 def lookup_seconds(url: str, n: int, options: dict[str, Any]) -> tuple[float, float]:
@@ -166,7 +181,8 @@ def lookup_seconds(url: str, n: int, options: dict[str, Any]) -> tuple[float, fl
 
 
 def hashing_bound(base: Path, n_objects: int = 6, mb: int = 64) -> dict[str, float]:
-    """``Store.verify()`` of large objects vs reading + xxh3 of the same files (GB/s, warm cache)."""
+    """``Store.verify()`` of large objects (warm page cache) vs xxh3_128 alone over the same
+    bytes already in memory (the hashing bound), best of 3 each."""
     import numpy as np
     import xxhash
 
@@ -177,8 +193,7 @@ def hashing_bound(base: Path, n_objects: int = 6, mb: int = 64) -> dict[str, flo
     for i in range(n_objects):
         leaf = store.put(rng.random(mb * (1 << 20) // 8), what=f"array {i}")
         store.commit(_manifest(i, leaf, "big"))
-    files = [p for p in (base / "big" / "objects").rglob("*.joblib")]
-    total = sum(p.stat().st_size for p in files)
+    held = [p.read_bytes() for p in (base / "big" / "objects").rglob("*.joblib")]
     verify, raw = [], []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -186,12 +201,11 @@ def hashing_bound(base: Path, n_objects: int = 6, mb: int = 64) -> dict[str, flo
         verify.append(time.perf_counter() - t0)
         assert report.clean and report.ok == n_objects
         t0 = time.perf_counter()
-        for p in files:
-            with open(p, "rb") as f:
-                xxhash.xxh3_128_hexdigest(f.read())
+        for data in held:
+            xxhash.xxh3_128_hexdigest(data)
         raw.append(time.perf_counter() - t0)
     shutil.rmtree(base / "big", ignore_errors=True)
-    return {"bytes": total, "verify": min(verify), "raw": min(raw)}
+    return {"bytes": sum(map(len, held)), "verify": min(verify), "raw": min(raw)}
 
 
 class Target:
@@ -211,21 +225,24 @@ class Target:
         return str(self.base / f"store-{n}")
 
 
-def measure(target: Target, sizes: list[int], rounds: int) -> dict[str, Any]:
+def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None) -> dict[str, Any]:
     urls, built = {}, {}
     for n in sizes:
         urls[n] = target.url(n)
         built[n] = build(urls[n], n, target.options, threads=16 if target.server else 1)
         print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
-    rows: dict[tuple[int, str], list[tuple[float, int]]] = {}
+    runs: dict[tuple[int, str], list[Run]] = {}
+    before: dict[tuple[int, str], list[Run]] = {}
     for r in range(rounds):
         for n in sizes if r % 2 == 0 else list(reversed(sizes)):
             for name, args in COMMANDS.items():
-                rows.setdefault((n, name), []).append(run_command(args, urls[n], target.env))
+                runs.setdefault((n, name), []).append(run_command(args, urls[n], target.env))
+                if baseline is not None and name in BEFORE:  # the same command, the code before: side by side
+                    before.setdefault((n, name), []).append(run_command(args, urls[n], target.env, baseline))
         print(f"{target.name}: round {r + 1} done", file=sys.stderr)
     lookups = {n: lookup_seconds(urls[n], n, target.options) for n in sizes}
     volume = {n: object_bytes(urls[n], target.options) for n in sizes}
-    return {"rows": rows, "lookups": lookups, "volume": volume, "built": built, "uptime": uptime()}
+    return {"runs": runs, "before": before, "lookups": lookups, "volume": volume, "built": built, "uptime": uptime()}
 
 
 def object_bytes(url: str, options: dict[str, Any]) -> int:
@@ -243,20 +260,22 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     ap.add_argument("--s3-sizes", type=int, nargs="*", default=[1_000, 10_000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", type=Path, default=None, help="the code before (a source tree): run side by side")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
     results, server = {}, None
     try:
-        results["local disk"] = measure(Target("local disk", base), sorted(a.sizes), a.rounds)
+        results["local disk"] = measure(Target("local disk", base), sorted(a.sizes), a.rounds, a.baseline)
         shutil.rmtree(base, ignore_errors=True)
         base.mkdir()
         if a.s3_sizes:
             from tests import s3server
 
             server = s3server.start(base / "seaweedfs")
-            results["S3 (SeaweedFS)"] = measure(Target("S3 (SeaweedFS)", base, server), sorted(a.s3_sizes), a.rounds)
+            s3 = Target("S3 (SeaweedFS)", base, server)
+            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.rounds, None)
         bound = hashing_bound(base)
         text = report(results, bound, a)
         print(text)
@@ -266,6 +285,10 @@ def main() -> None:
         if server is not None:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
 def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
@@ -279,9 +302,10 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
         "```",
         "",
         f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds (sizes in alternating "
-        "order); wall seconds of a fresh `python -m pipeline ...` process (imports included; `--help` is that "
-        "import floor), min / median / max; growth = median at this size / median at the previous size "
-        "(x10 results: 10x is linear). Manifests shaped like StageCache's (~1.7 KB), one small JSON object each.",
+        "order); a fresh `python -m pipeline ...` process each time (imports included; `--help` is that import "
+        "floor): wall seconds min / median / max, and its CPU seconds (user + sys, median), which the load "
+        "disturbs less; growth = median wall at this size / at the previous size (x10 results: 10x is linear). "
+        "Manifests shaped like StageCache's (~1.8 KB), one small JSON object each, 20 stages.",
     ]
     for where, res in results.items():
         sizes = sorted(res["built"])
@@ -292,43 +316,62 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
             "",
             f"Built {built}. Load at the end: `{res['uptime']}`.",
             "",
-            "| results | command | wall s (min / median / max) | growth | peak RSS MiB | note |",
-            "|---|---|---|---|---|---|",
+            "| results | command | wall s (min / median / max) | growth | CPU s | peak RSS MiB | note |",
+            "|---|---|---|---|---|---|---|",
         ]
-        rows = res["rows"]
+        runs = res["runs"]
         for name in COMMANDS:
             prev = None
             for n in sizes:
-                walls = [w for w, _ in rows[(n, name)]]
+                walls = [r.wall for r in runs[(n, name)]]
                 med = statistics.median(walls)
                 growth = f"{med / prev:.2f}x" if prev else ""
-                rss = max(r for _, r in rows[(n, name)]) / 1024
+                cpu = statistics.median(r.cpu for r in runs[(n, name)])
+                rss = max(r.rss_kib for r in runs[(n, name)]) / 1024
                 note = ""
                 if name == "verify":
                     best = min(walls)
                     note = f"{n / best:,.0f} manifests/s, {res['volume'][n] / best / 1e6:.2f} MB/s of objects"
-                spread = f"{min(walls):.2f} / {med:.2f} / {max(walls):.2f}"
-                lines.append(f"| {n:,} | `{name}` | {spread} | {growth} | {rss:.0f} | {note} |")
+                lines.append(f"| {n:,} | `{name}` | {_spread(walls)} | {growth} | {cpu:.2f} | {rss:.0f} | {note} |")
                 prev = med
         for label, index in (("one lookup (`Store.manifest`, in-process)", 0), ("one lookup + load of its result", 1)):
             prev = None
             for n in sizes:
                 t = res["lookups"][n][index]
                 growth = f"{t / prev:.2f}x" if prev else ""
-                lines.append(f"| {n:,} | {label} | {t * 1e3:.3f} ms median of 200 | {growth} | | |")
+                lines.append(f"| {n:,} | {label} | {t * 1e3:.3f} ms median of 200 | {growth} | | | |")
                 prev = t
+        if res["before"]:
+            lines += [
+                "",
+                f"Before / after, side by side in the same rounds (the code before: `{a.baseline}`; "
+                "its `ls` lists every result):",
+                "",
+                "| results | command | before wall s (median) | after wall s (median) | after / before per round "
+                "(min / median / max) | before peak RSS MiB | after |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for name in BEFORE:
+                for n in sizes:
+                    old, new = res["before"][(n, name)], runs[(n, name)]
+                    ratios = [b.wall / o.wall for o, b in zip(old, new)]
+                    lines.append(
+                        f"| {n:,} | `{name}` | {statistics.median(r.wall for r in old):.2f} | "
+                        f"{statistics.median(r.wall for r in new):.2f} | {_spread(ratios)} | "
+                        f"{max(r.rss_kib for r in old) / 1024:.0f} | {max(r.rss_kib for r in new) / 1024:.0f} |"
+                    )
     gb, v, raw = bound["bytes"] / 1e9, bound["verify"], bound["raw"]
     lines += [
         "",
         "### verify on large objects (is it bound by hashing?)",
         "",
         f"`Store.verify()` of a local store of {bound['bytes'] / 1e6:.0f} MB in 64 MB objects, warm page cache, "
-        "best of 3, vs reading each file and hashing it (xxh3_128) in a plain loop:",
+        "vs xxh3_128 alone over the same bytes already in memory (the bound), best of 3 each:",
         "",
         "| | seconds | GB/s | ratio |",
         "|---|---|---|---|",
         f"| `Store.verify()` | {v:.3f} | {gb / v:.2f} | {v / raw:.2f}x |",
-        f"| read + xxh3_128 | {raw:.3f} | {gb / raw:.2f} | 1.00x |",
+        f"| xxh3_128 of the bytes in memory | {raw:.3f} | {gb / raw:.2f} | 1.00x |",
     ]
     return "\n".join(lines)
 

@@ -450,10 +450,10 @@ def _read_fd(fd: int) -> Any:
     try:
         size = os.fstat(fd).st_size
         if size < 1 << 20:
-            data = os.read(fd, size + 1)  # one call, unless the file grew since its fstat
-            if len(data) <= size:
+            data = os.read(fd, size + 1)
+            if len(data) == size:  # as its size says: one call
                 return data
-            chunks = [data]
+            chunks = [data]  # it grew since, or the read was short: read on to its end
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
             return b"".join(chunks)

@@ -166,7 +166,7 @@ def named_objects(doc: Any, depth: int = 0) -> Iterator[tuple[str, str]]:
             yield from named_objects(t, depth + 1)
         return
     oid, codec = doc.get("object"), doc.get("codec")
-    if isinstance(oid, str) and codec in CODECS and _OID.fullmatch(oid):
+    if isinstance(oid, str) and isinstance(codec, str) and codec in CODECS and _OID.fullmatch(oid):
         yield oid, codec
 
 
