@@ -20,7 +20,7 @@ bound by hashing on large objects: ``Store.verify()`` of a store of a few 64 MB 
 xxh3_128 alone over the same bytes in memory.
 
     python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--s3-sizes 1000 10000]
-        [--rounds 3] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
+        [--rounds 3] [--s3-rounds 2] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
 
 ``--baseline DIR``: a source tree of the code before (``git archive main | tar -x -C DIR``); its
 ``ls``, ``gc --dry-run`` and ``verify`` run side by side in the same rounds (local disk).
@@ -260,6 +260,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     ap.add_argument("--s3-sizes", type=int, nargs="*", default=[1_000, 10_000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--s3-rounds", type=int, default=2)
     ap.add_argument("--baseline", type=Path, default=None, help="the code before (a source tree): run side by side")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
@@ -275,7 +276,7 @@ def main() -> None:
 
             server = s3server.start(base / "seaweedfs")
             s3 = Target("S3 (SeaweedFS)", base, server)
-            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.rounds, None)
+            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.s3_rounds, None)
         bound = hashing_bound(base)
         text = report(results, bound, a)
         print(text)
@@ -301,7 +302,8 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
         "python benchmarks/bench_store_scale.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds (sizes in alternating "
+        f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds on local disk, "
+        f"{a.s3_rounds} on S3 (sizes in alternating "
         "order); a fresh `python -m pipeline ...` process each time (imports included; `--help` is that import "
         "floor): wall seconds min / median / max, and its CPU seconds (user + sys, median), which the load "
         "disturbs less; growth = median wall at this size / at the previous size (x10 results: 10x is linear). "
