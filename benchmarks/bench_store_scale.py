@@ -1,20 +1,29 @@
 """How the store's commands grow with the number of committed results (1k, 10k, 100k).
 
 A script, not a test. For each size N it builds a store of N stage results through the
-public API (``Store.save`` of a small dict + ``Store.commit`` of its manifest, spread over
-20 stage names, fsync off to build quickly — the commands measured only read), then times,
-interleaved over ``--rounds`` rounds:
+public API (``Store.put`` of a small dict + ``Store.commit`` of a manifest shaped like the
+ones ``StageCache`` writes: code components, params, inputs, versions, run id; spread over
+20 stage names; fsync off to build quickly, the commands measured only read), on local disk
+and on a SeaweedFS S3 server on 127.0.0.1 (``tests/s3server.py``), then times, interleaved
+over ``--rounds`` rounds (sizes in alternating order):
 
-- ``python -m pipeline ls``          (a fresh process: wall seconds and its peak RSS)
+- ``python -m pipeline ls`` (newest 50), ``ls --stage NAME``, ``ls --all``: a fresh process,
+  wall seconds and its peak RSS; ``python -m pipeline --help`` is the import floor
 - ``python -m pipeline gc --dry-run``
-- ``python -m pipeline verify``      (also reported as MB/s of object bytes re-hashed)
-- one lookup: ``Store.manifest(stage, key)`` of a random committed key, in-process (median of 200)
+- ``python -m pipeline verify``      (with manifests/s and MB/s of object bytes re-hashed)
+- one lookup: ``Store.manifest(stage, key)`` of a random committed key, in-process (median of
+  200), and the same with the result loaded
 
-and prints min/median/max per size and the growth factor from one size to the next
-(x10 results: ~10x is linear, less is better than linear).
+It prints min/median/max per size and the growth factor from one size to the next (x10
+results: ~10x is linear, less is better than linear). A last table checks that ``verify`` is
+bound by hashing on large objects: ``Store.verify()`` of a store of a few 64 MB objects vs
+xxh3_128 alone over the same bytes in memory.
 
-    python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--rounds 3] [--dir DIR]
-                                           [--markdown benchmarks/_store_scale_results.md]
+    python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--s3-sizes 1000 10000]
+        [--rounds 3] [--s3-rounds 2] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
+
+``--baseline DIR``: a source tree of the code before (``git archive main | tar -x -C DIR``); its
+``ls``, ``gc --dry-run`` and ``verify`` run side by side in the same rounds (local disk).
 """
 
 from __future__ import annotations
@@ -29,17 +38,32 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 STAGES = 20
-COMMANDS = {"ls": ["ls"], "gc --dry-run": ["gc", "--dry-run"], "verify": ["verify"]}
+COMMANDS = {
+    "--help (import floor)": ["--help"],
+    "ls": ["ls"],
+    "ls --stage stage07": ["ls", "--stage", "stage07"],
+    "ls --all": ["ls", "--all"],
+    "gc --dry-run": ["gc", "--dry-run"],
+    "verify": ["verify"],
+}
+BEFORE = ("ls", "gc --dry-run", "verify")
+"""Commands run side by side with ``--baseline`` code too."""
 
-# Runs the CLI in this process and prints its peak RSS (KiB) on stderr's last line.
+# Runs the CLI in this process; prints its peak RSS (KiB) and CPU seconds on stderr's last line.
 _CHILD = (
     "import atexit, resource, runpy, sys\n"
-    "atexit.register(lambda: print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
+    "def _end(u=resource.getrusage):\n"
+    "    r = u(resource.RUSAGE_SELF)\n"
+    "    print('maxrss', r.ru_maxrss, r.ru_utime + r.ru_stime, file=sys.stderr)\n"
+    "atexit.register(_end)\n"
     "sys.argv = ['pipeline', *sys.argv[1:]]\n"
     "runpy.run_module('pipeline', run_name='__main__')\n"
 )
@@ -51,95 +75,224 @@ def _key(i: int) -> str:
     return "xxh3:" + xxhash.xxh3_128_hexdigest(f"result {i}".encode())
 
 
-def _build_part(args: tuple[str, int, int]) -> None:
-    from pipeline import Manifest, Store
+def _fp(text: str) -> str:
+    import xxhash
 
-    url, start, stop = args
-    store = Store(url, fsync=False)
-    now = dt.datetime.now(dt.UTC)
-    for i in range(start, stop):
-        outputs = store.save({"result": i, "metric": i / 7.0}, what=f"result {i}")
-        created = (now - dt.timedelta(seconds=stop - i)).isoformat(timespec="microseconds")
-        store.commit(Manifest(stage=f"stage{i % STAGES:02d}", key=_key(i), outputs=outputs, created=created))
+    return "xxh3:" + xxhash.xxh3_128_hexdigest(text.encode())
 
 
-def build(url: str, n: int, start: int = 0) -> None:
-    """Add results ``start..n`` to the store at ``url`` (two worker processes)."""
-    step = max(1, (n - start) // 8)
-    parts = [(url, a, min(n, a + step)) for a in range(start, n, step)]
-    with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_build_part, parts))
+def _manifest(i: int, outputs: Any, run_id: str) -> Any:
+    """A manifest shaped like StageCache's (about 1.7 KB on disk)."""
+    from pipeline import Manifest
+    from pipeline.fingerprint import Component
+    from pipeline.store.manifest import library_versions
 
-
-def run_command(args: list[str], store: str) -> tuple[float, int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args, "--store", store], capture_output=True, text=True, env=env, cwd=ROOT
+    stage = f"stage{i % STAGES:02d}"
+    components = tuple(
+        Component(kind, f"flows.bench.{stage}.{name}", _fp(f"{kind} {name} {i % 7}"))
+        for kind, name in [("code", "body"), ("defaults", "body"), ("code", "helper"), ("global", "CONSTANT"),
+                           ("package", "numpy"), ("package", "pandas")]
+    )  # fmt: skip
+    params = {p: {"fingerprint": _fp(f"{p}={i % 11}"), "repr": repr(i % 11)} for p in ("lr", "depth", "seed")}
+    return Manifest(
+        stage=stage,
+        key=_key(i),
+        outputs=outputs,
+        code=_fp(f"code {i % 7}"),
+        code_components=components,
+        params=params,
+        inputs={"frame": _fp(f"frame {i}"), "labels": _fp(f"labels {i}")},
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+        run_id=run_id,
+        compute_seconds=round(random.random(), 6),
+        save_seconds=0.001,
+        versions=library_versions(),
+        extra={"classes": {outputs.object: "builtins:dict"}},
     )
-    wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {out.stderr.strip().splitlines()[-1:]}")
-    rss = next(int(line.split()[1]) for line in reversed(out.stderr.splitlines()) if line.startswith("maxrss"))
-    return wall, rss
 
 
-def lookup_seconds(url: str, n: int) -> float:
+def _build_part(args: tuple[str, dict[str, Any], int, int, int]) -> None:
     from pipeline import Store
 
-    store = Store(url)
+    url, options, start, stop, threads = args
+    store = Store(url, fsync=False, **options)
+    run_id = str(uuid.uuid4())
+
+    def one(i: int) -> None:
+        outputs = store.put({"result": i, "metric": i / 7.0}, what=f"result {i}")
+        store.commit(_manifest(i, outputs, run_id))
+
+    if threads == 1:
+        for i in range(start, stop):
+            one(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(start, stop)))
+
+
+def build(url: str, n: int, options: dict[str, Any], threads: int = 1) -> float:
+    """Write results ``0..n`` into the store at ``url`` (two worker processes); seconds taken."""
+    t0 = time.perf_counter()
+    step = max(1, n // 8)
+    parts = [(url, options, a, min(n, a + step), threads) for a in range(0, n, step)]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_build_part, parts))
+    return time.perf_counter() - t0
+
+
+class Run(NamedTuple):
+    wall: float
+    cpu: float
+    rss_kib: int
+
+
+def run_command(args: list[str], store: str, env: dict[str, str], code: Path = ROOT) -> Run:
+    """One fresh ``python -m pipeline ...`` process of the code at ``code``."""
+    env = {**os.environ, **env, "PYTHONPATH": str(code), "COLUMNS": "200"}
+    where = [] if args == ["--help"] else ["--store", store]
+    cmd = [sys.executable, "-c", _CHILD, *args, *where]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {out.stderr.strip().splitlines()[-3:]}")
+    end = next(line.split() for line in reversed(out.stderr.splitlines()) if line.startswith("maxrss"))
+    return Run(wall, float(end[2]), int(end[1]))
+
+
+def lookup_seconds(url: str, n: int, options: dict[str, Any]) -> tuple[float, float]:
+    """Median seconds of ``Store.manifest`` of a random key, and of that plus loading its result."""
+    from pipeline import Store
+
+    store = Store(url, create=False, **options)
     rng = random.Random(0)
-    times = []
+    bare, loaded = [], []
     for _ in range(200):
         i = rng.randrange(n)
         t0 = time.perf_counter()
         m = store.manifest(f"stage{i % STAGES:02d}", _key(i))
-        times.append(time.perf_counter() - t0)
-        assert m is not None and m.key == _key(i)
-    return statistics.median(times)
+        t1 = time.perf_counter()
+        value = store.load(m.outputs)
+        t2 = time.perf_counter()
+        assert m is not None and m.key == _key(i) and value["result"] == i
+        bare.append(t1 - t0)
+        loaded.append(t2 - t0)
+    return statistics.median(bare), statistics.median(loaded)
 
 
-def object_bytes(url: str) -> int:
+def hashing_bound(base: Path, n_objects: int = 6, mb: int = 64) -> dict[str, float]:
+    """``Store.verify()`` of large objects (warm page cache) vs xxh3_128 alone over the same
+    bytes already in memory (the hashing bound), best of 3 each."""
+    import numpy as np
+    import xxhash
+
     from pipeline import Store
 
-    return sum(m.bytes for m in Store(url).manifests())
+    store = Store(base / "big", fsync=False)
+    rng = np.random.default_rng(0)
+    for i in range(n_objects):
+        leaf = store.put(rng.random(mb * (1 << 20) // 8), what=f"array {i}")
+        store.commit(_manifest(i, leaf, "big"))
+    held = [p.read_bytes() for p in (base / "big" / "objects").rglob("*.joblib")]
+    verify, raw = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        report = store.verify()
+        verify.append(time.perf_counter() - t0)
+        assert report.clean and report.ok == n_objects
+        t0 = time.perf_counter()
+        for data in held:
+            xxhash.xxh3_128_hexdigest(data)
+        raw.append(time.perf_counter() - t0)
+    shutil.rmtree(base / "big", ignore_errors=True)
+    return {"bytes": sum(map(len, held)), "verify": min(verify), "raw": min(raw)}
+
+
+class Target:
+    """One place the stores live: local disk, or the S3 server."""
+
+    def __init__(self, name: str, base: Path, server: Any = None) -> None:
+        self.name, self.base, self.server = name, base, server
+        self.options: dict[str, Any] = server.storage_options if server else {}
+        self.env: dict[str, str] = {}
+        if server:
+            self.env = {"AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
+                        "AWS_ENDPOINT_URL": server.endpoint}  # fmt: skip
+
+    def url(self, n: int) -> str:
+        if self.server:
+            return self.server.new_url()
+        return str(self.base / f"store-{n}")
+
+
+def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None) -> dict[str, Any]:
+    urls, built = {}, {}
+    for n in sizes:
+        urls[n] = target.url(n)
+        built[n] = build(urls[n], n, target.options, threads=16 if target.server else 1)
+        print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
+    runs: dict[tuple[int, str], list[Run]] = {}
+    before: dict[tuple[int, str], list[Run]] = {}
+    for r in range(rounds):
+        for n in sizes if r % 2 == 0 else list(reversed(sizes)):
+            for name, args in COMMANDS.items():
+                runs.setdefault((n, name), []).append(run_command(args, urls[n], target.env))
+                if baseline is not None and name in BEFORE:  # the same command, the code before: side by side
+                    before.setdefault((n, name), []).append(run_command(args, urls[n], target.env, baseline))
+        print(f"{target.name}: round {r + 1} done", file=sys.stderr)
+    lookups = {n: lookup_seconds(urls[n], n, target.options) for n in sizes}
+    volume = {n: object_bytes(urls[n], target.options) for n in sizes}
+    return {"runs": runs, "before": before, "lookups": lookups, "volume": volume, "built": built, "uptime": uptime()}
+
+
+def object_bytes(url: str, options: dict[str, Any]) -> int:
+    from pipeline import Store
+
+    return sum(m.bytes for m in Store(url, create=False, **options).manifests())
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    ap.add_argument("--s3-sizes", type=int, nargs="*", default=[1_000, 10_000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--s3-rounds", type=int, default=2)
+    ap.add_argument("--baseline", type=Path, default=None, help="the code before (a source tree): run side by side")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
-    sizes = sorted(a.sizes)
-    stores = {}
+    results, server = {}, None
     try:
-        built, previous = base / "store", 0
-        for n in sizes:  # one store grown size by size, copied at each size
-            t0 = time.perf_counter()
-            build(str(built), n, previous)
-            previous = n
-            stores[n] = base / f"store-{n}"
-            shutil.copytree(built, stores[n])
-            print(f"built {n} results in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        rows: dict[tuple[int, str], list[tuple[float, int]]] = {}
-        for r in range(a.rounds):
-            for n in sizes if r % 2 == 0 else reversed(sizes):
-                for name, args in COMMANDS.items():
-                    rows.setdefault((n, name), []).append(run_command(args, str(stores[n])))
-        lookups = {n: lookup_seconds(str(stores[n]), n) for n in sizes}
-        volume = {n: object_bytes(str(stores[n])) for n in sizes}
-        text = report(sizes, rows, lookups, volume, a)
+        results["local disk"] = measure(Target("local disk", base), sorted(a.sizes), a.rounds, a.baseline)
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir()
+        if a.s3_sizes:
+            from tests import s3server
+
+            server = s3server.start(base / "seaweedfs")
+            s3 = Target("S3 (SeaweedFS)", base, server)
+            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.s3_rounds, None)
+        bound = hashing_bound(base)
+        text = report(results, bound, a)
         print(text)
         if a.markdown:
             a.markdown.write_text(text + "\n")
     finally:
+        if server is not None:
+            server.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
-def report(sizes, rows, lookups, volume, a) -> str:
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+
+
+def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
     lines = [
         "## Store scale benchmark results",
         "",
@@ -149,29 +302,79 @@ def report(sizes, rows, lookups, volume, a) -> str:
         "python benchmarks/bench_store_scale.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        f"{os.cpu_count()} CPUs, load average at end {os.getloadavg()[0]:.1f}, {a.rounds} interleaved rounds; "
-        "wall seconds of a fresh `python -m pipeline ...` process (imports included), min / median / max; "
-        "growth = median at this size / median at the previous size.",
-        "",
-        "| results | command | wall s (min / median / max) | growth | peak RSS MiB | note |",
-        "|---|---|---|---|---|---|",
+        f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds on local disk, "
+        f"{a.s3_rounds} on S3 (sizes in alternating "
+        "order); a fresh `python -m pipeline ...` process each time (imports included; `--help` is that import "
+        "floor): wall seconds min / median / max, and its CPU seconds (user + sys, median), which the load "
+        "disturbs less; growth = median wall at this size / at the previous size (x10 results: 10x is linear). "
+        "Manifests shaped like StageCache's (~1.8 KB), one small JSON object each, 20 stages.",
     ]
-    for name in COMMANDS:
-        prev = None
-        for n in sizes:
-            walls = [w for w, _ in rows[(n, name)]]
-            med = statistics.median(walls)
-            growth = f"{med / prev:.2f}x" if prev else ""
-            rss = max(r for _, r in rows[(n, name)]) / 1024
-            note = f"{volume[n] / min(walls) / 1e6:.1f} MB/s re-hashed" if name == "verify" else ""
-            spread = f"{min(walls):.2f} / {med:.2f} / {max(walls):.2f}"
-            lines.append(f"| {n:,} | `{name}` | {spread} | {growth} | {rss:.0f} | {note} |")
-            prev = med
-    prev = None
-    for n in sizes:
-        growth = f"{lookups[n] / prev:.2f}x" if prev else ""
-        lines.append(f"| {n:,} | one lookup (in-process) | {lookups[n] * 1e3:.3f} ms median of 200 | {growth} | | |")
-        prev = lookups[n]
+    for where, res in results.items():
+        sizes = sorted(res["built"])
+        built = ", ".join(f"{n:,} in {res['built'][n]:.0f} s" for n in sizes)
+        lines += [
+            "",
+            f"### {where}",
+            "",
+            f"Built {built}. Load at the end: `{res['uptime']}`.",
+            "",
+            "| results | command | wall s (min / median / max) | growth | CPU s | peak RSS MiB | note |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        runs = res["runs"]
+        for name in COMMANDS:
+            prev = None
+            for n in sizes:
+                walls = [r.wall for r in runs[(n, name)]]
+                med = statistics.median(walls)
+                growth = f"{med / prev:.2f}x" if prev else ""
+                cpu = statistics.median(r.cpu for r in runs[(n, name)])
+                rss = max(r.rss_kib for r in runs[(n, name)]) / 1024
+                note = ""
+                if name == "verify":
+                    best = min(walls)
+                    note = f"{n / best:,.0f} manifests/s, {res['volume'][n] / best / 1e6:.2f} MB/s of objects"
+                lines.append(f"| {n:,} | `{name}` | {_spread(walls)} | {growth} | {cpu:.2f} | {rss:.0f} | {note} |")
+                prev = med
+        for label, index in (("one lookup (`Store.manifest`, in-process)", 0), ("one lookup + load of its result", 1)):
+            prev = None
+            for n in sizes:
+                t = res["lookups"][n][index]
+                growth = f"{t / prev:.2f}x" if prev else ""
+                lines.append(f"| {n:,} | {label} | {t * 1e3:.3f} ms median of 200 | {growth} | | | |")
+                prev = t
+        if res["before"]:
+            lines += [
+                "",
+                f"Before / after, side by side in the same rounds (the code before: `{a.baseline}`; "
+                "its `ls` lists every result):",
+                "",
+                "| results | command | before wall s (median) | after wall s (median) | after / before per round "
+                "(min / median / max) | before peak RSS MiB | after |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for name in BEFORE:
+                for n in sizes:
+                    old, new = res["before"][(n, name)], runs[(n, name)]
+                    ratios = [b.wall / o.wall for o, b in zip(old, new)]
+                    lines.append(
+                        f"| {n:,} | `{name}` | {statistics.median(r.wall for r in old):.2f} | "
+                        f"{statistics.median(r.wall for r in new):.2f} | {_spread(ratios)} | "
+                        f"{max(r.rss_kib for r in old) / 1024:.0f} | {max(r.rss_kib for r in new) / 1024:.0f} |"
+                    )
+    gb, v, raw = bound["bytes"] / 1e9, bound["verify"], bound["raw"]
+    lines += [
+        "",
+        "### verify on large objects (is it bound by hashing?)",
+        "",
+        f"`Store.verify()` of a local store of {bound['bytes'] / 1e6:.0f} MB in 64 MB objects, warm page cache, "
+        "vs xxh3_128 alone over the same bytes already in memory (the bound), best of 3 each:",
+        "",
+        "| | seconds | GB/s | ratio |",
+        "|---|---|---|---|",
+        f"| `Store.verify()` | {v:.3f} | {gb / v:.2f} | {v / raw:.2f}x |",
+        f"| xxh3_128 of the bytes in memory | {raw:.3f} | {gb / raw:.2f} | 1.00x |",
+    ]
     return "\n".join(lines)
 
 

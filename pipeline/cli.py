@@ -85,17 +85,6 @@ def _open_for_plan(settings: Settings):
         return Store(f"memory://pipeline-status-{uuid.uuid4().hex}", fsync=False)
 
 
-@app.command("ls")
-@_errors
-def ls(store: Optional[str] = typer.Option(None, help="Store URL or path.")) -> None:
-    """List committed stage results, newest first."""
-    s = _store(store)
-    table = Table("stage", "key", "created", "bytes", "compute s")
-    for m in sorted(s.manifests(), key=lambda m: m.created, reverse=True):
-        table.add_row(m.stage, m.key, m.created[:19], size(m.bytes), f"{m.compute_seconds:.2f}")
-    out.print(table)
-
-
 @app.command("show")
 @_errors
 def show(
@@ -403,4 +392,5 @@ def main() -> None:
     sys.exit(0)
 
 
-from . import cli_history, cli_lifecycle, cli_mirror, cli_serve  # noqa: E402,F401  (register report, runs, history, diff, gc, tag, serve, mirror; extend show)
+# Register ls, report, runs, history, diff, gc, tag, serve, mirror; extend show.
+from . import cli_history, cli_lifecycle, cli_ls, cli_mirror, cli_serve  # noqa: E402,F401

@@ -45,7 +45,7 @@ RANK: dict[str, float] = {
 }
 EXEMPT = {"__init__", "__main__"}  # the public re-exports and the entry point
 # Command modules registered on cli.app are part of the cli unit (they import the app, cli.py imports them).
-PART_OF = {"cli_history": "cli", "cli_serve": "cli", "cli_lifecycle": "cli", "cli_mirror": "cli"}
+PART_OF = {"cli_history": "cli", "cli_ls": "cli", "cli_serve": "cli", "cli_lifecycle": "cli", "cli_mirror": "cli"}
 
 
 def unit_of(module: str) -> str:

@@ -12,10 +12,11 @@ import contextlib
 import datetime as dt
 import errno
 import io
+import itertools
 import mmap
 import os
 import stat as stat_module
-from typing import Any, Callable, Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 import xxhash
 
@@ -24,6 +25,11 @@ from ..progress_bar import advance
 from . import layout
 
 Writer = Callable[[io.BufferedIOBase], None]
+READERS = 16
+"""Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
+READ_AHEAD = 256
+_OPEN_DIRS = 256
+"""Directory descriptors a local ``read_many`` keeps open at most."""
 
 
 class HashingWriter(io.RawIOBase):
@@ -63,7 +69,12 @@ class Staged(Protocol):
 
 class Backend(Protocol):
     """Bytes under relative paths. ``read``, ``stat`` and ``move`` raise FileNotFoundError
-    for a missing path; every other OS error is a StoreError naming the path."""
+    for a missing path; every other OS error is a StoreError naming the path.
+
+    ``scan`` is ``list`` with each file's size and modification time, from the listing itself
+    where it carries them (an S3 listing does; locally one ``lstat`` per file, no open).
+    ``read_many`` yields ``(rel, bytes or the exception reading it raised)`` for each path, in
+    any order; remote backends read many at once."""
 
     url: str
 
@@ -76,6 +87,8 @@ class Backend(Protocol):
     def exists(self, rel: str) -> bool: ...
     def stat(self, rel: str) -> Stat: ...
     def list(self, prefix: str) -> Iterator[str]: ...
+    def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]: ...
+    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
     def move(self, rel: str, dest: str) -> None: ...
     def delete(self, rel: str) -> None: ...
     def remove_empty(self, prefix: str) -> None: ...
@@ -275,27 +288,35 @@ class LocalBackend:
             raise describe_oserror(e, rel, self.url, "read") from e
 
     def _read_path(self, path: str) -> Any:
-        """Large files are mapped with MADV_SEQUENTIAL: they are read front to back (checksum,
-        then decode), and the kernel's aggressive readahead makes a cold read markedly
-        faster than default paging. A symbolic link (the file or a directory on the way)
-        is refused."""
+        """The bytes of the file at ``path``. A symbolic link (the file or a directory on the
+        way) is refused."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise SymlinkRefused(f"{path} is a symbolic link: the store never follows one") from None
             raise
-        with os.fdopen(fd, "rb") as f:
-            if not self._inside(os.path.dirname(path)):
-                raise SymlinkRefused(f"a directory on the way to {path} is a symbolic link: the store follows none")
-            if os.fstat(f.fileno()).st_size < 1 << 20:
-                return f.read()
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if hasattr(mm, "madvise"):
-            mm.madvise(mmap.MADV_SEQUENTIAL)
-        import pyarrow as pa
+        if not self._opened_in_place(fd, path):
+            os.close(fd)
+            raise SymlinkRefused(f"a directory on the way to {path} is a symbolic link: the store follows none")
+        return _read_fd(fd)
 
-        return pa.py_buffer(mm)  # keeps the mapping alive for as long as the buffer lives
+    def _opened_in_place(self, fd: int, path: str) -> bool:
+        """True when the file open as ``fd`` is the one at ``path`` in the store, reached through
+        no symbolic link. On Linux the kernel says where the open file is (one ``readlink``);
+        elsewhere, or for a file deleted since it was opened, each directory on the way is
+        resolved."""
+        if path.startswith(self.root + os.sep):
+            try:
+                where = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass
+            else:
+                if where == self._real_root + path[len(self.root) :]:
+                    return True
+                if not where.endswith(" (deleted)"):
+                    return False
+        return self._inside(os.path.dirname(path))
 
     def _inside(self, directory: str) -> bool:
         """True when no symbolic link leads ``directory`` out of its place in the store."""
@@ -321,11 +342,105 @@ class LocalBackend:
         return Stat(st.st_size, st.st_mtime)
 
     def list(self, prefix: str) -> Iterator[str]:
-        base = self._path(prefix)
-        for root, _dirs, files in os.walk(base):
-            rel_root = os.path.relpath(root, self.root).replace(os.sep, "/")
-            for name in files:
-                yield f"{rel_root}/{name}"
+        for rel, _stat in self._scan(prefix.strip("/"), False):
+            yield rel
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]:
+        return self._scan(prefix.strip("/"), True)  # type: ignore[return-value]
+
+    def _scan(self, rel_dir: str, stat: bool) -> Iterator[tuple[str, Stat | None]]:
+        """Every file under ``rel_dir``, depth first, as ``os.walk`` sees them (a symbolic link
+        to a directory is neither entered nor listed; any other non-directory is listed), with
+        its ``lstat`` when ``stat`` (taken relative to its directory: no path lookup each)."""
+        try:
+            fd = os.open(self._path(rel_dir), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:  # missing (or not a directory): nothing under it
+            return
+        subdirs = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        if not entry.is_symlink():
+                            subdirs.append(entry.name)
+                        continue
+                    rel = f"{rel_dir}/{entry.name}"
+                    if not stat:
+                        yield rel, None
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # deleted since it was listed
+                    except OSError as e:
+                        raise describe_oserror(e, rel, self.url, "read") from e
+                    yield rel, Stat(st.st_size, st.st_mtime)
+        finally:
+            os.close(fd)
+        for name in subdirs:
+            yield from self._scan(f"{rel_dir}/{name}", stat)
+
+    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
+        """Each file is opened relative to its directory, itself opened once, component by
+        component from the root with ``O_NOFOLLOW`` (so no symbolic link is followed and no path
+        is looked up again). A file not found that way is looked up again by its path: its
+        directory may have been replaced since it was opened."""
+        dirs: dict[str, int] = {}
+        try:
+            for rel in rels:
+                try:
+                    got: Any = self._read_at(rel, dirs)
+                except FileNotFoundError:
+                    try:
+                        got = self.read(rel)
+                    except (OSError, StoreError) as e:
+                        got = e
+                except StoreError as e:
+                    got = e
+                except OSError as e:
+                    got = describe_oserror(e, rel, self.url, "read")
+                yield rel, got
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
+
+    def _read_at(self, rel: str, dirs: dict[str, int]) -> Any:
+        head, _, name = rel.rpartition("/")
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dir_fd(head, dirs))
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SymlinkRefused(f"{self._path(rel)} is a symbolic link: the store never follows one") from None
+            raise
+        return _read_fd(fd)
+
+    def _dir_fd(self, rel_dir: str, dirs: dict[str, int]) -> int:
+        """A descriptor of directory ``rel_dir`` ("" = the root), opened without following links."""
+        fd = dirs.get(rel_dir)
+        if fd is not None:
+            return fd
+        if len(dirs) >= _OPEN_DIRS:
+            for old in dirs.values():
+                os.close(old)
+            dirs.clear()
+        if not rel_dir:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            parent, _, name = rel_dir.rpartition("/")
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=self._dir_fd(parent, dirs))
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self._path(rel_dir)):
+                    raise SymlinkRefused(
+                        f"a directory on the way to {self._path(rel_dir)} is a symbolic link: the store follows none"
+                    ) from None
+                raise
+        dirs[rel_dir] = fd
+        return fd
 
     def move(self, rel: str, dest: str) -> None:
         target = self._path(dest)
@@ -352,6 +467,31 @@ class LocalBackend:
         for root, _dirs, _files in os.walk(self._path(prefix), topdown=False):
             with contextlib.suppress(OSError):  # not empty (a writer is using it)
                 os.rmdir(root)
+
+
+def _read_fd(fd: int) -> Any:
+    """The bytes of the open file ``fd`` (closed here): plain bytes when small; large files
+    memory-mapped (zero-copy) with MADV_SEQUENTIAL: they are read front to back (checksum,
+    then decode), and the kernel's aggressive readahead makes a cold read markedly faster
+    than default paging."""
+    try:
+        size = os.fstat(fd).st_size
+        if size < 1 << 20:
+            data = os.read(fd, size + 1)
+            if len(data) == size:  # as its size says: one call
+                return data
+            chunks = [data]  # it grew since, or the read was short: read on to its end
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    if hasattr(mm, "madvise"):
+        mm.madvise(mmap.MADV_SEQUENTIAL)
+    import pyarrow as pa
+
+    return pa.py_buffer(mm)  # keeps the mapping alive for as long as the buffer lives
 
 
 class _RemoteStaged:
@@ -454,24 +594,44 @@ class FsspecBackend:
             return False
 
     def stat(self, rel: str) -> Stat:
-        info = self._info(rel)
-        modified = info.get("mtime") or info.get("LastModified") or info.get("created")
-        if isinstance(modified, dt.datetime):
-            modified = modified.timestamp()
-        return Stat(int(info.get("size") or 0), float(modified) if modified is not None else 0.0)
+        return _stat_of(self._info(rel))
 
     def list(self, prefix: str) -> Iterator[str]:
+        for rel, _info in self._find(prefix):
+            yield rel
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]:
+        for rel, info in self._find(prefix):
+            yield rel, _stat_of(info)
+
+    def _find(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every file under ``prefix`` with what the listing says of it (one listing call)."""
         base = self._path(prefix)
         self.fs.invalidate_cache(base)
         try:
-            found = self.fs.find(base)
+            found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return
         root = self.root.lstrip("/") + "/"
-        for path in found:
+        for path, info in found.items():
             path = path.lstrip("/")
             if path.startswith(root):
-                yield path[len(root) :]
+                yield path[len(root) :], info
+
+    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
+        """Reads ``READ_AHEAD`` paths at a time, ``READERS`` at once (one round trip each)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(rel: str) -> tuple[str, Any]:
+            try:
+                return rel, self.read(rel)
+            except (OSError, StoreError) as e:
+                return rel, e
+
+        pending = iter(rels)
+        with ThreadPoolExecutor(READERS, thread_name_prefix="store-read") as pool:
+            while batch := list(itertools.islice(pending, READ_AHEAD)):
+                yield from pool.map(one, batch)
 
     def move(self, rel: str, dest: str) -> None:
         try:
@@ -498,6 +658,13 @@ def _precondition_failed(e: OSError) -> bool:
     cause = e.__cause__ or e.__context__
     code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
     return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or "pre-condition" in str(e).lower()
+
+
+def _stat_of(info: dict[str, Any]) -> Stat:
+    modified = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if isinstance(modified, dt.datetime):
+        modified = modified.timestamp()
+    return Stat(int(info.get("size") or 0), float(modified) if modified is not None else 0.0)
 
 
 def open_backend(url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> Backend:

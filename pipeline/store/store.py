@@ -18,16 +18,17 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
 from ..progress_bar import track
-from . import layout
+from . import layout, listing
 from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
-from .codecs import _is_jsonable
+from .codecs import CODECS, _is_jsonable
+from .listing import Page
 from .locks import Leases
 from .manifest import Manifest, Unsigned, Unverified
 from .mirror import Mirrors
@@ -35,11 +36,16 @@ from .objects import Objects, checksum, leaf_path
 from .records import Runs, Searches
 from .seal import CHECKSUM, Hmac, Sealer
 from .tags import Tags
-from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves
+from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves, named_objects
 
 STORE_FORMAT = 1
 _NO_VALUE: Any = object()
 _COMMIT_ATTEMPTS = 4
+_VERIFY_GROUP = 256 << 20
+_OUTPUTS = b'\n "outputs": '
+"""How a manifest's ``outputs`` member starts as ``Manifest.to_json`` writes it (indent 1, so
+only a top-level member follows a newline and exactly one space; strings hold no newline)."""
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,26 @@ def configured_sealer() -> Sealer:
     """The signing key's HMAC sealer when one is configured, else the plain checksum."""
     key = settings().signing_secret()
     return CHECKSUM if key is None else _hmac(key)
+
+
+def _named_objects(raw: Any) -> Iterator[tuple[str, str]]:
+    """``(object id, codec)`` of each object a manifest's bytes name, decoding only its
+    ``outputs`` when it is laid out as the store writes it, else the whole document."""
+    data = bytes(raw)
+    at = data.find(_OUTPUTS)
+    try:
+        if at >= 0:
+            outputs = _DECODER.raw_decode(data[at + len(_OUTPUTS) :].decode())[0]
+        else:
+            doc = json.loads(data)
+            outputs = doc.get("outputs") if isinstance(doc, dict) else None
+    except ValueError:  # not JSON (damaged): try the whole document, else it names nothing
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return iter(())
+        outputs = doc.get("outputs") if isinstance(doc, dict) else None
+    return named_objects(outputs)
 
 
 class Store:
@@ -300,9 +326,10 @@ class Store:
             raise ValueError(str(e)) from None
         return self._check_manifest(rel, raw)
 
-    def _check_manifest(self, rel: str, raw: bytes) -> Manifest:
-        """The manifest ``raw`` holds, if it is the one at ``rel`` (see ``_parse_manifest``)."""
-        m = Manifest.from_json(raw, self._sealer)
+    def _check_manifest(self, rel: str, raw: Any) -> Manifest:
+        """The manifest ``raw`` (the bytes read from ``rel``) holds, if it is the one at ``rel``
+        (see ``_parse_manifest``)."""
+        m = Manifest.from_json(bytes(raw), self._sealer)
         if layout.manifest_path(m.stage, m.key, m.step) != rel:
             step = "" if m.step is None else f" step {m.step}"
             raise ValueError(f"it is the manifest of {m.stage!r} {m.key}{step}, not the one its path names")
@@ -319,21 +346,44 @@ class Store:
     def _read_manifest(self, rel: str, ask_mirrors: bool = False) -> Manifest | None:
         """``ask_mirrors``: a missing manifest is looked for in the mirrors too (a damaged one always is)."""
         try:
-            return self._parse_manifest(rel)
+            raw = self._backend.read(rel)
         except FileNotFoundError:
             return self._repair_manifest(rel) if ask_mirrors else None
+        except SymlinkRefused as e:
+            raw = e
+        return self._accept(rel, raw)
+
+    def _accept(self, rel: str, raw: Any) -> Manifest | None:
+        """The manifest read from ``rel`` (its bytes, or the SymlinkRefused reading it raised)
+        if it can be served; else None: not served (format 1, a seal this store can't vouch
+        for: warned once per kind), or damaged (quarantined, and restored from a mirror if one
+        has a good copy)."""
+        try:
+            if isinstance(raw, SymlinkRefused):
+                raise ValueError(str(raw))
+            return self._check_manifest(rel, raw)
         except Unverified as e:
             if type(e) not in self._warned_unserved:  # once per store and kind: an old store holds many
                 self._warned_unserved.add(type(e))
                 warnings.warn(
                     f"store {self.url} holds manifests {_why_unserved(e)} (e.g. {rel}): they are "
                     "not served, so their stages recompute once (`verify` counts them)",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             return None
         except (ValueError, TypeError, KeyError) as e:
-            self._reject(rel, e)
+            self._reject(rel, e, stacklevel=5)
             return self._repair_manifest(rel)
+
+    def _read_served(self, rels: Iterable[str]) -> Iterator[tuple[str, Manifest | None]]:
+        """``(path, manifest or None)`` as ``_read_manifest`` gives, for many paths at once
+        (in any order); paths deleted since they were listed are left out."""
+        for rel, raw in self._backend.read_many(rels):
+            if isinstance(raw, FileNotFoundError):
+                continue
+            if isinstance(raw, BaseException) and not isinstance(raw, SymlinkRefused):
+                raise raw
+            yield rel, self._accept(rel, raw)
 
     def _reject(self, rel: str, e: Exception, stacklevel: int = 4) -> None:
         warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=stacklevel)
@@ -347,18 +397,29 @@ class Store:
             return None  # another stage or key whose bounded path is the same (never, short of a hash collision)
         return m
 
-    def manifests(self, stage: str | None = None) -> Iterator[Manifest]:
-        """Every readable stage manifest (of one stage, or of all)."""
+    def manifests(self, stage: str | None = None, *, since: float | None = None) -> Iterator[Manifest]:
+        """Every readable stage manifest (of one stage, or of all), in path order; with
+        ``since`` (seconds since the epoch), only those created at or after it, in no
+        particular order, reading only the manifests written since then."""
+        if since is not None:
+            yield from listing.created_since(self, stage, since)
+            return
         prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
-        for rel in sorted(self._backend.list(prefix)):
-            if rel.endswith(".json"):
-                m = self._read_manifest(rel)
-                if m is not None and (stage is None or m.stage == stage):
-                    yield m
+        rels = sorted(rel for rel in self._backend.list(prefix) if rel.endswith(".json"))
+        for _rel, m in self._read_served(rels):
+            if m is not None and (stage is None or m.stage == stage):
+                yield m
+
+    def newest(self, stage: str | None = None, *, limit: int = 50, since: float | None = None) -> Page:
+        """The newest ``limit`` readable stage results (of one stage, or of all; created at or
+        after ``since``, seconds since the epoch), newest first, reading only as many
+        manifests as it takes (see ``pipeline.store.listing``)."""
+        return listing.newest(self, stage, limit=limit, since=since)
 
     def latest(self, stage: str) -> Manifest | None:
         """The newest manifest of a stage (by creation time)."""
-        return max(self.manifests(stage), key=lambda m: m.created, default=None)
+        page = self.newest(stage, limit=1)
+        return page.manifests[0] if page.manifests else None
 
     def stages(self) -> list[str]:
         return sorted({m.stage for m in self.manifests()})
@@ -371,34 +432,47 @@ class Store:
         return Checkpoints(self, stage, key)
 
     # -- integrity -------------------------------------------------------------------
+    def _manifest_paths(self) -> list[str]:
+        """Every manifest file in the store (stage results and training checkpoints), sorted."""
+        found = (rel for root in layout.MANIFEST_ROOTS for rel in self._backend.list(root))
+        return sorted(rel for rel in found if rel.endswith(".json"))
+
+    def _read_manifests(self) -> Iterator[tuple[str, Any]]:
+        """``(path, bytes)`` of every manifest file (many read at once on remote backends).
+        One deleted since it was listed is skipped; a symbolic link yields its SymlinkRefused;
+        any other failure to read one is raised: nothing may be concluded without it."""
+        for rel, raw in self._backend.read_many(self._manifest_paths()):
+            if isinstance(raw, FileNotFoundError):
+                continue
+            if isinstance(raw, BaseException) and not isinstance(raw, SymlinkRefused):
+                raise raw
+            yield rel, raw
+
     def _walk(self, quarantine: bool) -> Iterator[tuple[str, Manifest | None, Unverified | None]]:
         """Every manifest path with its manifest: checked; one that is kept but not served
         (format 1, or a seal this store can't judge) as it says, with the reason; None when
         damaged (quarantined when ``quarantine``)."""
-        for root in layout.MANIFEST_ROOTS:
-            for rel in sorted(self._backend.list(root)):
-                if not rel.endswith(".json"):
-                    continue
-                try:
-                    yield rel, self._parse_manifest(rel), None
-                except FileNotFoundError:
-                    continue
-                except Unverified as e:
-                    yield rel, e.manifest, e
-                except (ValueError, TypeError, KeyError) as e:
-                    if quarantine:
-                        self._reject(rel, e, stacklevel=5)
-                    yield rel, None, None
+        for rel, raw in self._read_manifests():
+            try:
+                if isinstance(raw, SymlinkRefused):
+                    raise ValueError(str(raw))
+                yield rel, self._check_manifest(rel, raw), None
+            except Unverified as e:
+                yield rel, e.manifest, e
+            except (ValueError, TypeError, KeyError) as e:
+                if quarantine:
+                    self._reject(rel, e, stacklevel=5)
+                yield rel, None, None
 
     def live_objects(self) -> set[str]:
         """Paths of every object some manifest references. Manifests that are not served
-        count too (format 1; a seal this store can't check, such as another key's HMAC):
-        whatever a manifest in the store names is kept, until ``verify`` quarantines it."""
+        count too (format 1; a seal this store can't check, such as another key's HMAC;
+        damaged ones, for what they still name): whatever a manifest in the store names is
+        kept, until ``verify`` quarantines it. Only the ``outputs`` part of each is decoded."""
         live: set[str] = set()
-        for rel, m, _ in self._walk(quarantine=False):
-            tree = m.outputs if m is not None else self._named_tree(rel)
-            if tree is not None:
-                live.update(leaf_path(leaf) for leaf in leaves(tree))
+        for _rel, raw in self._read_manifests():
+            if not isinstance(raw, BaseException):  # a symbolic link is not followed
+                live.update(layout.object_path(oid, CODECS[codec].suffix) for oid, codec in _named_objects(raw))
         return live
 
     def _named_tree(self, rel: str) -> Tree | None:
@@ -411,7 +485,7 @@ class Store:
 
     def verify(self) -> VerifyReport:
         """Check every manifest and re-hash every object they reference; quarantine what fails."""
-        referenced: dict[str, str] = {}
+        referenced: dict[str, Leaf] = {}
         users: dict[str, list[tuple[str, str, int | None]]] = {}
         problems: list[Problem] = []
         n_manifests = bad = unverified = unsigned = 0
@@ -428,18 +502,25 @@ class Store:
             elif unserved is None:
                 n_manifests += 1
             for leaf in leaves(m.outputs):
-                referenced[leaf_path(leaf)] = leaf.object
+                referenced[leaf_path(leaf)] = leaf
                 users.setdefault(leaf.object, []).append((m.stage, m.key, m.step))
         ok = corrupt = missing = 0
-        for rel, oid in track(sorted(referenced.items()), "verify", unit="objects"):  # a bar if it proves long
-            try:
-                buf = self._objects._read(rel)
-            except FileNotFoundError:
-                missing += 1
-                problems.append(Problem("missing", oid, tuple(users.get(oid, ()))))
-                continue
-            except IntegrityError:  # a symbolic link
+        reads = self._read_objects(referenced)
+        for rel, buf in track(reads, "verify", total=len(referenced), unit="objects"):  # a bar if it proves long
+            oid = referenced[rel].object
+            if isinstance(buf, FileNotFoundError):
+                try:
+                    buf = self._objects._read(rel)  # a gc sweep may have set it aside: put back
+                except FileNotFoundError:
+                    missing += 1
+                    problems.append(Problem("missing", oid, tuple(users.get(oid, ()))))
+                    continue
+                except IntegrityError:
+                    buf = None
+            if isinstance(buf, IntegrityError):  # a symbolic link
                 buf = None
+            elif isinstance(buf, BaseException):
+                raise buf
             if buf is not None and checksum(buf) == oid:
                 ok += 1
             else:
@@ -461,6 +542,19 @@ class Store:
             unsigned=unsigned,
             problems=tuple(problems),
         )
+
+    def _read_objects(self, leaves_at: dict[str, Leaf]) -> Iterator[tuple[str, Any]]:
+        """``(path, bytes or the exception)`` of each object, in path order, read many at once
+        in groups of at most ``_VERIFY_GROUP`` bytes (so a remote read-ahead stays bounded)."""
+        group: list[str] = []
+        size = 0
+        for rel in sorted(leaves_at):
+            if group and size + leaves_at[rel].bytes > _VERIFY_GROUP:
+                yield from self._backend.read_many(group)
+                group, size = [], 0
+            group.append(rel)
+            size += leaves_at[rel].bytes
+        yield from self._backend.read_many(group)
 
     def remove_dead_temps(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone; how many."""

@@ -157,5 +157,26 @@ def from_doc(doc: Any, depth: int = 0) -> Tree:
     return Leaf(oid, codec, size, fp, signature)
 
 
+def named_objects(doc: Any, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """``(object id, codec)`` of every object a tree's JSON names, read leniently: what
+    :func:`from_doc` would reject as a whole (a bad size, one bad node among good ones) still
+    names the objects it can. For gc, which keeps whatever any manifest names."""
+    if depth > 64 or not isinstance(doc, dict):
+        return
+    items = doc.get("tuple")
+    if isinstance(items, list):
+        for t in items:
+            yield from named_objects(t, depth + 1)
+        return
+    entries = doc.get("dict")
+    if isinstance(entries, dict):
+        for t in entries.values():
+            yield from named_objects(t, depth + 1)
+        return
+    oid, codec = doc.get("object"), doc.get("codec")
+    if isinstance(oid, str) and isinstance(codec, str) and codec in CODECS and _OID.fullmatch(oid):
+        yield oid, codec
+
+
 __all__ = ["Leaf", "TupleNode", "DictNode", "Tree", "nodes", "leaves", "children", "total_bytes", "part",
-           "to_doc", "from_doc"]  # fmt: skip
+           "to_doc", "from_doc", "named_objects"]  # fmt: skip

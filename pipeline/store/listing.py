@@ -1,0 +1,192 @@
+"""The newest stage results of a store, read without reading every manifest.
+
+A directory listing already says when each manifest file was last written: ``os.scandir``
+(one ``lstat`` per file, no open) on local disk, ``LastModified`` in an S3 listing. A
+manifest is written after its ``created`` time is taken, so ``created <= written + SKEW``
+(``SKEW`` allows for a writer's clock running ahead of the store's). Reading candidates
+newest-written first, once ``limit`` results are in hand and the oldest of them was created
+after the next candidate was written (+ ``SKEW``), no unread manifest can be newer: the page is
+complete. A manifest written long after it was created (copied without its times, restored)
+only means more of them are read; the answer stays the same.
+
+Nothing here is an index: the listing is the store's own, each manifest on the page is read
+and checked as for any lookup (a damaged one is quarantined and skipped, a vanished one left
+out), so a page never holds a result the store would not serve.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+from . import layout
+from .backend import SymlinkRefused
+from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .store import Store
+
+SKEW = 2.0
+"""Seconds a writer's clock may run ahead of the store's (its file times; S3's server clock)."""
+_FIRST = 4096
+"""Candidates taken from the first listing (more are taken, by a new listing, only when needed)."""
+_BATCH = 64
+"""Manifests read at once (remote backends read them in parallel)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """Stage results newest first (by ``created``), and how many of the store's are not on it."""
+
+    manifests: tuple[Manifest, ...]
+    total: int
+    """Stage result manifests listed (of the stage asked for), less those found gone or damaged."""
+
+    @property
+    def not_shown(self) -> int:
+        return self.total - len(self.manifests)
+
+
+def created_at(m: Manifest) -> float:
+    """``m.created`` as seconds since the epoch (UTC when it names no zone); -inf when unknown."""
+    try:
+        t = dt.datetime.fromisoformat(m.created)
+    except (TypeError, ValueError):
+        return -math.inf
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def newest(store: Store, stage: str | None, *, limit: int, since: float | None) -> Page:
+    """See ``Store.newest``."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
+    floor = -math.inf if since is None else since - SKEW
+    page = _Page(store, stage, limit, since)
+    want = max(_FIRST, 8 * limit)
+    while True:
+        total, window, candidates = _candidates(store, prefix, floor, want)
+        # A longer list of the newest-written starts with the shorter one: go on where it ended.
+        complete = page.read(candidates[page.done :])
+        if complete or len(candidates) >= window:  # the bound held, or every candidate was read
+            return Page(page.manifests(), total - page.lost)
+        want *= 8
+
+
+def created_since(store: Store, stage: str | None, since: float) -> Iterator[Manifest]:
+    """Every readable stage result created at or after ``since``, in no particular order,
+    reading only the manifests written at or after ``since - SKEW``."""
+    prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
+    _, _, candidates = _candidates(store, prefix, since - SKEW, None)
+    for _rel, m in store._read_served(sorted(rel for _, rel in candidates)):
+        if m is not None and (stage is None or m.stage == stage) and created_at(m) >= since:
+            yield m
+
+
+def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
+    """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
+    those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
+    total = window = 0
+
+    def written() -> Iterator[tuple[float, str]]:
+        nonlocal total, window
+        for rel, st in store._backend.scan(prefix):
+            if rel.endswith(".json"):
+                total += 1
+                if st.mtime >= floor:
+                    window += 1
+                    yield st.mtime, rel
+
+    chosen = list(written()) if want is None else heapq.nlargest(want, written())
+    return total, window, chosen
+
+
+class _Page:
+    """The newest ``limit`` results among the candidates read so far (a min-heap on created)."""
+
+    def __init__(self, store: Store, stage: str | None, limit: int, since: float | None) -> None:
+        self.store, self.stage, self.limit, self.since = store, stage, limit, since
+        self.kept: list[tuple[float, str, str, Manifest]] = []  # kept[0] is the oldest kept
+        self.done = 0
+        """Candidates read (newest-written first)."""
+        self.lost = 0
+        """Of those, how many were gone or damaged (quarantined) or of format 1 (not served)."""
+
+    def manifests(self) -> tuple[Manifest, ...]:
+        return tuple(entry[-1] for entry in sorted(self.kept, reverse=True))
+
+    def _full(self) -> bool:
+        return len(self.kept) >= self.limit
+
+    def _beaten(self, created: float) -> bool:
+        """True when a result created at ``created`` can't be on the page."""
+        if self.since is not None and created < self.since:
+            return True
+        return self._full() and (self.limit == 0 or created < self.kept[0][0])
+
+    def read(self, candidates: list[tuple[float, str]]) -> bool:
+        """Read candidates (newest-written first) until none unread can be on the page; True
+        when that point was reached before they ran out. Each candidate is read, but only one
+        that can be on the page (by the ``created`` its bytes say) is decoded and checked
+        whole; what fails the check is left off (and counted lost)."""
+        for start in range(0, len(candidates), _BATCH):
+            batch = candidates[start : start + _BATCH]
+            if self._beaten(batch[0][0] + SKEW):
+                return True
+            read = dict(self.store._backend.read_many(rel for _, rel in batch))
+            for written, rel in batch:
+                if self._beaten(written + SKEW):
+                    return True
+                self.done += 1
+                raw = read[rel]
+                if isinstance(raw, FileNotFoundError):
+                    self.lost += 1
+                    continue
+                said = _created_in(raw)
+                if said is not None and self._beaten(said):
+                    continue
+                self._consider(rel, raw)
+        return False
+
+    def _consider(self, rel: str, raw: object) -> None:
+        if isinstance(raw, BaseException) and not isinstance(raw, SymlinkRefused):
+            raise raw
+        m = self.store._accept(rel, raw)
+        if m is None:
+            self.lost += 1
+            return
+        if self.stage is not None and m.stage != self.stage:
+            return
+        entry = (created_at(m), m.stage, m.key, m)  # (stage, key) is unique: ties never compare manifests
+        if self._beaten(entry[0]) or (self._full() and entry <= self.kept[0]):
+            return
+        if self._full():
+            heapq.heapreplace(self.kept, entry)
+        else:
+            heapq.heappush(self.kept, entry)
+
+
+_CREATED = b'\n "created": "'
+"""How a manifest's ``created`` member starts as ``Manifest.to_json`` writes it (indent 1)."""
+
+
+def _created_in(raw: object) -> float | None:
+    """The creation time a manifest's bytes state, read without decoding (nor checking) them;
+    None when they are not laid out as the store writes manifests. Only ever used to pass a
+    manifest over: one that could be on the page is decoded and checked in full."""
+    if isinstance(raw, BaseException):
+        return None
+    data = bytes(raw)
+    at = data.find(_CREATED)
+    if at < 0:
+        return None
+    at += len(_CREATED)
+    end = data.find(b'"', at)
+    try:
+        t = dt.datetime.fromisoformat(data[at:end].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
