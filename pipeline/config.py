@@ -39,6 +39,11 @@ class Settings:
     "ephemeral" (Prefect's in-process server), or an http(s) URL."""
     params: str = ""
     """The flow's parameter file (empty: the flow's own default, params.toml of the project)."""
+    runner: str = "threads"
+    """Where a run's submitted stages and search trials run: "threads" (Prefect's thread
+    pool in the run's process) or "dask" (a dask.distributed cluster, see dask_address)."""
+    dask_address: str = ""
+    """With runner "dask": the scheduler (tcp://host:8786); empty: a LocalCluster per run."""
 
     @classmethod
     def load(
@@ -113,6 +118,9 @@ def _from_pyproject(path: Path) -> dict[str, Any]:
     return values
 
 
+CHOICES = {"runner": ("threads", "dask")}
+
+
 def _check(values: dict[str, Any], where: str) -> None:
     types = {f.name: f.type for f in dataclasses.fields(Settings)}
     for name, value in values.items():
@@ -121,6 +129,8 @@ def _check(values: dict[str, Any], where: str) -> None:
         want = bool if types[name] in (bool, "bool") else str
         if not isinstance(value, want):
             raise ConfigError(f"setting {name!r} in {where} must be a {want.__name__}, got {value!r}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ConfigError(f"setting {name!r} in {where} is {value!r}; use one of {', '.join(CHOICES[name])}")
 
 
 def _coerce(name: str, raw: str, where: str) -> Any:

@@ -71,20 +71,33 @@ def run_flow(
     store: Store,
     *,
     force: Iterable[str] = (),
+    runner: str = "threads",
+    dask_address: str | None = None,
 ) -> RunReport:
     """Run a flow with stages on ``store``; fold its stage events into a run record.
 
     The run's context (store, forced stages; for a plain function also the run id, which
-    for a Prefect flow is its flow run's) is set once here, for every stage of the run."""
+    for a Prefect flow is its flow run's) is set once here, for every stage of the run, and
+    reaches the task runner's workers with each call. ``runner="dask"``: submitted stages
+    and search trials run on a dask.distributed cluster (``dask_address``, else a
+    LocalCluster of 2 worker processes), as many trials at once as it has worker threads."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
+    parallel = 1
+    if runner == "dask":
+        from .dask_runner import cluster_threads, on_dask
+
+        flow = on_dask(flow, dask_address or None)
+        parallel = cluster_threads(dask_address or None)
+    elif runner != "threads":
+        raise ConfigError(f"runner {runner!r}: use threads or dask")
     t0 = time.perf_counter()
     state = None
     forced = tuple(force)
     is_prefect = hasattr(flow, "fn")
     run_id = None if is_prefect else uuid.uuid4().hex
     force_ = Force.of(forced) if forced else None
-    context = run_context(store=store, run_id=run_id, force=force_)
+    context = run_context(store=store, run_id=run_id, force=force_, parallel=parallel)
     with context, _quiet_engine(), tagged(), configured_tracking():  # tagged: liveness.py
         if is_prefect:  # a Prefect flow: run it and keep its final state
             state = flow(**kwargs, return_state=True)
