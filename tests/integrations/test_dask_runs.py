@@ -176,3 +176,31 @@ def test_the_bundled_pipeline_with_runner_dask_equals_the_sequential_run(tmp_pat
         assert set(misses.values()) == {1}, (runner, misses)  # no key computed twice
     trials = {r: [(t["trial"], t["params"], t["value"], t["source"]) for t in run["trials"]] for r, run in runs.items()}
     assert trials["dask"] == trials["threads"] and len(trials["dask"]) == 4  # each trial once, the same trials
+
+
+def _quadratic(params, checkpointer):
+    return (params["x"] - 0.3) ** 2 + (params["y"] + 0.1) ** 2
+
+
+def test_a_tpe_search_asked_in_batches_proposes_what_the_sequential_search_proposes(tmp_path):
+    """TPE's proposals depend on the trials told before them once its 10 random start-up
+    trials are done: from then on it is asked one trial at a time."""
+    from optuna.distributions import FloatDistribution
+
+    from pipeline.tuning import Search
+
+    space = {"x": FloatDistribution(-1, 1), "y": FloatDistribution(-1, 1)}
+    calls: list[int] = []
+
+    def map_fn(fn, batch):
+        calls.append(len(batch))
+        return [fn(*args) for args in batch]
+
+    def trials(parallel, store):
+        found = Search("q", space, _quadratic, n_trials=14, sampler="tpe", seed=3).run(
+            store, parallel=parallel, map_fn=map_fn
+        )
+        return [(t.params, t.value) for t in found.trials]
+
+    assert trials(4, Store(tmp_path / "batched")) == trials(1, Store(tmp_path / "sequential"))
+    assert calls == [4, 4, 2]  # 10 start-up trials in batches, then one at a time (not through map_fn)
