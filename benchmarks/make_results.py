@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = ["_fingerprint_results.md", "_fingerprint_interleaved.md", "_store_results.md", "_pipeline_results.md",
          "_cli_results.md", "_server_ui_results.md", "_training_results.md", "_tuning_results.md",
-         "_distributed_results.md", "_lazy_results.md"]  # fmt: skip
+         "_distributed_results.md", "_lazy_results.md", "_scale_results.md"]  # fmt: skip
 
 
 def demote(text: str) -> str:
