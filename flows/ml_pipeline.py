@@ -57,9 +57,7 @@ def ml_pipeline(params: dict[str, Any] | None = None) -> dict[str, Any]:
         eta0=best["eta0"],
         patience=tr.get("patience") or None,
     )
-    # Independent stages: side by side on the run's task runner (threads, or Dask workers).
-    val_run = evaluate.submit(fitted["model"], val_df, "validation")
-    test_run = evaluate.submit(fitted["model"], test_df, "test")
-    val_metrics, test_metrics = val_run.result(), test_run.result()
+    val_metrics = evaluate(fitted["model"], val_df, "validation")
+    test_metrics = evaluate(fitted["model"], test_df, "test")
     final = package_model(fitted["model"], val_metrics, test_metrics, p, raw, git=git_commit())
     return {"best": best, "metrics": final["metadata"]["metrics"]}
