@@ -16,7 +16,7 @@ BLAS on one thread), so cluster start-up is reported apart, not inside each run.
   ``ThreadPoolTaskRunner(max_workers=2)`` and on the 2-worker cluster; per task =
   (flow time with N tasks - flow time with 0 tasks) / N, median over rounds.
 
-    python benchmarks/bench_scale.py [--trials 8] [--work 60] [--tasks 40] [--rounds 3] [--markdown PATH]
+    python benchmarks/bench_scale.py [--trials 8] [--work 800] [--tasks 40] [--rounds 3] [--markdown PATH]
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def report(res: dict, args: argparse.Namespace, env: str) -> tuple[str, bool]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--work", type=int, default=60, help="matrix products per epoch of a trial")
+    ap.add_argument("--work", type=int, default=800, help="matrix products per epoch of a trial")
     ap.add_argument("--tasks", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--markdown", default=None, help="also write the results section to this file")
