@@ -15,6 +15,7 @@ import pandas as pd
 from pipeline import stage
 from pipeline.cache import current_stage
 from pipeline.integrations.artifacts import publish_trials
+from pipeline.integrations.prefect import prefect_map
 from pipeline.training import EveryNEpochs, LatestN
 from pipeline.tuning import Search, TrialCheckpointing
 
@@ -67,6 +68,8 @@ def search(
     running = current_stage()
     train_fn = functools.partial(objective, train_df, val_df, epochs, seed)
     tuning = Search("tune", space(), train_fn, n_trials, sampler=sampler, seed=seed, checkpointing=CHECKPOINTING)
-    found = tuning.run(running.store if running else None)
+    # Trials run side by side on the run's task runner (`--runner dask`: one per worker thread);
+    # otherwise, and outside a flow, one by one.
+    found = tuning.run(running.store if running else None, map_fn=prefect_map())
     publish_trials("tune", found)  # the trial table as a Prefect artifact (the UI's Artifacts tab)
     return {"best": {**found.best.params, "val_loss": found.best.value}, "trials": found.table()}

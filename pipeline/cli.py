@@ -218,11 +218,24 @@ def run(
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
     force: list[str] = typer.Option([], "--force", help="Recompute this stage and its dependants ('*': all)."),
     no_lease: bool = typer.Option(False, "--no-lease", help="Compute missing stages without leasing their keys."),
+    runner: Optional[str] = typer.Option(
+        None,
+        "--runner",
+        help="threads (default) or dask: submitted stages and search trials on a dask.distributed cluster.",
+    ),
+    dask_address: Optional[str] = typer.Option(
+        None,
+        "--dask-address",
+        help="With --runner dask: the scheduler, tcp://host:8786 (default: a LocalCluster of 2 worker processes).",
+    ),
 ) -> None:
     """Run the flow: cached stages are served from the store, the rest run and commit."""
     from .integrations.server import ensure_server
 
-    settings = Settings.load(store=store, flow=flow, lease=False if no_lease else None)
+    runner = "dask" if dask_address and runner is None else runner  # an address means Dask
+    settings = Settings.load(
+        store=store, flow=flow, lease=False if no_lease else None, runner=runner, dask_address=dask_address
+    )
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.runner import load_flow, run_flow
 
@@ -240,7 +253,8 @@ def run(
 
     record_crashed(run_store, crashed)  # and in their run records (retention's FailedRuns)
     with rich_progress(out):  # a live bar per training stage, epoch by epoch
-        report = run_flow(settings.flow, flow_params, run_store, force=force, lease=settings.lease)
+        report = run_flow(settings.flow, flow_params, run_store, force=force, lease=settings.lease,
+                          runner=settings.runner, dask_address=settings.dask_address or None)  # fmt: skip
     _print_run(report.summary, run_store)
 
 

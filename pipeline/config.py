@@ -52,6 +52,11 @@ class Settings:
     lease: bool = True
     """Lease a missing stage key while computing it, so other processes wait and load it
     instead of computing it too (``--no-lease`` / ``lease = false``: every process computes)."""
+    runner: str = "threads"
+    """Where a run's submitted stages and search trials run: "threads" (Prefect's thread
+    pool in the run's process) or "dask" (a dask.distributed cluster, see dask_address)."""
+    dask_address: str = ""
+    """With runner "dask": the scheduler (tcp://host:8786); empty: a LocalCluster per run."""
 
     @classmethod
     def load(
@@ -175,6 +180,7 @@ def sub_table(name: str, start: str | os.PathLike | None = None) -> tuple[dict[s
 
 
 MIRROR_MODES = ("sync", "background")
+CHOICES = {"runner": ("threads", "dask")}
 
 
 def _check(values: dict[str, Any], where: str) -> None:
@@ -192,6 +198,8 @@ def _check(values: dict[str, Any], where: str) -> None:
         want = bool if types[name] in (bool, "bool") else str
         if not isinstance(value, want):
             raise ConfigError(f"setting {name!r} in {where} must be a {want.__name__}, got {value!r}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ConfigError(f"setting {name!r} in {where} is {value!r}; use one of {', '.join(CHOICES[name])}")
 
 
 def _coerce(name: str, raw: str, where: str) -> Any:

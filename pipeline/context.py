@@ -1,5 +1,6 @@
 """The run context: one small frozen object that says which store stages use, the run id,
-what is forced, whether this is a dry run, and which stage's body is executing.
+what is forced, whether this is a dry run, which stage's body is executing, and how many
+calls the run's task runner runs at once.
 
 Set once per run (``with run_context(store=..., force=...)``) and read by every library
 default: :func:`current_store`, ``StageCache()``, a Checkpointer inside a stage, ``tune``.
@@ -79,6 +80,9 @@ class RunContext:
     plan: Any = None
     """A :class:`pipeline.plan.Plan` during a dry run: stage calls plan instead of running."""
     stage: RunningStage | None = None
+    parallel: int = 1
+    """How many calls the run's task runner runs at once (its Dask workers' threads): a
+    search run with a ``map_fn`` asks that many trials at a time."""
     lease: Leasing | None = None
     """How missing stage keys are leased; None: as configured (``[tool.pipeline] lease``)."""
 

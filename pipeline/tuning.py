@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from .cache import StageCache, current_stage
-from .context import current_store
+from .context import current, current_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .fingerprint.code import remembering_code
@@ -203,16 +203,21 @@ class Search:
         self,
         store: Store | str | None = None,
         *,
-        parallel: int = 1,
+        parallel: int | None = None,
         map_fn: MapFn | None = None,
         on_trial: Callable[[TrialRecord], None] | None = None,
     ) -> SearchResult:
         """Run (or resume) the search on ``store`` (default: the configured store).
 
-        ``parallel`` trials are asked at once; with ``map_fn`` (e.g.
+        ``parallel`` trials are asked at once (None: as many as the run's task runner runs at
+        once, 1 outside a ``--runner dask`` run); with ``map_fn`` (e.g.
         ``pipeline.integrations.prefect.prefect_map()``) they run through it side by side, and
-        unpruned; without, one by one. Results equal the sequential run for grid and random
-        search. ``on_trial`` hears every finished trial."""
+        unpruned; without, one by one. Results equal the sequential run: grid and random
+        proposals don't depend on the trials told before them, and a TPE search asks in
+        batches only during its random start-up trials, one at a time after.
+        ``on_trial`` hears every finished trial."""
+        if parallel is None:
+            parallel = current().parallel if map_fn is not None else 1
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
             raise ConfigError(f"tune: parallel must be >= 1, got {parallel!r}")
         if self.pruner is not None and parallel > 1 and map_fn is not None:
@@ -276,6 +281,19 @@ class _SearchRun:
         _write_index(self.store, self.search.name, self.key, self.index, self.records)
         self._index_written, self._index_dirty = time.monotonic(), False
 
+    def _batch(self) -> int:
+        """How many trials to ask before telling any: ``parallel``, except where the sampler's
+        next proposal depends on the trials told before it (TPE after its random start-up
+        trials), so that the search proposes what the sequential search proposes."""
+        import optuna
+
+        startup = getattr(self.sampler, "_n_startup_trials", None)
+        if self.parallel == 1 or not isinstance(self.sampler, optuna.samplers.TPESampler) or startup is None:
+            return self.parallel
+        counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # as TPE counts them
+        told = len(self.study.get_trials(deepcopy=False, states=counted))
+        return max(1, min(self.parallel, startup - told))
+
     def _improves(self, value: float) -> bool:
         return self.best is None or self.sign * value < self.sign * self.best.value
 
@@ -303,7 +321,7 @@ class _SearchRun:
             self._seed_from_earlier_searches()
         exhausted = getattr(self.sampler, "is_exhausted", lambda _study: False)
         while len(self.records) < s.n_trials and not exhausted(self.study):
-            batch = [self.study.ask(self.dists) for _ in range(min(self.parallel, s.n_trials - len(self.records)))]
+            batch = [self.study.ask(self.dists) for _ in range(min(self._batch(), s.n_trials - len(self.records)))]
             calls = [(s.train_fn, dict(t.params), s.monitor, s.checkpointing, s.catch, s.early_stopping) for t in batch]
             t0 = time.perf_counter()
             if len(batch) == 1 or self.map_fn is None:

@@ -38,6 +38,24 @@ def dask_task_runner(address: str | None = None, *, workers: int = DEFAULT_WORKE
     )
 
 
+def cluster_threads(address: str | None = None, *, workers: int = DEFAULT_WORKERS, timeout: float = 10.0) -> int:
+    """How many tasks the cluster runs at once: its workers' threads (asked of the scheduler
+    at ``address``; a LocalCluster of ``workers`` one-thread processes has ``workers``)."""
+    if address is None:
+        return workers
+    dask_task_runner(address)  # the address is checked first
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=timeout) as client:
+            threads = sum(client.nthreads().values())
+    except (OSError, TimeoutError) as e:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e})") from None
+    if threads < 1:
+        raise ConfigError(f"the Dask cluster at {address} has no workers yet: start some (dask worker {address})")
+    return threads
+
+
 def on_dask(flow: Any, address: str | None = None, *, workers: int = DEFAULT_WORKERS) -> Any:
     """``flow`` with its submitted stages running on Dask (see :func:`dask_task_runner`)."""
     if not hasattr(flow, "with_options"):
@@ -45,4 +63,4 @@ def on_dask(flow: Any, address: str | None = None, *, workers: int = DEFAULT_WOR
     return flow.with_options(task_runner=dask_task_runner(address, workers=workers))
 
 
-__all__ = ["dask_task_runner", "on_dask"]
+__all__ = ["dask_task_runner", "cluster_threads", "on_dask"]

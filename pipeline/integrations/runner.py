@@ -105,14 +105,27 @@ def run_flow(
     *,
     force: Iterable[str] = (),
     lease: bool | None = None,
+    runner: str = "threads",
+    dask_address: str | None = None,
 ) -> RunReport:
     """Run a flow with stages on ``store``; fold its stage events into a run record.
 
     The run's context (store, forced stages, leases on or off — None: as configured; for a
     plain function also the run id, which for a Prefect flow is its flow run's) is set once
-    here, for every stage of the run."""
+    here, for every stage of the run, and reaches the task runner's workers with each call.
+    ``runner="dask"``: submitted stages and search trials run on a dask.distributed cluster
+    (``dask_address``, else a LocalCluster of 2 worker processes), as many trials at once as
+    it has worker threads."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
+    parallel = 1
+    if runner == "dask":
+        from .dask_runner import cluster_threads, on_dask
+
+        flow = on_dask(flow, dask_address or None)
+        parallel = cluster_threads(dask_address or None)
+    elif runner != "threads":
+        raise ConfigError(f"runner {runner!r}: use threads or dask")
     t0 = time.perf_counter()
     state = None
     forced = tuple(force)
@@ -120,7 +133,7 @@ def run_flow(
     run_id = None if is_prefect else uuid.uuid4().hex
     force_ = Force.of(forced) if forced else None
     leasing = None if lease is None else Leasing() if lease else Leasing.off()
-    context = run_context(store=store, run_id=run_id, force=force_, lease=leasing)
+    context = run_context(store=store, run_id=run_id, force=force_, lease=leasing, parallel=parallel)
     with context, _quiet_engine(), tagged(), configured_tracking():  # tagged: liveness.py
         if is_prefect:  # a Prefect flow: run it and keep its final state
             with _plain_parameters(flow):

@@ -295,7 +295,9 @@ class DistributedCheckpointer(ClosesOnExit):
         self.group = Group(group)
         self.rank, self.world_size = self.group.rank, self.group.world_size
         self.coordinator = Coordinator(self.store, self.stage, self.key, self.world_size, run_id)
-        self._writer = Writer(Background() if self.strategy.background else Sync())
+        # Two writes in flight at most, one per snapshot buffer set: a checkpoint due while
+        # the previous one is still being written does not wait for it.
+        self._writer = Writer(Background() if self.strategy.background else Sync(), depth=2)
         self._local_decision = _step_count_only(self.save_policy)
         self._buffers = SnapshotBuffers()
         self._seen: list[Record] = []
@@ -474,6 +476,7 @@ class DistributedCheckpointer(ClosesOnExit):
         self._prune(record.step)
 
     def _save_asynchronous(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
+        self._writer.ready()  # the buffer set this snapshot fills is no longer being written
         arrays, meta = self._capture(state, copy_=True, owned_by=self.rank)
         strategy: Asynchronous = self.strategy  # type: ignore[assignment]
 

@@ -100,9 +100,10 @@ class ShardMeta:
 class SnapshotBuffers:
     """Two sets of arrays that background snapshots alternate between. Copying into memory
     already touched costs no page faults (a fresh 25 MB copy can take 5-20x longer on a VM),
-    and the set the writer may still be reading is never the one written: the Writer has
-    one write in flight and starts the next only after it, so when snapshot ``k + 2`` is
-    taken, write ``k`` (the other user of its set) has finished. Costs twice the shard."""
+    and the set the writer may still be reading is never the one written: the Writer runs
+    its writes in order, at most two in flight, and the snapshot waits (``Writer.ready``)
+    until at most one is, so when snapshot ``k + 2`` is taken, write ``k`` (the other user
+    of its set) has finished. Costs twice the shard."""
 
     def __init__(self) -> None:
         self._sets: tuple[dict[str, Any], dict[str, Any]] = ({}, {})

@@ -1,7 +1,8 @@
 """How checkpoints are written: the policies ``Sync()`` and ``Background()``, and the Writer.
 
 The training thread hands over a job (serialise a snapshot, commit its manifest). Under
-``Sync()`` the job runs inline. Under ``Background()`` it runs in a background thread and at
+``Sync()`` the job runs inline. Under ``Background()`` it runs in the writer's one background
+thread (started at the first job, stopped by ``close()``: no thread start per save), and at
 most one is in flight: a new job waits for the previous one, or, with
 ``Background(skip_when_busy=True)``, is dropped (unless forced). A job's failure is kept and
 raised by the next :meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never
@@ -12,6 +13,7 @@ failure printed.
 from __future__ import annotations
 
 import atexit
+import queue
 import sys
 import threading
 import weakref
@@ -55,37 +57,86 @@ def check_writer(policy: object) -> WritePolicy:
     return policy
 
 
-_OPEN: weakref.WeakSet[Writer] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[_Jobs] = weakref.WeakSet()
 
 
 @atexit.register
 def _finish_at_exit() -> None:
-    """A program that ends without ``close()`` hears why its last write failed. (The write
-    itself has finished: writer threads are not daemons, so the interpreter waits for them
-    before it runs this.)"""
-    for writer in list(_OPEN):
-        writer.wait()
-        failure = writer._take_error()
+    """A program that ends without ``close()`` completes the write in flight and hears why
+    it failed, if it did. (Writer threads are daemons, so that an idle one never holds the
+    interpreter; they keep running while atexit handlers run, so waiting here finishes the
+    write.)"""
+    for jobs in list(_OPEN):
+        jobs.wait()
+        failure = jobs.take_error()
         if failure is not None:
             what, e = failure
             print(f"pipeline: writing {what} failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-class Writer:
-    """Runs checkpoint jobs as its :class:`WritePolicy` says."""
+class _Jobs:
+    """The queue one writer thread works off, and what it reports back. Held by the thread
+    and its Writer, not the Writer by the thread: a Writer dropped without ``close()`` is
+    collected and its thread stops after the job in flight."""
 
-    def __init__(self, policy: WritePolicy) -> None:
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[str, Callable[[], None]] | None] = queue.SimpleQueue()
+        self.done = threading.Condition()
+        self.pending = 0
+        self.error: tuple[str, BaseException] | None = None
+
+    def put(self, what: str, job: Callable[[], None]) -> None:
+        with self.done:
+            self.pending += 1
+        self.queue.put((what, job))
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+    def work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            what, job = item
+            item = None
+            try:
+                job()
+            except BaseException as e:  # kept and raised in the training thread
+                with self.done:
+                    if self.error is None:
+                        self.error = (what, e)
+            finally:
+                job = None  # the snapshot it holds is freed now, not at the next job
+                with self.done:
+                    self.pending -= 1
+                    self.done.notify_all()
+
+    def wait(self, pending: int = 0) -> None:
+        """Until at most ``pending`` jobs are in flight."""
+        with self.done:
+            self.done.wait_for(lambda: self.pending <= pending)
+
+    def take_error(self) -> tuple[str, BaseException] | None:
+        with self.done:
+            failure, self.error = self.error, None
+        return failure
+
+
+class Writer:
+    """Runs checkpoint jobs as its :class:`WritePolicy` says: inline, or in one background
+    thread of its own (started at the first job, kept until :meth:`close`), one job at a time."""
+
+    def __init__(self, policy: WritePolicy, *, depth: int = 1) -> None:
         self.policy = check_writer(policy)
-        self.asynchronous = asynchronous = policy.asynchronous
+        self.asynchronous = policy.asynchronous
+        self.depth = depth
+        """Jobs in flight at most (queued or running); a caller holding ``depth`` snapshot
+        buffers calls :meth:`ready` before it fills one."""
+        self._jobs = _Jobs()
         self._thread: threading.Thread | None = None
-        self._error: tuple[str, BaseException] | None = None
-        self._lock = threading.Lock()
-        if asynchronous:
-            _OPEN.add(self)
+        if self.asynchronous:
             preload_codecs()  # the writer thread must not import them lazily (see preload)
 
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._jobs.pending > 0
 
     def will_skip(self, force: bool = False) -> bool:
         """True when a job submitted now would be dropped (check before taking a snapshot)."""
@@ -95,38 +146,35 @@ class Writer:
         """Run ``job`` (now, or in the background); False when it was skipped as busy."""
         self.check()
         if not self.asynchronous:
-            self._run(what, job)
+            try:
+                job()
+            except BaseException as e:
+                self._jobs.error = (what, e)
             self.check()
             return True
         if self.will_skip(force):
             return False
-        self.wait()
-        self.check()
-        self._thread = threading.Thread(
-            target=self._run, args=(what, job), name="pipeline-checkpoint-writer", daemon=False
-        )
-        self._thread.start()
+        self.ready()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._jobs.work, name="pipeline-checkpoint-writer", daemon=True)
+            self._thread.start()
+            _OPEN.add(self._jobs)
+            weakref.finalize(self, self._jobs.stop)
+        self._jobs.put(what, job)
         return True
 
-    def _run(self, what: str, job: Callable[[], None]) -> None:
-        try:
-            job()
-        except BaseException as e:  # kept and raised in the training thread
-            with self._lock:
-                if self._error is None:
-                    self._error = (what, e)
+    def ready(self) -> None:
+        """Until fewer than ``depth`` jobs are in flight (so the oldest snapshot buffer is
+        free again); raise the failure of an earlier write."""
+        self._jobs.wait(self.depth - 1)
+        self.check()
 
     def wait(self) -> None:
         """Until the write in flight (if any) is done."""
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-            self._thread = None
+        self._jobs.wait()
 
     def _take_error(self) -> tuple[str, BaseException] | None:
-        with self._lock:
-            failure, self._error = self._error, None
-        return failure
+        return self._jobs.take_error()
 
     def check(self) -> None:
         """Raise the failure of an earlier write, once."""
@@ -140,6 +188,11 @@ class Writer:
         raise CheckpointError(f"writing {what} failed: {detail}") from e
 
     def close(self) -> None:
-        _OPEN.discard(self)
+        """Wait for the write in flight, stop the thread, raise a failure."""
         self.wait()
+        if self._thread is not None:
+            self._jobs.stop()
+            self._thread.join()
+            self._thread = None
+            _OPEN.discard(self._jobs)
         self.check()
