@@ -186,7 +186,7 @@ def test_errors_are_one_line(bundled):
         (["history", "nope"], "no results of stage 'nope'"),
         (["diff", "train@0", "train@1"], "STAGE@N takes N >= 1"),
         (["diff", "train@9", "train@1"], "stage 'train' has 3 result(s)"),
-        (["diff", "zzzz", "train"], "no result key, STAGE@N, stage or run 'zzzz'"),
+        (["diff", "zzzz", "train"], "no result key, STAGE@N, stage, tag or run 'zzzz'"),
         (["show", "clean", "--curves"], "has no training checkpoints"),
     ]:
         done = cli(bundled, *args)
