@@ -4,9 +4,9 @@ boosting ensemble): its constructor arguments and the two arrays pickle saves, `
 path. Registered once ``sklearn.tree._tree`` is imported (a Tree can't exist before), so
 hashing an estimator never imports sklearn.tree.
 
-sklearn zeroes a tree's node memory when it grows it (``Tree._resize_c``), so the padding
-bytes of ``nodes`` are zero and equal trees hash equal; padding that differed could only
-make equal trees hash apart, never different trees hash equal.
+``nodes`` has padding (7 bytes after each node's last field) that holds whatever the memory
+held: zero in a freshly fitted tree, anything in one unpickled. It is fed with the padding
+zeroed (``_numpy.feed_buffer``), so a model and its joblib round trip hash equal.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import struct
 import numpy as np
 from sklearn.tree._tree import Tree
 
-from ._numpy import array_header
+from ._numpy import array_header, feed_buffer
 from .encoder import Encoder
 from .values import encode, encode_object
 
@@ -47,7 +47,7 @@ def _tree(t: Tree, enc: Encoder) -> None:
     enc.update(b"sklearn.Tree\x00" + head + array_header(n_classes))
     enc.update(n_classes.reshape(-1).view(np.uint8))
     enc.update(array_header(nodes))
-    enc.update(nodes.reshape(-1).view(np.uint8))
+    feed_buffer(nodes, enc)  # its padding bytes zeroed
     enc.update(array_header(values))
     enc.update(values.reshape(-1).view(np.uint8))
 

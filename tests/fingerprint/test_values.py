@@ -797,3 +797,53 @@ def test_first_use_from_many_threads_gives_one_key():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1 True"
+
+
+# -- padding of structured dtypes: never content -----------------------------------------------
+_PADDED = np.dtype({"names": ["a", "b"], "formats": ["<i8", "u1"], "offsets": [0, 8], "itemsize": 16})
+
+
+def _padded(values, padding_byte):
+    """A structured array of ``_PADDED`` whose 7 padding bytes per element are ``padding_byte``."""
+    raw = np.full(len(values) * 16, padding_byte, np.uint8)
+    out = raw.view(_PADDED)
+    out["a"] = [a for a, _ in values]
+    out["b"] = [b for _, b in values]
+    return out
+
+
+def test_padding_bytes_of_a_structured_array_are_not_content():
+    values = [(1, 2), (3, 4), (5, 6)]
+    zeroed, garbage = _padded(values, 0), _padded(values, 0xAB)
+    assert zeroed.tobytes() != garbage.tobytes()  # the memory differs, the content does not
+    assert fingerprint(zeroed) == fingerprint(garbage)
+    assert fingerprint(garbage[::2]) == fingerprint(np.ascontiguousarray(zeroed[::2]))
+    assert fingerprint(_padded([(1, 2), (3, 4), (5, 7)], 0xAB)) != fingerprint(garbage)  # a field byte is
+    nested = np.dtype([("inner", _PADDED), ("c", "<f4")])
+    one, two = np.zeros(2, nested), np.zeros(2, nested)
+    two.view(np.uint8).reshape(2, -1)[:, 9] = 0xFF  # a padding byte of the inner field
+    assert fingerprint(one) == fingerprint(two)
+    two["c"][1] = 1.0
+    assert fingerprint(one) != fingerprint(two)
+
+
+def test_fitted_trees_hash_equal_after_a_joblib_round_trip():
+    """A tree's node array has padding that unpickling fills with whatever memory held: a
+    model and the same model loaded from the store (or loaded twice) must hash equal, else
+    every stage downstream of a loaded model misses."""
+    import io
+
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(300, 4), rng.randint(0, 2, 300)
+    tree, forest = DecisionTreeClassifier(random_state=0), RandomForestClassifier(8, random_state=0)
+    for model in (tree.fit(X, y), forest.fit(X, y)):
+        buf = io.BytesIO()
+        joblib.dump(model, buf)
+        loads = [joblib.load(io.BytesIO(buf.getvalue())) for _ in range(3)]
+        assert {fingerprint(m) for m in loads} == {fingerprint(model)}, type(model).__name__
+    other = DecisionTreeClassifier(random_state=0, max_depth=2).fit(X, y)
+    assert fingerprint(other) != fingerprint(DecisionTreeClassifier(random_state=0).fit(X, y))
