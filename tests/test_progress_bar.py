@@ -140,3 +140,21 @@ def test_outside_a_terminal_progress_is_a_no_op():
         bar.advance(5)
         assert not bar.shown
     assert list(track([1, 2, 3], "y")) == [1, 2, 3]
+
+
+def test_mirror_push_and_pull_in_a_terminal_draw_bars_once_they_are_long(filled, tmp_path):
+    backup = str(tmp_path / "backup")
+    push = [sys.executable, "-m", "pipeline", "mirror", "push", "--store", filled, "--mirror", backup]
+    shown = in_terminal(push, PIPELINE_PROGRESS_DELAY="0")  # every copy counts as long
+    assert "mirror push objects" in shown and "mirror push manifests" in shown and BAR in shown, shown
+    assert "3/3 items" in shown or "3/3" in shown, shown
+    import shutil
+
+    for lost in ("objects", "stages"):  # the primary lost its results: pull brings them back
+        shutil.rmtree(Path(filled, lost))
+    pull = [sys.executable, "-m", "pipeline", "mirror", "pull", "--store", filled, "--mirror", backup]
+    assert "mirror pull objects" in in_terminal(pull, PIPELINE_PROGRESS_DELAY="0")
+    quiet = through_pipe(push)  # nothing left to copy, and a pipe: no bar either way
+    assert "mirror push objects" not in quiet.stdout + quiet.stderr
+    again = [sys.executable, "-m", "pipeline", "mirror", "push", "--store", filled, "--mirror", str(tmp_path / "b2")]
+    assert "mirror push objects" not in in_terminal(again)  # short work: no bar

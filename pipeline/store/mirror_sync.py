@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import StoreError
+from ..progress_bar import progress
 from . import layout
 from .backend import LocalBackend
 from .manifest import Manifest
@@ -148,7 +149,8 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
         entries = {rel: m for rel, m in entries.items() if m.step is None or rel.rpartition("/")[0] not in sets}
         needed = {leaf_path(leaf) for m in [*entries.values(), *other.manifests.values()] for leaf in leaves(m.outputs)}
         objects = {rel: leaf for rel, leaf in objects.items() if rel in needed}
-    bad = _copy_objects(source, target, objects)
+    what = "mirror pull" if into_primary else "mirror push"
+    bad = _copy_objects(source, target, objects, what)
     failed = []
     manifests = {}
     for rel, m in entries.items():
@@ -157,7 +159,7 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
             failed.append(f"{rel}: {broken[0]}: {bad[broken[0]]}")
         else:
             manifests[rel] = m
-    not_copied = _copy_manifests(source, target, manifests)
+    not_copied = _copy_manifests(source, target, manifests, what)
     failed += [f"{rel}: {why}" for rel, why in not_copied.items()]
     copied = {rel: leaf for rel, leaf in objects.items() if rel not in bad}
     return SyncReport(
@@ -169,16 +171,23 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
     )
 
 
-def _parallel(fn: Any, items: Iterable[Any], threads: int) -> dict[Any, str]:
-    """Run ``fn(item)`` for each item, ``threads`` at a time; item -> error of those that failed."""
+def _parallel(
+    fn: Any, items: Iterable[Any], threads: int, what: str = "mirror copy", sizes: dict[Any, int] | None = None
+) -> dict[Any, str]:
+    """Run ``fn(item)`` for each item, ``threads`` at a time; item -> error of those that failed.
+    A progress bar (``what``; in bytes with ``sizes``, else in items) once it proves long."""
     failed: dict[Any, str] = {}
+    unit = "bytes" if sizes is not None else "items"
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         futures = {pool.submit(fn, item): item for item in items}
-        for fut in concurrent.futures.as_completed(futures):
-            try:
-                fut.result()
-            except MIRROR_ERRORS as e:
-                failed[futures[fut]] = str(e)
+        total = sum(sizes[item] for item in futures.values()) if sizes is not None else len(futures)
+        with progress(what, total, unit=unit) as bar:
+            for fut in concurrent.futures.as_completed(futures):
+                try:
+                    fut.result()
+                except MIRROR_ERRORS as e:
+                    failed[futures[fut]] = str(e)
+                bar.advance(sizes[futures[fut]] if sizes is not None else 1)
     return failed
 
 
@@ -186,21 +195,22 @@ def _threads(store: Store) -> int:
     return 4 if isinstance(store._backend, LocalBackend) else COPY_THREADS
 
 
-def _copy_objects(source: Store, target: Store, objects: dict[str, Leaf]) -> dict[str, str]:
+def _copy_objects(source: Store, target: Store, objects: dict[str, Leaf], what: str) -> dict[str, str]:
     """Copy each object (verified on the way; repaired in ``source`` from its mirrors if it
     has any); path -> why, for those that could not be copied."""
 
     def one(rel: str) -> None:
         target._backend.write_atomic(rel, plain(source.read_verified(objects[rel])))
 
-    return _parallel(one, objects, max(_threads(source), _threads(target)))
+    sizes = {rel: leaf.bytes for rel, leaf in objects.items()}
+    return _parallel(one, objects, max(_threads(source), _threads(target)), f"{what} objects", sizes)
 
 
-def _copy_manifests(source: Store, target: Store, manifests: dict[str, Manifest]) -> dict[str, str]:
+def _copy_manifests(source: Store, target: Store, manifests: dict[str, Manifest], what: str) -> dict[str, str]:
     def one(rel: str) -> None:
         target._backend.write_atomic(rel, plain(source._backend.read(rel)))
 
-    return _parallel(one, manifests, max(_threads(source), _threads(target)))
+    return _parallel(one, manifests, max(_threads(source), _threads(target)), f"{what} manifests")
 
 
 @dataclass(frozen=True)

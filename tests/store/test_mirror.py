@@ -527,7 +527,7 @@ def test_background_replication_in_pool_workers_is_flushed_when_they_exit(tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.05, 0.4, 1.0])
 def test_a_killed_background_replicator_leaves_no_manifest_without_its_objects(tmp_path, delay):
-    proc = writer(tmp_path, 200, 50_000)
+    proc = writer(tmp_path, 5000, 50_000)  # far more than it commits before the kill, even on an idle machine
     assert proc.stdout.readline().strip() == "0"  # committing
     deadline = time.monotonic() + 60
     while not list((tmp_path / "m").glob("stages/s/*.json")) and time.monotonic() < deadline:
