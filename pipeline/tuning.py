@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from .cache import StageCache, current_stage
-from .context import current, current_store
+from .context import current, current_store, open_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .fingerprint.code import remembering_code
@@ -232,7 +232,7 @@ class Search:
 def _open_store(store: Store | str | None) -> Store:
     if store is None:
         return current_store()
-    return store if isinstance(store, Store) else Store(store)
+    return open_store(store)
 
 
 class _SearchRun:
@@ -567,7 +567,7 @@ def load_best(store: Store | str, name: str = "tune", *, key: str | None = None)
 
 def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:
     """Manifests of every trial of search ``name`` in the store."""
-    store = store if isinstance(store, Store) else Store(store)
+    store = open_store(store)
     return store.manifests(f"{name}.trial")
 
 

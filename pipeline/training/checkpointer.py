@@ -41,7 +41,7 @@ import time
 import warnings
 from typing import Any, Mapping, MutableMapping, Sequence
 
-from ..context import current_stage, current_store
+from ..context import current_stage, current_store, open_store
 from ..errors import CheckpointError, ConfigError
 from ..fingerprint import fingerprint
 from ..store import DictNode, Leaf, Manifest, Store
@@ -121,7 +121,7 @@ class Checkpointer(ClosesOnExit):
         if store is None:
             self.store, self.stage, self.key, self.run_id = running.store, running.stage, running.key, running.run_id
         else:
-            self.store = store if isinstance(store, Store) else Store(store)
+            self.store = open_store(store)
             self.stage = name or (running.stage if running else "")
             if not self.stage:
                 raise ConfigError("Checkpointer(store=...) needs name= (the training run's name in the store)")

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 from ..cache import current_stage
+from ..context import open_store
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
 from ..store.manifest import library_versions
@@ -286,7 +287,7 @@ class DistributedCheckpointer(ClosesOnExit):
         if store is None:
             self.store, self.stage, self.key, run_id = running.store, running.stage, running.key, running.run_id
         else:
-            self.store = store if isinstance(store, Store) else Store(store)
+            self.store = open_store(store)
             if not name:
                 raise ConfigError(
                     "DistributedCheckpointer(store=...) needs name= (the training run's name in the store)"

@@ -544,3 +544,27 @@ def test_a_killed_background_replicator_leaves_no_manifest_without_its_objects(t
         assert not mirror.missing(m.outputs)
         array, record = mirror.load(m.outputs)
         assert (array == record["i"]).all() and m.key == f"xxh3:{record['i']:032x}"
+
+
+def test_checkpointers_and_searches_given_the_configured_store_by_path_get_its_mirrors(tmp_path, monkeypatch):
+    """A Checkpointer, a distributed checkpointer or a search handed the configured store as a
+    path opens it with the configured mirrors: its checkpoints are backed up like stage results."""
+    from sklearn.linear_model import SGDClassifier
+
+    from pipeline.training import Checkpointer, EveryNEpochs, Sync, TrainState
+    from pipeline.tuning import _open_store
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINE_STORE", str(tmp_path / "p"))
+    monkeypatch.setenv("PIPELINE_MIRRORS", str(tmp_path / "m"))
+    ckpt = Checkpointer(store=str(tmp_path / "p"), name="run", save=EveryNEpochs(1), writer=Sync())
+    state = ckpt.restore(TrainState(model=SGDClassifier(random_state=0)))
+    X, y = np.random.RandomState(0).rand(40, 3), np.arange(40) % 2
+    state.model.partial_fit(X, y, classes=[0, 1])
+    ckpt.step(0, state, {"val_loss": 0.5})
+    ckpt.close()
+    mirror = Store(tmp_path / "m")
+    assert mirror.checkpoints("run", "default").steps() == [1]
+    assert mirror.verify().clean
+    assert _open_store(str(tmp_path / "p")).mirrors is not None
+    assert _open_store(str(tmp_path / "other")).mirrors is None
