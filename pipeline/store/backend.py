@@ -1,4 +1,5 @@
-"""Where bytes live: a fast local-directory backend and an fsspec backend for any URL.
+"""Where bytes live: the backend protocol and the fast local-directory backend (the fsspec
+backend for any other URL is ``remote``).
 
 Both speak paths relative to the store root with ``/`` separators. Writes are atomic:
 locally a temp file beside the target, fsync, ``os.replace``, directory fsync; on object
@@ -9,10 +10,8 @@ is the commit marker).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import io
-import itertools
 import mmap
 import os
 import stat as stat_module
@@ -25,9 +24,6 @@ from ..progress_bar import advance
 from . import layout
 
 Writer = Callable[[io.BufferedIOBase], None]
-READERS = 16
-"""Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
-READ_AHEAD = 256
 _OPEN_DIRS = 256
 """Directory descriptors a local ``read_many`` keeps open at most."""
 
@@ -494,179 +490,6 @@ def _read_fd(fd: int) -> Any:
     return pa.py_buffer(mm)  # keeps the mapping alive for as long as the buffer lives
 
 
-class _RemoteStaged:
-    __slots__ = ("data", "digest", "size")
-
-    def __init__(self, data: bytes, digest: str, size: int) -> None:
-        self.data, self.digest, self.size = data, digest, size
-
-
-class FsspecBackend:
-    """Any fsspec URL (memory://, s3://, gcs://…): one PUT per object, manifest last.
-
-    Directory listings are never cached (``use_listings_cache=False``): other processes
-    write to the same store, and every read, lookup, verify and gc must see what they did."""
-
-    def __init__(self, url: str, **storage_options: Any) -> None:
-        import fsspec
-
-        self.url = url
-        storage_options.setdefault("use_listings_cache", False)
-        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
-        self.root = self.root.rstrip("/")
-
-    def _path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
-
-    def stage(self, writer: Writer) -> _RemoteStaged:
-        buf = io.BytesIO()
-        hashing = HashingWriter(buf)
-        with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
-            writer(buffered)
-        return _RemoteStaged(buf.getvalue(), hashing.hexdigest(), hashing.size)
-
-    def commit(self, staged: _RemoteStaged, rel: str, *, durable: bool = True) -> None:
-        # Always PUT, even when the object is already there: it renews its modification time,
-        # and it replaces bytes that may have rotted (same size or not).
-        try:
-            self.fs.pipe_file(self._path(rel), staged.data)
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url) from e
-        finally:
-            staged.data = b""
-
-    def _info(self, rel: str) -> dict[str, Any]:
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)  # in case a listing cache was asked for after all
-        try:
-            return self.fs.info(path)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
-
-    def discard(self, staged: _RemoteStaged) -> None:
-        staged.data = b""
-
-    def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        try:
-            self.fs.pipe_file(self._path(rel), data)
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url) from e
-
-    def create(self, rel: str, data: bytes) -> bool:
-        """Write ``rel`` only if it does not exist; False when it does (another writer won).
-
-        A conditional PUT (``If-None-Match: *``; SeaweedFS and AWS S3 honour it) where the
-        filesystem takes ``mode="create"``; then, and on filesystems without it, the object
-        is read back: only the writer whose bytes are there won. Without a conditional PUT
-        that is a best effort (two writers racing within one round trip may both win)."""
-        path = self._path(rel)
-        try:
-            self.fs.pipe_file(path, data, mode="create")
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if not _precondition_failed(e):
-                raise describe_oserror(e, rel, self.url) from e
-            return False
-        except (TypeError, NotImplementedError, ValueError):  # no exclusive mode: check, write, re-read
-            if self.exists(rel):
-                return False
-            self.write_atomic(rel, data)
-        try:
-            return bytes(self.read(rel)) == data
-        except FileNotFoundError:
-            return False
-
-    def read(self, rel: str) -> bytes:
-        try:
-            return self.fs.cat_file(self._path(rel))
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
-
-    def exists(self, rel: str) -> bool:
-        try:
-            return self._info(rel).get("type", "file") == "file"
-        except FileNotFoundError:
-            return False
-
-    def stat(self, rel: str) -> Stat:
-        return _stat_of(self._info(rel))
-
-    def list(self, prefix: str) -> Iterator[str]:
-        for rel, _info in self._find(prefix):
-            yield rel
-
-    def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]:
-        for rel, info in self._find(prefix):
-            yield rel, _stat_of(info)
-
-    def _find(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every file under ``prefix`` with what the listing says of it (one listing call)."""
-        base = self._path(prefix)
-        self.fs.invalidate_cache(base)
-        try:
-            found = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return
-        root = self.root.lstrip("/") + "/"
-        for path, info in found.items():
-            path = path.lstrip("/")
-            if path.startswith(root):
-                yield path[len(root) :], info
-
-    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        """Reads ``READ_AHEAD`` paths at a time, ``READERS`` at once (one round trip each)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        def one(rel: str) -> tuple[str, Any]:
-            try:
-                return rel, self.read(rel)
-            except (OSError, StoreError) as e:
-                return rel, e
-
-        pending = iter(rels)
-        with ThreadPoolExecutor(READERS, thread_name_prefix="store-read") as pool:
-            while batch := list(itertools.islice(pending, READ_AHEAD)):
-                yield from pool.map(one, batch)
-
-    def move(self, rel: str, dest: str) -> None:
-        try:
-            self.fs.mv(self._path(rel), self._path(dest))
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "move") from e
-
-    def delete(self, rel: str) -> None:
-        try:
-            self.fs.rm_file(self._path(rel))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "delete") from e
-
-    def remove_empty(self, prefix: str) -> None:
-        """Object stores have no directories to remove."""
-
-
-def _precondition_failed(e: OSError) -> bool:
-    """True when an S3 PUT failed its ``If-None-Match`` precondition (HTTP 412)."""
-    cause = e.__cause__ or e.__context__
-    code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
-    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or "pre-condition" in str(e).lower()
-
-
-def _stat_of(info: dict[str, Any]) -> Stat:
-    modified = info.get("mtime") or info.get("LastModified") or info.get("created")
-    if isinstance(modified, dt.datetime):
-        modified = modified.timestamp()
-    return Stat(int(info.get("size") or 0), float(modified) if modified is not None else 0.0)
-
-
 def open_backend(url: str | os.PathLike, *, fsync: bool = True, **storage_options: Any) -> Backend:
     """A local path or ``file://`` URL -> LocalBackend; any other URL -> FsspecBackend."""
     text = os.fspath(url)
@@ -674,4 +497,6 @@ def open_backend(url: str | os.PathLike, *, fsync: bool = True, **storage_option
         return LocalBackend(text, fsync=fsync)
     if text.startswith("file://"):
         return LocalBackend(text[len("file://") :], fsync=fsync)
+    from .remote import FsspecBackend  # fsspec is imported only for remote stores
+
     return FsspecBackend(text, **storage_options)

@@ -17,7 +17,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from pipeline import StageCache, Store, StoreError, fingerprint
-from pipeline.store.backend import FsspecBackend
+from pipeline.store.remote import FsspecBackend
 from tests.store.test_store import ARROW_FRAMES, FRAMES, assert_same, commit, flip_byte, object_rel
 
 
