@@ -4,6 +4,8 @@
   200x200 matrix products per epoch, 3 epochs, a checkpoint each epoch), ``parallel`` at a time
   through the flow's task runner.
 - ``tiny_flow(n, nonce)``: ``n`` trivial stages submitted at once (distinct keys per ``nonce``).
+- ``tiny_search_flow(n, nonce)``: a grid search of ``n`` trivial trials, two at a time through
+  the flow's task runner (distinct keys per ``nonce``).
 """
 
 from __future__ import annotations
@@ -55,3 +57,14 @@ def tiny(x: int, nonce: str) -> int:
 def tiny_flow(n: int, nonce: str) -> int:
     futures = [tiny.submit(i, nonce) for i in range(n)]
     return sum(f.result() for f in futures)
+
+
+def nothing(params: dict[str, Any], checkpointer: Any) -> float:
+    """A trivial trial: the overhead of a trial and nothing else."""
+    return float(params["i"])
+
+
+@flow(name="bench-scale-tiny-search")
+def tiny_search_flow(n: int, nonce: str) -> float:
+    search = Search("tiny", {"i": list(range(n)), "nonce": [nonce]}, nothing, n_trials=n, sampler="grid", seed=0)
+    return sum(t.value for t in search.run(parallel=2, map_fn=prefect_map()).trials)

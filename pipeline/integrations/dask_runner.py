@@ -7,12 +7,16 @@
 
 Stages called with ``.submit()`` / ``.map()`` run on the workers; each computes its key and
 commits to the store on its own, so results equal the sequential run's and a stage already
-committed is a hit on any worker. ``pip install -e ".[dask]"``.
+committed is a hit on any worker. Search trials run through ``prefect_map()`` go to the
+workers as plain Dask tasks (:func:`dask_map`): no Prefect task engine per trial on the
+workers, where it cost ~0.1-0.7 s a trial; the search's own stage is the task run the UI shows,
+its trials are in the store and the search's trial table artifact. ``pip install -e ".[dask]"``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Any, Callable
 
 from ..errors import ConfigError
 
@@ -33,9 +37,25 @@ def dask_task_runner(address: str | None = None, *, workers: int = DEFAULT_WORKE
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"a LocalCluster needs workers >= 1, not {workers!r}")
     return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
+        cluster_class=local_cluster,
         cluster_kwargs={"n_workers": workers, "processes": True, "threads_per_worker": 1, "dashboard_address": None},
     )
+
+
+def local_cluster(**kwargs: Any) -> Any:
+    """A ``distributed.LocalCluster(**kwargs)`` whose worker processes allocate memory as the
+    flow's own process does.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns off
+    glibc's adaptive mmap threshold: every array above 128 kB is then mmapped and unmapped
+    on each allocation, and a training loop of 200x200 float64 products spent ~40% more CPU
+    time in page faults on a worker than in the flow's process (0.5 s vs 0.27 s, 95k minor
+    faults vs 0.5k). These workers keep glibc's defaults (BLAS stays on one thread each)."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(**kwargs)
 
 
 def cluster_threads(address: str | None = None, *, workers: int = DEFAULT_WORKERS, timeout: float = 10.0) -> int:
@@ -63,4 +83,26 @@ def on_dask(flow: Any, address: str | None = None, *, workers: int = DEFAULT_WOR
     return flow.with_options(task_runner=dask_task_runner(address, workers=workers))
 
 
-__all__ = ["dask_task_runner", "cluster_threads", "on_dask"]
+def dask_client(task_runner: Any) -> Any | None:
+    """The ``distributed.Client`` of a flow run's prefect-dask DaskTaskRunner (connected, or
+    its LocalCluster started, on first use); None for any other task runner."""
+    if type(task_runner).__module__.partition(".")[0] != "prefect_dask":
+        return None  # not imported for other runners
+    return task_runner.client
+
+
+def dask_map(client: Any, fn: Callable[..., Any], calls: list[tuple[Any, ...]], *, retries: int = 0) -> list[Any]:
+    """``[fn(*args) for args in calls]``, each call a plain Dask task on ``client``'s cluster,
+    the results in order. ``fn`` carries the run context (``pipeline.context.carry``). A task
+    whose worker dies is rerun on another worker by the scheduler; the first exception a call
+    raises is raised here (after ``retries`` reruns)."""
+    futures = [client.submit(_apply, fn, args, key=f"pipeline-call-{uuid.uuid4().hex}", pure=False,
+                             retries=retries) for args in calls]  # fmt: skip
+    return client.gather(futures)
+
+
+def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return fn(*args)
+
+
+__all__ = ["dask_task_runner", "local_cluster", "cluster_threads", "on_dask", "dask_client", "dask_map"]

@@ -37,6 +37,7 @@ from ..fingerprint import fingerprint
 from ..plan import plan_call
 from ..runs import record
 from ..store import Store
+from .dask_runner import dask_client, dask_map
 from .run_artifact import watch_run
 
 R = TypeVar("R")
@@ -281,9 +282,13 @@ class _StageCompound(CompoundCachePolicy):
 
 
 def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]:
-    """A ``map_fn`` for :func:`pipeline.tuning.tune` that runs calls as Prefect tasks through
-    the current flow's task runner (threads, processes, Dask): ``tune(..., parallel=4,
-    map_fn=prefect_map())`` inside a flow."""
+    """A ``map_fn`` for :func:`pipeline.tuning.tune` that runs calls side by side on the
+    current flow's task runner: ``tune(..., parallel=4, map_fn=prefect_map())`` inside a flow.
+
+    On threads or processes each call is a Prefect task run; on a DaskTaskRunner each is a
+    plain Dask task on its cluster (:func:`pipeline.integrations.dask_runner.dask_map`; of
+    ``task_kwargs`` only ``retries`` applies there), which spares each trial Prefect's task
+    engine on the worker."""
     from prefect import task
 
     task_kwargs.setdefault("name", "trial")
@@ -291,10 +296,14 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
     task_kwargs["cache_policy"] = NO_CACHE
 
     def map_fn(fn: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
-        run = task(_apply, **task_kwargs)
-        if FlowRunContext.get() is None:
+        flow_run = FlowRunContext.get()
+        if flow_run is None:
             return [fn(*args) for args in calls]
-        shipped = carry(fn)  # the run context (store, force) reaches trials in worker processes
+        shipped = carry(fn)  # the run context (store, force, lease) reaches trials in worker processes
+        client = dask_client(flow_run.task_runner)
+        if client is not None:
+            return dask_map(client, shipped, calls, retries=task_kwargs.get("retries") or 0)
+        run = task(_apply, **task_kwargs)
         futures = [run.submit(shipped, args) for args in calls]
         return [f.result() for f in futures]
 
