@@ -48,9 +48,9 @@ def local_cluster(**kwargs: Any) -> Any:
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also turns off
     glibc's adaptive mmap threshold: every array above 128 kB is then mmapped and unmapped
-    on each allocation, and a training loop of 200x200 float64 products spent ~40% more CPU
-    time in page faults on a worker than in the flow's process (0.5 s vs 0.27 s, 95k minor
-    faults vs 0.5k). These workers keep glibc's defaults (BLAS stays on one thread each)."""
+    on each allocation: a training loop of 200x200 float64 products took nearly twice the CPU
+    time on a worker as in the flow's process (0.51 s vs 0.27 s, 95k minor page faults vs
+    0.5k). These workers keep glibc's defaults (and one BLAS thread each, as Dask sets)."""
     import dask
     from distributed import LocalCluster
 

@@ -1,9 +1,10 @@
 """A grid search for the Dask tests: four trials of a small SGD model, checkpointed every epoch.
 
 Each trial logs ``<pid> <alpha> start <epoch>`` once it has restored (epoch > 0: resumed from
-a checkpoint) and ``<pid> <alpha> epoch <n>`` after each epoch's checkpoint is committed, to
-the file named by DASK_TRIAL_LOG; DASK_TRIAL_PAUSE seconds of sleep per epoch give a test
-time to kill a worker mid-trial (environment, not arguments: not part of any key).
+a checkpoint), ``<pid> <alpha> epoch <n>`` after each epoch's checkpoint is committed, and
+``<pid> <alpha> task-run 0`` if it runs inside a Prefect task run, to the file named by
+DASK_TRIAL_LOG; DASK_TRIAL_PAUSE seconds of sleep per epoch give a test time to kill a worker
+mid-trial (environment, not arguments: not part of any key).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from prefect import flow
+from prefect.context import TaskRunContext
 
 from pipeline.integrations.prefect import prefect_map
 from pipeline.training import EveryNEpochs, LatestN, Sync, TrainState
@@ -43,6 +45,8 @@ def objective(params: dict[str, Any], checkpointer: Any) -> tuple[float, Any]:
     model = SGDClassifier(loss="log_loss", alpha=params["alpha"], random_state=0)
     state = checkpointer.restore(TrainState(model=model, order=np.random.default_rng(0)))
     _log(f"{params['alpha']} start {state.epoch}")
+    if TaskRunContext.get() is not None:
+        _log(f"{params['alpha']} task-run 0")
     for epoch in checkpointer.epochs(state, EPOCHS):
         order = state.order.permutation(400)
         state.model.partial_fit(x[order], y[order], classes=[0, 1])

@@ -82,6 +82,7 @@ def test_a_grid_search_on_two_workers_equals_the_sequential_one_and_trains_each_
     starts = Counter(alpha for _, alpha, what, _ in rows if what == "start")
     assert sorted(starts) == [1e-4, 1e-3, 1e-2, 1e-1] and set(starts.values()) == {1}  # no trial trained twice
     assert len({pid for pid, *_ in rows}) == 2 and os.getpid() not in {pid for pid, *_ in rows}  # both workers
+    assert not [row for row in rows if row[2] == "task-run"]  # plain Dask tasks: no Prefect task engine per trial
     assert len(list(store.manifests("grid.trial"))) == 4
 
     trial_log.write_text("")
