@@ -209,6 +209,18 @@ def _params(params_file: Optional[str], sets: list[str], settings: Settings) -> 
     return apply_overrides({}, sets) if sets else None
 
 
+RUNNER_OPTION = typer.Option(
+    None,
+    "--runner",
+    help="threads (default) or dask: submitted stages and search trials on a dask.distributed cluster.",
+)
+DASK_ADDRESS_OPTION = typer.Option(
+    None,
+    "--dask-address",
+    help="With --runner dask: the scheduler, tcp://host:8786 (default: a LocalCluster of 2 worker processes).",
+)
+
+
 @app.command("run")
 @_errors
 def run(
@@ -218,16 +230,8 @@ def run(
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
     force: list[str] = typer.Option([], "--force", help="Recompute this stage and its dependants ('*': all)."),
     no_lease: bool = typer.Option(False, "--no-lease", help="Compute missing stages without leasing their keys."),
-    runner: Optional[str] = typer.Option(
-        None,
-        "--runner",
-        help="threads (default) or dask: submitted stages and search trials on a dask.distributed cluster.",
-    ),
-    dask_address: Optional[str] = typer.Option(
-        None,
-        "--dask-address",
-        help="With --runner dask: the scheduler, tcp://host:8786 (default: a LocalCluster of 2 worker processes).",
-    ),
+    runner: Optional[str] = RUNNER_OPTION,
+    dask_address: Optional[str] = DASK_ADDRESS_OPTION,
 ) -> None:
     """Run the flow: cached stages are served from the store, the rest run and commit."""
     from .integrations.server import ensure_server

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .cli import _errors, _open, _params, app, err
+from .cli import DASK_ADDRESS_OPTION, RUNNER_OPTION, _errors, _open, _params, app, err
 from .config import Settings
 
 
@@ -25,15 +25,19 @@ def serve(
     store: Optional[str] = typer.Option(None, "--store", help="Store URL or path."),
     name: Optional[str] = typer.Option(None, "--name", help="Deployment name (default: the flow's name)."),
     limit: int = typer.Option(1, "--limit", help="At most this many runs at once (late runs wait)."),
+    runner: Optional[str] = RUNNER_OPTION,
+    dask_address: Optional[str] = DASK_ADDRESS_OPTION,
 ) -> None:
-    """Serve the flow as a deployment: scheduled runs until SIGTERM or Ctrl-C."""
+    """Serve the flow as a deployment: scheduled runs until SIGTERM or Ctrl-C. With --runner dask
+    and no address, one LocalCluster serves every run (started here, closed on SIGTERM)."""
     from .integrations.server import ensure_server
 
-    settings = Settings.load(store=store, flow=flow)
+    runner = "dask" if dask_address and runner is None else runner  # an address means Dask, as for run
+    settings = Settings.load(store=store, flow=flow, runner=runner, dask_address=dask_address)
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.deploy import require_server, schedule_of, serve_flow
 
     schedule = schedule_of(cron, interval)
     require_server(server_ready())
     serve_flow(settings.flow, _params(params, sets, settings), _open(settings), schedule=schedule, name=name,
-               limit=limit)  # fmt: skip
+               limit=limit, runner=settings.runner, dask_address=settings.dask_address or None)  # fmt: skip

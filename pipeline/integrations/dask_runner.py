@@ -83,6 +83,17 @@ def on_dask(flow: Any, address: str | None = None, *, workers: int = DEFAULT_WOR
     return flow.with_options(task_runner=dask_task_runner(address, workers=workers))
 
 
+def on_runner(flow: Any, runner: str, address: str | None = None) -> tuple[Any, int]:
+    """``flow`` on the runner ``--runner`` names ("threads": as it is; "dask": :func:`on_dask`
+    at ``address``), and how many calls that runner runs at once (the run context's
+    ``parallel``: how many trials a search asks at a time)."""
+    if runner == "threads":
+        return flow, 1
+    if runner != "dask":
+        raise ConfigError(f"runner {runner!r}: use threads or dask")
+    return on_dask(flow, address), cluster_threads(address)
+
+
 def dask_client(task_runner: Any) -> Any | None:
     """The ``distributed.Client`` of a flow run's prefect-dask DaskTaskRunner (connected, or
     its LocalCluster started, on first use); None for any other task runner."""
@@ -105,4 +116,4 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
 
 
-__all__ = ["dask_task_runner", "local_cluster", "cluster_threads", "on_dask", "dask_client", "dask_map"]
+__all__ = ["dask_task_runner", "local_cluster", "cluster_threads", "on_dask", "on_runner", "dask_client", "dask_map"]

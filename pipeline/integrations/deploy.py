@@ -16,8 +16,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..context import carry, run_context
 from ..errors import ConfigError
 from ..store import Store
+from .dask_runner import on_runner
 from .prefect import use_store
 from .runner import _arguments, load_flow
 
@@ -96,9 +98,15 @@ def serve_flow(
     schedule: Schedule | None = None,
     name: str | None = None,
     limit: int | None = None,
+    runner: str = "threads",
+    dask_address: str | None = None,
 ) -> None:
     """Deploy ``module:function`` with ``params`` as its default parameters and serve its
-    runs on ``store`` until SIGTERM / Ctrl-C. Blocks."""
+    runs on ``store`` until SIGTERM / Ctrl-C. Blocks.
+
+    ``runner="dask"``: each run's submitted stages and search trials run on the Dask cluster
+    at ``dask_address``, else on one LocalCluster of 2 worker processes started here for as
+    long as serving lasts (not one per run), closed when serving ends."""
     from prefect.deployments.runner import EntrypointType
 
     flow = load_flow(ref)
@@ -107,10 +115,11 @@ def serve_flow(
     schedule = schedule or Schedule()
     if not isinstance(schedule, Schedule):
         raise ConfigError(f"schedule= takes Cron(...), Interval(...) or Schedule(), not {schedule!r}")
-    # Each scheduled run is a subprocess of Prefect's runner: the run context can't reach it,
-    # but the environment does. PIPELINE_STORE is the store setting itself (config.py), set
-    # here for this serving process and its runs only, and restored when serving ends.
-    with use_store(store), _environment(PIPELINE_STORE=store.url):
+    # Each scheduled run is a subprocess of Prefect's runner that gets the flow object
+    # pickled. PIPELINE_STORE is the store setting itself (config.py), set here for this
+    # serving process and its runs only, and restored when serving ends; what the run context
+    # adds for the runner (how many trials at once) travels with the flow's function.
+    with use_store(store), _environment(PIPELINE_STORE=store.url), _on(flow, runner, dask_address) as flow:
         flow.serve(
             name=name or flow.name,
             parameters=_arguments(flow, params) or None,
@@ -120,6 +129,26 @@ def serve_flow(
             print_starting_message=True,
             **schedule.serve_args(),
         )
+
+
+@contextlib.contextmanager
+def _on(flow: Any, runner: str, address: str | None) -> Iterator[Any]:
+    """The flow to serve on ``runner``; for Dask without an address, on a LocalCluster that
+    lives as long as this block."""
+    with contextlib.ExitStack() as stack:
+        if runner == "dask" and address is None:
+            from .dask_runner import DEFAULT_WORKERS, local_cluster
+
+            cluster = stack.enter_context(
+                local_cluster(n_workers=DEFAULT_WORKERS, processes=True, threads_per_worker=1, dashboard_address=None)
+            )
+            address = cluster.scheduler_address
+        served, parallel = on_runner(flow, runner, address)
+        if parallel > 1:
+            served = served.with_options()  # a copy: the imported flow object stays as it is
+            with run_context(parallel=parallel):
+                served.fn = carry(served.fn)  # each run's stages and searches see the runner's width
+        yield served
 
 
 @contextlib.contextmanager

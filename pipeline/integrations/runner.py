@@ -18,6 +18,7 @@ from ..plan import StageStatus, dry_run
 from ..runs import previous_results, summarise
 from ..store import Store
 from ..store.locks import Leasing
+from .dask_runner import on_runner
 from .liveness import tagged
 from .training_artifacts import configured_tracking
 
@@ -118,14 +119,7 @@ def run_flow(
     it has worker threads."""
     flow = load_flow(ref)
     kwargs = _arguments(flow, params)
-    parallel = 1
-    if runner == "dask":
-        from .dask_runner import cluster_threads, on_dask
-
-        flow = on_dask(flow, dask_address or None)
-        parallel = cluster_threads(dask_address or None)
-    elif runner != "threads":
-        raise ConfigError(f"runner {runner!r}: use threads or dask")
+    flow, parallel = on_runner(flow, runner, dask_address or None)
     t0 = time.perf_counter()
     state = None
     forced = tuple(force)

@@ -53,6 +53,24 @@ def _runs(client, deployment_id):
     )
 
 
+def finished_runs(client, deployment_name, proc, log, *, count=2, timeout=300.0):
+    """The served deployment and its first ``count`` finished runs, once there are (the
+    serving process ``proc`` must keep running meanwhile; ``log`` is its output)."""
+    deadline, deployment, done = time.monotonic() + timeout, None, []
+    while len(done) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} finished runs:\n{log.read_text()}"
+        assert proc.poll() is None, log.read_text()
+        if deployment is None:
+            try:
+                deployment = client.read_deployment_by_name(deployment_name)
+            except Exception:  # not created yet (ObjectNotFound)
+                time.sleep(0.5)
+                continue
+        done = [r for r in _runs(client, deployment.id) if r.state and r.state.is_final()]
+        time.sleep(0.5)
+    return deployment, done[:count]
+
+
 def _task_states(client, run_id, expected: int = 2, timeout: float = 60.0) -> dict[str, str]:
     """Final task run states by task name (the server records them from events: poll)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -78,20 +96,7 @@ def test_served_flow_runs_on_its_interval_the_second_run_fully_cached_and_sigter
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         with get_client(sync_client=True) as client:
-            deadline, deployment, done = time.monotonic() + 240, None, []
-            while len(done) < 2:
-                assert time.monotonic() < deadline, (
-                    f"fewer than 2 finished runs:\n{(tmp_path / 'serve.log').read_text()}"
-                )
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                if deployment is None:
-                    try:
-                        deployment = client.read_deployment_by_name(f"served-tiny/{name}")
-                    except Exception:  # not created yet (ObjectNotFound)
-                        time.sleep(0.5)
-                        continue
-                done = [r for r in _runs(client, deployment.id) if r.state and r.state.is_final()]
-                time.sleep(0.5)
+            deployment, done = finished_runs(client, f"served-tiny/{name}", proc, tmp_path / "serve.log", timeout=240)
             first, second = done[:2]
             assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
             assert first.parameters == second.parameters == {"params": {"x": 3, "k": 2}}
