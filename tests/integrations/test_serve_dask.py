@@ -12,12 +12,13 @@ import time
 import uuid
 from collections import Counter
 
-import psutil
 import pytest
 
 from pipeline import Store
 
 pytest.importorskip("prefect_dask")
+
+import psutil  # noqa: E402  (distributed's dependency)
 
 from tests.integrations.test_dask_runs import GRID, _log  # noqa: E402
 from tests.integrations.test_deploy import ROOT, finished_runs  # noqa: E402
