@@ -199,7 +199,8 @@ def main() -> None:
             f"Environment: {env}.\n\n"
             f"A grid search of {args.trials} CPU-bound trials ({args.work} 200x200 matrix products per epoch, 3 "
             "epochs, a checkpoint each) per run into a fresh store, modes interleaved over "
-            f"{args.rounds} rounds; a flow of {args.tasks} trivial submitted stages for the per-task overhead. "
+            f"{args.rounds} rounds; flows of {args.tasks} trivial submitted stages and of a search of {args.tasks} "
+            "trivial trials for the per-task overhead. "
             "See the script's docstring for what each figure is.\n\n"
             f"{text}\n"
         )
