@@ -51,6 +51,7 @@ class FlushingFile:
         self._flushed = 0  # ranges up to here are handed to the flusher
         self._ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.closed = False
 
     def write(self, b: Any) -> int:
@@ -62,7 +63,7 @@ class FlushingFile:
 
     def _hand_over(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=_flusher, args=(self._fd, self._ranges), daemon=True)
+            self._thread = threading.Thread(target=_flusher, args=(self._fd, self._ranges, self._stop), daemon=True)
             self._thread.start()
         end = self._size - self._size % STEP
         self._ranges.put((self._flushed, end - self._flushed))
@@ -73,7 +74,8 @@ class FlushingFile:
             return
         self.closed = True
         try:
-            if self._thread is not None:
+            if self._thread is not None:  # ranges still queued are left to the caller's fsync
+                self._stop.set()
                 self._ranges.put(None)
                 self._thread.join()
         finally:
@@ -86,12 +88,13 @@ class FlushingFile:
         self.close()
 
 
-def _flusher(fd: int, ranges: queue.SimpleQueue[tuple[int, int] | None]) -> None:
+def _flusher(fd: int, ranges: queue.SimpleQueue[tuple[int, int] | None], stop: threading.Event) -> None:
     """Start write-out of each range as it comes, then wait for the one before it (two ranges in
     flight; the waits keep the thread from racing ahead of the disk). A failure here only loses
-    the head start: the caller's fsync reports any write error."""
+    the head start: the caller's fsync reports any write error. Once the file is closed the
+    ranges still queued are dropped: the fsync that follows writes them all at once."""
     previous = None
-    while (item := ranges.get()) is not None:
+    while (item := ranges.get()) is not None and not stop.is_set():
         _SYNC_FILE_RANGE(fd, *item, _WRITE)
         if previous is not None:
             _SYNC_FILE_RANGE(fd, *previous, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
