@@ -14,10 +14,10 @@ is a plain file.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import os
 import queue
+import sys
 import threading
 from typing import Any
 
@@ -26,18 +26,21 @@ STEP = 16 << 20
 _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4
 
 
-def _sync_file_range() -> Any:
+@functools.cache
+def sync_file_range() -> Any:
+    """libc's ``sync_file_range``, or None where there is none (looked up on first use: no
+    ctypes at import)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     fn.restype = ctypes.c_int
     return fn
-
-
-_SYNC_FILE_RANGE = _sync_file_range() if hasattr(os, "O_CLOEXEC") and os.uname().sysname == "Linux" else None
 
 
 class FlushingFile:
@@ -57,7 +60,7 @@ class FlushingFile:
     def write(self, b: Any) -> int:
         n = os.write(self._fd, b)
         self._size += n
-        if _SYNC_FILE_RANGE is not None and self._size - self._flushed >= STEP:
+        if self._size - self._flushed >= STEP and sync_file_range() is not None:
             self._hand_over()
         return n
 
@@ -93,9 +96,10 @@ def _flusher(fd: int, ranges: queue.SimpleQueue[tuple[int, int] | None], stop: t
     flight; the waits keep the thread from racing ahead of the disk). A failure here only loses
     the head start: the caller's fsync reports any write error. Once the file is closed the
     ranges still queued are dropped: the fsync that follows writes them all at once."""
+    flush = sync_file_range()
     previous = None
     while (item := ranges.get()) is not None and not stop.is_set():
-        _SYNC_FILE_RANGE(fd, *item, _WRITE)
+        flush(fd, *item, _WRITE)
         if previous is not None:
-            _SYNC_FILE_RANGE(fd, *previous, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
+            flush(fd, *previous, _WAIT_BEFORE | _WRITE | _WAIT_AFTER)
         previous = item

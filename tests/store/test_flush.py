@@ -21,7 +21,7 @@ from pipeline import Manifest, Store, fingerprint
 from pipeline.store import flush
 from pipeline.store.flush import STEP, FlushingFile
 
-pytestmark = pytest.mark.skipif(flush._SYNC_FILE_RANGE is None, reason="sync_file_range is Linux only")
+pytestmark = pytest.mark.skipif(flush.sync_file_range() is None, reason="sync_file_range is Linux only")
 
 
 def test_a_file_of_several_steps_holds_exactly_the_bytes_written_and_its_flusher_ends(tmp_path):
