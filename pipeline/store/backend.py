@@ -22,6 +22,7 @@ import xxhash
 from ..errors import IntegrityError, StoreError
 from ..progress_bar import advance
 from . import layout
+from .flush import FlushingFile
 
 Writer = Callable[[io.BufferedIOBase], None]
 _OPEN_DIRS = 256
@@ -171,7 +172,7 @@ class LocalBackend:
         tmp = self._path(layout.temp_path())
         try:
             self._makedirs(os.path.dirname(tmp))
-            with open(tmp, "wb", buffering=0) as raw:
+            with FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0) as raw:
                 hashing = HashingWriter(raw)
                 with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
                     writer(buffered)
