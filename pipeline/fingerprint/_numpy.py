@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gc
 import struct
-import threading
 import types
 
 import numpy as np
 
+from ._padding import feed_padded, padding_plan
 from .encoder import Encoder, Unhashable, type_name
 from .values import encode
 
@@ -40,77 +40,15 @@ def dtype_token(dtype: np.dtype) -> str:
     return token
 
 
-# structured dtype (by value: a fitted forest's trees each have their own, equal, dtype
-# object) -> its padding mask tiled over as many elements as were asked for yet, or None.
-_MASKS: dict[np.dtype, np.ndarray | None] = {}
-
-
-def _field_bytes(dtype: np.dtype) -> np.ndarray:
-    """0xFF for each byte of an element of ``dtype`` that belongs to a field, 0 for padding."""
-    if dtype.fields:
-        mask = np.zeros(dtype.itemsize, np.uint8)
-        for field in dtype.fields.values():
-            sub, offset = field[0], field[1]
-            mask[offset : offset + sub.itemsize] |= _field_bytes(sub)
-        return mask
-    if dtype.subdtype is not None:
-        base, shape = dtype.subdtype
-        return np.tile(_field_bytes(base), int(np.prod(shape)))
-    return np.full(dtype.itemsize, 0xFF, np.uint8)
-
-
-def padding_mask(dtype: np.dtype, elements: int = 1) -> np.ndarray | None:
-    """For a structured dtype with padding (bytes no field covers, such as the 7 after a
-    fitted sklearn tree node's last field): the mask of its field bytes repeated over at
-    least ``elements`` elements; None when every byte is a field's. Padding holds whatever
-    the memory held (it differs between a fitted model and the same model unpickled), so it
-    is zeroed before hashing: it is never content."""
-    if not dtype.fields:
-        return None
-    tiled = _MASKS.get(dtype, False)
-    if tiled is None or (tiled is not False and tiled.shape[0] >= elements * dtype.itemsize):
-        return tiled
-    mask = _field_bytes(dtype)
-    tiled = None if mask.all() else np.tile(mask, max(1, elements))
-    if len(_MASKS) >= 256:
-        _MASKS.clear()
-    _MASKS[dtype] = tiled
-    return tiled
-
-
-_local = threading.local()
-
-
-def _scratch(n: int) -> np.ndarray:
-    """A buffer of at least ``n`` bytes, this thread's own, reused (a fresh one per array of
-    over 128 KiB is an mmap and its page faults: more than the masking costs)."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.shape[0] < n:
-        buf = _local.buf = np.empty(n, np.uint8)
-    return buf
-
-
 def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
     """Feed an array's elements in C order without copying a contiguous array.
 
     A non-contiguous array (Fortran order, strided view) is copied a bounded block at a
     time, so equal content hashes equal whatever its memory layout. A structured array with
-    padding is fed with its padding bytes zeroed (``padding_mask``), a bounded block at a time."""
-    size = max(1, a.dtype.itemsize)
-    rows = max(1, min(a.size, _CHUNK_BYTES // size))  # elements per block
-    mask = padding_mask(a.dtype, rows) if a.dtype.fields else None
-    if mask is not None:
-        flat = a.reshape(-1)
-        data = flat.view(np.uint8) if a.flags.c_contiguous else None  # sliced by bytes: no copy
-        out = _scratch(rows * size)
-        for i in range(0, flat.shape[0], rows):
-            if data is not None:
-                block = data[i * size : (i + rows) * size]
-            else:
-                block = np.ascontiguousarray(flat[i : i + rows]).view(np.uint8)
-            n = block.shape[0]
-            np.bitwise_and(block, mask[:n], out=out[:n])
-            enc.update(out[:n])
+    padding is fed with its padding bytes zeroed (:mod:`._padding`)."""
+    plan = padding_plan(a.dtype) if a.dtype.fields else None
+    if plan is not None:
+        feed_padded(a, plan, enc)
         return
     if a.flags.c_contiguous:
         enc.update(a.reshape(-1).view(np.uint8))
