@@ -21,23 +21,28 @@ _CHUNK_BYTES = 4 << 20  # bound on the temporary copy of a non-contiguous array
 _STR_PIECE = 1 << 16  # strings per piece of an object array of str
 
 
-# id(structured dtype) -> (the dtype, its field names, its spelling): ``descr`` costs 20 us.
-# A dtype object is immutable but for its ``names``, which the entry checks.
-_DESCR: dict[int, tuple[np.dtype, tuple[str, ...], str]] = {}
+# id(dtype) -> (the dtype, its field names, its spelling, that spelling as a length-prefixed
+# token): ``descr`` costs 20 us. A dtype object is immutable but for its ``names``, which
+# the entry checks.
+_DESCR: dict[int, tuple[np.dtype, tuple[str, ...] | None, str, bytes]] = {}
+_pack_q = struct.Struct("<q").pack
+
+
+def _dtype_entry(dtype: np.dtype) -> tuple[np.dtype, tuple[str, ...] | None, str, bytes]:
+    entry = _DESCR.get(id(dtype))
+    if entry is not None and entry[0] is dtype and entry[1] == dtype.names:
+        return entry
+    token = str(dtype.descr) if dtype.fields else dtype.str
+    data = token.encode()
+    if len(_DESCR) >= 256:
+        _DESCR.clear()
+    entry = _DESCR[id(dtype)] = (dtype, dtype.names, token, _pack_q(len(data)) + data)
+    return entry
 
 
 def dtype_token(dtype: np.dtype) -> str:
     """A dtype's full spelling: byte order, unit, and fields for structured dtypes."""
-    if not dtype.fields:
-        return dtype.str
-    entry = _DESCR.get(id(dtype))
-    if entry is not None and entry[0] is dtype and entry[1] == dtype.names:
-        return entry[2]
-    token = str(dtype.descr)
-    if len(_DESCR) >= 256:
-        _DESCR.clear()
-    _DESCR[id(dtype)] = (dtype, dtype.names, token)
-    return token
+    return dtype.str if not dtype.fields else _dtype_entry(dtype)[2]
 
 
 def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
@@ -63,15 +68,13 @@ def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
         enc.update(np.ascontiguousarray(a[i : i + step]).reshape(-1).view(np.uint8))
 
 
-_pack_q = struct.Struct("<q").pack
+_SHAPES = [struct.Struct(f"<{n + 1}q").pack for n in range(65)]  # ndim, then the shape
 
 
 def array_header(a: np.ndarray) -> bytes:
     """What ``encode`` writes before a plain (non-object) array's elements: its tag,
     dtype and shape, as one token (for handlers that feed many small arrays)."""
-    token = dtype_token(a.dtype).encode()
-    shape = struct.pack(f"<{a.ndim + 1}q", a.ndim, *a.shape)
-    return b"ndarray\x00" + _pack_q(len(token)) + token + shape
+    return b"ndarray\x00" + _dtype_entry(a.dtype)[3] + _SHAPES[a.ndim](a.ndim, *a.shape)
 
 
 def _shape(a: np.ndarray, enc: Encoder) -> None:
@@ -152,8 +155,7 @@ def _masked(a: np.ma.MaskedArray, enc: Encoder) -> None:
 
 def scalar_token(v: np.generic) -> bytes:
     """Everything ``encode`` writes for a numpy scalar (not of object dtype)."""
-    token = dtype_token(v.dtype).encode()
-    return b"np.scalar\x00" + _pack_q(len(token)) + token + v.tobytes()
+    return b"np.scalar\x00" + _dtype_entry(v.dtype)[3] + v.tobytes()
 
 
 @encode.register(np.generic)
