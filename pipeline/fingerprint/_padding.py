@@ -124,7 +124,7 @@ def feed_padded(a: np.ndarray, plan: PaddingPlan, enc: Encoder) -> None:
     flat = a.reshape(-1)
     rows = max(1, BLOCK_BYTES // a.dtype.itemsize)
     for i in range(0, flat.shape[0], rows):
-        block = flat[i : i + rows]
+        block = flat[i : i + rows] if i or flat.shape[0] > rows else flat
         data = (block if block.flags.c_contiguous else np.ascontiguousarray(block)).view(np.uint8)
         n = block.shape[0]
         mark = enc.checkpoint()

@@ -46,6 +46,9 @@ def _plain_state(tp: type) -> bool:
     return plain
 
 
+_LAST: dict[type, object] = {}  # estimator class -> the key order its last state had
+
+
 @encode.register(BaseEstimator)
 def _estimator(v: BaseEstimator, enc: Encoder) -> None:
     tp = type(v)
@@ -58,8 +61,11 @@ def _estimator(v: BaseEstimator, enc: Encoder) -> None:
         state = v.__getstate__()
     if isinstance(state, dict) and "_sklearn_version" in state:
         state = {k: x for k, x in state.items() if k != "_sklearn_version"}
-    order = state_order(state) if isinstance(state, dict) else None
+    order = state_order(state, _LAST.get(tp)) if isinstance(state, dict) else None
     if order is not None:
+        if len(_LAST) >= 1024:
+            _LAST.clear()
+        _LAST[tp] = order
         encode_state(state, order, enc)
     else:
         enc.value_at(".__getstate__()", state)

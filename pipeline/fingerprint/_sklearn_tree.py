@@ -50,7 +50,7 @@ def _tree(t: Tree, enc: Encoder) -> None:
     enc.update(b"".join((head, array_header(n_classes), n_classes.tobytes(), array_header(nodes))))
     feed_buffer(nodes, enc)  # its padding bytes zeroed
     enc.update(array_header(values))
-    feed_buffer(values, enc)
+    enc.update(values)  # C-contiguous, plain: its buffer is what feed_buffer would feed
 
 
 def _ints(enc: Encoder, *numbers: int) -> None:

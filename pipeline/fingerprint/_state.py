@@ -91,6 +91,10 @@ class _Order:
         self.head = b"state\x00" + _pack_q(len(names))  # enc.tag(b"state"); enc.int(len)
         self.layouts: dict[tuple[type, ...], _Layout] = {}
 
+    def fits(self, state: dict) -> bool:
+        """Whether ``state``'s keys are the very key objects, in the order, last checked."""
+        return len(state) == len(self.names) and all(map(is_, self.names, state))
+
     def layout(self, types: tuple[type, ...]) -> _Layout:
         layout = self.layouts.get(types)
         if layout is None:
@@ -105,11 +109,14 @@ class _Order:
 _ORDERS: dict[tuple, _Order] = {}
 
 
-def state_order(state: dict) -> _Order | None:
-    """The order to hash a state dict in; None when a key is not an exact ``str``."""
+def state_order(state: dict, last: _Order | None = None) -> _Order | None:
+    """The order to hash a state dict in; None when a key is not an exact ``str``.
+    ``last``: the order the caller used for a state like it (its class's last one)."""
+    if last is not None and last.fits(state):
+        return last
     names = tuple(state)
     order = _ORDERS.get(names)
-    if order is not None and (order.names is names or all(map(is_, order.names, names))):
+    if order is not None and order.fits(state):
         return order  # the very key objects checked before
     if not all(type(k) is str for k in names):
         return None
