@@ -110,7 +110,7 @@ def padding_plan(dtype: np.dtype) -> PaddingPlan | None:
     if dtype.fields:
         field_bytes = _field_bytes(dtype)
         plan = None if field_bytes.all() else PaddingPlan(dtype, field_bytes)
-    if len(_PLANS) >= 256:
+    if len(_PLANS) >= 64:  # a plan with a tiled mask holds a block (1 MiB)
         _PLANS.clear()
     _PLANS[dtype] = plan
     return plan
