@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gc
 import struct
-import threading
 import types
 
 import numpy as np
 
+from ._padding import feed_padded, padding_plan
 from .encoder import Encoder, Unhashable, type_name
 from .values import encode
 
@@ -21,73 +21,28 @@ _CHUNK_BYTES = 4 << 20  # bound on the temporary copy of a non-contiguous array
 _STR_PIECE = 1 << 16  # strings per piece of an object array of str
 
 
-# id(structured dtype) -> (the dtype, its field names, its spelling): ``descr`` costs 20 us.
-# A dtype object is immutable but for its ``names``, which the entry checks.
-_DESCR: dict[int, tuple[np.dtype, tuple[str, ...], str]] = {}
+# id(dtype) -> (the dtype, its field names, its spelling, that spelling as a length-prefixed
+# token): ``descr`` costs 20 us. A dtype object is immutable but for its ``names``, which
+# the entry checks.
+_DESCR: dict[int, tuple[np.dtype, tuple[str, ...] | None, str, bytes]] = {}
+_pack_q = struct.Struct("<q").pack
+
+
+def _dtype_entry(dtype: np.dtype) -> tuple[np.dtype, tuple[str, ...] | None, str, bytes]:
+    entry = _DESCR.get(id(dtype))
+    if entry is not None and entry[0] is dtype and entry[1] == dtype.names:
+        return entry
+    token = str(dtype.descr) if dtype.fields else dtype.str
+    data = token.encode()
+    if len(_DESCR) >= 256:
+        _DESCR.clear()
+    entry = _DESCR[id(dtype)] = (dtype, dtype.names, token, _pack_q(len(data)) + data)
+    return entry
 
 
 def dtype_token(dtype: np.dtype) -> str:
     """A dtype's full spelling: byte order, unit, and fields for structured dtypes."""
-    if not dtype.fields:
-        return dtype.str
-    entry = _DESCR.get(id(dtype))
-    if entry is not None and entry[0] is dtype and entry[1] == dtype.names:
-        return entry[2]
-    token = str(dtype.descr)
-    if len(_DESCR) >= 256:
-        _DESCR.clear()
-    _DESCR[id(dtype)] = (dtype, dtype.names, token)
-    return token
-
-
-# structured dtype (by value: a fitted forest's trees each have their own, equal, dtype
-# object) -> its padding mask tiled over as many elements as were asked for yet, or None.
-_MASKS: dict[np.dtype, np.ndarray | None] = {}
-
-
-def _field_bytes(dtype: np.dtype) -> np.ndarray:
-    """0xFF for each byte of an element of ``dtype`` that belongs to a field, 0 for padding."""
-    if dtype.fields:
-        mask = np.zeros(dtype.itemsize, np.uint8)
-        for field in dtype.fields.values():
-            sub, offset = field[0], field[1]
-            mask[offset : offset + sub.itemsize] |= _field_bytes(sub)
-        return mask
-    if dtype.subdtype is not None:
-        base, shape = dtype.subdtype
-        return np.tile(_field_bytes(base), int(np.prod(shape)))
-    return np.full(dtype.itemsize, 0xFF, np.uint8)
-
-
-def padding_mask(dtype: np.dtype, elements: int = 1) -> np.ndarray | None:
-    """For a structured dtype with padding (bytes no field covers, such as the 7 after a
-    fitted sklearn tree node's last field): the mask of its field bytes repeated over at
-    least ``elements`` elements; None when every byte is a field's. Padding holds whatever
-    the memory held (it differs between a fitted model and the same model unpickled), so it
-    is zeroed before hashing: it is never content."""
-    if not dtype.fields:
-        return None
-    tiled = _MASKS.get(dtype, False)
-    if tiled is None or (tiled is not False and tiled.shape[0] >= elements * dtype.itemsize):
-        return tiled
-    mask = _field_bytes(dtype)
-    tiled = None if mask.all() else np.tile(mask, max(1, elements))
-    if len(_MASKS) >= 256:
-        _MASKS.clear()
-    _MASKS[dtype] = tiled
-    return tiled
-
-
-_local = threading.local()
-
-
-def _scratch(n: int) -> np.ndarray:
-    """A buffer of at least ``n`` bytes, this thread's own, reused (a fresh one per array of
-    over 128 KiB is an mmap and its page faults: more than the masking costs)."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.shape[0] < n:
-        buf = _local.buf = np.empty(n, np.uint8)
-    return buf
+    return dtype.str if not dtype.fields else _dtype_entry(dtype)[2]
 
 
 def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
@@ -95,22 +50,10 @@ def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
 
     A non-contiguous array (Fortran order, strided view) is copied a bounded block at a
     time, so equal content hashes equal whatever its memory layout. A structured array with
-    padding is fed with its padding bytes zeroed (``padding_mask``), a bounded block at a time."""
-    size = max(1, a.dtype.itemsize)
-    rows = max(1, min(a.size, _CHUNK_BYTES // size))  # elements per block
-    mask = padding_mask(a.dtype, rows) if a.dtype.fields else None
-    if mask is not None:
-        flat = a.reshape(-1)
-        data = flat.view(np.uint8) if a.flags.c_contiguous else None  # sliced by bytes: no copy
-        out = _scratch(rows * size)
-        for i in range(0, flat.shape[0], rows):
-            if data is not None:
-                block = data[i * size : (i + rows) * size]
-            else:
-                block = np.ascontiguousarray(flat[i : i + rows]).view(np.uint8)
-            n = block.shape[0]
-            np.bitwise_and(block, mask[:n], out=out[:n])
-            enc.update(out[:n])
+    padding is fed with its padding bytes zeroed (:mod:`._padding`)."""
+    plan = padding_plan(a.dtype) if a.dtype.fields else None
+    if plan is not None:
+        feed_padded(a, plan, enc)
         return
     if a.flags.c_contiguous:
         enc.update(a.reshape(-1).view(np.uint8))
@@ -125,15 +68,13 @@ def feed_buffer(a: np.ndarray, enc: Encoder) -> None:
         enc.update(np.ascontiguousarray(a[i : i + step]).reshape(-1).view(np.uint8))
 
 
-_pack_q = struct.Struct("<q").pack
+_SHAPES = [struct.Struct(f"<{n + 1}q").pack for n in range(65)]  # ndim, then the shape
 
 
 def array_header(a: np.ndarray) -> bytes:
     """What ``encode`` writes before a plain (non-object) array's elements: its tag,
     dtype and shape, as one token (for handlers that feed many small arrays)."""
-    token = dtype_token(a.dtype).encode()
-    shape = struct.pack(f"<{a.ndim + 1}q", a.ndim, *a.shape)
-    return b"ndarray\x00" + _pack_q(len(token)) + token + shape
+    return b"ndarray\x00" + _dtype_entry(a.dtype)[3] + _SHAPES[a.ndim](a.ndim, *a.shape)
 
 
 def _shape(a: np.ndarray, enc: Encoder) -> None:
@@ -214,8 +155,7 @@ def _masked(a: np.ma.MaskedArray, enc: Encoder) -> None:
 
 def scalar_token(v: np.generic) -> bytes:
     """Everything ``encode`` writes for a numpy scalar (not of object dtype)."""
-    token = dtype_token(v.dtype).encode()
-    return b"np.scalar\x00" + _pack_q(len(token)) + token + v.tobytes()
+    return b"np.scalar\x00" + _dtype_entry(v.dtype)[3] + v.tobytes()
 
 
 @encode.register(np.generic)

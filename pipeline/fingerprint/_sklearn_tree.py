@@ -11,6 +11,7 @@ zeroed (``_numpy.feed_buffer``), so a model and its joblib round trip hash equal
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -21,6 +22,7 @@ from .encoder import Encoder
 from .values import encode, encode_object
 
 _TREE_STATE = frozenset({"max_depth", "node_count", "nodes", "values"})
+_TREE_HEAD = functools.partial(struct.Struct("<13s4q").pack, b"sklearn.Tree\x00")
 
 
 @encode.register(Tree)
@@ -35,21 +37,20 @@ def _tree(t: Tree, enc: Encoder) -> None:
         return
     nodes, values = state["nodes"], state["values"]
     plain = type(n_classes) is type(nodes) is type(values) is np.ndarray
-    if not (plain and n_classes.flags.c_contiguous and nodes.flags.c_contiguous and values.flags.c_contiguous):
+    plain = plain and n_classes.flags.c_contiguous and nodes.flags.c_contiguous and values.flags.c_contiguous
+    if not plain or n_classes.dtype.hasobject or nodes.dtype.hasobject or values.dtype.hasobject:
         enc.tag(b"sklearn.Tree")
         _ints(enc, n_features, n_outputs, state["max_depth"], state["node_count"])
         enc.value_at(".n_classes", n_classes)
         enc.value_at(".nodes", nodes)
         enc.value_at(".values", values)
         return
-    # the same stream as above, in four updates: the header tokens of each array joined
-    head = struct.pack("<4q", n_features, n_outputs, state["max_depth"], state["node_count"])
-    enc.update(b"sklearn.Tree\x00" + head + array_header(n_classes))
-    enc.update(n_classes.reshape(-1).view(np.uint8))
-    enc.update(array_header(nodes))
+    # the same stream as above in few updates: the small tokens joined
+    head = _TREE_HEAD(n_features, n_outputs, state["max_depth"], state["node_count"])
+    enc.update(b"".join((head, array_header(n_classes), n_classes.tobytes(), array_header(nodes))))
     feed_buffer(nodes, enc)  # its padding bytes zeroed
     enc.update(array_header(values))
-    enc.update(values.reshape(-1).view(np.uint8))
+    enc.update(values)  # C-contiguous, plain: its buffer is what feed_buffer would feed
 
 
 def _ints(enc: Encoder, *numbers: int) -> None:

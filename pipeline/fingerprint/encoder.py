@@ -75,6 +75,16 @@ class Encoder:
         self.update(_pack_q(n))
         self.update(data)
 
+    def checkpoint(self) -> Any:
+        """The stream so far, to ``rewind`` to (a copy of the hasher's state)."""
+        return self._h.copy()
+
+    def rewind(self, checkpoint: Any) -> None:
+        """Drop what was fed since ``checkpoint``. Rebinds ``update``: a caller that
+        held on to the old ``enc.update`` across a rewind would feed a dropped stream."""
+        self._h = checkpoint
+        self.update = checkpoint.update
+
     # -- structure -------------------------------------------------------------------
     def value(self, v: Any) -> None:
         self._dispatch(v, self)

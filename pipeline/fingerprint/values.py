@@ -26,6 +26,7 @@ a value of theirs is met (so importing this module never imports pandas).
 
 from __future__ import annotations
 
+import abc
 import copyreg
 import dataclasses
 import datetime as dt
@@ -100,7 +101,7 @@ def _register_imported() -> None:
 
 
 @functools.singledispatch
-def encode(v: Any, enc: Encoder) -> None:
+def _registry(v: Any, enc: Encoder) -> None:
     """Feed ``v`` into ``enc``. Fallback for types without a handler of their own."""
     tp = type(v)
     if _LAZY:
@@ -125,7 +126,55 @@ def encode(v: Any, enc: Encoder) -> None:
     _encode_object(v, enc)
 
 
-_fallback = encode.registry[object]
+_fallback = _registry.registry[object]
+# exact class -> its handler, as singledispatch resolves it: a dict lookup instead of its
+# weak-keyed cache and wrapper (an estimator of 100 trees dispatches hundreds of times).
+# Emptied by every registration and, as singledispatch's own cache is, whenever ABCs
+# gained a virtual subclass (abc's cache token moved) if any registered type is an ABC.
+_handlers: dict[type, Callable[[Any, Encoder], None]] = {}
+_handlers_lock = threading.Lock()
+_generation = [0, False, abc.get_cache_token()]  # registrations, an ABC registered, abc token
+
+
+def encode(v: Any, enc: Encoder) -> None:
+    """Feed ``v`` into ``enc`` through the handler registered for its type."""
+    cls = v.__class__
+    handler = _handlers.get(cls)
+    if handler is None or (_generation[1] and abc.get_cache_token() != _generation[2]):
+        handler = _resolve(cls)
+    handler(v, enc)
+
+
+def _resolve(cls: type) -> Callable[[Any, Encoder], None]:
+    generation = _generation[0]
+    token = abc.get_cache_token()
+    handler = _registry.dispatch(cls)
+    with _handlers_lock:
+        if token != _generation[2]:
+            _handlers.clear()
+            _generation[2] = token
+        if generation == _generation[0] and token == abc.get_cache_token():  # nothing changed meanwhile
+            if len(_handlers) >= 4096:
+                _handlers.clear()
+            _handlers[cls] = handler
+    return handler
+
+
+def _register(cls: Any, func: Callable | None = None) -> Callable:
+    """``singledispatch.register``, then the handler cache emptied."""
+    if func is None and isinstance(cls, type):
+        return lambda f: _register(cls, f)
+    with _handlers_lock:
+        out = _registry.register(cls, func)
+        _generation[0] += 1
+        _generation[1] = _generation[1] or any(hasattr(c, "__abstractmethods__") for c in _registry.registry)
+        _handlers.clear()
+    return out
+
+
+encode.register = _register  # type: ignore[attr-defined]
+encode.dispatch = _registry.dispatch  # type: ignore[attr-defined]
+encode.registry = _registry.registry  # type: ignore[attr-defined]
 
 
 def register(tp: type) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
