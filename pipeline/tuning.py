@@ -16,6 +16,12 @@ After every finished trial that improves on the best, a "best so far" result (mo
 value) is committed atomically under stage ``<name>.best``, so killing the search at any
 instant leaves a loadable best model.
 
+A finished trial is one object (its model) and one manifest carrying its facts (state, value,
+params, intermediate values), each fsynced with its directory, the object first. Its epoch
+checkpoints (unfsynced unless ``durable=True``) are dropped once it has committed; their
+objects are freed by the search together, one gc sweep every ``FREE_EVERY`` seconds and one
+at the end of the run, instead of one sweep per prune.
+
 ::
 
     search = Search("tune", SPACE, train, n_trials=20, sampler="tpe", seed=0,
@@ -103,8 +109,8 @@ def _run_trial(
     catch: tuple[type[BaseException], ...] = (),
     early_stopping: EarlyStopping | None = None,
 ) -> dict[str, Any]:
-    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON)
-    and its model — two objects per trial at most.
+    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON,
+    committed inside the trial's manifest) and its model (the trial's one object).
 
     Of the Checkpointer's settings only ``early_stopping`` can change a trial's result, so it is
     an argument of its own, part of the trial's key; ``checkpointing`` (how often and how a
@@ -171,7 +177,8 @@ def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyS
     older one or from scratch), while the trial's committed result stays fsynced. This keeps
     per-trial overhead near zero on disks where fsync costs tens of milliseconds. The
     checkpoint after the last epoch is skipped (``SkipFinal``): the trial's result, committed
-    right after, supersedes it."""
+    right after, supersedes it. Pruned checkpoints' objects are not freed one gc sweep per
+    prune (each sweep reads every manifest of the store) but handed to ``_release``."""
     from .training import Checkpointer
 
     kwargs = {**checkpointing.options(early_stopping), "free_pruned": False}  # freed by _release

@@ -129,6 +129,8 @@ class Checkpointer(ClosesOnExit):
                 raise ConfigError("Checkpointer(store=...) needs name= (the training run's name in the store)")
             self.key = key or (running.key if running and not name else "default")
             self.run_id = running.run_id if running else ""
+        if not isinstance(free_pruned, bool):
+            raise ConfigError(f"Checkpointer(free_pruned=) takes True or False, not {free_pruned!r}")
         self._catalog = Catalog(self.store, self.stage, self.key, free_pruned=free_pruned)
         # A stage computed by force starts from scratch: its old checkpoints are superseded.
         self._fresh = running is not None and running.forced and (self.stage, self.key) == (running.stage, running.key)
