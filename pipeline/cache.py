@@ -234,15 +234,25 @@ class CachedStage(Generic[R]):
         again = None if recompute is None else lazy.Recompute(self.name, recompute)
         try:
             classes = manifest.extra.get(lazy.CLASSES)
-            return manifest, lazy.serve(store, manifest.outputs, self.name, again, classes)
+            return manifest, self.join_result(manifest, lazy.serve(store, manifest.outputs, self.name, again, classes))
         except Exception as e:  # corrupt, missing or undecodable: recompute
             warnings.warn(f"stage {self.name!r}: cached result unusable ({e}); recomputing", stacklevel=3)
             return None
+
+    def split_result(self, value: Any) -> tuple[Any, dict[str, Any]]:
+        """What of a result is saved as objects, and what its manifest's ``extra`` carries
+        (small JSON: no object, no file of its own); :meth:`join_result` puts them together."""
+        return value, {}
+
+    def join_result(self, manifest: Manifest, served: Any) -> Any:
+        """The result as the stage returned it, from its manifest and its served objects."""
+        return served
 
     def save(self, key: StageKey, value: Any, compute_seconds: float) -> Manifest:
         """Persist ``value`` as the result of ``key`` and commit its manifest."""
         store = self.cache.store
         t0 = time.perf_counter()
+        value, extra = self.split_result(value)
         outputs = store.save(value, what=f"the output of stage {self.name!r}")
         manifest = Manifest(
             stage=self.name,
@@ -257,7 +267,7 @@ class CachedStage(Generic[R]):
             compute_seconds=round(compute_seconds, 6),
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
-            extra={lazy.CLASSES: lazy.classes_of(value, outputs)},
+            extra={lazy.CLASSES: lazy.classes_of(value, outputs), **extra},
         )
         return store.commit(manifest, value=value)
 

@@ -11,6 +11,7 @@ versions. ``show KEY --json`` prints the raw manifest instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 from .diff import code_rows, numbers
 from .store import Manifest, Store
@@ -55,13 +56,7 @@ def _values(store: Store, m: Manifest) -> list[Fact]:
     record = training_record(store, m.stage, m.key)
     metrics = dict(record.final_metrics) if record is not None else {}
     values: dict[str, str] = {}
-    for path, leaf in _leaves(m.outputs):
-        if leaf.codec != "json":
-            continue
-        try:
-            value = store.load(leaf)
-        except Exception:  # an unreadable object: nothing to show from it (verify reports it)
-            continue
+    for path, value in _small_values(store, m):
         if isinstance(value, list):
             last = value[-1] if value else None
             tail = f"; last: {_short(last)}" if last is not None else ""
@@ -76,6 +71,20 @@ def _values(store: Store, m: Manifest) -> list[Fact]:
                 values[full] = _short(v)
     shown = [Fact("metric", k, v) for k, v in numbers(metrics).items()]
     return shown + [Fact("value", k, v) for k, v in values.items()]
+
+
+def _small_values(store: Store, m: Manifest) -> Iterator[tuple[str, Any]]:
+    """(path, value) of each small JSON output, and of a search trial's facts (which its
+    manifest carries: ``pipeline.tuning``)."""
+    if isinstance(m.extra.get("trial"), dict) and m.stage.endswith(".trial"):
+        yield "record", m.extra["trial"]  # where stores written before held them: a "record" output
+    for path, leaf in _leaves(m.outputs):
+        if leaf.codec != "json":
+            continue
+        try:
+            yield path, store.load(leaf)
+        except Exception:  # an unreadable object: nothing to show from it (verify reports it)
+            continue
 
 
 def _short(v: object, limit: int = 200) -> str:

@@ -52,7 +52,8 @@ class TrialCheckpointing:
 
 @dataclass(frozen=True)
 class TrialFacts:
-    """What a trial stage commits besides the model (stored as one small JSON object)."""
+    """What a trial stage commits besides the model: carried in the trial manifest's ``extra``
+    (stores written before that hold it as one small JSON object beside the model)."""
 
     state: str
     """One of ``TRIAL_STATES``."""

@@ -16,6 +16,12 @@ After every finished trial that improves on the best, a "best so far" result (mo
 value) is committed atomically under stage ``<name>.best``, so killing the search at any
 instant leaves a loadable best model.
 
+A finished trial is one object (its model) and one manifest carrying its facts (state, value,
+params, intermediate values), each fsynced with its directory, the object first. Its epoch
+checkpoints (unfsynced unless ``durable=True``) are dropped once it has committed; their
+objects are freed by the search together, one gc sweep every ``FREE_EVERY`` seconds and one
+at the end of the run, instead of one sweep per prune.
+
 ::
 
     search = Search("tune", SPACE, train, n_trials=20, sampler="tpe", seed=0,
@@ -37,7 +43,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from .cache import StageCache, current_stage
+from .cache import CachedStage, StageCache, current_stage
 from .context import current, current_store, open_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
@@ -46,6 +52,7 @@ from .keys import search_key as search_key_of
 from .runs import record_trial, run_summaries
 from .samplers import check_train_fn, distributions, make_sampler
 from .store import DictNode, Manifest, Store
+from .store.checkpoints import free_objects
 from .store.tree import part
 from .training.policies import EarlyStopping
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
@@ -55,6 +62,14 @@ INDEX_EVERY = 1.0
 the table is informational, the committed trials are the record, and rewriting all of it
 after every short trial cost milliseconds each."""
 _TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
+_RELEASED: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("pipeline_released", default=None)
+FREE_EVERY = 30.0
+"""Seconds at least between two sweeps that free the objects of trials' dropped epoch
+checkpoints (and at least 20 times the last sweep took: a sweep reads every manifest of the
+store). Each sweep is gc's set-aside protocol; one per search run at its end too. A killed
+run leaves what it had not freed yet to ``gc`` (unreferenced objects, never a result's)."""
+FACTS = "trial"
+"""The key of a trial manifest's ``extra`` that holds its facts (a TrialFacts as JSON)."""
 MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 
 
@@ -94,8 +109,8 @@ def _run_trial(
     catch: tuple[type[BaseException], ...] = (),
     early_stopping: EarlyStopping | None = None,
 ) -> dict[str, Any]:
-    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON)
-    and its model — two objects per trial at most.
+    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON,
+    committed inside the trial's manifest) and its model (the trial's one object).
 
     Of the Checkpointer's settings only ``early_stopping`` can change a trial's result, so it is
     an argument of its own, part of the trial's key; ``checkpointing`` (how often and how a
@@ -117,7 +132,10 @@ def _run_trial(
     except catch as e:
         return record("failed", None, f"{type(e).__name__}: {e}")
     finally:
-        inner.close()
+        try:
+            inner.close()
+        finally:
+            _release(inner.store, inner.released())
     value, model = out if isinstance(out, tuple) else (out, None)
     if isinstance(value, (list, tuple, dict)) or value is None:
         raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
@@ -125,6 +143,30 @@ def _run_trial(
     if math.isnan(value):
         return record("failed", None, "objective is NaN", model)
     return record("complete", value, "", model)
+
+
+class _TrialStage(CachedStage):
+    """The trial stage: its facts ride in its manifest's ``extra``, its model is its one object
+    (a finished trial is one object and one manifest: two files, each fsynced with its directory)."""
+
+    def split_result(self, value: Any) -> tuple[Any, dict[str, Any]]:
+        return {"model": value["model"]}, {FACTS: value["record"]}
+
+    def join_result(self, manifest: Manifest, served: Any) -> Any:
+        facts = manifest.extra.get(FACTS)
+        if facts is None:  # committed before the facts moved into the manifest: a record object
+            return served
+        return {"record": facts, "model": served["model"]}
+
+
+def _release(store: Store, objects: dict[str, int]) -> None:
+    """Objects of a trial's pruned epoch checkpoints: to the search running it, which frees
+    them with others in one sweep; else (a trial in a worker process) freed now."""
+    sink = _RELEASED.get()
+    if sink is not None:
+        sink.update(objects)
+    elif objects:
+        free_objects(store, objects)
 
 
 def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyStopping | None) -> Any:
@@ -135,10 +177,11 @@ def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyS
     older one or from scratch), while the trial's committed result stays fsynced. This keeps
     per-trial overhead near zero on disks where fsync costs tens of milliseconds. The
     checkpoint after the last epoch is skipped (``SkipFinal``): the trial's result, committed
-    right after, supersedes it."""
+    right after, supersedes it. Pruned checkpoints' objects are not freed one gc sweep per
+    prune (each sweep reads every manifest of the store) but handed to ``_release``."""
     from .training import Checkpointer
 
-    kwargs = checkpointing.options(early_stopping)
+    kwargs = {**checkpointing.options(early_stopping), "free_pruned": False}  # freed by _release
     running = current_stage()
     if running is not None and not checkpointing.durable:
         kwargs.update(store=running.store.relaxed(), name=running.stage, key=running.key)
@@ -245,7 +288,8 @@ class _SearchRun:
         self.running = current_stage()  # a search inside a stage reports its trials to that run
         self.cache = StageCache(store, run_id=self.running.run_id if self.running else None)
         self.store = self.cache.store
-        self.stage = self.cache.wrap(_run_trial, name=f"{search.name}.trial", ignore=["catch", "checkpointing"])
+        self.stage = _TrialStage(self.cache, _run_trial, name=f"{search.name}.trial", version=None,
+                                 ignore=["catch", "checkpointing"])  # fmt: skip
         self.dists = search._dists
         self.sampler = make_sampler(search.sampler, search.seed, self.dists)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -260,6 +304,8 @@ class _SearchRun:
         self.index = self._index_meta()
         self._index_written = -math.inf  # the first finished trial writes the index at once
         self._index_dirty = False
+        self.released: dict[str, int] = {}  # objects of dropped epoch checkpoints, not freed yet
+        self._free_at = time.monotonic() + FREE_EVERY
 
     def _index_meta(self) -> dict[str, Any]:
         """The search index's header: what the search is, the run that last worked on it, and
@@ -294,6 +340,17 @@ class _SearchRun:
         told = len(self.study.get_trials(deepcopy=False, states=counted))
         return max(1, min(self.parallel, startup - told))
 
+    def _free_released(self) -> None:
+        """One sweep over the objects of the epoch checkpoints dropped since the last one."""
+        if not self.released:
+            return
+        t0 = time.monotonic()
+        objects = dict(self.released)
+        self.released.clear()  # (the dict the trials running in this process add to)
+        free_objects(self.store, objects)
+        took = time.monotonic() - t0
+        self._free_at = time.monotonic() + max(FREE_EVERY, 20 * took)
+
     def _improves(self, value: float) -> bool:
         return self.best is None or self.sign * value < self.sign * self.best.value
 
@@ -301,11 +358,14 @@ class _SearchRun:
     def run(self) -> SearchResult:
         # Every trial keys the same training code: its code fingerprint is computed once per run.
         with remembering_code():
+            token = _RELEASED.set(self.released)
             try:
                 self._run_trials()
             finally:
+                _RELEASED.reset(token)
                 if self._index_dirty:  # the trial table as this run leaves it, also when a trial raised
                     self._flush_index()
+                self._free_released()
         best = self.best
         if best is None:
             raise PipelineError(
@@ -373,7 +433,9 @@ class _SearchRun:
         record = TrialRecord(trial.number, dict(trial.params), facts.value, facts.state, source, facts.reason,
                              facts.intermediate, seconds)  # fmt: skip
         self.records.append(record)
-        _drop_checkpoints(self.store, outcome.manifest)  # the committed trial supersedes them
+        self.released.update(_drop_checkpoints(self.store, outcome.manifest))  # the committed trial supersedes them
+        if time.monotonic() >= self._free_at:
+            self._free_released()
         if facts.state == "complete" and self._improves(record.value):
             self.best = Best(record.params, record.value, record.number, outcome.value["model"],
                              outcome.manifest.outputs)  # fmt: skip
@@ -456,15 +518,19 @@ def _compatible_trials(
 def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
     """The facts of a committed trial (None: unreadable, or not a trial record)."""
     try:
-        parts = store.load(part(trial.outputs, "record"))
-        return TrialFacts.from_json(parts.get("record", parts))
+        doc = trial.extra.get(FACTS)
+        if doc is None:  # a trial committed before its facts moved into its manifest
+            parts = store.load(part(trial.outputs, "record"))
+            doc = parts.get("record", parts)
+        return TrialFacts.from_json(doc)
     except (PipelineError, KeyError, ValueError, TypeError, AttributeError):
         return None
 
 
-def _drop_checkpoints(store: Store, trial: Manifest) -> None:
-    """Delete the epoch checkpoints of a committed trial (its result holds what counts)."""
-    store.checkpoints(trial.stage, trial.key).delete_all()
+def _drop_checkpoints(store: Store, trial: Manifest) -> dict[str, int]:
+    """Delete the epoch checkpoints of a committed trial (its result holds what counts); the
+    objects they referenced, to be freed."""
+    return store.checkpoints(trial.stage, trial.key).drop_all()
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:

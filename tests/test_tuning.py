@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from pipeline import ConfigError, Store
 from pipeline.training import Background, EarlyStopping, EveryNEpochs, LatestN, Light, Sync, TrainState
-from pipeline.tuning import Best, Search, SearchResult, TrialCheckpointing, TrialRecord, load_best, tune
+from pipeline.tuning import Best, Search, SearchResult, TrialCheckpointing, TrialRecord, load_best, trial_facts, tune
 from tests.tuning import search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def committed_labels(store: Path) -> set[str]:
     out = set()
     s = Store(store)
     for m in s.manifests("search.trial"):
-        p = s.load(m.outputs)["record"]["params"]
+        p = trial_facts(s, m).params
         out.add(f"{p['alpha']:.6g}/{p['eta0']:.6g}/{p['batches']}")
     return out
 

@@ -87,6 +87,7 @@ class Backend(Protocol):
     def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]: ...
     def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
     def move(self, rel: str, dest: str) -> None: ...
+    def make_parents(self, rels: Iterable[str]) -> None: ...
     def delete(self, rel: str) -> None: ...
     def remove_empty(self, prefix: str) -> None: ...
 
@@ -137,26 +138,39 @@ class LocalBackend:
     def _path(self, rel: str) -> str:
         return os.path.join(self.root, *rel.split("/"))
 
-    def _makedirs(self, path: str, durable: bool = True) -> None:
-        """Create ``path`` and missing parents, each new entry made durable in its parent.
+    def _makedirs(self, path: str, durable: bool = True, gained: set[str] | None = None) -> None:
+        """Create ``path`` and missing parents, each new entry made durable in its parent (or,
+        with ``gained``, the parents that gained one collected there, for the caller to fsync).
         A symbolic link in the way (inside the store) is moved to quarantine/ first."""
         if os.path.islink(path) and path.startswith(self.root + os.sep):
             rel = os.path.relpath(path, self.root).replace(os.sep, "/")
             target = self._path(layout.quarantine_path(rel))
-            self._makedirs(os.path.dirname(target), durable)
+            self._makedirs(os.path.dirname(target), durable or gained is not None)
             os.replace(path, target)
         if os.path.isdir(path):
             return
         parent = os.path.dirname(path)
         if parent != path:
-            self._makedirs(parent, durable)
+            self._makedirs(parent, durable, gained)
         try:
             os.mkdir(path)
         except FileExistsError:
             if not os.path.isdir(path):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
             return
-        if durable:
+        if gained is not None:
+            gained.add(parent)
+        elif durable:
+            self._fsync_dir(parent)
+
+    def make_parents(self, rels: Iterable[str]) -> None:
+        """Create the directories ``rels`` lie in, as ``_makedirs`` does, but with one fsync
+        per directory that gained entries, however many (many moves into a new tree: gc's
+        set-aside), all before this returns: nothing is moved in before its directory is durable."""
+        gained: set[str] = set()
+        for directory in sorted({os.path.dirname(self._path(rel)) for rel in rels}):
+            self._makedirs(directory, durable=False, gained=gained)
+        for parent in sorted(gained):
             self._fsync_dir(parent)
 
     def _fsync_dir(self, path: str) -> None:

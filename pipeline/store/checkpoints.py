@@ -62,8 +62,13 @@ class Checkpoints:
     def prune(self, steps: list[int]) -> int:
         """Delete the manifests of ``steps`` and free their objects no manifest references
         (kept checkpoints of this key, other keys, results); the bytes freed."""
-        from .retention import free
+        objects = self.drop(steps)
+        return free_objects(self._store, objects)[1] if objects else 0
 
+    def drop(self, steps: list[int]) -> dict[str, int]:
+        """Delete the manifests of ``steps``; the objects they referenced that no kept
+        checkpoint of this key does (path -> bytes), for :func:`free_objects` to free (at
+        once, or later together with others: one sweep instead of one per prune)."""
         objects: dict[str, int] = {}
         for step in steps:
             try:
@@ -74,16 +79,28 @@ class Checkpoints:
             if manifest is not None:
                 objects.update((leaf_path(leaf), leaf.bytes) for leaf in leaves(manifest.outputs))
         if not objects:
-            return 0
+            return objects
         for step in self.steps():  # the kept checkpoints of this key share most: skip the store scan for those
             with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
                 for leaf in leaves(self.read(step).outputs):
                     objects.pop(leaf_path(leaf), None)
-        return free(self._store, objects)[1] if objects else 0
+        return objects
 
     def delete_all(self) -> None:
         for step in self.steps():
             self.delete(step)
 
+    def drop_all(self) -> dict[str, int]:
+        """Delete every checkpoint manifest of this key; the objects they referenced (see ``drop``)."""
+        return self.drop(self.steps())
+
     def quarantine(self, step: int) -> None:
         self._store._quarantine_manifest(layout.manifest_path(self.stage, self.key, step))
+
+
+def free_objects(store: Store, objects: dict[str, int]) -> tuple[int, int]:
+    """Free those of ``objects`` (as ``Checkpoints.drop`` returns them) that no manifest in the
+    store references, by gc's set-aside protocol: (count, bytes)."""
+    from .retention import free
+
+    return free(store, objects) if objects else (0, 0)

@@ -171,6 +171,9 @@ class FsspecBackend:
         except OSError as e:
             raise describe_oserror(e, rel, self.url, "delete") from e
 
+    def make_parents(self, rels: Iterable[str]) -> None:
+        """Object stores have no directories to make."""
+
     def remove_empty(self, prefix: str) -> None:
         """Object stores have no directories to remove."""
 

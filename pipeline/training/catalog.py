@@ -4,7 +4,7 @@ The store owns the checkpoints (steps, read, commit, delete, quarantine); this m
 only decides which to keep: it remembers each checkpoint's record (step, metrics, time)
 so a keep policy can be applied without rereading manifests, and deletes the manifests
 the policy does not keep, freeing at once the objects no other manifest references
-(``Checkpoints.prune``; ``free_pruned=False`` leaves that to ``gc``). A tagged checkpoint
+(``Checkpoints.prune``; ``free_pruned=False`` hands them to the owner in ``released``). A tagged checkpoint
 is pinned: never pruned.
 """
 
@@ -30,6 +30,9 @@ class Catalog:
         self._tags = store.tags
         self.free_pruned = free_pruned
         self.freed_bytes = 0
+        self.released: dict[str, int] = {}
+        """With ``free_pruned=False``: objects of pruned checkpoints no kept one references
+        (path -> bytes), left for the owner to free (``pipeline.store.checkpoints.free_objects``)."""
         self._key = (stage, key)
         self._records: dict[int, Record] = {}
         self._lock = threading.Lock()
@@ -93,8 +96,9 @@ class Catalog:
         if self.free_pruned:
             self.freed_bytes += self.checkpoints.prune(doomed)
         else:
-            for step in doomed:
-                self.checkpoints.delete(step)
+            released = self.checkpoints.drop(doomed)
+            with self._lock:
+                self.released.update(released)
         with self._lock:
             for step in doomed:
                 self._records.pop(step, None)

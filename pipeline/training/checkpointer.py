@@ -22,7 +22,8 @@ the commit.
 Every choice is a small frozen policy: *when* to save (``save=``, :mod:`.policies`; wrap it
 in ``SkipFinal(...)`` to skip the checkpoint after the last epoch), *what to keep*
 (``keep=``, the store's retention vocabulary: pruned checkpoints' objects are freed at once
-unless another manifest references them; a tagged checkpoint is never pruned), *when to
+unless another manifest references them, or with ``free_pruned=False`` handed to the owner
+in ``released()``; a tagged checkpoint is never pruned), *when to
 stop* (``early_stopping=``), *what a checkpoint holds* (``content=`` ``Full()``,
 ``Partial("model", ...)`` or ``Light()``, :mod:`.content`) and *how it is written*
 (``writer=`` ``Background()``, ``Background(skip_when_busy=True)`` or ``Sync()``, :mod:`.writer`).
@@ -98,6 +99,7 @@ class Checkpointer(ClosesOnExit):
         name: str | None = None,
         key: str | None = None,
         sinks: Sequence[Any] = (),
+        free_pruned: bool = True,
         **removed: Any,
     ) -> None:
         _refuse_removed(removed)
@@ -127,7 +129,9 @@ class Checkpointer(ClosesOnExit):
                 raise ConfigError("Checkpointer(store=...) needs name= (the training run's name in the store)")
             self.key = key or (running.key if running and not name else "default")
             self.run_id = running.run_id if running else ""
-        self._catalog = Catalog(self.store, self.stage, self.key)
+        if not isinstance(free_pruned, bool):
+            raise ConfigError(f"Checkpointer(free_pruned=) takes True or False, not {free_pruned!r}")
+        self._catalog = Catalog(self.store, self.stage, self.key, free_pruned=free_pruned)
         # A stage computed by force starts from scratch: its old checkpoints are superseded.
         self._fresh = running is not None and running.forced and (self.stage, self.key) == (running.stage, running.key)
         if self._fresh:
@@ -463,6 +467,11 @@ class Checkpointer(ClosesOnExit):
     def steps(self) -> list[int]:
         """Committed checkpoint steps of this key, ascending."""
         return self._catalog.steps()
+
+    def released(self) -> dict[str, int]:
+        """With ``free_pruned=False``: the objects of pruned checkpoints that no kept one
+        references (path -> bytes), not yet freed (a search frees its trials' in one sweep)."""
+        return dict(self._catalog.released)
 
     @property
     def best_step(self) -> int | None:
