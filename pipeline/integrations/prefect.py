@@ -37,6 +37,7 @@ from ..fingerprint import fingerprint
 from ..plan import plan_call
 from ..runs import record
 from ..store import Store
+from .liveness import untagged
 from .run_artifact import watch_run
 
 R = TypeVar("R")
@@ -127,7 +128,8 @@ class StageTask(Task):
         if plan is None:
             watch_run(current_run_id())  # the run's record and artifact when it ends
             shipped = self._carrying_context()
-            return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
+            with untagged():
+                return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
         future = PlannedFuture(self._plan(plan, args, kwargs))
         return future.state if return_state else future
 
@@ -137,7 +139,10 @@ class StageTask(Task):
         if plan is None:
             watch_run(current_run_id())
             shipped = self._carrying_context()
-            return Task.map(shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
+            with untagged():
+                return Task.map(
+                    shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs
+                )
         parameters = get_call_parameters(self.fn, args, kwargs, apply_defaults=False)
         parameters = {k: _resolve_planned(v) for k, v in parameters.items()}
         try:
@@ -155,7 +160,8 @@ class StageTask(Task):
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
         watch_run(current_run_id())
-        result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
+        with untagged():  # the liveness tags are for the flow run only
+            result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the (lazy) value in memory: no I/O
         return result

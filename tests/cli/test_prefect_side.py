@@ -109,3 +109,21 @@ def test_the_printed_link_opens_the_run_in_the_ui_with_cached_task_runs(tmp_path
     for t in tasks:
         shown = page_text(url_for(t))
         assert f"{t.name} Cached" in shown, shown[:1000]
+
+
+@pytest.mark.slow
+def test_liveness_tags_are_on_the_flow_run_only(tmp_path):
+    """The flow run carries the tags the sweep of killed runs reads; its stage task runs
+    don't (each tag would cost a task run two concurrency-slot round trips to the API)."""
+    from pipeline.integrations.liveness import TAG, Process
+
+    store = ["--store", str(tmp_path / "store"), "--flow", "tests.cli.flows:chain", "--set", "n=9"]
+    for _ in range(2):  # computed, then cached
+        done = invoke("run", *store)
+        assert done.exit_code == 0, done.output
+        run_id = done.output.split("run ", 1)[1].split()[0]
+        (run,) = [r for r in flow_runs(flow="chain") if str(r.id) == run_id]
+        assert TAG in run.tags and Process.from_tags(list(run.tags)) is not None
+        tasks = task_runs(run.id)
+        assert len(tasks) == 4 and all(not t.tags for t in tasks), [t.tags for t in tasks]
+    assert sorted(t.state.name for t in tasks) == ["Cached"] * 4
