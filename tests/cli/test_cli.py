@@ -188,3 +188,21 @@ def test_a_server_recorded_by_an_older_version_is_probed_for_its_ui(tmp_path, mo
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_cli_exit_joins_threads_and_runs_atexit_handlers(tmp_path):
+    """The CLI ends without the interpreter's teardown, but as it would otherwise: a
+    non-daemon thread finishes, atexit handlers run, output is flushed, the exit code holds."""
+    import os
+
+    env = dict(os.environ, EXIT_FLOW_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "pipeline", "run", "--flow", "tests.cli.exit_flow:leaves_work",
+           "--store", str(tmp_path / "store")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "status completed" in done.stdout
+    assert (tmp_path / "thread").read_text() == "joined" and (tmp_path / "atexit").read_text() == "ran"
+    bad = subprocess.run(cmd[:-2] + ["--store", str(tmp_path / "store"), "--runner", "nope"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:"), bad.stderr
