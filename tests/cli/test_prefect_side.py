@@ -142,7 +142,8 @@ def test_a_cli_process_leaves_its_flow_run_task_runs_and_artifact_in_the_api(tmp
     cmd = [sys.executable, "-m", "pipeline", "run", "--flow", "tests.cli.flows:chain", "--set", "n=11",
            "--store", str(tmp_path / "store")]  # fmt: skip
     for expected in ("0 cached, 4 computed", "4 cached, 0 computed"):
-        done = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+        env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # the tests' default is WARNING
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and expected in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
     run_id = done.stdout.split("run ", 1)[1].split()[0]
     (run,) = [r for r in flow_runs(flow="chain") if str(r.id) == run_id]
@@ -153,7 +154,12 @@ def test_a_cli_process_leaves_its_flow_run_task_runs_and_artifact_in_the_api(tmp
         time.sleep(0.5)
     with get_client(sync_client=True) as client:
         of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
-        artifacts = client.read_artifacts(artifact_filter=of_run)
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    assert [a.key for a in artifacts] == ["run-chain"]
-    assert any("Finished in state Completed" in log.message for log in logs), [log.message for log in logs]
+        assert [a.key for a in client.read_artifacts(artifact_filter=of_run)] == ["run-chain"]
+        while True:  # the last lines were sent as the process exited
+            logs = [
+                g.message for g in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            ]
+            if any("Finished in state Completed" in m for m in logs):
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.5)
