@@ -27,7 +27,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import wrapt
 
@@ -220,36 +220,29 @@ def serve(
     return Lazy(Source(store, tree, stage, path, recompute, str(classes.get(tree.object, "")), known))
 
 
+def _leaf_values(value: Any, tree: Tree) -> Iterator[tuple[str, Any]]:
+    """(object id, value) of each leaf of a saved value."""
+    if isinstance(tree, TupleNode):
+        for v, t in zip(value, tree.items):
+            yield from _leaf_values(v, t)
+    elif isinstance(tree, DictNode):
+        for k, t in tree.entries:
+            yield from _leaf_values(value[k], t)
+    else:
+        yield tree.object, value
+
+
 def classes_of(value: Any, tree: Tree) -> dict[str, str]:
     """object id -> ``module:qualname`` of each leaf of a saved value (kept in its manifest),
     so that ``isinstance`` on an unread lazy leaf needs no read."""
-    out: dict[str, str] = {}
-    if isinstance(tree, TupleNode):
-        for v, t in zip(value, tree.items):
-            out.update(classes_of(v, t))
-    elif isinstance(tree, DictNode):
-        for k, t in tree.entries:
-            out.update(classes_of(value[k], t))
-    else:
-        tp = type(value)
-        out[tree.object] = f"{tp.__module__}:{tp.__qualname__}"
-    return out
+    return {o: f"{type(v).__module__}:{type(v).__qualname__}" for o, v in _leaf_values(value, tree)}
 
 
 def modules_of(value: Any, tree: Tree) -> dict[str, list[str]]:
     """object id -> the modules of every class in the MRO of each leaf's class but
     ``object`` (kept in its manifest): while none of them is imported, no class the value is
     an instance of exists in the process, and ``isinstance`` on it needs no import either."""
-    out: dict[str, list[str]] = {}
-    if isinstance(tree, TupleNode):
-        for v, t in zip(value, tree.items):
-            out.update(modules_of(v, t))
-    elif isinstance(tree, DictNode):
-        for k, t in tree.entries:
-            out.update(modules_of(value[k], t))
-    else:
-        out[tree.object] = sorted({c.__module__ for c in type(value).__mro__ if c is not object})
-    return out
+    return {o: sorted({c.__module__ for c in type(v).__mro__ if c is not object}) for o, v in _leaf_values(value, tree)}
 
 
 # -- the coupling to the store's output trees and codecs ------------------------------
