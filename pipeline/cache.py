@@ -233,8 +233,9 @@ class CachedStage(Generic[R]):
             return None
         again = None if recompute is None else lazy.Recompute(self.name, recompute)
         try:
-            classes = manifest.extra.get(lazy.CLASSES)
-            return manifest, self.join_result(manifest, lazy.serve(store, manifest.outputs, self.name, again, classes))
+            classes, modules = manifest.extra.get(lazy.CLASSES), manifest.extra.get(lazy.MODULES)
+            served = lazy.serve(store, manifest.outputs, self.name, again, classes, modules=modules)
+            return manifest, self.join_result(manifest, served)
         except Exception as e:  # corrupt, missing or undecodable: recompute
             warnings.warn(f"stage {self.name!r}: cached result unusable ({e}); recomputing", stacklevel=3)
             return None
@@ -267,7 +268,11 @@ class CachedStage(Generic[R]):
             compute_seconds=round(compute_seconds, 6),
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
-            extra={lazy.CLASSES: lazy.classes_of(value, outputs), **extra},
+            extra={
+                lazy.CLASSES: lazy.classes_of(value, outputs),
+                lazy.MODULES: lazy.modules_of(value, outputs),
+                **extra,
+            },
         )
         return store.commit(manifest, value=value)
 

@@ -406,8 +406,37 @@ def server_status() -> None:
 
 
 def main() -> None:
-    app()
-    sys.exit(0)
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as e:
+        code = e.code
+    _exit(code)
+
+
+def _exit(code: Any) -> None:
+    """End the process as the interpreter does, minus its teardown: non-daemon threads are
+    joined and atexit handlers run (Prefect's log and event flushes, the checkpoint writers',
+    the mirror replicator's, ``weakref.finalize``), the standard streams flushed; then the
+    process exits without destroying every module and collecting the heap one object at a
+    time, which cost a fifth of the CPU of importing Prefect, pandas and sklearn."""
+    import atexit
+    import os
+    import threading
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # as the interpreter does with sys.exit("message")
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx does first
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 # Register ls, report, runs, history, diff, gc, tag, serve, mirror; extend show.

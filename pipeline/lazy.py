@@ -27,7 +27,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import wrapt
 
@@ -39,6 +39,8 @@ from .store.tree import DictNode, Leaf, Tree, TupleNode
 Path = tuple[Any, ...]
 CLASSES = "classes"
 """The key of a stage manifest's ``extra`` under which :func:`classes_of` is kept."""
+MODULES = "class_modules"
+"""The key of a stage manifest's ``extra`` under which :func:`modules_of` is kept."""
 
 
 class Recompute:
@@ -70,6 +72,9 @@ class Source:
     recompute: Recompute | None = field(default=None, compare=False)
     cls: str = ""
     """``module:qualname`` of the value, as recorded when it was saved ("" when unknown)."""
+    modules: tuple[str, ...] | None = None
+    """The modules of the classes the value's class derives from (``object`` aside), as
+    recorded when it was saved; None when unknown."""
 
     @property
     def fingerprint(self) -> str:
@@ -198,34 +203,46 @@ def serve(
     recompute: Recompute | None,
     classes: dict[str, str] | None = None,
     path: Path = (),
+    modules: dict[str, list[str]] | None = None,
 ) -> Any:
     """A cached result as flow code receives it: its tuple/dict structure real, its small
-    JSON leaves read now (raises when they can't be), every other leaf lazy. ``classes``:
-    what :func:`classes_of` recorded at save time."""
-    classes = classes or {}
+    JSON leaves read now (raises when they can't be), every other leaf lazy. ``classes`` and
+    ``modules``: what :func:`classes_of` and :func:`modules_of` recorded at save time."""
+    classes, modules = classes or {}, modules or {}
     if isinstance(tree, TupleNode):
-        return tuple(serve(store, t, stage, recompute, classes, (*path, i)) for i, t in enumerate(tree.items))
+        return tuple(serve(store, t, stage, recompute, classes, (*path, i), modules) for i, t in enumerate(tree.items))
     if isinstance(tree, DictNode):
-        return {k: serve(store, t, stage, recompute, classes, (*path, k)) for k, t in tree.entries}
+        return {k: serve(store, t, stage, recompute, classes, (*path, k), modules) for k, t in tree.entries}
     if _eager(tree):
         return store.load(tree)
-    return Lazy(Source(store, tree, stage, path, recompute, str(classes.get(tree.object, ""))))
+    mods = modules.get(tree.object)
+    known = tuple(str(m) for m in mods) if isinstance(mods, list) else None
+    return Lazy(Source(store, tree, stage, path, recompute, str(classes.get(tree.object, "")), known))
+
+
+def _leaf_values(value: Any, tree: Tree) -> Iterator[tuple[str, Any]]:
+    """(object id, value) of each leaf of a saved value."""
+    if isinstance(tree, TupleNode):
+        for v, t in zip(value, tree.items):
+            yield from _leaf_values(v, t)
+    elif isinstance(tree, DictNode):
+        for k, t in tree.entries:
+            yield from _leaf_values(value[k], t)
+    else:
+        yield tree.object, value
 
 
 def classes_of(value: Any, tree: Tree) -> dict[str, str]:
     """object id -> ``module:qualname`` of each leaf of a saved value (kept in its manifest),
     so that ``isinstance`` on an unread lazy leaf needs no read."""
-    out: dict[str, str] = {}
-    if isinstance(tree, TupleNode):
-        for v, t in zip(value, tree.items):
-            out.update(classes_of(v, t))
-    elif isinstance(tree, DictNode):
-        for k, t in tree.entries:
-            out.update(classes_of(value[k], t))
-    else:
-        tp = type(value)
-        out[tree.object] = f"{tp.__module__}:{tp.__qualname__}"
-    return out
+    return {o: f"{type(v).__module__}:{type(v).__qualname__}" for o, v in _leaf_values(value, tree)}
+
+
+def modules_of(value: Any, tree: Tree) -> dict[str, list[str]]:
+    """object id -> the modules of every class in the MRO of each leaf's class but
+    ``object`` (kept in its manifest): while none of them is imported, no class the value is
+    an instance of exists in the process, and ``isinstance`` on it needs no import either."""
+    return {o: sorted({c.__module__ for c in type(v).__mro__ if c is not object}) for o, v in _leaf_values(value, tree)}
 
 
 # -- the coupling to the store's output trees and codecs ------------------------------
@@ -251,6 +268,9 @@ def _class_of(source: Source) -> type | None:
         module, qualname = _CLASS_OF.get(source.tree.codec, ("", ""))
     if not module:
         return None
+    if module not in sys.modules and source.modules is not None:
+        if not any(m in sys.modules for m in source.modules):
+            return _stand_in(source.cls)  # nothing it derives from is imported: no import needed
     try:  # reading the object would import its module too
         obj: Any = sys.modules.get(module) or importlib.import_module(module)
         for part in qualname.split("."):
@@ -260,4 +280,39 @@ def _class_of(source: Source) -> type | None:
     return obj if isinstance(obj, type) else None
 
 
-__all__ = ["Lazy", "Source", "Recompute", "serve", "classes_of", "materialize", "is_lazy", "is_unread"]
+class _StandIn(type):
+    """The metaclass of a stand-in for a class whose module (and every base class's) is not
+    imported: ``isinstance(lazy, K)`` for an imported class ``K`` is then False, except for
+    ``object`` — unless ``K`` is an ABC that recognises classes by their methods; its
+    ``__subclasshook__`` reads ``__mro__``, which imports the real class and gives its."""
+
+    _real: str
+
+    @property
+    def __mro__(cls) -> tuple[type, ...]:  # type: ignore[override]
+        module, _, qualname = cls._real.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj.__mro__
+        except Exception:  # moved or renamed since: the stand-in's own (itself, object)
+            return type.__dict__["__mro__"].__get__(cls)
+
+
+_STAND_INS: dict[str, type] = {}
+
+
+def _stand_in(cls: str) -> type:
+    with _STAND_IN_LOCK:
+        if cls not in _STAND_INS:
+            module, _, qualname = cls.partition(":")
+            body = {"__module__": module, "__qualname__": qualname, "_real": cls, "__slots__": ()}
+            _STAND_INS[cls] = _StandIn(qualname.rpartition(".")[2], (), body)
+        return _STAND_INS[cls]
+
+
+_STAND_IN_LOCK = threading.Lock()
+
+
+__all__ = ["Lazy", "Source", "Recompute", "serve", "classes_of", "modules_of", "materialize", "is_lazy", "is_unread"]

@@ -288,3 +288,105 @@ def test_a_stage_returning_an_inner_hit_saves_the_value_not_a_reference(cstore):
     assert type(got) is pd.DataFrame
     m = next(cstore.manifests("outer"))
     assert m.outputs.codec == "arrow-pandas"  # stored as the frame itself
+
+
+SHAPES = """
+class Thing:
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self):
+        return self.n
+
+
+class Box(dict):
+    pass
+
+
+def make_thing(n):
+    return Thing(n)
+
+
+def make_box(n):
+    return Box(n=n)
+"""
+STAGES = """
+def thing(n):
+    import shapes
+
+    return shapes.make_thing(n)
+
+
+def box(n):
+    import shapes
+
+    return shapes.make_box(n)
+"""
+
+
+def _in_a_fresh_process(tmp_path: Path, code: str) -> list:
+    """Run ``code`` (which prints one JSON line) in a new interpreter with ``shapes`` on its path."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": f"{root}:{tmp_path}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_isinstance_of_an_unread_leaf_whose_module_is_not_imported_imports_nothing(tmp_path):
+    """A fresh process serves a hit whose class (and every class it derives from) is not
+    imported: Prefect's ``isinstance(obj, int)`` walk imports nothing and reads nothing; a
+    check that needs the class (an ABC by its methods, the class itself once imported, a
+    builtin base) gets the real answer."""
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    (tmp_path / "stages.py").write_text(STAGES)
+    store = tmp_path / "store"
+    prelude = f"""
+        import collections.abc, json, sys
+        from pipeline import StageCache, Store
+        from pipeline.lazy import is_unread
+        cache = StageCache(Store({str(store)!r}))
+        from stages import box, thing
+    """
+    assert _in_a_fresh_process(tmp_path, prelude + """
+        print(json.dumps([cache.wrap(thing)(3)(), cache.wrap(box)(4)["n"]]))
+    """) == [3, 4]  # fmt: skip
+    out = _in_a_fresh_process(tmp_path, prelude + """
+        t = cache.wrap(thing)(3)
+        facts = [isinstance(t, int), isinstance(t, (str, bytes, dict)), isinstance(t, object), "shapes" in sys.modules,
+                 is_unread(t), isinstance(t, collections.abc.Callable), is_unread(t)]
+        import shapes
+        b = cache.wrap(box)(4)
+        facts += [isinstance(t, shapes.Thing), is_unread(t), isinstance(b, dict), isinstance(b, shapes.Box), t.n]
+        print(json.dumps(facts))
+    """)  # fmt: skip
+    assert out == [False, False, True, False, True, True, True, True, True, True, True, 3]
+
+
+def test_a_builtin_base_is_answered_by_the_real_class(tmp_path):
+    """A leaf whose class derives from a builtin (always imported) gets the real class: its
+    module is imported for the check, the value is still not read."""
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    (tmp_path / "stages.py").write_text(STAGES)
+    store = tmp_path / "store"
+    prelude = f"""
+        import json, sys
+        from pipeline import StageCache, Store
+        from pipeline.lazy import is_unread
+        cache = StageCache(Store({str(store)!r}))
+        from stages import box, thing
+    """
+    _in_a_fresh_process(tmp_path, prelude + """
+        print(json.dumps(cache.wrap(box)(4)["n"]))
+    """)  # fmt: skip
+    out = _in_a_fresh_process(tmp_path, prelude + """
+        b = cache.wrap(box)(4)
+        print(json.dumps([isinstance(b, dict), "shapes" in sys.modules, is_unread(b), b["n"]]))
+    """)  # fmt: skip
+    assert out == [True, True, True, 4]

@@ -77,6 +77,22 @@ def tagged() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def untagged() -> Iterator[None]:
+    """Task runs started in this block do not carry the tags of :func:`tagged`: only flow
+    runs need them (:func:`mark_crashed` reads flow runs' tags), and each tag of a task run
+    costs it two API round trips (Prefect takes and gives back a concurrency slot per tag)."""
+    from prefect.context import TagsContext
+
+    current = TagsContext.get().current_tags
+    ours = {t for t in current if t == TAG or t.startswith(f"{_PROC}:")}
+    if not ours:
+        yield
+        return
+    with TagsContext(current_tags=current - ours):
+        yield
+
+
 def mark_crashed(limit: int = 200) -> list[str]:
     """Set ``Crashed`` every running flow run of this host whose CLI process is gone (and
     its unfinished task runs); returns their ids. Best effort: an API error marks nothing."""

@@ -38,6 +38,7 @@ from ..plan import plan_call
 from ..runs import record
 from ..store import Store
 from .dask_runner import dask_client, dask_map
+from .liveness import untagged
 from .run_artifact import watch_run
 
 R = TypeVar("R")
@@ -128,7 +129,8 @@ class StageTask(Task):
         if plan is None:
             watch_run(current_run_id())  # the run's record and artifact when it ends
             shipped = self._carrying_context()
-            return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
+            with untagged():
+                return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
         future = PlannedFuture(self._plan(plan, args, kwargs))
         return future.state if return_state else future
 
@@ -138,7 +140,10 @@ class StageTask(Task):
         if plan is None:
             watch_run(current_run_id())
             shipped = self._carrying_context()
-            return Task.map(shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs)
+            with untagged():
+                return Task.map(
+                    shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs
+                )
         parameters = get_call_parameters(self.fn, args, kwargs, apply_defaults=False)
         parameters = {k: _resolve_planned(v) for k, v in parameters.items()}
         try:
@@ -156,7 +161,8 @@ class StageTask(Task):
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
         watch_run(current_run_id())
-        result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
+        with untagged():  # the liveness tags are for the flow run only
+            result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the (lazy) value in memory: no I/O
         return result

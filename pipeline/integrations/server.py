@@ -85,6 +85,8 @@ class LocalServer:
     api_url: str
     pid: int
     log: str
+    ui: bool = False
+    """Started serving the UI (by this version); state files of older ones lack it."""
 
     @classmethod
     def read(cls) -> LocalServer | None:
@@ -128,8 +130,8 @@ def start_local_server(console: Any = None, port: int | None = None) -> tuple[Lo
             "`python -m pipeline server stop` stops it)",
             highlight=False,
         )
-    proc = spawn_server(port, home, log)
-    server = LocalServer(api_url, proc.pid, str(log))
+    proc = spawn_server(port, home, log, ui=True)
+    server = LocalServer(api_url, proc.pid, str(log), ui=True)
 
     def wait() -> LocalServer:
         deadline = time.monotonic() + START_TIMEOUT
@@ -178,7 +180,7 @@ def ensure_server(mode: str = "auto", console: Any = None) -> Callable[[], str |
     server = LocalServer.read()
     if server is not None and healthy(server.api_url):
         os.environ["PREFECT_API_URL"] = server.api_url
-        if console is not None and not serves_ui(server.api_url):
+        if console is not None and not server.ui and not serves_ui(server.api_url):  # one probe less per run
             console.print(
                 f"note: the local server at {server.api_url} serves no UI (started by an older version); "
                 "`python -m pipeline server stop` and the next run starts one that does",

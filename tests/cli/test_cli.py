@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,11 +145,64 @@ def test_default_run_starts_a_local_server_and_reuses_it(tmp_path):
         first = run_cli("run", "--store", store, *FAST)
         assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
         assert "starting a local Prefect server" in first.stderr
+        assert json.loads((tmp_path / "home" / "pipeline-server.json").read_text())["ui"] is True  # no UI probe
         second = run_cli("run", "--store", store, *FAST)
-        assert second.returncode == 0 and "starting" not in second.stderr
+        assert second.returncode == 0 and "starting" not in second.stderr and "note:" not in second.stderr
         assert "9 cached, 0 computed" in second.stdout
         assert "local server running at http://127.0.0.1:" in run_cli("server", "status").stdout
     finally:
         stopped = run_cli("server", "stop")
     assert stopped.stdout.startswith("stopped http://127.0.0.1:")
     assert "no local server running" in run_cli("server", "status").stdout
+
+
+@pytest.mark.slow
+def test_a_server_recorded_by_an_older_version_is_probed_for_its_ui(tmp_path, monkeypatch):
+    """A state file without ``ui`` (an older version's server, maybe without the UI): the run
+    probes the server's UI and says how to get one; a server this version started is not probed."""
+    import io
+    import os
+
+    from rich.console import Console
+
+    from pipeline.integrations.server import ensure_server, free_port, healthy, spawn_server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    port = free_port()
+    proc = spawn_server(port, home, home / "log", ui=False)
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 90
+        while not healthy(api):
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "log").read_text()[-2000:]
+            time.sleep(0.2)
+        for recorded, noted in (({}, True), ({"ui": True}, False)):
+            state = {"api_url": api, "pid": proc.pid, "log": str(home / "log"), **recorded}
+            (home / "pipeline-server.json").write_text(json.dumps(state))
+            said = io.StringIO()
+            assert ensure_server("auto", Console(file=said))() == api and os.environ["PREFECT_API_URL"] == api
+            assert ("serves no UI" in said.getvalue()) is noted, said.getvalue()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_the_cli_exit_joins_threads_and_runs_atexit_handlers(tmp_path):
+    """The CLI ends without the interpreter's teardown, but as it would otherwise: a
+    non-daemon thread finishes, atexit handlers run, output is flushed, the exit code holds."""
+    import os
+
+    env = dict(os.environ, EXIT_FLOW_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "pipeline", "run", "--flow", "tests.cli.exit_flow:leaves_work",
+           "--store", str(tmp_path / "store")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "status completed" in done.stdout
+    assert (tmp_path / "thread").read_text() == "joined" and (tmp_path / "atexit").read_text() == "ran"
+    bad = subprocess.run(cmd[:-2] + ["--store", str(tmp_path / "store"), "--runner", "nope"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:"), bad.stderr

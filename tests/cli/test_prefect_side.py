@@ -109,3 +109,57 @@ def test_the_printed_link_opens_the_run_in_the_ui_with_cached_task_runs(tmp_path
     for t in tasks:
         shown = page_text(url_for(t))
         assert f"{t.name} Cached" in shown, shown[:1000]
+
+
+@pytest.mark.slow
+def test_liveness_tags_are_on_the_flow_run_only(tmp_path):
+    """The flow run carries the tags the sweep of killed runs reads; its stage task runs
+    don't (each tag would cost a task run two concurrency-slot round trips to the API)."""
+    from pipeline.integrations.liveness import TAG, Process
+
+    store = ["--store", str(tmp_path / "store"), "--flow", "tests.cli.flows:chain", "--set", "n=9"]
+    for _ in range(2):  # computed, then cached
+        done = invoke("run", *store)
+        assert done.exit_code == 0, done.output
+        run_id = done.output.split("run ", 1)[1].split()[0]
+        (run,) = [r for r in flow_runs(flow="chain") if str(r.id) == run_id]
+        assert TAG in run.tags and Process.from_tags(list(run.tags)) is not None
+        tasks = task_runs(run.id)
+        assert len(tasks) == 4 and all(not t.tags for t in tasks), [t.tags for t in tasks]
+    assert sorted(t.state.name for t in tasks) == ["Cached"] * 4
+
+
+@pytest.mark.slow
+def test_a_cli_process_leaves_its_flow_run_task_runs_and_artifact_in_the_api(tmp_path):
+    """``python -m pipeline run`` as its own process (it exits without the interpreter's
+    teardown): what it sent the API at exit — the task runs' Cached states, the run's table
+    artifact, its logs — is all there."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    from tests.cli.test_cli import ROOT
+
+    cmd = [sys.executable, "-m", "pipeline", "run", "--flow", "tests.cli.flows:chain", "--set", "n=11",
+           "--store", str(tmp_path / "store")]  # fmt: skip
+    for expected in ("0 cached, 4 computed", "4 cached, 0 computed"):
+        env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # the tests' default is WARNING
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and expected in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    run_id = done.stdout.split("run ", 1)[1].split()[0]
+    (run,) = [r for r in flow_runs(flow="chain") if str(r.id) == run_id]
+    assert run.state.is_completed()
+    deadline = time.monotonic() + 30  # the server writes what it was sent asynchronously
+    while sorted(t.state.name for t in task_runs(run.id)) != ["Cached"] * 4:
+        assert time.monotonic() < deadline, [t.state.name for t in task_runs(run.id)]
+        time.sleep(0.5)
+    with get_client(sync_client=True) as client:
+        of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        assert [a.key for a in client.read_artifacts(artifact_filter=of_run)] == ["run-chain"]
+        while True:  # the last lines were sent as the process exited
+            logs = [
+                g.message for g in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            ]
+            if any("Finished in state Completed" in m for m in logs):
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.5)

@@ -63,3 +63,20 @@ def test_a_run_records_its_parameters_without_importing_fastapi(tmp_path):
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(out["run"])
     assert run.parameters == {"n": 6, "clip": 2.5, "epochs": 3}
+
+
+def test_runs_have_no_heartbeat_and_otherwise_the_same_settings():
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from pipeline.integrations.runner import _quiet_engine
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 180}):  # Prefect's default
+        before = get_current_settings()
+        with _quiet_engine():
+            during = get_current_settings()
+            assert during.flows.heartbeat_frequency is None
+            assert during.model_dump(exclude={"flows"}) == before.model_dump(exclude={"flows"})
+            assert during.flows.model_dump(exclude={"heartbeat_frequency"}) == before.flows.model_dump(
+                exclude={"heartbeat_frequency"}
+            )
+        assert get_current_settings() is before
