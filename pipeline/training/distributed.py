@@ -38,7 +38,6 @@ Resuming needs the same world size (per-rank RNG streams belong to a rank).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import time
@@ -60,7 +59,7 @@ from . import adapters
 # the writer of the ``writer=Background()`` policy.
 from .catalog import Catalog
 from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
-from .shards import ShardMeta, Slot, SnapshotBuffers, _nbytes, copy_into, fill, owners, split  # noqa: F401
+from .shards import ShardMeta, Slot, SnapshotBuffers, _nbytes, copy_into, detached, fill, owners, split  # noqa: F401
 from .staging import Stager, StepHooks, deferrable, optimizers, owned_memory
 from .state import ClosesOnExit, TrainState
 from .writer import Background, Sync, Writer
@@ -432,7 +431,7 @@ class DistributedCheckpointer(ClosesOnExit):
             "epoch": record.step,
             "metrics": record.metrics,
             "time": record.time,
-            "history": [dict(h) for h in state.history],
+            "history": list(state.history),  # step() appends a new dict per step, never changes one
             "granularity": "distributed",
             "resumed_from": self._resumed_from,
             "distributed": {"strategy": self.strategy.name, "world_size": self.world_size, "local": list(self.local)},
@@ -468,7 +467,7 @@ class DistributedCheckpointer(ClosesOnExit):
         meta = ShardMeta(
             rank=self.rank,
             kinds=kinds,
-            skeleton=(copy.deepcopy(skeleton) if copy_ else skeleton) if self.rank == 0 else None,
+            skeleton=(detached(skeleton) if copy_ else skeleton) if self.rank == 0 else None,
             rng={self.rank: adapters.capture_rng()},
             local={self.rank: local},
         )

@@ -60,6 +60,23 @@ def split(payloads: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return {name: _map(p, take, _is_array) for name, p in payloads.items()}, arrays
 
 
+_ATOMS = (int, float, complex, str, bytes, bool, type(None), Slot)
+
+
+def detached(skeleton: Mapping[str, Any]) -> dict[str, Any]:
+    """A skeleton from :func:`split` that later changes of the live state cannot reach: its
+    containers are already its own, so only leaves that are not immutable atoms are deep
+    copied (what ``copy.deepcopy`` of the whole would cost in the training loop: ~1 ms)."""
+    return {
+        name: _map(p, lambda v: v if type(v) in _ATOMS else copy.deepcopy(v), lambda v: not _container(v))
+        for name, p in skeleton.items()
+    }
+
+
+def _container(v: Any) -> bool:
+    return isinstance(v, (dict, list, tuple))
+
+
 def fill(skeleton: Mapping[str, Any], arrays: Mapping[int, Any]) -> dict[str, Any]:
     """The inverse of :func:`split`."""
     missing = [s.index for s in _slots(skeleton) if s.index not in arrays]
