@@ -553,8 +553,10 @@ class DistributedCheckpointer(ClosesOnExit):
         self._closed = True
         self._hooks.remove()
         self._stager.wait()
-        self._writer.close()
-        self._stager.close()
+        try:
+            self._writer.close()
+        finally:
+            self._stager.close()
 
     def finish(self, state: TrainState) -> TrainState:
         self.close()

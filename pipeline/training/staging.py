@@ -147,15 +147,16 @@ class StepHooks:
 
     def __init__(self, before: Callable[[], None]) -> None:
         self._before = weakref.WeakMethod(before)  # type: ignore[arg-type]
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[int, tuple[Any, Any]] = {}  # id -> (optimizer, hook handle)
 
     def attach(self, opts: Iterable[Any]) -> None:
         for opt in opts:
-            if id(opt) not in self._handles:
-                self._handles[id(opt)] = opt.register_step_pre_hook(_pre_hook(self._before))
+            held = self._handles.get(id(opt))
+            if held is None or held[0] is not opt:  # (an id is reused once its object is gone)
+                self._handles[id(opt)] = (opt, opt.register_step_pre_hook(_pre_hook(self._before)))
 
     def remove(self) -> None:
-        for handle in self._handles.values():
+        for _, handle in self._handles.values():
             handle.remove()
         self._handles.clear()
 

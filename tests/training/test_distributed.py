@@ -175,6 +175,12 @@ def gated_staging(monkeypatch):
     gate.set()
 
 
+def with_scheduler(state: TrainState) -> TrainState:
+    """An LR scheduler too: it wraps ``optimizer.step``, the step pre-hook must still run."""
+    state.scheduler = torch.optim.lr_scheduler.StepLR(state.optimizer, step_size=1, gamma=0.5)
+    return state
+
+
 def test_asynchronous_copies_what_the_optimizer_owns_after_step_returns_and_before_its_next_step(
     tmp_path, gated_staging
 ):
@@ -185,7 +191,7 @@ def test_asynchronous_copies_what_the_optimizer_owns_after_step_returns_and_befo
     ckpt = DistributedCheckpointer(
         strategy=Asynchronous(), store=store, name="net", save=EveryNEpochs(2), local=("order",)
     )
-    state = ckpt.restore(build(0))
+    state = ckpt.restore(with_scheduler(build(0)))
     gate.set()  # the first checkpoint fills the buffers unhindered
     train(state, 2)
     assert not ckpt.step(0, state) and ckpt.step(1, state)
@@ -215,7 +221,7 @@ def test_asynchronous_copies_what_the_optimizer_owns_after_step_returns_and_befo
     ckpt.finish(state)
 
     restored = DistributedCheckpointer(strategy=Asynchronous(), store=store, name="net", local=("order",)).restore(
-        build(1)
+        with_scheduler(build(1))
     )
     assert restored.resumed_from == 4
     got = weights(restored)
