@@ -185,10 +185,6 @@ class RawArray:
     def dtype(self) -> Any:
         return self.array.dtype
 
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
-
     def __reduce__(self) -> tuple[Any, ...]:
         return _from_raw, (self.array.dtype.str, self.array.shape, self.data)
 
