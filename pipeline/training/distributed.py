@@ -533,9 +533,11 @@ class DistributedCheckpointer(ClosesOnExit):
                 self.coordinator.wait_and_commit(record.step, extra, strategy.timeout, strategy.poll)
                 self._prune(record.step)
 
-        self._writer.submit(f"shard {self.rank} of checkpoint {record.step} of {self.stage!r}", job)
-        if staging is not None:  # last: the copy's thread then takes the GIL from the loop, not from step()
-            self._stager.start(staging, later["into"], later["arrays"])
+        try:
+            self._writer.submit(f"shard {self.rank} of checkpoint {record.step} of {self.stage!r}", job)
+        finally:  # started last: its thread then takes the GIL from the loop, not from step(); and
+            if staging is not None:  # started even when submit raised, or the next optimizer step would wait forever
+                self._stager.start(staging, later["into"], later["arrays"])
 
     def _prune(self, newest: int) -> None:
         protected = {newest} | ({self._resumed_from} if self._resumed_from is not None else set())

@@ -249,6 +249,26 @@ def test_asynchronous_copies_tensors_no_optimizer_owns_in_step_itself(tmp_path, 
     assert all(torch.equal(back.model.state_dict()[k], v) for k, v in want.items())
 
 
+def test_a_failed_asynchronous_write_is_raised_and_the_optimizer_step_does_not_wait_for_it(tmp_path):
+    store = Store(tmp_path / "store")
+    state = build(0)
+    state.bad = lambda: None  # copied, but cannot be written: the background write fails
+    ckpt = DistributedCheckpointer(
+        strategy=Asynchronous(), store=store, name="net", save=EveryNEpochs(1), local=("order", "bad")
+    )
+    train(state, 1)
+    assert ckpt.step(0, state)
+    with pytest.raises(CheckpointError, match="shard 0 of checkpoint 1"):
+        ckpt.wait()
+    train(state, 2)  # the optimizer steps do not hang on the failed checkpoint's copy
+    with pytest.raises(CheckpointError):
+        for i in (1, 2):  # every later checkpoint fails the same way, raised at the next step()
+            ckpt.step(i, state)
+            ckpt.wait()
+    ckpt.close()
+    assert ckpt.steps() == []
+
+
 def test_snapshot_buffers_are_written_as_their_raw_bytes_and_read_as_plain_arrays(tmp_path):
     import io
 
