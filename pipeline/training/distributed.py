@@ -29,13 +29,15 @@ Strategies (small frozen policies):
   0's writer is the coordinator that commits the step once every shard of it is recorded.
   A step with a missing shard is never committed, so never restored; ``restore`` commits a
   complete step whose coordinator died before committing and drops the shards of the rest.
+  The snapshot of the tensors the optimizers own is copied by a background thread during
+  the next forward and backward; the optimizers' next ``step()`` waits for it (a step
+  pre-hook), see :mod:`pipeline.training.staging`.
 
 Resuming needs the same world size (per-rank RNG streams belong to a rank).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import time
@@ -57,7 +59,8 @@ from . import adapters
 # the writer of the ``writer=Background()`` policy.
 from .catalog import Catalog
 from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
-from .shards import ShardMeta, Slot, SnapshotBuffers, _nbytes, fill, owners, split  # noqa: F401  (re-exported)
+from .shards import ShardMeta, Slot, SnapshotBuffers, _nbytes, copy_into, detached, fill, owners, split  # noqa: F401
+from .staging import Stager, StepHooks, deferrable, optimizers, owned_memory
 from .state import ClosesOnExit, TrainState
 from .writer import Background, Sync, Writer
 
@@ -301,6 +304,9 @@ class DistributedCheckpointer(ClosesOnExit):
         self._writer = Writer(Background() if self.strategy.background else Sync(), depth=2)
         self._local_decision = _step_count_only(self.save_policy)
         self._buffers = SnapshotBuffers()
+        self._stager = Stager()
+        self._hooks = StepHooks(self.before_step)
+        self._stalled = 0.0
         self._seen: list[Record] = []
         self._saved: list[Record] = []
         self._start = time.time()
@@ -391,8 +397,31 @@ class DistributedCheckpointer(ClosesOnExit):
         self._seen.append(record)
         if due:
             self._saved.append(record)
-            self._save(record, state)
+            t0 = time.perf_counter()
+            try:
+                self._save(record, state)
+            finally:
+                self._stalled += time.perf_counter() - t0
         return due
+
+    def before_step(self) -> None:
+        """Until the snapshot of the last checkpoint no longer reads the live tensors.
+
+        Under Asynchronous the tensors the optimizers own (parameters, momentum…) are
+        copied in the background after ``step()`` returns; every torch optimizer of the
+        training state calls this before its ``step()`` (a step pre-hook), so the loop waits
+        there, if at all. Call it yourself before changing those tensors any other way
+        (in-place edits, ``load_state_dict``, an optimizer that is not in the state)."""
+        if self._stager.pending():
+            t0 = time.perf_counter()
+            self._stager.wait()
+            self._stalled += time.perf_counter() - t0
+
+    @property
+    def stalled(self) -> float:
+        """Seconds the training loop has waited for this checkpointer so far (in ``step()``
+        and in ``before_step()``)."""
+        return self._stalled
 
     def _save(self, record: Record, state: TrainState) -> None:
         missing = [k for k in self.local if k not in state]
@@ -402,7 +431,7 @@ class DistributedCheckpointer(ClosesOnExit):
             "epoch": record.step,
             "metrics": record.metrics,
             "time": record.time,
-            "history": [dict(h) for h in state.history],
+            "history": list(state.history),  # step() appends a new dict per step, never changes one
             "granularity": "distributed",
             "resumed_from": self._resumed_from,
             "distributed": {"strategy": self.strategy.name, "world_size": self.world_size, "local": list(self.local)},
@@ -414,9 +443,13 @@ class DistributedCheckpointer(ClosesOnExit):
         else:
             self._save_asynchronous(record, state, extra)
 
-    def _capture(self, state: TrainState, *, copy_: bool, owned_by: int | None) -> tuple[dict[str, Any], ShardMeta]:
+    def _capture(
+        self, state: TrainState, *, copy_: bool, owned_by: int | None
+    ) -> tuple[dict[str, Any], ShardMeta, dict[str, Any]]:
         """This rank's shard: the arrays of the replicated state it owns (all with ``owned_by``
-        None), the skeleton (rank 0), its RNG streams and local entries."""
+        None), the skeleton (rank 0), its RNG streams and local entries. With ``copy_``, the
+        arrays are copied into a snapshot buffer set, except those the optimizers own: they
+        come back apart (the third item), live, with the set to stage them into."""
         kinds, replicated, local = {}, {}, {}
         for name in state.keys():
             kind, payload = adapters.capture(name, state[name], copy=copy_ if name in self.local else False)
@@ -425,28 +458,35 @@ class DistributedCheckpointer(ClosesOnExit):
         skeleton, arrays = split(replicated)
         mine = owners([_nbytes(a) for a in arrays], self.world_size) if owned_by is not None else None
         chosen = {str(i): a for i, a in enumerate(arrays) if mine is None or mine[i] == owned_by}
+        later: dict[str, Any] = {}
         if copy_:
-            chosen = self._buffers.copy(chosen)
+            into = self._buffers.take()
+            now, later = deferrable(chosen, owned_memory(optimizers(v for _, v in state.items())))
+            chosen = copy_into(into, now)
+            later = {"into": into, "arrays": later} if later else {}
         meta = ShardMeta(
             rank=self.rank,
             kinds=kinds,
-            skeleton=(copy.deepcopy(skeleton) if copy_ else skeleton) if self.rank == 0 else None,
+            skeleton=(detached(skeleton) if copy_ else skeleton) if self.rank == 0 else None,
             rng={self.rank: adapters.capture_rng()},
             local={self.rank: local},
         )
-        return chosen, meta
+        return chosen, meta, later
 
-    def _write_shard(self, step: int, arrays: dict[str, Any], meta: ShardMeta) -> dict[str, Any]:
-        shard: dict[str, Any] = {"meta": meta}
+    def _write_shard(self, step: int, arrays: dict[str, Any], meta: ShardMeta) -> DictNode:
+        """One object per array and one for the rest; no fingerprints (a checkpoint is found
+        by its step, never by its content; hashing 25 MB twice more would only cost CPU)."""
+        what = f"shard {meta.rank} of checkpoint {step} of {self.stage!r}"
+        entries: dict[str, Tree] = {"meta": self.store.put(meta, what=f"{what}: meta")}
         if arrays:
-            shard["arrays"] = arrays
-        return self.store.save(shard, what=f"shard {meta.rank} of checkpoint {step} of {self.stage!r}")
+            entries["arrays"] = self.store.save_parts(arrays, what=what)
+        return DictNode.of(entries)
 
     def _save_synchronized(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
         self.group.barrier()
         tree, error = None, None
         try:
-            arrays, meta = self._capture(state, copy_=False, owned_by=self.rank)
+            arrays, meta, _ = self._capture(state, copy_=False, owned_by=self.rank)
             tree = self._write_shard(record.step, arrays, meta)
         except Exception as e:  # every rank must hear of it: no rank may wait for a shard forever
             error = f"rank {self.rank}: {type(e).__name__}: {e}"
@@ -468,7 +508,7 @@ class DistributedCheckpointer(ClosesOnExit):
         gathered = self.group.all_gather((adapters.capture_rng(), mine))
         if self.rank != 0:
             return
-        arrays, meta = self._capture(state, copy_=False, owned_by=None)
+        arrays, meta, _ = self._capture(state, copy_=False, owned_by=None)
         meta = dataclasses.replace(
             meta, rng={r: g[0] for r, g in enumerate(gathered)}, local={r: g[1] for r, g in enumerate(gathered)}
         )
@@ -478,17 +518,26 @@ class DistributedCheckpointer(ClosesOnExit):
 
     def _save_asynchronous(self, record: Record, state: TrainState, extra: dict[str, Any]) -> None:
         self._writer.ready()  # the buffer set this snapshot fills is no longer being written
-        arrays, meta = self._capture(state, copy_=True, owned_by=self.rank)
+        arrays, meta, later = self._capture(state, copy_=True, owned_by=self.rank)
         strategy: Asynchronous = self.strategy  # type: ignore[assignment]
+        staging = None
+        if later:  # copied in the background; the optimizers' next step waits for it
+            self._hooks.attach(optimizers(v for _, v in state.items()))
+            staging = self._stager.prepare()
 
         def job() -> None:
-            tree = self._write_shard(record.step, arrays, meta)
+            shard = arrays if staging is None else {**arrays, **staging.result()}
+            tree = self._write_shard(record.step, dict(sorted(shard.items(), key=lambda kv: int(kv[0]))), meta)
             self.coordinator.record_shard(self.rank, record.step, tree, {"step_extra": extra})
             if self.rank == 0:
                 self.coordinator.wait_and_commit(record.step, extra, strategy.timeout, strategy.poll)
                 self._prune(record.step)
 
-        self._writer.submit(f"shard {self.rank} of checkpoint {record.step} of {self.stage!r}", job)
+        try:
+            self._writer.submit(f"shard {self.rank} of checkpoint {record.step} of {self.stage!r}", job)
+        finally:  # started last: its thread then takes the GIL from the loop, not from step(); and
+            if staging is not None:  # started even when submit raised, or the next optimizer step would wait forever
+                self._stager.start(staging, later["into"], later["arrays"])
 
     def _prune(self, newest: int) -> None:
         protected = {newest} | ({self._resumed_from} if self._resumed_from is not None else set())
@@ -504,7 +553,12 @@ class DistributedCheckpointer(ClosesOnExit):
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
+        self._hooks.remove()
+        self._stager.wait()
+        try:
+            self._writer.close()
+        finally:
+            self._stager.close()
 
     def finish(self, state: TrainState) -> TrainState:
         self.close()

@@ -154,6 +154,139 @@ def test_each_strategy_restores_exactly_the_committed_step(tmp_path, name):
     assert torch.equal(weights(older.restore(build(2), step=4))["0.weight"], saved[4]["0.weight"])
 
 
+@pytest.fixture
+def gated_staging(monkeypatch):
+    """The background copy of an Asynchronous snapshot waits for ``gate`` (the real copy,
+    held back, so the test decides what the loop does while it is pending)."""
+    import threading
+
+    from pipeline.training import staging
+
+    gate, started = threading.Event(), threading.Event()
+    real = staging.copy_into
+
+    def held(into, arrays):
+        started.set()
+        assert gate.wait(30), "the test never opened the gate"
+        return real(into, arrays)
+
+    monkeypatch.setattr(staging, "copy_into", held)
+    yield gate, started
+    gate.set()
+
+
+def with_scheduler(state: TrainState) -> TrainState:
+    """An LR scheduler too: it wraps ``optimizer.step``, the step pre-hook must still run."""
+    state.scheduler = torch.optim.lr_scheduler.StepLR(state.optimizer, step_size=1, gamma=0.5)
+    return state
+
+
+def test_asynchronous_copies_what_the_optimizer_owns_after_step_returns_and_before_its_next_step(
+    tmp_path, gated_staging
+):
+    import threading
+
+    gate, started = gated_staging
+    store = Store(tmp_path / "store")
+    ckpt = DistributedCheckpointer(
+        strategy=Asynchronous(), store=store, name="net", save=EveryNEpochs(2), local=("order",)
+    )
+    state = ckpt.restore(with_scheduler(build(0)))
+    gate.set()  # the first checkpoint fills the buffers unhindered
+    train(state, 2)
+    assert not ckpt.step(0, state) and ckpt.step(1, state)
+    ckpt.wait()
+    gate.clear()
+    started.clear()
+    train(state, 2)
+    assert not ckpt.step(2, state)
+    want = weights(state)
+    want_bn = {k: v.clone() for k, v in state.model.state_dict().items() if "running" in k or "num_batches" in k}
+    assert ckpt.step(3, state)  # returned with the copy of the weights and momenta still to do
+    assert started.wait(10) and not gate.is_set()
+
+    x = torch.randn(16, 5)  # a forward pass changes BatchNorm's running statistics in place:
+    state.optimizer.zero_grad()  # those were copied in step() itself
+    state.model(x).pow(2).mean().backward()
+    assert not torch.equal(state.model.state_dict()["1.running_mean"], want_bn["1.running_mean"])
+    stepped = threading.Thread(target=state.optimizer.step)
+    stepped.start()
+    stepped.join(0.3)
+    assert stepped.is_alive(), "the optimizer step did not wait for the snapshot of its parameters"
+    assert torch.equal(state.model.state_dict()["0.weight"], want["0.weight"])
+    gate.set()
+    stepped.join(10)
+    assert not stepped.is_alive() and not torch.equal(state.model.state_dict()["0.weight"], want["0.weight"])
+    assert ckpt.stalled >= 0.25  # the wait before the optimizer step is the loop's stall too
+    ckpt.finish(state)
+
+    restored = DistributedCheckpointer(strategy=Asynchronous(), store=store, name="net", local=("order",)).restore(
+        with_scheduler(build(1))
+    )
+    assert restored.resumed_from == 4
+    got = weights(restored)
+    assert all(torch.equal(got[k], want[k]) for k in want), [k for k in want if not torch.equal(got[k], want[k])]
+    sd = restored.model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in want_bn.items())
+    assert not state.optimizer._optimizer_step_pre_hooks  # close() took its hook off the optimizer
+
+
+def test_asynchronous_copies_tensors_no_optimizer_owns_in_step_itself(tmp_path, gated_staging):
+    gate, started = gated_staging  # closed: a copy left to the background would never finish
+    store = Store(tmp_path / "store")
+    model = torch.nn.Linear(3, 2)
+    ckpt = DistributedCheckpointer(strategy=Asynchronous(), store=store, name="net", save=EveryNEpochs(1))
+    state = ckpt.restore(TrainState(model=model))
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    assert ckpt.step(0, state)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # nothing waits here: no optimizer owns it, so step() copied it
+    ckpt.finish(state)
+    assert not started.is_set()
+    back = DistributedCheckpointer(strategy=Asynchronous(), store=store, name="net").restore(
+        TrainState(model=torch.nn.Linear(3, 2))
+    )
+    assert all(torch.equal(back.model.state_dict()[k], v) for k, v in want.items())
+
+
+def test_a_failed_asynchronous_write_is_raised_and_the_optimizer_step_does_not_wait_for_it(tmp_path):
+    store = Store(tmp_path / "store")
+    state = build(0)
+    state.bad = lambda: None  # copied, but cannot be written: the background write fails
+    ckpt = DistributedCheckpointer(
+        strategy=Asynchronous(), store=store, name="net", save=EveryNEpochs(1), local=("order", "bad")
+    )
+    train(state, 1)
+    assert ckpt.step(0, state)
+    with pytest.raises(CheckpointError, match="shard 0 of checkpoint 1"):
+        ckpt.wait()
+    train(state, 2)  # the optimizer steps do not hang on the failed checkpoint's copy
+    with pytest.raises(CheckpointError):
+        for i in (1, 2):  # every later checkpoint fails the same way, raised at the next step()
+            ckpt.step(i, state)
+            ckpt.wait()
+    ckpt.close()
+    assert ckpt.steps() == []
+
+
+def test_snapshot_buffers_are_written_as_their_raw_bytes_and_read_as_plain_arrays(tmp_path):
+    import io
+
+    import joblib
+
+    from pipeline.training.shards import RawArray, copy_into
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = copy_into({}, {"0": a, "1": np.array(["x"], dtype=object)})
+    assert isinstance(out["0"], RawArray) and not isinstance(out["1"], RawArray)
+    buf = io.BytesIO()
+    joblib.dump(out["0"], buf)
+    assert len(buf.getvalue()) < a.nbytes + 200  # the bytes and a small header, no ndarray pickle
+    back = joblib.load(io.BytesIO(buf.getvalue()))
+    assert type(back) is np.ndarray and back.flags.writeable and back.dtype == a.dtype
+    assert np.array_equal(back, a)
+
+
 def test_a_checkpoint_of_another_world_size_is_refused_by_name(tmp_path):
     store = Store(tmp_path / "store")
     Coordinator(store, "net", "default", world_size=2).commit(
