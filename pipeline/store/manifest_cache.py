@@ -6,11 +6,12 @@ single-part PUT). A manifest is read from the store once per version; afterwards
 listing that shows the same ETag for the same path lets ``ls``, ``gc`` and ``verify`` take
 its bytes from here instead of a GET each. It is safe because
 
-- a cached body is stored under the ETag of the GET response that returned it (never the
-  listing's, which may be older), and, when the ETag is an MD5, only if it is the MD5 of
-  the body: the body is that version's bytes;
-- it is only used when the path's ETag in a listing just made is that same ETag;
-- a body whose checksum (xxh3_128, stored beside it) does not match is ignored and dropped;
+- only an ETag that is an MD5 (what S3 gives a single-part PUT without KMS; a manifest is
+  one small PUT) is used, and a body is stored under the ETag of the GET response that
+  returned it (never the listing's, which may be older), only if it is that body's MD5;
+- it is used only when the path's ETag in a listing just made is that same ETag, and only
+  if its MD5 is that ETag still (a damaged or tampered entry is ignored and dropped): the
+  bytes used are provably the version the listing shows, as a GET would have returned;
 - what reads a cached body checks it as it checks any manifest (seal, HMAC, path);
 - a lookup (``Store.manifest``) never uses it, and gc decides from a complete listing.
 
@@ -35,10 +36,7 @@ import xxhash
 
 ENV = "PIPELINE_MANIFEST_CACHE"
 _MD5 = re.compile(r'"?([0-9a-f]{32})"?')
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS manifests "
-    "(rel TEXT PRIMARY KEY, etag TEXT NOT NULL, digest TEXT NOT NULL, body BLOB NOT NULL)"
-)
+_SCHEMA = "CREATE TABLE IF NOT EXISTS manifests (rel TEXT PRIMARY KEY, etag TEXT NOT NULL, body BLOB NOT NULL)"
 _CHUNK = 500
 """Paths per SELECT (SQLite allows 999 parameters by default in older builds)."""
 
@@ -52,14 +50,10 @@ def directory() -> Path | None:
     return Path(base) / "pipeline" / "manifests"
 
 
-def _digest(body: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(body)
-
-
-def _is_version(etag: str, body: bytes) -> bool:
-    """False when ``etag`` is an MD5 and not the MD5 of ``body`` (then nothing proves the pair)."""
+def is_version(etag: str, body: bytes) -> bool:
+    """True when ``etag`` is an MD5, the MD5 of ``body``: then ``body`` is that version's bytes."""
     m = _MD5.fullmatch(etag)
-    return m is None or hashlib.md5(body, usedforsecurity=False).hexdigest() == m.group(1)
+    return m is not None and hashlib.md5(body, usedforsecurity=False).hexdigest() == m.group(1)
 
 
 class ManifestCache:
@@ -77,7 +71,7 @@ class ManifestCache:
         if where is None:
             return None
         name = xxhash.xxh3_64_hexdigest(f"{endpoint}\n{url.rstrip('/')}".encode())
-        return cls(where / f"{name}.sqlite")
+        return cls(where / f"{name}.v1.sqlite")  # the table layout's version
 
     def _connect(self) -> sqlite3.Connection | None:
         for attempt in range(2):
@@ -110,7 +104,7 @@ class ManifestCache:
 
     def get_many(self, wanted: Mapping[str, str]) -> dict[str, bytes]:
         """The cached bodies of the paths in ``wanted`` (path -> the ETag a listing shows now)
-        whose cached version is that ETag and whose bytes check; the others are not returned."""
+        whose cached version is that ETag and whose bytes are its MD5; the others are not returned."""
         if self._db is None or not wanted:
             return {}
         found: dict[str, bytes] = {}
@@ -121,13 +115,12 @@ class ManifestCache:
                 for start in range(0, len(rels), _CHUNK):
                     chunk = rels[start : start + _CHUNK]
                     marks = ",".join("?" * len(chunk))
-                    query = f"SELECT rel, etag, digest, body FROM manifests WHERE rel IN ({marks})"
-                    rows = self._db.execute(query, chunk)
-                    for rel, etag, digest, body in rows:
+                    rows = self._db.execute(f"SELECT rel, etag, body FROM manifests WHERE rel IN ({marks})", chunk)
+                    for rel, etag, body in rows:
                         if etag != wanted[rel]:
                             continue
                         body = bytes(body)
-                        if _digest(body) == digest:
+                        if is_version(etag, body):
                             found[rel] = body
                         else:
                             bad.append(rel)
@@ -142,13 +135,13 @@ class ManifestCache:
         """Remember ``(path, ETag of the response, body)`` of manifests just read from the store."""
         if self._db is None:
             return
-        rows = [(rel, etag, _digest(body), body) for rel, etag, body in items if etag and _is_version(etag, body)]
+        rows = [(rel, etag, body) for rel, etag, body in items if is_version(etag, body)]
         if not rows:
             return
         with self._lock:
             try:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?)", rows)
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
                 self._off(e)

@@ -92,7 +92,7 @@ class S3Reader:
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))
             with r["Body"] as body:
-                return Got(body.read(), r.get("ETag", ""))
+                return Got(body.read(), _etag(r.get("ETag")))
         except Exception as e:
             raise _os_error(e, rel) from e
 
@@ -101,7 +101,7 @@ class S3Reader:
             r = self.client.head_object(Bucket=self.bucket, Key=self._key(rel))
         except Exception as e:
             raise _os_error(e, rel) from e
-        return Listed(rel, int(r.get("ContentLength", 0)), _seconds(r.get("LastModified")), r.get("ETag", ""))
+        return Listed(rel, int(r.get("ContentLength", 0)), _seconds(r.get("LastModified")), _etag(r.get("ETag")))
 
     def list(self, prefix: str) -> Iterator[Listed]:
         """Every key under the folder ``prefix`` (relative to the store), its sub-folders
@@ -148,7 +148,7 @@ class S3Reader:
         for o in page.get("Contents", ()):
             key = o["Key"]
             if key.startswith(self.prefix) and not key.endswith("/"):
-                yield Listed(key[cut:], int(o.get("Size", 0)), _seconds(o.get("LastModified")), o.get("ETag", ""))
+                yield Listed(key[cut:], int(o.get("Size", 0)), _seconds(o.get("LastModified")), _etag(o.get("ETag")))
 
 
 def _timestamp(text: str) -> Any:
@@ -160,6 +160,11 @@ def _timestamp(text: str) -> Any:
         from botocore.utils import parse_timestamp
 
         return parse_timestamp(text)
+
+
+def _etag(value: Any) -> str:
+    """An ETag without its quotes (listings and responses may quote it differently)."""
+    return value.strip('"') if isinstance(value, str) else ""
 
 
 def _seconds(when: Any) -> float:
