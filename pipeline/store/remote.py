@@ -54,6 +54,11 @@ class FsspecBackend:
         else:
             self._cache = ManifestCache.for_store(url, self._reader.endpoint)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Shipped to worker processes with the run context: opened afresh there (its client,
+        # connections and cache file are this process's).
+        return (_reopen, (self.url, self._options))
+
     @functools.cached_property
     def fs(self) -> Any:
         import fsspec
@@ -245,6 +250,10 @@ class FsspecBackend:
 
     def remove_empty(self, prefix: str) -> None:
         """Object stores have no directories to remove."""
+
+
+def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:
+    return FsspecBackend(url, **options)
 
 
 def _precondition_failed(e: OSError) -> bool:

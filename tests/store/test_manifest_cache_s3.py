@@ -187,3 +187,14 @@ def test_options_the_reader_does_not_know_keep_s3fs(url, s3_server):
     assert store._backend._reader is None and store._backend._cache is None
     m = commit(store, {"v": 1})
     assert list(store.manifests()) == [m] and store.manifest(m.stage, m.key) == m and store.verify().clean
+
+
+def test_an_s3_store_ships_to_another_process(url, s3_server):
+    """A store travels pickled with the run context: it opens afresh there (client, cache)."""
+    import pickle
+
+    store = open_store(url, s3_server)
+    m = commit(store, {"v": 1})
+    again = pickle.loads(pickle.dumps(store))
+    assert again.manifest(m.stage, m.key) == m and list(again.manifests()) == [m]
+    assert again._backend._reader is not store._backend._reader
