@@ -7,7 +7,7 @@ gone, a damaged or tampered cache entry is ignored (never quarantines the good m
 an unusable cache file leaves the store working, and gc never deletes an object that a
 listed manifest references, whatever the cache holds.
 
-GETs are counted on the store's own botocore client (an event hook, not a stand-in).
+GETs are counted where the store's S3 reader sends them (the real call, counted on its way).
 """
 
 from __future__ import annotations
@@ -34,17 +34,19 @@ def open_store(url: str, s3_server) -> Store:
 
 
 class Gets:
-    """The manifest GETs a store's client sends."""
+    """The manifest GETs a store sends (its reader's ``get``, wrapped to count, still called)."""
 
     def __init__(self, store: Store) -> None:
         self.keys: list[str] = []
-        self.prefix = store._backend._reader.prefix
-        store._backend._reader.client.meta.events.register("before-parameter-build.s3.GetObject", self._seen)
+        reader = store._backend._reader
+        real = reader.get
 
-    def _seen(self, params, **_kwargs) -> None:
-        rel = params.get("Key", "").removeprefix(self.prefix)
-        if layout.is_manifest(rel):
-            self.keys.append(rel)
+        def get(rel: str):
+            if layout.is_manifest(rel):
+                self.keys.append(rel)
+            return real(rel)
+
+        reader.get = get
 
     def take(self) -> int:
         n, self.keys = len(self.keys), []
