@@ -108,6 +108,8 @@ def test_a_deleted_manifest_disappears(url, s3_server):
     assert list(store.manifests()) == [b]
     assert store.newest(limit=10).manifests == (b,) and store.newest(limit=10).total == 1
     assert store.verify().manifests == 1
+    rows = sqlite3.connect(cache_file(store)).execute("SELECT rel FROM manifests").fetchall()
+    assert rows == [(layout.manifest_path(b.stage, b.key),)]  # a complete listing forgets the deleted
 
 
 def tamper(store: Store, change) -> None:
