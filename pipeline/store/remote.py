@@ -182,8 +182,12 @@ class FsspecBackend:
                 yield item.rel, Stat(item.size, item.mtime)
         except OSError as e:
             raise describe_oserror(e, prefix, self.url, "list") from e
-        if self._cache is not None and prefix in layout.MANIFEST_ROOTS:  # a complete listing: forget the gone
-            self._cache.prune(prefix, manifests)
+        if prefix in layout.MANIFEST_ROOTS:  # a complete listing: forget what it no longer shows
+            under = prefix + "/"
+            for rel in [r for r in self._listed if r.startswith(under) and r not in manifests]:
+                self._listed.pop(rel, None)
+            if self._cache is not None:
+                self._cache.prune(prefix, manifests)
 
     def _find(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every file under ``prefix`` with what the listing says of it (one listing call)."""
