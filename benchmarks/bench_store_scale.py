@@ -154,7 +154,7 @@ def build_s3(url: str, n: int, options: dict[str, Any], base: Path) -> float:
     reader = S3Reader.open(url.removeprefix("s3://"), options)
     files = [p for p in local.rglob("*") if p.is_file() and "tmp" not in p.relative_to(local).parts[:2]]
     manifests = [p for p in files if p.relative_to(local).parts[0] in ("stages", "checkpoints")]
-    first = [p for p in files if p not in set(manifests)]
+    first = [p for p in files if p.relative_to(local).parts[0] not in ("stages", "checkpoints")]
 
     def put(p: Path) -> None:
         key = reader.prefix + p.relative_to(local).as_posix()
