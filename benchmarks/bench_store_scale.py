@@ -144,25 +144,33 @@ def build(url: str, n: int, options: dict[str, Any], threads: int = 1) -> float:
 
 def build_s3(url: str, n: int, options: dict[str, Any], base: Path) -> float:
     """Write results ``0..n`` into the S3 store at ``url``: the same builder into a local
-    store, then its files uploaded by 32 parallel PUTs (objects first, manifests last);
-    seconds taken, both steps."""
+    store, its objects uploaded by 32 parallel PUTs, then each manifest committed through
+    ``Store.commit`` (32 threads), ``created`` taken at that commit (as a writer's would be:
+    the listing's ``LastModified`` follows it, which ``ls`` relies on); seconds taken."""
+    import dataclasses
+
+    from pipeline import Store
     from pipeline.store.s3 import S3Reader
 
     t0 = time.perf_counter()
     local = base / f"s3-build-{n}"
     build(str(local), n, {})
     reader = S3Reader.open(url.removeprefix("s3://"), options)
-    files = [p for p in local.rglob("*") if p.is_file() and "tmp" not in p.relative_to(local).parts[:2]]
-    manifests = [p for p in files if p.relative_to(local).parts[0] in ("stages", "checkpoints")]
-    first = [p for p in files if p.relative_to(local).parts[0] not in ("stages", "checkpoints")]
+    objects = [p for p in (local / "objects").rglob("*") if p.is_file() and p.parent.name != "tmp"]
 
     def put(p: Path) -> None:
         key = reader.prefix + p.relative_to(local).as_posix()
         reader.client.put_object(Bucket=reader.bucket, Key=key, Body=p.read_bytes())
 
+    store = Store(url, fsync=False, **options)
+    made = sorted(Store(local, create=False).manifests(), key=lambda m: m.created)
+
+    def commit(m: Any) -> None:
+        store.commit(dataclasses.replace(m, created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")))
+
     with ThreadPoolExecutor(32) as pool:
-        list(pool.map(put, first))
-        list(pool.map(put, manifests))
+        list(pool.map(put, objects))
+        list(pool.map(commit, made))
     shutil.rmtree(local, ignore_errors=True)
     return time.perf_counter() - t0
 
@@ -326,7 +334,7 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-UPLOADED = " (a local build, then its files uploaded by 32 parallel PUTs, manifests last)"
+UPLOADED = " (a local build, its objects uploaded by 32 parallel PUTs, then its manifests committed anew, 32 at once)"
 
 
 def _spread(values: list[float]) -> str:
@@ -343,11 +351,13 @@ def report(results: dict[str, Any], bound: dict[str, float] | None, a: Any) -> s
         "python benchmarks/bench_store_scale.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds on local disk, "
-        f"{a.s3_rounds} on S3 (sizes in alternating "
-        "order); a fresh `python -m pipeline ...` process each time (imports included; `--help` is that import "
-        "floor): wall seconds min / median / max, and its CPU seconds (user + sys, median), which the load "
-        "disturbs less; growth = median wall at this size / at the previous size (x10 results: 10x is linear). "
+        f"{os.cpu_count()} CPUs shared with other sessions; "
+        + (f"{a.rounds} interleaved rounds on local disk, " if a.sizes else "")
+        + (f"{a.s3_rounds} on S3 " if a.s3_sizes else "")
+        + "(sizes in alternating order); a fresh `python -m pipeline ...` process each time (imports "
+        "included; `--help` is that import floor): wall seconds min / median / max, and its CPU seconds "
+        "(user + sys, median), which the load disturbs less; growth = median wall at this size / at the "
+        "previous size (x10 results: 10x is linear). "
         "Manifests shaped like StageCache's (~1.8 KB), one small JSON object each, 20 stages.",
     ]
     for where, res in results.items():
