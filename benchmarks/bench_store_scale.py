@@ -56,6 +56,8 @@ COMMANDS = {
 }
 BEFORE = ("ls", "gc --dry-run", "verify")
 """Commands run side by side with ``--baseline`` code too."""
+COLD = ("ls", "ls --stage stage07", "ls --all", "gc --dry-run", "verify")
+"""On S3 also run with an empty manifest cache (``pipeline.store.manifest_cache``): the first time."""
 
 # Runs the CLI in this process; prints its peak RSS (KiB) and CPU seconds on stderr's last line.
 _CHILD = (
@@ -140,6 +142,39 @@ def build(url: str, n: int, options: dict[str, Any], threads: int = 1) -> float:
     return time.perf_counter() - t0
 
 
+def build_s3(url: str, n: int, options: dict[str, Any], base: Path) -> float:
+    """Write results ``0..n`` into the S3 store at ``url``: the same builder into a local
+    store, its objects uploaded by 32 parallel PUTs, then each manifest committed through
+    ``Store.commit`` (32 threads), ``created`` taken at that commit (as a writer's would be:
+    the listing's ``LastModified`` follows it, which ``ls`` relies on); seconds taken."""
+    import dataclasses
+
+    from pipeline import Store
+    from pipeline.store.s3 import S3Reader
+
+    t0 = time.perf_counter()
+    local = base / f"s3-build-{n}"
+    build(str(local), n, {})
+    reader = S3Reader.open(url.removeprefix("s3://"), options)
+    objects = [p for p in (local / "objects").rglob("*") if p.is_file() and p.parent.name != "tmp"]
+
+    def put(p: Path) -> None:
+        key = reader.prefix + p.relative_to(local).as_posix()
+        reader.client.put_object(Bucket=reader.bucket, Key=key, Body=p.read_bytes())
+
+    store = Store(url, fsync=False, **options)
+    made = sorted(Store(local, create=False).manifests(), key=lambda m: m.created)
+
+    def commit(m: Any) -> None:
+        store.commit(dataclasses.replace(m, created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")))
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, objects))
+        list(pool.map(commit, made))
+    shutil.rmtree(local, ignore_errors=True)
+    return time.perf_counter() - t0
+
+
 class Run(NamedTuple):
     wall: float
     cpu: float
@@ -217,7 +252,8 @@ class Target:
         self.env: dict[str, str] = {}
         if server:
             self.env = {"AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
-                        "AWS_ENDPOINT_URL": server.endpoint}  # fmt: skip
+                        "AWS_ENDPOINT_URL": server.endpoint,
+                        "PIPELINE_MANIFEST_CACHE": str(base / "manifest-cache")}  # fmt: skip
 
     def url(self, n: int) -> str:
         if self.server:
@@ -229,13 +265,20 @@ def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None
     urls, built = {}, {}
     for n in sizes:
         urls[n] = target.url(n)
-        built[n] = build(urls[n], n, target.options, threads=16 if target.server else 1)
+        if target.server:
+            built[n] = build_s3(urls[n], n, target.options, target.base)
+        else:
+            built[n] = build(urls[n], n, target.options)
         print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
     runs: dict[tuple[int, str], list[Run]] = {}
     before: dict[tuple[int, str], list[Run]] = {}
+    cache = target.env.get("PIPELINE_MANIFEST_CACHE")
     for r in range(rounds):
         for n in sizes if r % 2 == 0 else list(reversed(sizes)):
             for name, args in COMMANDS.items():
+                if cache and name in COLD:  # first with no cache at all, then (below) warm
+                    shutil.rmtree(cache, ignore_errors=True)
+                    runs.setdefault((n, f"{name} (cold cache)"), []).append(run_command(args, urls[n], target.env))
                 runs.setdefault((n, name), []).append(run_command(args, urls[n], target.env))
                 if baseline is not None and name in BEFORE:  # the same command, the code before: side by side
                     before.setdefault((n, name), []).append(run_command(args, urls[n], target.env, baseline))
@@ -257,27 +300,30 @@ def uptime() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     ap.add_argument("--s3-sizes", type=int, nargs="*", default=[1_000, 10_000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--s3-rounds", type=int, default=2)
     ap.add_argument("--baseline", type=Path, default=None, help="the code before (a source tree): run side by side")
+    ap.add_argument("--s3-baseline", action="store_true", help="run --baseline side by side on S3 too")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
     results, server = {}, None
     try:
-        results["local disk"] = measure(Target("local disk", base), sorted(a.sizes), a.rounds, a.baseline)
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir()
+        if a.sizes:
+            results["local disk"] = measure(Target("local disk", base), sorted(a.sizes), a.rounds, a.baseline)
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir()
         if a.s3_sizes:
             from tests import s3server
 
             server = s3server.start(base / "seaweedfs")
             s3 = Target("S3 (SeaweedFS)", base, server)
-            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.s3_rounds, None)
-        bound = hashing_bound(base)
+            s3_baseline = a.baseline if a.s3_baseline else None
+            results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.s3_rounds, s3_baseline)
+        bound = hashing_bound(base) if a.sizes else None
         text = report(results, bound, a)
         print(text)
         if a.markdown:
@@ -288,11 +334,14 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+UPLOADED = " (a local build, its objects uploaded by 32 parallel PUTs, then its manifests committed anew, 32 at once)"
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
-def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
+def report(results: dict[str, Any], bound: dict[str, float] | None, a: Any) -> str:
     lines = [
         "## Store scale benchmark results",
         "",
@@ -302,11 +351,13 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
         "python benchmarks/bench_store_scale.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        f"{os.cpu_count()} CPUs shared with other sessions; {a.rounds} interleaved rounds on local disk, "
-        f"{a.s3_rounds} on S3 (sizes in alternating "
-        "order); a fresh `python -m pipeline ...` process each time (imports included; `--help` is that import "
-        "floor): wall seconds min / median / max, and its CPU seconds (user + sys, median), which the load "
-        "disturbs less; growth = median wall at this size / at the previous size (x10 results: 10x is linear). "
+        f"{os.cpu_count()} CPUs shared with other sessions; "
+        + (f"{a.rounds} interleaved rounds on local disk, " if a.sizes else "")
+        + (f"{a.s3_rounds} on S3 " if a.s3_sizes else "")
+        + "(sizes in alternating order); a fresh `python -m pipeline ...` process each time (imports "
+        "included; `--help` is that import floor): wall seconds min / median / max, and its CPU seconds "
+        "(user + sys, median), which the load disturbs less; growth = median wall at this size / at the "
+        "previous size (x10 results: 10x is linear). "
         "Manifests shaped like StageCache's (~1.8 KB), one small JSON object each, 20 stages.",
     ]
     for where, res in results.items():
@@ -316,13 +367,21 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
             "",
             f"### {where}",
             "",
-            f"Built {built}. Load at the end: `{res['uptime']}`.",
+            f"Built {built}{UPLOADED if 'S3' in where else ''}. Load at the end: `{res['uptime']}`.",
             "",
             "| results | command | wall s (min / median / max) | growth | CPU s | peak RSS MiB | note |",
             "|---|---|---|---|---|---|---|",
         ]
         runs = res["runs"]
-        for name in COMMANDS:
+        names = [name for name in COMMANDS for name in (name, f"{name} (cold cache)") if (sizes[0], name) in runs]
+        if len(names) > len(COMMANDS):
+            lines[-2:-2] = [
+                "Each `(cold cache)` run starts with no manifest cache (the first time this machine reads the "
+                "store: every manifest read by a GET); the run after it, warm, reads only the listing and "
+                "the manifests whose ETag changed.",
+                "",
+            ]
+        for name in names:
             prev = None
             for n in sizes:
                 walls = [r.wall for r in runs[(n, name)]]
@@ -331,7 +390,7 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
                 cpu = statistics.median(r.cpu for r in runs[(n, name)])
                 rss = max(r.rss_kib for r in runs[(n, name)]) / 1024
                 note = ""
-                if name == "verify":
+                if name.startswith("verify"):
                     best = min(walls)
                     note = f"{n / best:,.0f} manifests/s, {res['volume'][n] / best / 1e6:.2f} MB/s of objects"
                 lines.append(f"| {n:,} | `{name}` | {_spread(walls)} | {growth} | {cpu:.2f} | {rss:.0f} | {note} |")
@@ -362,6 +421,8 @@ def report(results: dict[str, Any], bound: dict[str, float], a: Any) -> str:
                         f"{statistics.median(r.wall for r in new):.2f} | {_spread(ratios)} | "
                         f"{max(r.rss_kib for r in old) / 1024:.0f} | {max(r.rss_kib for r in new) / 1024:.0f} |"
                     )
+    if bound is None:
+        return "\n".join(lines)
     gb, v, raw = bound["bytes"] / 1e9, bound["verify"], bound["raw"]
     lines += [
         "",

@@ -16,6 +16,8 @@ os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# S3 stores keep a manifest cache per store (pipeline.store.manifest_cache): not in ~/.cache.
+os.environ["PIPELINE_MANIFEST_CACHE"] = tempfile.mkdtemp(prefix="pipeline-test-manifests-")
 
 import pytest
 

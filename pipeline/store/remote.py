@@ -4,12 +4,16 @@ the manifest written last as the commit marker (there is no rename on object sto
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import itertools
 from typing import Any, Iterable, Iterator
 
 from ..errors import StoreError
+from . import layout
 from .backend import HashingWriter, Stat, Writer, describe_oserror
+from .manifest_cache import ManifestCache
+from .s3 import Got, S3Reader
 
 READERS = 16
 """Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
@@ -27,15 +31,41 @@ class FsspecBackend:
     """Any fsspec URL (memory://, s3://, gcs://…): one PUT per object, manifest last.
 
     Directory listings are never cached (``use_listings_cache=False``): other processes
-    write to the same store, and every read, lookup, verify and gc must see what they did."""
+    write to the same store, and every read, lookup, verify and gc must see what they did.
+
+    On ``s3://`` (storage options ``S3Reader`` understands) reads, HEADs and listings go
+    through one warm botocore client (``pipeline.store.s3``), s3fs is only imported to write,
+    and ``read_many`` of manifests a listing just showed takes those whose ETag is unchanged
+    from the manifest cache (``pipeline.store.manifest_cache``) instead of a GET each."""
 
     def __init__(self, url: str, **storage_options: Any) -> None:
-        import fsspec
-
         self.url = url
         storage_options.setdefault("use_listings_cache", False)
-        self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
-        self.root = self.root.rstrip("/")
+        self._options = storage_options
+        self._reader: S3Reader | None = None
+        self._cache: ManifestCache | None = None
+        self._listed: dict[str, str] = {}
+        """ETag of each manifest path the latest listing showed, until a ``read_many`` takes it."""
+        if url.startswith("s3://"):
+            self.root = url[len("s3://") :].rstrip("/")
+            self._reader = S3Reader.open(self.root, dict(storage_options))
+        if self._reader is None:
+            self.fs  # noqa: B018  (creating the filesystem sets ``root``)
+        else:
+            self._cache = ManifestCache.for_store(url, self._reader.endpoint)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Shipped to worker processes with the run context: opened afresh there (its client,
+        # connections and cache file are this process's).
+        return (_reopen, (self.url, self._options))
+
+    @functools.cached_property
+    def fs(self) -> Any:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.url, **self._options)
+        self.root = root.rstrip("/")
+        return fs
 
     def _path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -103,6 +133,8 @@ class FsspecBackend:
 
     def read(self, rel: str) -> bytes:
         try:
+            if self._reader is not None:
+                return self._reader.get(rel).data
             return self.fs.cat_file(self._path(rel))
         except FileNotFoundError:
             raise
@@ -111,20 +143,51 @@ class FsspecBackend:
 
     def exists(self, rel: str) -> bool:
         try:
+            if self._reader is not None:
+                self._head(rel)
+                return True
             return self._info(rel).get("type", "file") == "file"
         except FileNotFoundError:
             return False
 
     def stat(self, rel: str) -> Stat:
+        if self._reader is not None:
+            head = self._head(rel)
+            return Stat(head.size, head.mtime)
         return _stat_of(self._info(rel))
 
+    def _head(self, rel: str) -> Any:
+        try:
+            return self._reader.head(rel)  # type: ignore[union-attr]
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
+
     def list(self, prefix: str) -> Iterator[str]:
-        for rel, _info in self._find(prefix):
+        for rel, _st in self.scan(prefix):
             yield rel
 
     def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]:
-        for rel, info in self._find(prefix):
-            yield rel, _stat_of(info)
+        if self._reader is None:
+            for rel, info in self._find(prefix):
+                yield rel, _stat_of(info)
+            return
+        manifests: set[str] = set()
+        try:
+            for item in self._reader.list(prefix):
+                if layout.is_manifest(item.rel) and item.etag:
+                    self._listed[item.rel] = item.etag
+                    manifests.add(item.rel)
+                yield item.rel, Stat(item.size, item.mtime)
+        except OSError as e:
+            raise describe_oserror(e, prefix, self.url, "list") from e
+        if prefix in layout.MANIFEST_ROOTS:  # a complete listing: forget what it no longer shows
+            under = prefix + "/"
+            for rel in [r for r in self._listed if r.startswith(under) and r not in manifests]:
+                self._listed.pop(rel, None)
+            if self._cache is not None:
+                self._cache.prune(prefix, manifests)
 
     def _find(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every file under ``prefix`` with what the listing says of it (one listing call)."""
@@ -141,19 +204,37 @@ class FsspecBackend:
                 yield path[len(root) :], info
 
     def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
-        """Reads ``READ_AHEAD`` paths at a time, ``READERS`` at once (one round trip each)."""
+        """Reads ``READ_AHEAD`` paths at a time, ``READERS`` at once (one round trip each).
+
+        A manifest whose ETag the latest listing showed (each listing vouches for one read)
+        is taken from the manifest cache when its cached version is that ETag: its bytes as
+        of that listing, as a GET right after it would have returned them."""
         from concurrent.futures import ThreadPoolExecutor
 
         def one(rel: str) -> tuple[str, Any]:
             try:
+                if self._reader is not None:
+                    return rel, self._reader.get(rel)
                 return rel, self.read(rel)
-            except (OSError, StoreError) as e:
+            except FileNotFoundError as e:
+                return rel, e
+            except OSError as e:
+                return rel, describe_oserror(e, rel, self.url, "read")
+            except StoreError as e:
                 return rel, e
 
         pending = iter(rels)
         with ThreadPoolExecutor(READERS, thread_name_prefix="store-read") as pool:
             while batch := list(itertools.islice(pending, READ_AHEAD)):
-                yield from pool.map(one, batch)
+                listed = {rel: etag for rel in batch if (etag := self._listed.pop(rel, None)) is not None}
+                cached = self._cache.get_many(listed) if self._cache is not None else {}
+                yield from cached.items()
+                fetched = list(pool.map(one, [rel for rel in batch if rel not in cached]))
+                if self._cache is not None:
+                    got_manifests = (r for r in fetched if isinstance(r[1], Got) and layout.is_manifest(r[0]))
+                    self._cache.put_many((rel, got.etag, got.data) for rel, got in got_manifests)
+                for rel, got in fetched:
+                    yield rel, got.data if isinstance(got, Got) else got
 
     def move(self, rel: str, dest: str) -> None:
         try:
@@ -176,6 +257,10 @@ class FsspecBackend:
 
     def remove_empty(self, prefix: str) -> None:
         """Object stores have no directories to remove."""
+
+
+def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:
+    return FsspecBackend(url, **options)
 
 
 def _precondition_failed(e: OSError) -> bool:
