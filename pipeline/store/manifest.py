@@ -115,7 +115,7 @@ class Manifest:
     def _from_doc(cls, doc: dict[str, Any]) -> Manifest:
         if not isinstance(doc, dict):
             raise ValueError(f"a manifest is a JSON object, not {type(doc).__name__}")
-        fields = {k: v for k, v in doc.items() if k in _NAMES}
+        fields = dict(doc) if doc.keys() <= _NAMES else {k: v for k, v in doc.items() if k in _NAMES}
         fields["outputs"] = from_doc(doc.get("outputs"))
         fields["code_components"] = _components(doc.get("code_components", ()))
         manifest = _new(cls, fields)
@@ -140,9 +140,10 @@ def _new(cls: type[Manifest], fields: dict[str, Any]) -> Manifest:
     time: one ``object.__setattr__`` per field): the same instance, field for field."""
     if cls is not Manifest or not _REQUIRED <= fields.keys():
         return cls(**fields)  # a subclass, or a field missing: the constructor says what is wrong
-    values = {**_DEFAULTS, **{name: make() for name, make in _FACTORIES if name not in fields}, **fields}
+    if len(fields) < len(_NAMES):  # (the fields are of _NAMES: every one given is the common case)
+        fields = {**_DEFAULTS, **{name: make() for name, make in _FACTORIES if name not in fields}, **fields}
     manifest = object.__new__(cls)
-    manifest.__dict__.update(values)
+    manifest.__dict__.update(fields)
     return manifest
 
 
@@ -155,11 +156,12 @@ def _components(raw: Any) -> tuple[Component, ...]:
         and set(map(len, raw)) <= _THREE
         and set(map(type, itertools.chain.from_iterable(raw))) <= _STR
     ):
-        return tuple(map(Component._make, raw))
+        return tuple([_tuple(Component, c) for c in raw])  # Component._make, less its length check
     return read_components(raw)
 
 
 _LIST, _THREE, _STR = frozenset([list]), frozenset([3]), frozenset([str])
+_tuple = tuple.__new__
 
 
 _DIGITS = bytes(b"0"[0] if chr(i).isdigit() and i < 128 else b"."[0] for i in range(256))
