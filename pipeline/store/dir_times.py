@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
-from .backend import LocalBackend, describe_oserror
+from .backend import LocalBackend, describe_oserror, files_of
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -126,15 +126,8 @@ class _Local:
             return DirTimes(rel, [], []), []
         try:
             with os.scandir(fd) as it:
-                for entry in it:
-                    try:  # as ``LocalBackend.scan`` sees entries: a link to a directory is skipped
-                        is_dir = entry.is_dir()
-                    except OSError:
-                        is_dir = False
-                    if is_dir:
-                        if not entry.is_symlink():
-                            subdirs.append(entry.name)
-                    elif entry.name.endswith(".json"):
+                for entry in files_of(it, subdirs):  # as ``LocalBackend.scan`` sees them
+                    if entry.name.endswith(".json"):
                         try:
                             found.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
                         except FileNotFoundError:
