@@ -125,45 +125,6 @@ def _named_objects(raw: Any) -> Iterator[tuple[str, str]]:
     return named_objects(outputs)
 
 
-_AHEAD = 512
-"""Files per group a local store reads ahead, in a thread, while the last group is checked."""
-
-
-def _ahead_groups(backend: Any) -> Any:
-    """A coroutine: ``send(group)`` returns the files of the group sent before (read while the
-    caller checked the ones before those), ``send(None)`` the last. On local disk the reads go
-    to one thread (``os.open`` and ``os.read`` release the GIL: on an idle second core the
-    reading overlaps the hashing and parsing); other backends read each group when it is sent."""
-    if not isinstance(backend, LocalBackend):
-        group = yield []
-        while group is not None:
-            group = yield list(backend.read_many(group))
-        yield []
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="store-read") as pool:
-        pending = None
-        group = yield []
-        while group is not None:
-            done = pending.result() if pending is not None else []
-            pending = pool.submit(lambda g: list(backend.read_many(g)), group)
-            group = yield done
-        yield pending.result() if pending is not None else []
-
-
-def _read_ahead(backend: Any, rels: list[str]) -> Iterator[tuple[str, Any]]:
-    """``backend.read_many(rels)``, read ahead in groups of ``_AHEAD`` (see ``_ahead_groups``)."""
-    if len(rels) <= _AHEAD or not isinstance(backend, LocalBackend):
-        yield from backend.read_many(rels)
-        return
-    ahead = _ahead_groups(backend)
-    next(ahead)
-    for start in range(0, len(rels), _AHEAD):
-        yield from ahead.send(rels[start : start + _AHEAD])
-    yield from ahead.send(None)
-
-
 class Store:
     """A checkpoint store at a local path or any fsspec URL (``memory://``, ``s3://``…)."""
 
@@ -480,7 +441,7 @@ class Store:
         """``(path, bytes)`` of every manifest file (many read at once on remote backends).
         One deleted since it was listed is skipped; a symbolic link yields its SymlinkRefused;
         any other failure to read one is raised: nothing may be concluded without it."""
-        for rel, raw in _read_ahead(self._backend, self._manifest_paths()):
+        for rel, raw in self._backend.read_many(self._manifest_paths()):
             if isinstance(raw, FileNotFoundError):
                 continue
             if isinstance(raw, BaseException) and not isinstance(raw, SymlinkRefused):
@@ -587,16 +548,13 @@ class Store:
         in groups of at most ``_VERIFY_GROUP`` bytes (so a remote read-ahead stays bounded)."""
         group: list[str] = []
         size = 0
-        ahead = _ahead_groups(self._backend)
-        next(ahead)
         for rel in sorted(leaves_at):
-            if group and (size + leaves_at[rel].bytes > _VERIFY_GROUP or len(group) >= _AHEAD):
-                yield from ahead.send(group)
+            if group and size + leaves_at[rel].bytes > _VERIFY_GROUP:
+                yield from self._backend.read_many(group)
                 group, size = [], 0
             group.append(rel)
             size += leaves_at[rel].bytes
-        yield from ahead.send(group)
-        yield from ahead.send(None)
+        yield from self._backend.read_many(group)
 
     def remove_dead_temps(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone; how many."""
