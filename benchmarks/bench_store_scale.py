@@ -8,7 +8,10 @@ and on a SeaweedFS S3 server on 127.0.0.1 (``tests/s3server.py``), then times, i
 over ``--rounds`` rounds (sizes in alternating order):
 
 - ``python -m pipeline ls`` (newest 50), ``ls --stage NAME``, ``ls --all``: a fresh process,
-  wall seconds and its peak RSS; ``python -m pipeline --help`` is the import floor
+  wall seconds and its peak RSS; ``python -m pipeline --help`` is the import floor. The commands
+  keep directory listings in one place for the whole run (``PIPELINE_LISTING_CACHE``, see
+  ``pipeline.store.dir_times``); ``ls (listing not kept)`` is ``ls`` with none kept from before,
+  as the first ``ls`` after a run that wrote to every stage
 - ``python -m pipeline gc --dry-run``
 - ``python -m pipeline verify``      (with manifests/s and MB/s of object bytes re-hashed)
 - one lookup: ``Store.manifest(stage, key)`` of a random committed key, in-process (median of
@@ -49,6 +52,7 @@ STAGES = 20
 COMMANDS = {
     "--help (import floor)": ["--help"],
     "ls": ["ls"],
+    "ls (listing not kept)": ["ls"],
     "ls --stage stage07": ["ls", "--stage", "stage07"],
     "ls --all": ["ls", "--all"],
     "gc --dry-run": ["gc", "--dry-run"],
@@ -181,9 +185,15 @@ class Run(NamedTuple):
     rss_kib: int
 
 
-def run_command(args: list[str], store: str, env: dict[str, str], code: Path = ROOT) -> Run:
-    """One fresh ``python -m pipeline ...`` process of the code at ``code``."""
-    env = {**os.environ, **env, "PYTHONPATH": str(code), "COLUMNS": "200"}
+LISTINGS = Path(tempfile.gettempdir())
+"""Where the commands keep directory listings (``PIPELINE_LISTING_CACHE``); set in ``main``."""
+
+
+def run_command(args: list[str], store: str, env: dict[str, str], code: Path = ROOT, kept: bool = True) -> Run:
+    """One fresh ``python -m pipeline ...`` process of the code at ``code``. ``kept=False``: with
+    no directory listing kept from before (as the first ``ls`` after a run changed every stage)."""
+    listings = LISTINGS / "kept" if kept else Path(tempfile.mkdtemp(dir=LISTINGS))
+    env = {**os.environ, **env, "PYTHONPATH": str(code), "COLUMNS": "200", "PIPELINE_LISTING_CACHE": str(listings)}
     where = [] if args == ["--help"] else ["--store", store]
     cmd = [sys.executable, "-c", _CHILD, *args, *where]
     t0 = time.perf_counter()
@@ -270,22 +280,36 @@ def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None
         else:
             built[n] = build(urls[n], n, target.options)
         print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
+    for n in sizes:  # an earlier ls: what "ls" finds kept (untimed; "ls (listing not kept)" has none)
+        run_command(COMMANDS["ls"], urls[n], target.env)
     runs: dict[tuple[int, str], list[Run]] = {}
     before: dict[tuple[int, str], list[Run]] = {}
     cache = target.env.get("PIPELINE_MANIFEST_CACHE")
     for r in range(rounds):
         for n in sizes if r % 2 == 0 else list(reversed(sizes)):
             for name, args in COMMANDS.items():
+                kept = name != "ls (listing not kept)"
                 if cache and name in COLD:  # first with no cache at all, then (below) warm
                     shutil.rmtree(cache, ignore_errors=True)
-                    runs.setdefault((n, f"{name} (cold cache)"), []).append(run_command(args, urls[n], target.env))
-                runs.setdefault((n, name), []).append(run_command(args, urls[n], target.env))
+                    runs.setdefault((n, f"{name} (cold cache)"), []).append(
+                        run_command(args, urls[n], target.env, kept=kept)
+                    )
+                runs.setdefault((n, name), []).append(run_command(args, urls[n], target.env, kept=kept))
                 if baseline is not None and name in BEFORE:  # the same command, the code before: side by side
                     before.setdefault((n, name), []).append(run_command(args, urls[n], target.env, baseline))
         print(f"{target.name}: round {r + 1} done", file=sys.stderr)
     lookups = {n: lookup_seconds(urls[n], n, target.options) for n in sizes}
     volume = {n: object_bytes(urls[n], target.options) for n in sizes}
-    return {"runs": runs, "before": before, "lookups": lookups, "volume": volume, "built": built, "uptime": uptime()}
+    manifest_bytes = {n: manifests_bytes(urls[n], target.options) for n in sizes}
+    return {"runs": runs, "before": before, "lookups": lookups, "volume": volume, "built": built, "uptime": uptime(),
+            "manifest_bytes": manifest_bytes}  # fmt: skip
+
+
+def manifests_bytes(url: str, options: dict[str, Any]) -> int:
+    """Bytes of the stage manifests (local disk; 0 elsewhere)."""
+    if "://" in url:
+        return 0
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(Path(url) / "stages") for f in files)
 
 
 def object_bytes(url: str, options: dict[str, Any]) -> int:
@@ -310,6 +334,8 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
+    global LISTINGS
+    LISTINGS = Path(tempfile.mkdtemp(prefix="bench-listings-", dir=a.dir))
     results, server = {}, None
     try:
         if a.sizes:
@@ -332,6 +358,7 @@ def main() -> None:
         if server is not None:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(LISTINGS, ignore_errors=True)
 
 
 UPLOADED = " (a local build, its objects uploaded by 32 parallel PUTs, then its manifests committed anew, 32 at once)"
@@ -392,7 +419,10 @@ def report(results: dict[str, Any], bound: dict[str, float] | None, a: Any) -> s
                 note = ""
                 if name.startswith("verify"):
                     best = min(walls)
-                    note = f"{n / best:,.0f} manifests/s, {res['volume'][n] / best / 1e6:.2f} MB/s of objects"
+                    read = res["volume"][n] + res["manifest_bytes"][n]
+                    note = (f"{n / best:,.0f} manifests/s, {read / best / 1e9:.3f} GB/s read and checked "
+                            f"({res['manifest_bytes'][n] / 1e6:.0f} MB of manifests, {res['volume'][n] / 1e6:.1f} MB "
+                            "of objects)")  # fmt: skip
                 lines.append(f"| {n:,} | `{name}` | {_spread(walls)} | {growth} | {cpu:.2f} | {rss:.0f} | {note} |")
                 prev = med
         for label, index in (("one lookup (`Store.manifest`, in-process)", 0), ("one lookup + load of its result", 1)):

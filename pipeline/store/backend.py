@@ -370,15 +370,7 @@ class LocalBackend:
         subdirs = []
         try:
             with os.scandir(fd) as it:
-                for entry in it:
-                    try:
-                        is_dir = entry.is_dir()
-                    except OSError:
-                        is_dir = False
-                    if is_dir:
-                        if not entry.is_symlink():
-                            subdirs.append(entry.name)
-                        continue
+                for entry in files_of(it, subdirs):
                     rel = f"{rel_dir}/{entry.name}"
                     if not stat:
                         yield rel, None
@@ -478,6 +470,20 @@ class LocalBackend:
         for root, _dirs, _files in os.walk(self._path(prefix), topdown=False):
             with contextlib.suppress(OSError):  # not empty (a writer is using it)
                 os.rmdir(root)
+
+
+def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.DirEntry]:
+    """The entries of a directory listing that are not directories (files, links to files);
+    the names of its directories are added to ``subdirs`` (a link to a directory is neither)."""
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            yield entry
+        elif not entry.is_symlink():
+            subdirs.append(entry.name)
 
 
 def _read_fd(fd: int) -> Any:

@@ -54,6 +54,8 @@ _OBJECT = re.compile(r"objects/([0-9a-f]{2})/([0-9a-f]{30})\.([a-z]+)")
 
 def component(name: str) -> str:
     """``name`` as one safe, bounded path component (unchanged when already safe and short)."""
+    if len(name) <= MAX_COMPONENT and name.isascii() and name.isalnum():  # safe as it is (hex digests)
+        return name
     safe = _UNSAFE.sub("_", name)
     if safe == name and name not in ("", ".", "..") and len(name) <= MAX_COMPONENT:
         return name

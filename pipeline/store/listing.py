@@ -1,7 +1,8 @@
 """The newest stage results of a store, read without reading every manifest.
 
 A directory listing already says when each manifest file was last written: ``os.scandir``
-(one ``lstat`` per file, no open) on local disk, ``LastModified`` in an S3 listing. A
+(one ``lstat`` per file, no open; kept per directory while it is unchanged, see
+``pipeline.store.dir_times``) on local disk, ``LastModified`` in an S3 listing. A
 manifest is written after its ``created`` time is taken, so ``created <= written + SKEW``
 (``SKEW`` allows for a writer's clock running ahead of the store's). Reading candidates
 newest-written first, once ``limit`` results are in hand and the oldest of them was created
@@ -16,14 +17,18 @@ out), so a page never holds a result the store would not serve.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import heapq
+import itertools
 import math
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from . import layout
 from .backend import SymlinkRefused
+from .dir_times import DirTimes, json_times
 from .manifest import Manifest
 
 if TYPE_CHECKING:
@@ -89,19 +94,18 @@ def created_since(store: Store, stage: str | None, since: float) -> Iterator[Man
 def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
     """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
     those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
-    total = window = 0
+    dirs = json_times(store._backend, prefix)
+    total = sum(len(d.names) for d in dirs)
+    counts = [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]  # times descend
+    window = sum(counts)
+    if want is None:
+        return total, window, [(t, f"{d.rel}/{n}") for d, k in zip(dirs, counts) for t, n in zip(d.times[:k], d.names)]
+    streams = [zip(d.times[: min(k, want)], _paths(d)) for d, k in zip(dirs, counts)]
+    return total, window, list(itertools.islice(heapq.merge(*streams, reverse=True), want))
 
-    def written() -> Iterator[tuple[float, str]]:
-        nonlocal total, window
-        for rel, st in store._backend.scan(prefix):
-            if rel.endswith(".json"):
-                total += 1
-                if st.mtime >= floor:
-                    window += 1
-                    yield st.mtime, rel
 
-    chosen = list(written()) if want is None else heapq.nlargest(want, written())
-    return total, window, chosen
+def _paths(d: DirTimes) -> Iterator[str]:
+    return (f"{d.rel}/{n}" for n in d.names)
 
 
 class _Page:

@@ -1,0 +1,78 @@
+"""The store operations behind ``ls``, ``gc --dry-run`` and ``verify``, in-process (imports
+done, so without the CLI's import floor), side by side with the code before. A script.
+
+For an existing store (build one with ``bench_store_scale.build``: ``--build N``), each round
+runs, for the code before (``--baseline DIR``, a source tree) and this tree, interleaved, one
+fresh process that times ``Store.newest()`` (the page ``ls`` shows, best of 3), ``gc(store,
+dry_run=True)`` (best of 2) and ``Store.verify()`` (once): CPU seconds (``time.process_time``)
+and wall seconds. Directory listings are kept in a fresh place for the run
+(``PIPELINE_LISTING_CACHE``); one untimed ``newest()`` first keeps them.
+
+    python benchmarks/bench_store_ops.py --store /tmp/s100k [--build 100000] --baseline /tmp/base [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_CHILD = r"""
+import json, sys, time
+from pipeline import Store
+from pipeline.store.retention import gc
+s = Store(sys.argv[1], create=False)
+s.newest()
+def best(f, n):
+    out = []
+    for _ in range(n):
+        c, w = time.process_time(), time.perf_counter()
+        f()
+        out.append((time.process_time() - c, time.perf_counter() - w))
+    return min(out)
+print(json.dumps({"ls page": best(s.newest, 3), "gc --dry-run": best(lambda: gc(s, dry_run=True), 2),
+                  "verify": best(s.verify, 1)}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--build", type=int, default=0, help="build a store of N results there first")
+    ap.add_argument("--baseline", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    if a.build:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import bench_store_scale
+
+        bench_store_scale.build(str(a.store), a.build, {})
+    listings = tempfile.mkdtemp(prefix="bench-listings-")
+    found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(a.rounds):
+        for label, code in (("before", a.baseline), ("after", ROOT)):
+            env = {**os.environ, "PYTHONPATH": str(code), "PIPELINE_LISTING_CACHE": listings}
+            out = subprocess.run([sys.executable, "-c", _CHILD, str(a.store)], env=env, cwd=tempfile.gettempdir(),
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            for op, cpu_wall in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                found.setdefault((op, label), []).append(tuple(cpu_wall))
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"`python benchmarks/bench_store_ops.py {' '.join(sys.argv[1:])}`; load at the end: `{load}`\n")
+    print("| operation | before CPU s (median) | after CPU s (median) | after / before CPU | before wall s "
+          "| after wall s |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for op in ("ls page", "gc --dry-run", "verify"):
+        b, n = found[(op, "before")], found[(op, "after")]
+        bc, nc = statistics.median(c for c, _ in b), statistics.median(c for c, _ in n)
+        bw, nw = statistics.median(w for _, w in b), statistics.median(w for _, w in n)
+        print(f"| `{op}` | {bc:.3f} | {nc:.3f} | {nc / bc:.2f}x | {bw:.2f} | {nw:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
