@@ -15,7 +15,7 @@ import io
 import mmap
 import os
 import stat as stat_module
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 
 import xxhash
 
@@ -85,7 +85,7 @@ class Backend(Protocol):
     def stat(self, rel: str) -> Stat: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]: ...
-    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]: ...
+    def read_many(self, rels: Iterable[str], sizes: Mapping[str, int] | None = None) -> Iterator[tuple[str, Any]]: ...
     def move(self, rel: str, dest: str) -> None: ...
     def make_parents(self, rels: Iterable[str]) -> None: ...
     def delete(self, rel: str) -> None: ...
@@ -387,16 +387,19 @@ class LocalBackend:
         for name in subdirs:
             yield from self._scan(f"{rel_dir}/{name}", stat)
 
-    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    def read_many(self, rels: Iterable[str], sizes: Mapping[str, int] | None = None) -> Iterator[tuple[str, Any]]:
         """Each file is opened relative to its directory, itself opened once, component by
         component from the root with ``O_NOFOLLOW`` (so no symbolic link is followed and no path
         is looked up again). A file not found that way is looked up again by its path: its
-        directory may have been replaced since it was opened."""
+        directory may have been replaced since it was opened. ``sizes``: the size each file is
+        expected to have (a hint that saves a ``fstat`` each; a file of another size is read
+        whole all the same)."""
         dirs: dict[str, int] = {}
+        expect = sizes.get if sizes is not None else _no_size
         try:
             for rel in rels:
                 try:
-                    got: Any = self._read_at(rel, dirs)
+                    got: Any = self._read_at(rel, dirs, expect(rel))
                 except FileNotFoundError:
                     try:
                         got = self.read(rel)
@@ -411,7 +414,7 @@ class LocalBackend:
             for fd in dirs.values():
                 os.close(fd)
 
-    def _read_at(self, rel: str, dirs: dict[str, int]) -> Any:
+    def _read_at(self, rel: str, dirs: dict[str, int], size: int | None = None) -> Any:
         head, _, name = rel.rpartition("/")
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dir_fd(head, dirs))
@@ -419,7 +422,7 @@ class LocalBackend:
             if e.errno == errno.ELOOP:
                 raise SymlinkRefused(f"{self._path(rel)} is a symbolic link: the store never follows one") from None
             raise
-        return _read_fd(fd)
+        return _read_fd(fd, size)
 
     def _dir_fd(self, rel_dir: str, dirs: dict[str, int]) -> int:
         """A descriptor of directory ``rel_dir`` ("" = the root), opened without following links."""
@@ -486,11 +489,26 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
             subdirs.append(entry.name)
 
 
-def _read_fd(fd: int) -> Any:
+def _no_size(_rel: str) -> None:
+    return None
+
+
+def _read_fd(fd: int, expected: int | None = None) -> Any:
     """The bytes of the open file ``fd`` (closed here): plain bytes when small; large files
     memory-mapped (zero-copy) with MADV_SEQUENTIAL: they are read front to back (checksum,
     then decode), and the kernel's aggressive readahead makes a cold read markedly faster
-    than default paging."""
+    than default paging. ``expected``: the size the file should have; a small file of that
+    size is read by one ``read`` (no ``fstat``); any other is read as if none was given."""
+    if expected is not None and expected < 1 << 20:
+        try:
+            data = os.read(fd, expected + 1)
+            if len(data) == expected:  # all of it: one more byte was asked for, none came
+                os.close(fd)
+                return data
+            os.lseek(fd, 0, os.SEEK_SET)  # another size than expected: read it as any other
+        except BaseException:
+            os.close(fd)
+            raise
     try:
         size = os.fstat(fd).st_size
         if size < 1 << 20:

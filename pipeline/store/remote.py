@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import io
 import itertools
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import StoreError
 from . import layout
@@ -203,12 +203,13 @@ class FsspecBackend:
             if path.startswith(root):
                 yield path[len(root) :], info
 
-    def read_many(self, rels: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    def read_many(self, rels: Iterable[str], sizes: Mapping[str, int] | None = None) -> Iterator[tuple[str, Any]]:
         """Reads ``READ_AHEAD`` paths at a time, ``READERS`` at once (one round trip each).
 
         A manifest whose ETag the latest listing showed (each listing vouches for one read)
         is taken from the manifest cache when its cached version is that ETag: its bytes as
-        of that listing, as a GET right after it would have returned them."""
+        of that listing, as a GET right after it would have returned them. ``sizes``: unused
+        (a local read's hint)."""
         from concurrent.futures import ThreadPoolExecutor
 
         def one(rel: str) -> tuple[str, Any]:

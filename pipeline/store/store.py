@@ -105,6 +105,25 @@ def configured_sealer() -> Sealer:
     return CHECKSUM if key is None else _hmac(key)
 
 
+_Named = tuple[str, str, "int | None", Tree]
+"""(stage, key, step, outputs) of a manifest ``verify`` checked."""
+
+
+def _named_users(failed: list[tuple[str, str]], manifests: list[_Named]) -> Iterator[Problem]:
+    """A Problem for each ``(kind, object id)`` in ``failed``, with the (stage, key, step) of
+    every manifest in ``manifests`` that references the object (looked up only when one failed)."""
+    if not failed:
+        return
+    wanted = {oid for _kind, oid in failed}
+    users: dict[str, list[tuple[str, str, int | None]]] = {}
+    for stage, key, step, outputs in manifests:
+        for leaf in leaves(outputs):
+            if leaf.object in wanted:
+                users.setdefault(leaf.object, []).append((stage, key, step))
+    for kind, oid in failed:
+        yield Problem(kind, oid, tuple(users.get(oid, ())))
+
+
 def _named_objects(raw: Any) -> Iterator[tuple[str, str]]:
     """``(object id, codec)`` of each object a manifest's bytes name, decoding only its
     ``outputs`` when it is laid out as the store writes it, else the whole document."""
@@ -486,7 +505,7 @@ class Store:
     def verify(self) -> VerifyReport:
         """Check every manifest and re-hash every object they reference; quarantine what fails."""
         referenced: dict[str, Leaf] = {}
-        users: dict[str, list[tuple[str, str, int | None]]] = {}
+        checked: list[_Named] = []
         problems: list[Problem] = []
         n_manifests = bad = unverified = unsigned = 0
         for rel, m, unserved in self._walk(quarantine=True):
@@ -501,19 +520,23 @@ class Store:
                 unverified += 1
             elif unserved is None:
                 n_manifests += 1
+            checked.append((m.stage, m.key, m.step, m.outputs))
             for leaf in leaves(m.outputs):
                 referenced[leaf_path(leaf)] = leaf
-                users.setdefault(leaf.object, []).append((m.stage, m.key, m.step))
         ok = corrupt = missing = 0
+        failed: list[tuple[str, str]] = []  # (kind, object id), named with their users below
         reads = self._read_objects(referenced)
         for rel, buf in track(reads, "verify", total=len(referenced), unit="objects"):  # a bar if it proves long
-            oid = referenced[rel].object
-            if isinstance(buf, FileNotFoundError):
+            if type(buf) is bytes:  # the common case (a small object read whole) first
+                if checksum(buf) == referenced[rel].object:
+                    ok += 1
+                    continue
+            elif isinstance(buf, FileNotFoundError):
                 try:
                     buf = self._objects._read(rel)  # a gc sweep may have set it aside: put back
                 except FileNotFoundError:
                     missing += 1
-                    problems.append(Problem("missing", oid, tuple(users.get(oid, ()))))
+                    failed.append(("missing", referenced[rel].object))
                     continue
                 except IntegrityError:
                     buf = None
@@ -521,13 +544,14 @@ class Store:
                 buf = None
             elif isinstance(buf, BaseException):
                 raise buf
-            if buf is not None and checksum(buf) == oid:
+            if buf is not None and checksum(buf) == referenced[rel].object:
                 ok += 1
             else:
                 corrupt += 1
                 del buf
                 self._objects.quarantine(rel)
-                problems.append(Problem("corrupt", oid, tuple(users.get(oid, ()))))
+                failed.append(("corrupt", referenced[rel].object))
+        problems.extend(_named_users(failed, checked))
         present = [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)]
         return VerifyReport(
             manifests=n_manifests,
@@ -548,13 +572,14 @@ class Store:
         in groups of at most ``_VERIFY_GROUP`` bytes (so a remote read-ahead stays bounded)."""
         group: list[str] = []
         size = 0
+        sizes = {rel: leaf.bytes for rel, leaf in leaves_at.items()}  # (each read needs no stat)
         for rel in sorted(leaves_at):
-            if group and size + leaves_at[rel].bytes > _VERIFY_GROUP:
-                yield from self._backend.read_many(group)
+            if group and size + sizes[rel] > _VERIFY_GROUP:
+                yield from self._backend.read_many(group, sizes)
                 group, size = [], 0
             group.append(rel)
-            size += leaves_at[rel].bytes
-        yield from self._backend.read_many(group)
+            size += sizes[rel]
+        yield from self._backend.read_many(group, sizes)
 
     def remove_dead_temps(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone; how many."""

@@ -585,6 +585,31 @@ def test_verify_counts_ok_corrupt_missing_quarantined(store):
     assert (report.corrupt, report.missing, report.bad_manifests) == (0, 2, 0)
 
 
+def test_verify_finds_an_object_grown_or_shrunk_and_names_its_users(store):
+    """verify reads each object at the size its manifest records: one of another size (a
+    byte appended, a byte cut) is read whole all the same, and is corrupt."""
+    grown = commit(store, {"g": 1}, key="xxh3:" + "04" * 16)
+    shrunk = commit(store, ARRAYS["float64"], key="xxh3:" + "05" * 16)
+    commit(store, {"g": 1}, key="xxh3:" + "06" * 16)  # the same object as ``grown``: a second user
+    write_raw(store, object_rel(grown.outputs), raw_bytes(store, object_rel(grown.outputs)) + b" ")
+    write_raw(store, object_rel(shrunk.outputs), raw_bytes(store, object_rel(shrunk.outputs))[:-1])
+    report = store.verify()
+    assert (report.ok, report.corrupt, report.missing, report.quarantined) == (0, 2, 0, 2)
+    named = {p.what: p for p in report.problems}
+    assert {p.kind for p in report.problems} == {"corrupt"}
+    assert sorted(k for _s, k, _ in named[grown.outputs.object].used_by) == ["xxh3:" + "04" * 16, "xxh3:" + "06" * 16]
+    assert [k for _s, k, _ in named[shrunk.outputs.object].used_by] == ["xxh3:" + "05" * 16]
+
+
+def test_local_read_many_reads_a_file_whole_whatever_size_it_is_expected_to_have(tmp_path):
+    backend = LocalBackend(str(tmp_path))
+    for name, data in (("a", b"12345"), ("b", b"x" * 70_000), ("c", b"")):
+        (tmp_path / name).write_bytes(data)
+    hints = {"a": 5, "b": 3, "c": 10}  # right, too small, too large
+    got = {rel: bytes(buf) for rel, buf in backend.read_many(["a", "b", "c"], hints)}
+    assert got == {"a": b"12345", "b": b"x" * 70_000, "c": b""}
+
+
 def test_manifest_with_a_bad_reference_is_a_bad_manifest(store):
     m = commit(store, {"a": 1})
     doc = json.loads(raw_bytes(store, Store.manifest_path(m.stage, m.key)))
