@@ -31,6 +31,8 @@ from . import layout
 from .backend import Backend
 
 T = TypeVar("T")
+IDLE_SECONDS = 5.0
+"""How long a store's heartbeat thread waits, holding no lease, for the next one before it ends."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ class _Heartbeat:
     """One daemon thread per store that renews every lease this process holds on it, each
     every ``ttl / 3``. (A thread per lease cost each short stage its start and join: up to
     milliseconds each on a loaded machine, per trial of a search.) Started at the first
-    lease and again after a fork; idle, it sleeps."""
+    lease, it ends once no lease was held for ``IDLE_SECONDS`` (started again at the next,
+    and after a fork)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -162,8 +165,13 @@ class _Heartbeat:
                         self._due[lease] = time.monotonic() + lease._leasing.ttl / 3
                     else:
                         del self._due[lease]
-                wake = min(self._due.values(), default=None)
-                self._cond.wait(None if wake is None else max(0.0, wake - time.monotonic()))
+                if not self._due:  # idle: end unless a lease comes within IDLE_SECONDS
+                    self._cond.wait(IDLE_SECONDS)
+                    if not self._due:
+                        self._thread = None
+                        return
+                    continue
+                self._cond.wait(max(0.0, min(self._due.values()) - time.monotonic()))
 
 
 class Leases:
