@@ -143,6 +143,9 @@ class _Heartbeat:
         self._due: dict[Lease, float] = {}
         self._thread: threading.Thread | None = None
 
+    def __reduce__(self) -> tuple:
+        return (_Heartbeat, ())  # a store sent to a worker process: its leases there, its own thread
+
     def add(self, lease: Lease) -> None:
         with self._cond:
             self._due[lease] = time.monotonic() + lease._leasing.ttl / 3
