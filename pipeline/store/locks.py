@@ -4,7 +4,7 @@ A lease is a small JSON file ``leases/<stage>/<key>.<generation>.json`` (``layou
 its holder (host, pid), an expiry and a token. The newest generation is the lease. It is
 taken by creating the next generation exclusively (``Backend.create``: a hard link locally,
 a conditional PUT on S3), so of several takers exactly one wins; the winner deletes the
-older generations. A holder renews its expiry from a heartbeat thread and deletes its file
+older generations. A holder renews its expiry from a heartbeat thread (one per store) and deletes its file
 when done. A lease whose holder is dead (same host, pid gone) or whose expiry passed (a
 holder elsewhere, or one that hangs) is taken over by the next generation.
 
@@ -31,6 +31,8 @@ from . import layout
 from .backend import Backend
 
 T = TypeVar("T")
+IDLE_SECONDS = 5.0
+"""How long a store's heartbeat thread waits, holding no lease, for the next one before it ends."""
 
 
 @dataclass(frozen=True)
@@ -86,36 +88,35 @@ class Holder:
 
 
 class Lease:
-    """A lease this process holds: renewed by a daemon thread until :meth:`release`."""
+    """A lease this process holds: renewed by its store's heartbeat thread until :meth:`release`."""
 
-    def __init__(self, backend: Backend, rel: str, holder: Holder, leasing: Leasing) -> None:
+    def __init__(self, backend: Backend, rel: str, holder: Holder, leasing: Leasing, heartbeat: _Heartbeat) -> None:
         self._backend, self.rel, self.holder, self._leasing = backend, rel, holder, leasing
-        self._stop = threading.Event()
+        self._heartbeat = heartbeat
         self.lost = False
         """True once another process took the lease over (this one kept computing)."""
-        self._thread = threading.Thread(target=self._beat, name=f"lease {rel}", daemon=True)
-        self._thread.start()
+        heartbeat.add(self)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self._leasing.ttl / 3):
-            try:
-                current = Holder.from_json(bytes(self._backend.read(self.rel)), self.holder.generation)
-            except (FileNotFoundError, ValueError, KeyError, TypeError, OSError, StoreError):
-                current = None
-            if current is None or current.token != self.holder.token:
-                self.lost = True  # taken over: the taker deleted or replaced our generation
-                return
-            expires = time.time() + self._leasing.ttl
-            renewed = Holder(self.holder.host, self.holder.pid, expires, self.holder.token, current.generation)
-            try:
-                self._backend.write_atomic(self.rel, renewed.to_json(), durable=False)
-            except (OSError, StoreError):
-                return  # not renewed: it expires, another process may compute too (duplicate work only)
+    def _renew(self) -> bool:
+        """Renew the expiry once (from the heartbeat thread); False once there is nothing more to renew."""
+        try:
+            current = Holder.from_json(bytes(self._backend.read(self.rel)), self.holder.generation)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, OSError, StoreError):
+            current = None
+        if current is None or current.token != self.holder.token:
+            self.lost = True  # taken over: the taker deleted or replaced our generation
+            return False
+        expires = time.time() + self._leasing.ttl
+        renewed = Holder(self.holder.host, self.holder.pid, expires, self.holder.token, current.generation)
+        try:
+            self._backend.write_atomic(self.rel, renewed.to_json(), durable=False)
+        except (OSError, StoreError):
+            return False  # not renewed: it expires, another process may compute too (duplicate work only)
+        return True
 
     def release(self) -> None:
         """Stop renewing and delete the lease (unless it was taken over)."""
-        self._stop.set()
-        self._thread.join()
+        self._heartbeat.remove(self)  # no renewal in flight after this: none rewrites the file deleted below
         if self.lost:
             return
         with contextlib.suppress(OSError, StoreError):
@@ -130,12 +131,59 @@ class Lease:
         self.release()
 
 
+class _Heartbeat:
+    """One daemon thread per store that renews every lease this process holds on it, each
+    every ``ttl / 3``. (A thread per lease cost each short stage its start and join: up to
+    milliseconds each on a loaded machine, per trial of a search.) Started at the first
+    lease, it ends once no lease was held for ``IDLE_SECONDS`` (started again at the next,
+    and after a fork)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[Lease, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def __reduce__(self) -> tuple:
+        return (_Heartbeat, ())  # a store sent to a worker process: its leases there, its own thread
+
+    def add(self, lease: Lease) -> None:
+        with self._cond:
+            self._due[lease] = time.monotonic() + lease._leasing.ttl / 3
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="pipeline-lease-heartbeat", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, lease: Lease) -> None:
+        """Renewals run holding the lock: once this returns, none of ``lease`` is in flight."""
+        with self._cond:
+            self._due.pop(lease, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for lease in [lease for lease, due in self._due.items() if due <= now]:
+                    if lease._renew():
+                        self._due[lease] = time.monotonic() + lease._leasing.ttl / 3
+                    else:
+                        del self._due[lease]
+                if not self._due:  # idle: end unless a lease comes within IDLE_SECONDS
+                    self._cond.wait(IDLE_SECONDS)
+                    if not self._due:
+                        self._thread = None
+                        return
+                    continue
+                self._cond.wait(max(0.0, min(self._due.values()) - time.monotonic()))
+
+
 class Leases:
     """The leases of one store."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._warned = False
+        self._heartbeat = _Heartbeat()
 
     def _generations(self, stage: str, key: str) -> list[int]:
         found = (layout.lease_generation(rel, stage, key) for rel in self._backend.list(layout.lease_dir(stage)))
@@ -168,7 +216,7 @@ class Leases:
         for old in generations:  # the dead or expired generations before ours
             if old < generation:
                 self._backend.delete(layout.lease_path(stage, key, old))
-        return Lease(self._backend, rel, mine, leasing)
+        return Lease(self._backend, rel, mine, leasing, self._heartbeat)
 
     def acquire_or_wait(
         self, stage: str, key: str, leasing: Leasing, ready: Callable[[], T | None]

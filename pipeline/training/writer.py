@@ -2,7 +2,9 @@
 
 The training thread hands over a job (serialise a snapshot, commit its manifest). Under
 ``Sync()`` the job runs inline. Under ``Background()`` it runs in the writer's one background
-thread (started at the first job, stopped by ``close()``: no thread start per save), and at
+thread (started at the first job; ``close()`` hands it back to an idle pool, where the next
+writer of the process picks it up, or it ends after ``IDLE_SECONDS``: no thread start per
+save, nor per trial of a search), and at
 most one is in flight: a new job waits for the previous one, or, with
 ``Background(skip_when_busy=True)``, is dropped (unless forced). A job's failure is kept and
 raised by the next :meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never
@@ -13,6 +15,7 @@ failure printed.
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import sys
 import threading
@@ -58,6 +61,51 @@ def check_writer(policy: object) -> WritePolicy:
 
 
 _OPEN: weakref.WeakSet[_Jobs] = weakref.WeakSet()
+IDLE_SECONDS = 5.0
+"""How long a writer thread whose writer closed waits for the next writer to work for."""
+_IDLE = threading.Lock()
+_idle = 0  # writer threads waiting on _HANDOFF and not yet claimed
+_HANDOFF: queue.SimpleQueue[_Jobs] = queue.SimpleQueue()
+
+
+def _forget_idle_threads() -> None:
+    """In a forked child: the parent's idle threads do not exist here."""
+    global _IDLE, _idle, _HANDOFF
+    _IDLE, _idle, _HANDOFF = threading.Lock(), 0, queue.SimpleQueue()
+
+
+os.register_at_fork(after_in_child=_forget_idle_threads)
+
+
+def _serve(jobs: _Jobs) -> None:
+    """A writer thread: works off one writer's jobs until it stops, then the next writer's."""
+    global _idle
+    while True:
+        jobs.work()
+        del jobs  # (a dropped Writer's _Jobs is not kept alive by an idle thread)
+        with _IDLE:
+            _idle += 1
+        try:
+            jobs = _HANDOFF.get(timeout=IDLE_SECONDS)
+        except queue.Empty:
+            with _IDLE:
+                if _idle > 0:  # unclaimed: end
+                    _idle -= 1
+                    return
+            jobs = _HANDOFF.get()  # claimed just now: its jobs are on the way
+
+
+def _start(jobs: _Jobs) -> None:
+    """Hand ``jobs`` to an idle writer thread, or start one."""
+    global _idle
+    with _IDLE:
+        claimed = _idle > 0
+        if claimed:
+            _idle -= 1
+    if claimed:
+        _HANDOFF.put(jobs)
+    else:
+        threading.Thread(target=_serve, args=(jobs,), name="pipeline-checkpoint-writer", daemon=True).start()
 
 
 @atexit.register
@@ -131,7 +179,7 @@ class Writer:
         """Jobs in flight at most (queued or running); a caller holding ``depth`` snapshot
         buffers calls :meth:`ready` before it fills one."""
         self._jobs = _Jobs()
-        self._thread: threading.Thread | None = None
+        self._started = False
         if self.asynchronous:
             preload_codecs()  # the writer thread must not import them lazily (see preload)
 
@@ -155,9 +203,9 @@ class Writer:
         if self.will_skip(force):
             return False
         self.ready()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._jobs.work, name="pipeline-checkpoint-writer", daemon=True)
-            self._thread.start()
+        if not self._started:
+            self._started = True
+            _start(self._jobs)
             _OPEN.add(self._jobs)
             weakref.finalize(self, self._jobs.stop)
         self._jobs.put(what, job)
@@ -188,11 +236,10 @@ class Writer:
         raise CheckpointError(f"writing {what} failed: {detail}") from e
 
     def close(self) -> None:
-        """Wait for the write in flight, stop the thread, raise a failure."""
+        """Wait for the write in flight, hand the thread back, raise a failure."""
         self.wait()
-        if self._thread is not None:
+        if self._started:
+            self._started = False
             self._jobs.stop()
-            self._thread.join()
-            self._thread = None
             _OPEN.discard(self._jobs)
         self.check()

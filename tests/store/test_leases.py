@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import StageCache, Store
 from pipeline.context import run_context
-from pipeline.store import layout
+from pipeline.store import layout, locks
 from pipeline.store.locks import Holder, Leasing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,3 +205,33 @@ def test_the_lease_setting(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.pipeline]\nlease = false\n")
     assert Settings.load(start=tmp_path, env={}).lease is False
     assert Settings.load(start=tmp_path, env={}, lease=True).lease is True
+
+
+def test_one_heartbeat_thread_renews_every_lease_of_a_store(tmp_path):
+    """No thread start and join per lease (per trial of a search: milliseconds each on a
+    loaded machine): one thread per store renews all leases held, each until released."""
+    import threading
+
+    before = set(threading.enumerate())
+    store = Store(tmp_path / "store")
+    leasing = Leasing(ttl=0.3)
+    keys = ["xxh3:" + c * 32 for c in "abc"]
+    first = store.leases.try_acquire("s", keys[0], leasing)
+    first.release()
+    held = [store.leases.try_acquire("s", k, leasing) for k in keys[1:]]
+    beating = [t for t in set(threading.enumerate()) - before if t.name == "pipeline-lease-heartbeat"]
+    assert len(beating) == 1, [t.name for t in set(threading.enumerate()) - before]
+    time.sleep(0.6)  # two ttls: alive only if renewed
+    for k, lease in zip(keys[1:], held):
+        assert store.leases.holder("s", k).state() == "live" and not lease.lost
+        lease.release()
+        assert store.leases.holder("s", k) is None
+    assert store.leases.holder("s", keys[0]) is None
+    locks.IDLE_SECONDS = 0.2  # (the thread reads it each time it falls idle)
+    try:
+        again = store.leases.try_acquire("s", keys[0], leasing)
+        again.release()
+        beating[0].join(timeout=10)
+        assert not beating[0].is_alive(), "an idle heartbeat thread never ended"
+    finally:
+        locks.IDLE_SECONDS = 5.0

@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -521,12 +522,16 @@ def test_unchanged_global_rng_streams_reuse_their_object_changed_ones_are_writte
         again.close()
 
 
-def test_background_writes_of_one_checkpointer_run_in_one_thread_that_close_stops(store):
-    """No thread start per save (it cost the training loop up to 37 ms on a loaded machine)."""
+def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
+    """No thread start per save (it cost the training loop up to 37 ms on a loaded machine),
+    nor per Checkpointer (a search's trials, one after another): a closed writer's thread
+    serves the next writer, and ends once idle for IDLE_SECONDS."""
     import threading
 
+    from pipeline.training import writer as writers
     from pipeline.training.writer import Writer
 
+    monkeypatch.setattr(writers, "IDLE_SECONDS", 0.3)
     writer = Writer(Background())
     threads = []
     for _ in range(3):
@@ -534,7 +539,15 @@ def test_background_writes_of_one_checkpointer_run_in_one_thread_that_close_stop
     writer.wait()
     assert len(threads) == 3 and threads[0] is threads[1] is threads[2] is not threading.main_thread()
     writer.close()
-    assert not threads[0].is_alive()
+    deadline = time.monotonic() + 10
+    while writers._idle == 0 and time.monotonic() < deadline:  # the thread reads the stop after close returns
+        time.sleep(0.01)
+    following = Writer(Background())
+    following.submit("job", lambda: threads.append(threading.current_thread()))
+    following.close()
+    assert threads[-1] is threads[0], "the next writer started a thread of its own"
+    threads[0].join(timeout=10)
+    assert not threads[0].is_alive(), "an idle writer thread never ended"
 
     dropped = Writer(Background())  # never closed: its thread ends once the writer is collected
     dropped.submit("job", lambda: threads.append(threading.current_thread()))
