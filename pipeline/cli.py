@@ -124,7 +124,7 @@ def _show_search(s: Any, name: str, manifests: list[Any], key: str | None) -> No
     """The search named ``name`` the question is about (the latest run's, or ``key``'s): its
     trials in order, which search it is and why, and its best; without a search index (stores
     written before it existed), every trial result of that name."""
-    from .tuning import which_search
+    from .search_records import which_search
 
     ref = which_search(s, name, key=key)
     if ref is None or ref.index is None:
@@ -142,7 +142,7 @@ def _show_search(s: Any, name: str, manifests: list[Any], key: str | None) -> No
 
 
 def _show_trial_results(s: Any, name: str, manifests: list[Any], ref: Any) -> None:
-    from .tuning import trial_facts
+    from .search_records import trial_facts
 
     rows = []
     for m in sorted(manifests, key=lambda m: m.created):

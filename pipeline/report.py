@@ -26,10 +26,10 @@ from typing import Any, Iterable
 from .errors import ConfigError
 from .history import RunRecord, find_run, training_of
 from .runs import trial_events
+from .search_records import search_index
 from .store import Store
 from .store.layout import component as safe_name
 from .tracking import TrainingResult
-from .tuning import search_index
 from .units import size
 
 HIT, MISS, BEST = "#2e7d32", "#ef6c00", "#c62828"

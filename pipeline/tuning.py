@@ -41,7 +41,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from .cache import CachedStage, StageCache, current_stage
 from .context import current, current_store, open_store
@@ -49,11 +49,21 @@ from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
 from .fingerprint.code import remembering_code
 from .keys import search_key as search_key_of
-from .runs import record_trial, run_summaries
+from .runs import record_trial
 from .samplers import check_train_fn, distributions, make_sampler
-from .store import DictNode, Manifest, Store
+from .search_records import (
+    FACTS,
+    commit_best,
+    load_best,
+    search_index,
+    search_indexes,
+    trial_facts,
+    trials_of,
+    which_search,
+    write_index,
+)
+from .store import Manifest, Store
 from .store.checkpoints import free_objects
-from .store.tree import part
 from .training.policies import EarlyStopping
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
@@ -68,8 +78,6 @@ FREE_EVERY = 30.0
 checkpoints (and at least 20 times the last sweep took: a sweep reads every manifest of the
 store). Each sweep is gc's set-aside protocol; one per search run at its end too. A killed
 run leaves what it had not freed yet to ``gc`` (unreferenced objects, never a result's)."""
-FACTS = "trial"
-"""The key of a trial manifest's ``extra`` that holds its facts (a TrialFacts as JSON)."""
 MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 
 
@@ -324,7 +332,7 @@ class _SearchRun:
                 "used_by": used_by}  # fmt: skip
 
     def _flush_index(self) -> None:
-        _write_index(self.store, self.search.name, self.key, self.index, self.records)
+        write_index(self.store, self.search.name, self.key, self.index, self.records)
         self._index_written, self._index_dirty = time.monotonic(), False
 
     def _batch(self) -> int:
@@ -413,7 +421,7 @@ class _SearchRun:
             if len(self.records) >= s.n_trials:
                 break
         if self.best is not None:
-            _commit_best(self.store, s.name, self.key, self.best)
+            commit_best(self.store, s.name, self.key, self.best)
             self._flush_index()
 
     def _finish(self, trial: Any, outcome: Any, seconds: float) -> None:
@@ -443,7 +451,7 @@ class _SearchRun:
             forced = self.running is not None and self.running.forced  # a forced search replaces its old best
             improves = previous is None or self.sign * record.value < self.sign * previous  # a replay rewrites nothing
             if forced or improves:
-                _commit_best(self.store, self.search.name, self.key, self.best)
+                commit_best(self.store, self.search.name, self.key, self.best)
         if self.running is not None:
             record_trial(self.store, self.running.run_id, self.search.name, record)
         self._index_dirty = True
@@ -515,18 +523,6 @@ def _compatible_trials(
     return out
 
 
-def trial_facts(store: Store, trial: Manifest) -> TrialFacts | None:
-    """The facts of a committed trial (None: unreadable, or not a trial record)."""
-    try:
-        doc = trial.extra.get(FACTS)
-        if doc is None:  # a trial committed before its facts moved into its manifest
-            parts = store.load(part(trial.outputs, "record"))
-            doc = parts.get("record", parts)
-        return TrialFacts.from_json(doc)
-    except (PipelineError, KeyError, ValueError, TypeError, AttributeError):
-        return None
-
-
 def _drop_checkpoints(store: Store, trial: Manifest) -> dict[str, int]:
     """Delete the epoch checkpoints of a committed trial (its result holds what counts); the
     objects they referenced, to be freed."""
@@ -535,106 +531,6 @@ def _drop_checkpoints(store: Store, trial: Manifest) -> dict[str, int]:
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:
     return {k: repr(v) for k, v in sorted(dists.items())}
-
-
-def _commit_best(store: Store, name: str, search_key: str, best: Best) -> None:
-    """Atomically replace the "best so far" record of a search: one manifest whose outputs
-    are the best trial's result objects (already in the store: nothing is pickled again)."""
-    import datetime as dt
-
-    store.commit(
-        Manifest(
-            stage=f"{name}.best",
-            key=search_key,
-            outputs=DictNode.of({"trial": best.tree}),
-            created=dt.datetime.now(dt.UTC).isoformat(),
-            kind="best",
-            extra={"params": best.params, "value": best.value, "trial": best.trial},
-        )
-    )
-
-
-def _write_index(store: Store, name: str, search_key: str, meta: dict[str, Any], records: list[TrialRecord]) -> None:
-    """The search's trial table as this run left it (``python -m pipeline show <name>``).
-
-    Informational, like run events: rewritten without fsync after the first finished trial,
-    then at most every ``INDEX_EVERY`` seconds and when the run ends (a SIGKILLed run's table
-    may miss its last second of trials until the next run replays them); the trials themselves
-    are the committed stage results."""
-    rows = [{"trial": t.number, "params": t.params, "value": t.value, "state": t.state, "source": t.source,
-             "reason": t.reason} for t in sorted(records, key=lambda t: t.number)]  # fmt: skip
-    doc = {**meta, "updated": time.time(), "trials": rows}
-    store.searches.write_index(name, search_key, doc)
-
-
-def search_index(store: Store, name: str) -> dict[str, Any] | None:
-    """The trial table of the newest search named ``name`` (None: no search wrote one)."""
-    return store.searches.newest_index(name)
-
-
-def search_indexes(store: Store, name: str) -> list[dict[str, Any]]:
-    """The trial tables of every search named ``name``, the most recently updated first."""
-    return store.searches.indexes(name)
-
-
-def which_search(store: Store | str, name: str = "tune", *, key: str | None = None) -> SearchRef | None:
-    """The search named ``name`` that a question is about, and why that one.
-
-    With ``key`` (a search key, or a prefix of its hex digits): that search. Else the search
-    the latest run used — the run that trained or replayed its trials, or that served the
-    stage running it from the store — going back run by run to the latest one that used a
-    search of this name. Without run records: the most recently updated search. None: there
-    is no search of that name."""
-    store = _open_store(store)
-    docs = search_indexes(store, name)
-    if key is not None:
-        return _search_by_key(store, name, key, docs)
-    for n, run in enumerate(run_summaries(store) if docs else ()):
-        run_id = run.get("run_id")
-        stages = {(e.get("stage"), e.get("key")) for e in run["stages"]}
-        for doc in docs:
-            used_by = {tuple(u) for u in doc.get("used_by", []) if isinstance(u, list) and len(u) == 2}
-            if doc.get("run_id") == run_id or used_by & stages:
-                why = f"used by the latest run {run_id}" if n == 0 else f"used by run {run_id}, the latest using one"
-                return SearchRef(name, doc["key"], why, run_id, doc)
-    if docs:
-        return SearchRef(name, docs[0]["key"], "the most recently updated search; no run record names one", None,
-                         docs[0])  # fmt: skip
-    best = store.latest(f"{name}.best")  # a store written before search indexes existed
-    return None if best is None else SearchRef(name, best.key, "the newest best-so-far record", None, None)
-
-
-def _search_by_key(store: Store, name: str, key: str, docs: list[dict[str, Any]]) -> SearchRef:
-    digest = key.partition(":")[2] if key.startswith("xxh3:") else key
-    keys: dict[str, Any] = {m.key: None for m in store.manifests(f"{name}.best")}
-    keys.update({d["key"]: d for d in docs})
-    matches = [k for k in keys if k.partition(":")[2].startswith(digest)] if digest else []
-    if not matches:
-        known = ", ".join(sorted(k[:17] for k in keys)) or "none"
-        raise ConfigError(f"no search {name!r} with key {key!r} in {store.url} (its searches: {known})")
-    if len(matches) > 1:
-        raise ConfigError(f"search key prefix {key!r} is ambiguous ({len(matches)} searches named {name!r})")
-    return SearchRef(name, matches[0], "named by key", None, keys[matches[0]])
-
-
-def load_best(store: Store | str, name: str = "tune", *, key: str | None = None) -> Best | None:
-    """The best-so-far record of the search ``which_search(store, name, key=key)`` picks (the
-    latest run's, unless ``key`` names one), with its model; ``.search`` says which search."""
-    store = _open_store(store)
-    ref = which_search(store, name, key=key)
-    manifest = None if ref is None else store.manifest(f"{name}.best", ref.key)
-    if manifest is None:
-        return None
-    extra = manifest.extra
-    loaded = store.load(manifest.outputs)
-    model = loaded["trial"]["model"] if "trial" in loaded else loaded.get("model")
-    return Best(dict(extra.get("params") or {}), extra.get("value"), extra.get("trial"), model, manifest.outputs, ref)
-
-
-def trials_of(store: Store | str, name: str = "tune") -> Iterable[Manifest]:
-    """Manifests of every trial of search ``name`` in the store."""
-    store = open_store(store)
-    return store.manifests(f"{name}.trial")
 
 
 __all__ = ["Search", "tune", "TrialCheckpointing", "SearchResult", "TuneResult", "TrialRecord", "Best", "SearchRef",

@@ -34,6 +34,7 @@ RANK: dict[str, float] = {
     "training": 4,
     "samplers": 4.2,
     "trials": 4.3,
+    "search_records": 4.4,
     "tuning": 4.5,
     "tracking": 4.6,
     "history": 4.65,
