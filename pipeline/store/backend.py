@@ -392,7 +392,7 @@ class LocalBackend:
         component from the root with ``O_NOFOLLOW`` (so no symbolic link is followed and no path
         is looked up again). A file not found that way is looked up again by its path: its
         directory may have been replaced since it was opened. ``sizes``: the size each file is
-        expected to have (a hint that saves a ``fstat`` each; a file of another size is read
+        expected to have at most (a hint that saves a ``fstat`` each; a larger file is read
         whole all the same)."""
         dirs: dict[str, int] = {}
         expect = sizes.get if sizes is not None else _no_size
@@ -497,12 +497,14 @@ def _read_fd(fd: int, expected: int | None = None) -> Any:
     """The bytes of the open file ``fd`` (closed here): plain bytes when small; large files
     memory-mapped (zero-copy) with MADV_SEQUENTIAL: they are read front to back (checksum,
     then decode), and the kernel's aggressive readahead makes a cold read markedly faster
-    than default paging. ``expected``: the size the file should have; a small file of that
-    size is read by one ``read`` (no ``fstat``); any other is read as if none was given."""
+    than default paging. ``expected``: the size the file should have (at most); a small file
+    of that size or less is read by one ``read`` (no ``fstat``: a read of a regular file that
+    returns fewer bytes than asked for has reached its end); any other is read as if none was
+    given."""
     if expected is not None and expected < 1 << 20:
         try:
             data = os.read(fd, expected + 1)
-            if len(data) == expected:  # all of it: one more byte was asked for, none came
+            if len(data) <= expected:  # all of it: more was asked for than came
                 os.close(fd)
                 return data
             os.lseek(fd, 0, os.SEEK_SET)  # another size than expected: read it as any other

@@ -148,16 +148,22 @@ def _new(cls: type[Manifest], fields: dict[str, Any]) -> Manifest:
 
 
 def _components(raw: Any) -> tuple[Component, ...]:
-    """``read_components`` for the shape manifests are written in (a list of lists of three
-    strings), checked by C-level passes; any other shape is read by ``read_components``."""
-    if (
+    """``read_components`` for the shape manifests are written in (``plain_components``);
+    any other shape is read by ``read_components``."""
+    if plain_components(raw):
+        return tuple([_tuple(Component, c) for c in raw])  # Component._make, less its length check
+    return read_components(raw)
+
+
+def plain_components(raw: Any) -> bool:
+    """True when ``raw`` is code components in the shape manifests are written in (a list of
+    lists of three strings), checked by C-level passes."""
+    return (
         type(raw) is list
         and set(map(type, raw)) <= _LIST
         and set(map(len, raw)) <= _THREE
         and set(map(type, itertools.chain.from_iterable(raw))) <= _STR
-    ):
-        return tuple([_tuple(Component, c) for c in raw])  # Component._make, less its length check
-    return read_components(raw)
+    )
 
 
 _LIST, _THREE, _STR = frozenset([list]), frozenset([3]), frozenset([str])

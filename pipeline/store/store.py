@@ -23,8 +23,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError
 from ..fingerprint import fingerprint
-from ..progress_bar import track
-from . import layout, listing
+from . import layout, listing, verify_scan
 from .backend import LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import CODECS, _is_jsonable
@@ -41,7 +40,6 @@ from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves, named_objec
 STORE_FORMAT = 1
 _NO_VALUE: Any = object()
 _COMMIT_ATTEMPTS = 4
-_VERIFY_GROUP = 256 << 20
 _OUTPUTS = b'\n "outputs": '
 """How a manifest's ``outputs`` member starts as ``Manifest.to_json`` writes it (indent 1, so
 only a top-level member follows a newline and exactly one space; strings hold no newline)."""
@@ -103,25 +101,6 @@ def configured_sealer() -> Sealer:
     """The signing key's HMAC sealer when one is configured, else the plain checksum."""
     key = settings().signing_secret()
     return CHECKSUM if key is None else _hmac(key)
-
-
-_Named = tuple[str, str, "int | None", Tree]
-"""(stage, key, step, outputs) of a manifest ``verify`` checked."""
-
-
-def _named_users(failed: list[tuple[str, str]], manifests: list[_Named]) -> Iterator[Problem]:
-    """A Problem for each ``(kind, object id)`` in ``failed``, with the (stage, key, step) of
-    every manifest in ``manifests`` that references the object (looked up only when one failed)."""
-    if not failed:
-        return
-    wanted = {oid for _kind, oid in failed}
-    users: dict[str, list[tuple[str, str, int | None]]] = {}
-    for stage, key, step, outputs in manifests:
-        for leaf in leaves(outputs):
-            if leaf.object in wanted:
-                users.setdefault(leaf.object, []).append((stage, key, step))
-    for kind, oid in failed:
-        yield Problem(kind, oid, tuple(users.get(oid, ())))
 
 
 def _named_objects(raw: Any) -> Iterator[tuple[str, str]]:
@@ -456,22 +435,25 @@ class Store:
         found = (rel for root in layout.MANIFEST_ROOTS for rel in self._backend.list(root))
         return sorted(rel for rel in found if rel.endswith(".json"))
 
-    def _read_manifests(self) -> Iterator[tuple[str, Any]]:
-        """``(path, bytes)`` of every manifest file (many read at once on remote backends).
+    def _read_manifests(self, rels: Sequence[str] | None = None) -> Iterator[tuple[str, Any]]:
+        """``(path, bytes)`` of every manifest file, or of those at ``rels`` (many read at once
+        on remote backends).
         One deleted since it was listed is skipped; a symbolic link yields its SymlinkRefused;
         any other failure to read one is raised: nothing may be concluded without it."""
-        for rel, raw in self._backend.read_many(self._manifest_paths()):
+        for rel, raw in self._backend.read_many(self._manifest_paths() if rels is None else rels):
             if isinstance(raw, FileNotFoundError):
                 continue
             if isinstance(raw, BaseException) and not isinstance(raw, SymlinkRefused):
                 raise raw
             yield rel, raw
 
-    def _walk(self, quarantine: bool) -> Iterator[tuple[str, Manifest | None, Unverified | None]]:
-        """Every manifest path with its manifest: checked; one that is kept but not served
-        (format 1, or a seal this store can't judge) as it says, with the reason; None when
-        damaged (quarantined when ``quarantine``)."""
-        for rel, raw in self._read_manifests():
+    def _walk(
+        self, quarantine: bool, rels: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, Manifest | None, Unverified | None]]:
+        """Every manifest path (or those of ``rels``) with its manifest: checked; one that is
+        kept but not served (format 1, or a seal this store can't judge) as it says, with the
+        reason; None when damaged (quarantined when ``quarantine``)."""
+        for rel, raw in self._read_manifests(rels):
             try:
                 if isinstance(raw, SymlinkRefused):
                     raise ValueError(str(raw))
@@ -502,13 +484,27 @@ class Store:
         except (OSError, StoreError, ValueError, TypeError, AttributeError):
             return None
 
-    def verify(self) -> VerifyReport:
-        """Check every manifest and re-hash every object they reference; quarantine what fails."""
-        referenced: dict[str, Leaf] = {}
-        checked: list[_Named] = []
+    def verify(self, *, workers: int | None = None) -> VerifyReport:
+        """Check every manifest and re-hash every object they reference; quarantine what fails.
+
+        The lean pass (``pipeline.store.verify_scan``; on a large local store split over
+        ``workers`` worker processes, None: as many as pay) vouches for the manifests and
+        objects that are fine; whatever it can't vouch for is judged here by the full checks."""
+        shares = verify_scan.scan_all(self._backend, self._sealer, self._manifest_paths(), workers)
+        ok_paths: set[str] = set()
+        to_check: dict[str, str] = {}  # object path -> id, checked again here
+        users: dict[str, list[tuple[str, tuple[str, str, int | None]]]] = {}
+        n_manifests = sum(share.fine for share in shares)
+        for share in shares:
+            ok_paths.update(share.ok)
+            for path in share.failed:
+                to_check[path] = layout.object_id(path) or ""
+            for path, named in share.users.items():
+                users.setdefault(path, []).extend(named)
         problems: list[Problem] = []
-        n_manifests = bad = unverified = unsigned = 0
-        for rel, m, unserved in self._walk(quarantine=True):
+        bad = unverified = unsigned = 0
+        slow = sorted(rel for share in shares for rel in share.slow)
+        for rel, m, unserved in self._walk(quarantine=True, rels=slow):
             if isinstance(unserved, Unsigned):
                 unsigned += 1
             if m is None:
@@ -520,23 +516,22 @@ class Store:
                 unverified += 1
             elif unserved is None:
                 n_manifests += 1
-            checked.append((m.stage, m.key, m.step, m.outputs))
             for leaf in leaves(m.outputs):
-                referenced[leaf_path(leaf)] = leaf
-        ok = corrupt = missing = 0
+                path = leaf_path(leaf)
+                users.setdefault(path, []).append((rel, (m.stage, m.key, m.step)))
+                if path not in ok_paths:
+                    to_check[path] = leaf.object
+        ok_paths.difference_update(to_check)  # (found failed by one share, fine by another: checked again)
+        referenced = ok_paths | to_check.keys()
+        ok, corrupt, missing = len(ok_paths), 0, 0
         failed: list[tuple[str, str]] = []  # (kind, object id), named with their users below
-        reads = self._read_objects(referenced)
-        for rel, buf in track(reads, "verify", total=len(referenced), unit="objects"):  # a bar if it proves long
-            if type(buf) is bytes:  # the common case (a small object read whole) first
-                if checksum(buf) == referenced[rel].object:
-                    ok += 1
-                    continue
-            elif isinstance(buf, FileNotFoundError):
+        for rel, buf in self._backend.read_many(sorted(to_check)):
+            if isinstance(buf, FileNotFoundError):
                 try:
                     buf = self._objects._read(rel)  # a gc sweep may have set it aside: put back
                 except FileNotFoundError:
                     missing += 1
-                    failed.append(("missing", referenced[rel].object))
+                    failed.append(("missing", rel))
                     continue
                 except IntegrityError:
                     buf = None
@@ -544,14 +539,15 @@ class Store:
                 buf = None
             elif isinstance(buf, BaseException):
                 raise buf
-            if buf is not None and checksum(buf) == referenced[rel].object:
+            if buf is not None and checksum(buf) == to_check[rel]:
                 ok += 1
             else:
                 corrupt += 1
                 del buf
                 self._objects.quarantine(rel)
-                failed.append(("corrupt", referenced[rel].object))
-        problems.extend(_named_users(failed, checked))
+                failed.append(("corrupt", rel))
+        for kind, rel in failed:  # each with every result that uses it, in manifest path order
+            problems.append(Problem(kind, to_check[rel], tuple(who for _m, who in sorted(users.get(rel, ())))))
         present = [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)]
         return VerifyReport(
             manifests=n_manifests,
@@ -566,20 +562,6 @@ class Store:
             unsigned=unsigned,
             problems=tuple(problems),
         )
-
-    def _read_objects(self, leaves_at: dict[str, Leaf]) -> Iterator[tuple[str, Any]]:
-        """``(path, bytes or the exception)`` of each object, in path order, read many at once
-        in groups of at most ``_VERIFY_GROUP`` bytes (so a remote read-ahead stays bounded)."""
-        group: list[str] = []
-        size = 0
-        sizes = {rel: leaf.bytes for rel, leaf in leaves_at.items()}  # (each read needs no stat)
-        for rel in sorted(leaves_at):
-            if group and size + sizes[rel] > _VERIFY_GROUP:
-                yield from self._backend.read_many(group, sizes)
-                group, size = [], 0
-            group.append(rel)
-            size += sizes[rel]
-        yield from self._backend.read_many(group, sizes)
 
     def remove_dead_temps(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone; how many."""

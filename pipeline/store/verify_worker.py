@@ -1,0 +1,22 @@
+"""A worker process of ``verify``'s lean pass (``pipeline.store.verify_scan``): reads
+``(store root, sealer, manifest paths)`` pickled from stdin, writes the Share it found
+pickled to stdout. Started by ``verify_scan`` as a fresh interpreter, never forked."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+from .backend import LocalBackend
+from .verify_scan import scan
+
+
+def main() -> None:
+    root, sealer, rels = pickle.load(sys.stdin.buffer)
+    share = scan(LocalBackend(root, fsync=False), sealer, rels)
+    sys.stdout.buffer.write(pickle.dumps(share, pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    main()
