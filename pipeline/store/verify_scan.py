@@ -74,8 +74,8 @@ class _Guess(Mapping[str, int]):
         return 0
 
 
-def judge(rel: str, raw: Any, sealer: _seal.Sealer) -> tuple[Who, list[tuple[str, str, int]]] | None:
-    """``((stage, key, step), [(object path, object id, bytes)…])`` of the manifest ``raw``
+def judge(rel: str, raw: Any, sealer: _seal.Sealer) -> tuple[Who, tuple[tuple[str, str, int], ...]] | None:
+    """``((stage, key, step), ((object path, object id, bytes)…))`` of the manifest ``raw``
     (the bytes read from ``rel``) when the full check would serve it; None when it can't
     tell cheaply (then the full check judges it)."""
     if type(raw) is not bytes or not raw.startswith(b'{"seal": "'):
@@ -97,7 +97,9 @@ def judge(rel: str, raw: Any, sealer: _seal.Sealer) -> tuple[Who, list[tuple[str
             return None
     except (ValueError, TypeError, KeyError):
         return None
-    return (stage, key, step), [(leaf_path(leaf), leaf.object, leaf.bytes) for leaf in leaves(tree)]
+    # (tuples of strings and numbers only: the cyclic GC stops tracking them, so that holding
+    # 100k of them does not make each of its collections longer)
+    return (stage, key, step), tuple([(leaf_path(leaf), leaf.object, leaf.bytes) for leaf in leaves(tree)])
 
 
 def read_grouped(backend: Backend, sizes: Mapping[str, int]) -> Iterator[tuple[str, Any]]:
@@ -117,7 +119,7 @@ def read_grouped(backend: Backend, sizes: Mapping[str, int]) -> Iterator[tuple[s
 def scan(backend: Backend, sealer: _seal.Sealer, rels: Sequence[str]) -> Share:
     """The lean pass over the manifests at ``rels`` and the objects the fine ones name."""
     share = Share()
-    named: list[tuple[str, Who, list[tuple[str, str, int]]]] = []
+    named: list[tuple[str, Who, tuple[tuple[str, str, int], ...]]] = []
     objects: dict[str, str] = {}
     sizes: dict[str, int] = {}
     for rel, raw in backend.read_many(rels, _Guess()):
