@@ -4,9 +4,11 @@ done, so without the CLI's import floor), side by side with the code before. A s
 For an existing store (build one with ``bench_store_scale.build``: ``--build N``), each round
 runs, for the code before (``--baseline DIR``, a source tree) and this tree, interleaved, one
 fresh process that times ``Store.newest()`` (the page ``ls`` shows, best of 3), ``gc(store,
-dry_run=True)`` (best of 2) and ``Store.verify()`` (once): CPU seconds (``time.process_time``)
-and wall seconds. Directory listings are kept in a fresh place for the run
-(``PIPELINE_LISTING_CACHE``); one untimed ``newest()`` first keeps them.
+dry_run=True)`` (best of 2) and ``Store.verify()`` (once; and for code whose verify takes
+``workers``, ``verify(workers=0)``: the lean pass in one process): CPU seconds (the process's
+and its worker processes') and wall seconds, and verify's results/s and GB/s read. Directory
+listings are kept in a fresh place for the run (``PIPELINE_LISTING_CACHE``); one untimed
+``newest()`` first keeps them.
 
     python benchmarks/bench_store_ops.py --store /tmp/s100k [--build 100000] --baseline /tmp/base [--rounds 2]
 """
@@ -24,20 +26,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _CHILD = r"""
-import json, sys, time
+import inspect, json, resource, sys, time
 from pipeline import Store
 from pipeline.store.retention import gc
 s = Store(sys.argv[1], create=False)
 s.newest()
+def cpu():  # this process and its finished children (verify's worker processes)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
 def best(f, n):
     out = []
     for _ in range(n):
-        c, w = time.process_time(), time.perf_counter()
+        c, w = cpu(), time.perf_counter()
         f()
-        out.append((time.process_time() - c, time.perf_counter() - w))
+        out.append((cpu() - c, time.perf_counter() - w))
     return min(out)
-print(json.dumps({"ls page": best(s.newest, 3), "gc --dry-run": best(lambda: gc(s, dry_run=True), 2),
-                  "verify": best(s.verify, 1)}))
+found = {"ls page": best(s.newest, 3), "gc --dry-run": best(lambda: gc(s, dry_run=True), 2)}
+found["verify"] = best(s.verify, 1)
+if "workers" in inspect.signature(s.verify).parameters:  # the lean pass in this process alone
+    found["verify (one process)"] = best(lambda: s.verify(workers=0), 1)
+print(json.dumps(found))
 """
 
 
@@ -67,11 +75,31 @@ def main() -> None:
     print("| operation | before CPU s (median) | after CPU s (median) | after / before CPU | before wall s "
           "| after wall s |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for op in ("ls page", "gc --dry-run", "verify"):
-        b, n = found[(op, "before")], found[(op, "after")]
+    for op in ("ls page", "gc --dry-run", "verify", "verify (one process)"):
+        b, n = found.get((op, "before"), found[("verify", "before")]), found.get((op, "after"))
+        if n is None:
+            continue
         bc, nc = statistics.median(c for c, _ in b), statistics.median(c for c, _ in n)
         bw, nw = statistics.median(w for _, w in b), statistics.median(w for _, w in n)
         print(f"| `{op}` | {bc:.3f} | {nc:.3f} | {nc / bc:.2f}x | {bw:.2f} | {nw:.2f} |")
+    results, size = _volume(a.store)
+    print(f"\n`verify` reads {results} manifests and their objects, {size / 1e9:.3f} GB: ", end="")
+    for label in ("before", "after"):
+        w = statistics.median(w for _, w in found[("verify", label)])
+        print(f"{label} {results / w:,.0f} results/s, {size / 1e9 / w:.3f} GB/s; ", end="")
+    print("(CPU: the process and its worker processes)")
+
+
+def _volume(store: Path) -> tuple[int, int]:
+    """(manifests, bytes of manifests + objects) of a local store."""
+    n = size = 0
+    for top in ("stages", "checkpoints", "objects"):
+        for folder, _dirs, files in os.walk(store / top):
+            if os.path.basename(folder) == "tmp":
+                continue
+            n += top != "objects" and sum(f.endswith(".json") for f in files)
+            size += sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+    return n, size
 
 
 if __name__ == "__main__":
