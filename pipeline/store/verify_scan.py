@@ -159,14 +159,15 @@ def workers_for(backend: Backend, n: int) -> int:
     """How many worker processes a lean pass over ``n`` manifests of ``backend`` takes: none
     unless the store is local, large enough to pay for their start-up, and the machine has
     a core to spare (its 1-minute load average below its number of cores)."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if not isinstance(backend, LocalBackend) or cores < 2 or n < 2 * MIN_SHARE:
         return 0
     try:
-        spare = cores - os.getloadavg()[0]
+        if os.getloadavg()[0] >= cores:  # busy: another process would only take turns with this one
+            return 0
     except OSError:
-        spare = cores - 1
-    return max(0, min(MAX_WORKERS, cores - 1, int(spare + 0.5), n // MIN_SHARE - 1))
+        pass
+    return max(0, min(MAX_WORKERS, cores - 1, n // MIN_SHARE - 1))
 
 
 def scan_all(backend: Backend, sealer: _seal.Sealer, rels: Sequence[str], workers: int | None = None) -> list[Share]:
