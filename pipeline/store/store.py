@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -490,7 +491,12 @@ class Store:
         The lean pass (``pipeline.store.verify_scan``; on a large local store split over
         ``workers`` worker processes, None: as many as pay) vouches for the manifests and
         objects that are fine; whatever it can't vouch for is judged here by the full checks."""
-        shares = verify_scan.scan_all(self._backend, self._sealer, self._manifest_paths(), workers)
+        # The objects in place (to count orphans) are listed meanwhile: on S3 that is a request
+        # per fan-out folder, hundreds of them.
+        with ThreadPoolExecutor(1, thread_name_prefix="verify-list") as lister:
+            listing = lister.submit(lambda: [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)])
+            shares = verify_scan.scan_all(self._backend, self._sealer, self._manifest_paths(), workers)
+            present = listing.result()
         ok_paths: set[str] = set()
         to_check: dict[str, str] = {}  # object path -> id, checked again here
         users: dict[str, list[tuple[str, tuple[str, str, int | None]]]] = {}
@@ -548,7 +554,6 @@ class Store:
                 failed.append(("corrupt", rel))
         for kind, rel in failed:  # each with every result that uses it, in manifest path order
             problems.append(Problem(kind, to_check[rel], tuple(who for _m, who in sorted(users.get(rel, ())))))
-        present = [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)]
         return VerifyReport(
             manifests=n_manifests,
             ok=ok,
