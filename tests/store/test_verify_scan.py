@@ -74,6 +74,7 @@ def _variants(store: Store, m: Manifest) -> dict[str, bytes]:
     tweak("components not a list", code_components="x")
     tweak("components of ints", code_components=[[1, 2, 3]])
     tweak("components empty", code_components=[])
+    tweak("no components", code_components=KeyError)
     tweak("components plain", code_components=[["code", "m.f", "xxh3:" + "0" * 32]])
     tweak("extra member", surprise={"a": 1})
     tweak("another key", key="xxh3:" + "f" * 32)
