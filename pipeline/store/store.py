@@ -499,12 +499,14 @@ class Store:
             present = listing.result()
         ok_paths: set[str] = set()
         to_check: dict[str, str] = {}  # object path -> id, checked again here
+        sizes: dict[str, int] = {}  # (what each should be, for the read-ahead; a failed one: unknown)
         users: dict[str, list[tuple[str, tuple[str, str, int | None]]]] = {}
         n_manifests = sum(share.fine for share in shares)
         for share in shares:
             ok_paths.update(share.ok)
             for path in share.failed:
                 to_check[path] = layout.object_id(path) or ""
+                sizes[path] = verify_scan.GROUP
             for path, named in share.users.items():
                 users.setdefault(path, []).extend(named)
         problems: list[Problem] = []
@@ -527,11 +529,12 @@ class Store:
                 users.setdefault(path, []).append((rel, (m.stage, m.key, m.step)))
                 if path not in ok_paths:
                     to_check[path] = leaf.object
+                    sizes.setdefault(path, leaf.bytes)
         ok_paths.difference_update(to_check)  # (found failed by one share, fine by another: checked again)
         referenced = ok_paths | to_check.keys()
         ok, corrupt, missing = len(ok_paths), 0, 0
         failed: list[tuple[str, str]] = []  # (kind, object id), named with their users below
-        for rel, buf in self._backend.read_many(sorted(to_check)):
+        for rel, buf in verify_scan.read_grouped(self._backend, sizes):
             if isinstance(buf, FileNotFoundError):
                 try:
                     buf = self._objects._read(rel)  # a gc sweep may have set it aside: put back
