@@ -181,7 +181,12 @@ def scan_all(backend: Backend, sealer: _seal.Sealer, rels: Sequence[str], worker
     cut = [len(rels) * i // (n + 1) for i in range(n + 2)]
     parts = [rels[cut[i] : cut[i + 1]] for i in range(n + 1)]
     started = [_Worker(backend.root, sealer, part) for part in parts[1:]]
-    shares = [scan(backend, sealer, parts[0])]
+    try:
+        shares = [scan(backend, sealer, parts[0])]
+    except BaseException:
+        for worker in started:
+            worker.stop()
+        raise
     for worker, part in zip(started, parts[1:]):
         got = worker.result()
         if isinstance(got, Share):
@@ -193,15 +198,17 @@ def scan_all(backend: Backend, sealer: _seal.Sealer, rels: Sequence[str], worker
 
 
 class _Worker:
-    """``python -m pipeline.store.verify_worker`` over one share, started (not forked: a fresh
-    interpreter that imports the store) and fed its share through its stdin."""
+    """``pipeline.store.verify_worker`` over one share, in a fresh interpreter (started, not
+    forked: it imports the store itself) fed its share through its stdin."""
 
     def __init__(self, root: str, sealer: _seal.Sealer, rels: Sequence[str]) -> None:
         self._out: tuple[bytes, bytes] | BaseException = OSError("no result")
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
         try:
             data = pickle.dumps((root, sealer, list(rels)), pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # noqa: BLE001 - a sealer that does not pickle: done here
-            self._out, self._thread = e, None
+            self._out = e
             return
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         code = (
@@ -209,12 +216,12 @@ class _Worker:
         )
         env = {**os.environ, "PIPELINE_PROGRESS": "0"}
         try:
-            self._proc: subprocess.Popen | None = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, close_fds=True,
             )  # fmt: skip
         except OSError as e:
-            self._out, self._proc, self._thread = e, None, None
+            self._out = e
             return
         self._thread = threading.Thread(target=self._talk, args=(data,), name="verify-worker", daemon=True)
         self._thread.start()
@@ -224,6 +231,13 @@ class _Worker:
             self._out = self._proc.communicate(data)  # type: ignore[union-attr]
         except BaseException as e:  # noqa: BLE001 - reported by result()
             self._out = e
+
+    def stop(self) -> None:
+        """Kill the worker (its result is not wanted any more)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        if self._thread is not None:
+            self._thread.join()
 
     def result(self) -> Share | str:
         """The worker's Share, or what went wrong."""

@@ -196,3 +196,20 @@ def test_workers_are_used_only_for_large_local_stores(tmp_path):
     assert verify_scan.workers_for(store._backend, verify_scan.MIN_SHARE) == 0
     assert verify_scan.workers_for(Store("memory://verify-scan")._backend, 10**6) == 0
     assert verify_scan.workers_for(store._backend, 10**6) <= min(verify_scan.MAX_WORKERS, (os.cpu_count() or 1) - 1)
+
+
+class _DiesInTheWorker(Checksum):
+    """The plain checksum here; unpickled in a worker process, it ends that process (exit 3)."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def test_a_worker_process_that_dies_leaves_its_share_to_this_process(tmp_path):
+    store = Store(tmp_path / "store", sealer=_DiesInTheWorker())
+    ms = [_commit(store, {"i": i}, "s", i) for i in range(10)]
+    flip_byte(store, object_rel(ms[-1].outputs))  # in the dead worker's share
+    with pytest.warns(UserWarning, match=r"verify worker process failed \(exit code 3\)"):
+        report = store.verify(workers=1)
+    assert (report.manifests, report.ok, report.corrupt) == (10, 9, 1)
+    assert [p.what for p in report.problems] == [ms[-1].outputs.object]
