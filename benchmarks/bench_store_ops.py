@@ -95,7 +95,8 @@ def main() -> None:
         f"`verify` reads {results} manifests and their objects, {size / 1e9:.3f} GB (wall medians): "
         + "; ".join(rates)
         + ". CPU counts the process and its worker processes; `verify` decides "
-        "by itself how many worker processes pay (none while the load average is at or above the cores).",
+        "by itself how many worker processes pay (none unless a core is idle: load average at most "
+        "the cores less one).",
     ]
     print("\n".join(lines))
     if a.markdown is not None:
