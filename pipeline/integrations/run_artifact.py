@@ -29,6 +29,7 @@ from ..runs import summarise
 from ..store import Store
 from ..units import size
 from .artifacts import artifact_key
+from .commit_join import finish
 
 _HOOKS = ("on_completion_hooks", "on_failure_hooks", "on_crashed_hooks")
 _lock = threading.Lock()
@@ -84,6 +85,8 @@ class RunEnd:
         with _lock:  # once per flow run: the flow object outlives it
             for name in _HOOKS:
                 setattr(flow, name, [h for h in getattr(flow, name) if h is not self])
+        for p in finish(str(self.flow_run_id)):  # a run that failed otherwise: its stages' commits end first
+            warnings.warn(f"committing {p.what} failed: {p.error}; it is not cached", stacklevel=1)
         start = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
         wall = time.time() - (start.timestamp() if start is not None else self.started)
         fn = getattr(flow, "fn", flow)
