@@ -56,7 +56,7 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
-ALL_VARIANTS = ("ours", "ours-sync", "prefect", "joblib")
+ALL_VARIANTS = ("ours", "ours-sync", "ours-small", "prefect", "joblib")
 VARIANTS: tuple[str, ...] = ("ours", "prefect", "joblib")  # --variants
 BASELINE = "prefect"  # the peer of the warm and bytes rows (the last variant when prefect is not run)
 TARGET_STAGE = 0.5  # ours / prefect warm-rerun stage time
@@ -206,11 +206,13 @@ class Variant:
 
 
 class Ours(Variant):
+    frames = "fast"
+
     def __init__(self, name: str, root: Path, params: dict[str, int]) -> None:
         super().__init__(name, root, params)
         from pipeline import Store, stage
 
-        self.store = Store(root)
+        self.store = Store(root, frames=self.frames)
         stages = {f.__name__: stage(f, name=f.__name__, on_completion=[self._hook]) for f in STAGES}
         self.flow = _make_flow("bench-ours", stages)
 
@@ -334,9 +336,16 @@ class OursSync(Ours):
                 os.environ["PIPELINE_COMMITS"] = before
 
 
+class OursSmall(Ours):
+    """Ours with ``frames = "small"``: numeric frames as Parquet (byte-stream-split + zstd)."""
+
+    frames = "small"
+
+
 MAKERS: dict[str, type[Variant]] = {
     "ours": Ours,
     "ours-sync": OursSync,
+    "ours-small": OursSmall,
     "prefect": PrefectNative,
     "joblib": JoblibMemory,
 }
@@ -651,7 +660,7 @@ def main() -> None:
         "--variants",
         default=",".join(VARIANTS),
         help=f"comma-separated, from {', '.join(ALL_VARIANTS)} (ours and joblib always; ours-sync: "
-        "background commits off, the before/after of #12's pipelined commit)",
+        "background commits off, the before/after of #12's pipelined commit; ours-small: frames = 'small')",
     )
     args = ap.parse_args()
     if args.cold < 1:

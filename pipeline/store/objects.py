@@ -51,10 +51,12 @@ def _write(codec: Codec, value: Any, tee: list[Sha256Tee] | None, f: Any) -> Non
 
 
 class Objects:
-    def __init__(self, backend: Backend, signer: Hmac | None = None) -> None:
+    def __init__(self, backend: Backend, signer: Hmac | None = None, *, small_frames: bool = False) -> None:
         """``signer``: the store's signing key; objects whose codec executes code on load are
-        signed when written and refused unless signed with it when read."""
+        signed when written and refused unless signed with it when read. ``small_frames``:
+        numeric frames go to Parquet (compressed) instead of Arrow IPC."""
         self._backend = backend
+        self.small_frames = small_frames
         self.repair: Callable[[Leaf], Any] | None = None
         """Set by a store with mirrors: a verified copy of a missing or corrupt object, put
         back in place (None: no mirror has one)."""
@@ -66,7 +68,7 @@ class Objects:
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
         errors = []
-        for codec in candidates(value):
+        for codec in candidates(value, small_frames=self.small_frames):
             signing = self._signer is not None and codec.executes_code
             tee: list[Sha256Tee] = []
             try:

@@ -156,6 +156,7 @@ class Store:
         sealer: Sealer | None = None,
         mirrors: Sequence[Any] | Mirrors = (),
         mirror_mode: str = "sync",
+        frames: str | None = None,
         **storage_options: Any,
     ) -> None:
         """``create=False`` opens an existing store for reading: nothing is created or
@@ -164,11 +165,16 @@ class Store:
         reads repair from (``pipeline.store.mirror``); ``mirror_mode``: "sync" or "background".
         ``sealer``: how manifests are sealed; None: with the configured signing key
         (``PIPELINE_SIGNING_KEY`` / ``signing_key_file``: :class:`~pipeline.store.seal.Hmac`),
-        else a plain checksum."""
+        else a plain checksum. ``frames``: "fast" or "small", how frames of plain numbers are
+        written (see ``Settings.frames``); None: as configured."""
         self.url = os.fspath(url)
+        frames = settings().frames if frames is None else frames
+        if frames not in ("fast", "small"):
+            raise StoreError(f"frames={frames!r}: choose 'fast' (Arrow IPC) or 'small' (Parquet, zstd)")
         self._backend = open_backend(self.url, fsync=fsync, **storage_options)
         self._sealer = sealer if sealer is not None else configured_sealer()
-        self._objects = Objects(self._backend, signer=self._sealer if isinstance(self._sealer, Hmac) else None)
+        signer = self._sealer if isinstance(self._sealer, Hmac) else None
+        self._objects = Objects(self._backend, signer=signer, small_frames=frames == "small")
         self._durable = True
         self._relaxed: Store | None = None
         self._warned_unserved: set[type] = set()  # kinds of unserved manifests warned of (once each)
