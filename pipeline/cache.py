@@ -297,8 +297,13 @@ class CachedStage(Generic[R]):
             value, manifest = self._compute(ctx, key, forced, args, kwargs)
         finally:
             if lease is not None:
-                lease.release()
+                self.release_lease(lease)
         return Outcome(value, False, manifest, time.perf_counter() - t0)
+
+    def release_lease(self, lease: Any) -> None:
+        """Release the lease a miss was computed under, its result committed (a subclass whose
+        :meth:`save` hands the commit to a background thread holds it until that lands)."""
+        lease.release()
 
     def _compute(
         self, ctx: context.RunContext, key: StageKey, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
