@@ -20,7 +20,9 @@ A finished trial is one object (its model) and one manifest carrying its facts (
 params, intermediate values), each fsynced with its directory, the object first. Its epoch
 checkpoints (unfsynced unless ``durable=True``) are dropped once it has committed; their
 objects are freed by the search together, one gc sweep every ``FREE_EVERY`` seconds and one
-at the end of the run, instead of one sweep per prune.
+at the end of the run, instead of one sweep per prune. A search run in one process commits
+each trial in a background thread while the next one trains (:mod:`pipeline.trial_commits`),
+and reports it (``on_trial``, the result) once that commit has landed.
 
 ::
 
@@ -293,7 +295,9 @@ class Search:
         unpruned; without, one by one. Results equal the sequential run: grid and random
         proposals don't depend on the trials told before them, and a TPE search asks in
         batches only during its random start-up trials, one at a time after.
-        ``on_trial`` hears every finished trial."""
+        ``on_trial`` hears every finished trial once it is committed (trained in this process: in
+        the background, while the next trial trains, so it hears of a trial after the next one
+        trained)."""
         if parallel is None:
             parallel = current().parallel if map_fn is not None else 1
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
