@@ -98,15 +98,16 @@ class Mirror:
                 self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options
             )
         except MIRROR_ERRORS as e:
-            self.failed(e, "open")
+            self.failed(e, "open", warn=not retry)
             return None
         return self._store
 
-    def failed(self, e: BaseException, doing: str) -> None:
-        """Mark the mirror down for a while; warn the first time."""
+    def failed(self, e: BaseException, doing: str, warn: bool = True) -> None:
+        """Mark the mirror down for a while; warn the first time (``warn``: a commit's or a
+        read's replication, which goes on without it; ``push`` / ``status`` report it themselves)."""
         self._down_until = time.monotonic() + RETRY_SECONDS
-        self.last_error = f"{doing}: {e}"
-        if not self._warned:
+        self.last_error = str(e)
+        if warn and not self._warned:
             self._warned = True
             warnings.warn(
                 f"mirror {self.url} is unreachable ({doing}: {e}); results are committed to the primary only "

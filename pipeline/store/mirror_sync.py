@@ -135,7 +135,7 @@ def pull(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncR
 def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bool) -> SyncReport:
     mirror = place.open(primary, retry=True)
     if mirror is None:
-        return SyncReport(url, failed=(f"mirror {place.url} is unreachable ({place.last_error})",))
+        return SyncReport(url, failed=(f"mirror {place.url} is unreachable: {place.last_error}",))
     source, target = (mirror, primary) if into_primary else (primary, mirror)
     try:
         if check:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import settings
-from ..errors import FingerprintError, IntegrityError, StoreError
+from ..errors import FingerprintError, IntegrityError, StoreError, StoreUnreachable
 from ..fingerprint import fingerprint
 from ..progress_bar import track
 from . import layout, listing
-from .backend import LocalBackend, SymlinkRefused, open_backend
+from .backend import UNREACHABLE_HINT, LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import CODECS, _is_jsonable
 from .listing import Page
@@ -213,6 +213,9 @@ class Store:
             return
         except (OSError, StoreError) as e:
             cause = e.__cause__ if isinstance(e, StoreError) and e.__cause__ is not None else e
+            if isinstance(e, StoreUnreachable) or isinstance(cause, ConnectionError):
+                why = getattr(cause, "strerror", None) or cause
+                raise StoreUnreachable(f"cannot read store {self.url}: {why} ({UNREACHABLE_HINT})") from e
             raise StoreError(
                 f"cannot read store {self.url}: {cause} (check its location, credentials and permissions)"
             ) from e
