@@ -53,18 +53,18 @@ def _one_line_warning(message: Any, category: type, filename: str, lineno: int, 
     err.print(f"[yellow]warning:[/yellow] {escape(str(message))}{where}", highlight=False, soft_wrap=True)
 
 
-def _store(url: Optional[str], create: bool = False):
-    return _open(Settings.load(store=url), create=create)
+def _store(url: Optional[str], create: bool = False, read_only: bool = False):
+    return _open(Settings.load(store=url), create=create, read_only=read_only)
 
 
-def _open(settings: Settings, create: bool = True):
-    """The store the settings name: opened or created for a run; for read-only commands
-    opened as it is (nothing created, no write access needed)."""
+def _open(settings: Settings, create: bool = True, read_only: bool = False):
+    """The store the settings name: opened or created for a run; for other commands opened
+    as it is (nothing created); ``read_only`` for those that only look (``ls``, ``show``…):
+    they write nothing, in the store or its mirrors (``Store(read_only=True)``)."""
     from .store import Store
 
-    return Store(
-        settings.store, fsync=settings.fsync, create=create, mirrors=settings.mirrors, mirror_mode=settings.mirror_mode
-    )
+    return Store(settings.store, fsync=settings.fsync, create=create, read_only=read_only, mirrors=settings.mirrors,
+                 mirror_mode=settings.mirror_mode)  # fmt: skip
 
 
 def _open_for_plan(settings: Settings):
@@ -77,7 +77,7 @@ def _open_for_plan(settings: Settings):
     from .store import Store
 
     try:
-        return _open(settings, create=False)
+        return _open(settings, create=False, read_only=True)
     except StoreError:
         if "://" in settings.store or os.path.exists(settings.store):
             raise
@@ -96,7 +96,7 @@ def show(
 ) -> None:
     """Show one manifest by key; a stage's results by name; a search's trials and best (the
     search the latest run used, or the one --key names)."""
-    s = _store(store)
+    s = _store(store, read_only=True)
     trials = list(s.manifests(f"{what}.trial"))
     if trials or key is not None:
         return _show_search(s, what, trials, key)

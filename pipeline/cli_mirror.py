@@ -23,14 +23,14 @@ _MIRRORS = typer.Option([], "--mirror", help="A mirror (path or URL); repeat for
 _CHECK = typer.Option(False, "--check", help="Verify the receiving store first: its corrupt copies are replaced.")
 
 
-def _primary(store: Optional[str], mirrors: list[str], create: bool) -> Any:
+def _primary(store: Optional[str], mirrors: list[str], create: bool, read_only: bool = False) -> Any:
     settings = Settings.load(store=store, mirrors=tuple(mirrors) or None)
     if not settings.mirrors:
         raise ConfigError(
             "no mirrors configured: set [tool.pipeline] mirrors = [...] or PIPELINE_MIRRORS, "
             "or pass --mirror PATH_OR_URL"
         )
-    return _open(settings, create=create)
+    return _open(settings, create=create, read_only=read_only)
 
 
 def _sync_table(title: str, reports: list[Any]) -> bool:
@@ -73,7 +73,7 @@ def status(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
     """What is missing where: entries and objects (with bytes) each mirror lacks, and the store lacks."""
     from .store.mirror_sync import status as status_all
 
-    s = _primary(store, mirror, create=False)
+    s = _primary(store, mirror, create=False, read_only=True)
     table = Table("mirror", "state", "missing in mirror", "missing in store", title=f"mirrors of {s.url}")
     reports = status_all(s, s.mirrors)
     for r in reports:

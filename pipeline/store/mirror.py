@@ -78,6 +78,8 @@ class Mirror:
         self._down_until = 0.0
         self._warned = False
         self.last_error = ""
+        self.absent = False
+        """True when a read-only look found no store at this local path yet."""
         self.url = self._store.url if self._store is not None else str(self._target)
 
     def __repr__(self) -> str:
@@ -93,10 +95,15 @@ class Mirror:
             return None
         if self._store is not None:
             return self._store
+        if primary.read_only and "://" not in self.url and not os.path.isdir(self.url):
+            self.last_error = f"no store at {self.url} yet (`python -m pipeline mirror push` creates it)"
+            self.absent = True  # the mirror of a read-only store is not created either
+            return None
         try:
             self._store = type(primary)(
-                self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options
-            )
+                self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer,
+                read_only=primary.read_only, **self._options,
+            )  # fmt: skip
         except MIRROR_ERRORS as e:
             self.failed(e, "open", warn=not retry)
             return None
@@ -253,6 +260,8 @@ class Mirrors:
                 source._objects.quarantine(rel)
                 continue
             try:
+                if primary.read_only:
+                    raise StoreError("the store was opened read-only")
                 primary._backend.write_atomic(rel, plain(buf))
             except _UNREACHABLE as e:  # the primary can't take it back: serve it all the same
                 warnings.warn(f"object {leaf.object} read from mirror {mirror.url}, not restored: {e}", stacklevel=4)
@@ -287,6 +296,8 @@ class Mirrors:
                 source._quarantine_manifest(rel)
                 continue
             try:
+                if primary.read_only:
+                    raise StoreError("the store was opened read-only")
                 if damaged:
                     primary._quarantine_manifest(rel)
                 primary._backend.write_atomic(rel, raw)

@@ -109,6 +109,10 @@ def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
     for mirror in mirrors.mirrors:
         try:
             target = mirror.open(primary, retry=True)
+            if target is None and mirror.absent:  # not created yet: it lacks everything
+                out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, _Catalog({}, set()))), Side(),
+                                        error=mirror.last_error))  # fmt: skip
+                continue
             if target is None:
                 raise StoreError(mirror.last_error or "unreachable")
             theirs = _catalog(target)
