@@ -15,8 +15,11 @@ local path or fsspec URL. What it holds and how it gets there:
   path), written back into the primary and served; only when no copy verifies is it a
   miss. A corrupt copy in a mirror is quarantined there.
 
-Deleting is never replicated: ``gc`` and retention on the primary leave the mirrors as they
-are (a dropped entry can come back from a mirror on lookup; run ``gc`` on a mirror itself).
+- **Drops and tags are replicated too**: an entry ``gc`` drops is recorded (``drops``) and
+  dropped in each mirror that is up, and never given back by a mirror (lookup, ``pull``); a
+  tag or untag is applied to each mirror that is up at once. ``push`` catches a mirror that
+  was down up with both (tags it lacks, drops it missed; it never deletes a tag: a missed
+  untag leaves the mirror pinning more, never less).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..errors import ConfigError, IntegrityError, StoreError
+from . import drops
 from .manifest import Manifest, Unverified
 from .objects import checksum, leaf_path
 from .tree import Leaf, leaves
@@ -232,6 +236,33 @@ class Mirrors:
         self.recent.drop(leaf.object for leaf in leaves(job.manifest.outputs))
         return missed
 
+    def dropped(self, primary: Store, rel: str, which: drops.Ident, data: bytes) -> None:
+        """``gc`` dropped the entry at ``rel`` from the primary: drop it in every mirror that is
+        up (its record, then its copy); one that is down gets it from ``mirror push``."""
+        for mirror in self.mirrors:
+            target = mirror.open(primary)
+            if target is None:
+                continue
+            try:
+                drops.apply(target, rel, which, data)
+            except MIRROR_ERRORS as e:
+                mirror.failed(e, f"drop {rel}")
+
+    def tagged(self, primary: Store, rel: str, data: bytes | None) -> None:
+        """A tag file was written (``data``) or deleted (None) in the primary: the same in every
+        mirror that is up, at once in either mode (tags are small and rare)."""
+        for mirror in self.mirrors:
+            target = mirror.open(primary)
+            if target is None:
+                continue
+            try:
+                if data is None:
+                    target._backend.delete(rel)
+                else:
+                    target._backend.write_atomic(rel, data, durable=primary.durable)
+            except MIRROR_ERRORS as e:
+                mirror.failed(e, f"{'untag' if data is None else 'tag'} {rel}")
+
     def flush(self, timeout: float = FLUSH_SECONDS) -> list[Job]:
         """Wait for the background replicator; the commits it has not replicated yet."""
         return [] if self._replicator is None else self._replicator.flush(timeout)
@@ -295,6 +326,8 @@ class Mirrors:
             except (ValueError, TypeError, KeyError):
                 source._quarantine_manifest(rel)
                 continue
+            if drops.is_dropped(primary._backend, rel, m):
+                continue  # gc dropped this very commit from the store: never given back
             try:
                 if primary.read_only:
                     raise StoreError("the store was opened read-only")

@@ -187,6 +187,7 @@ class Store:
             self._mirrors.check_distinct(self)
             self._objects.repair = functools.partial(self._mirrors.fetch_object, self)
             self._objects.written = self._mirrors.remember
+            self.tags.changed = functools.partial(self._mirrors.tagged, self)
         local = isinstance(self._backend, LocalBackend)
         if not create:
             if local and not os.path.isdir(self._backend.root):
