@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from typing import Any, Callable, Optional
@@ -51,6 +52,13 @@ def _one_line_warning(message: Any, category: type, filename: str, lineno: int, 
     """A warning as one line on stderr (no echoed source line)."""
     where = f" ({filename}:{lineno})" if _state["debug"] else ""
     err.print(f"[yellow]warning:[/yellow] {escape(str(message))}{where}", highlight=False, soft_wrap=True)
+
+
+def _no_pipeline_traceback(record: logging.LogRecord) -> bool:
+    """A log record of a PipelineError (its message says what to do) keeps its line, loses the traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _store(url: Optional[str], create: bool = False, read_only: bool = False):
@@ -240,6 +248,9 @@ def run(
     settings = Settings.load(
         store=store, flow=flow, lease=False if no_lease else None, runner=runner, dask_address=dask_address
     )
+    if not _state["debug"]:  # a PipelineError a task or the flow ends with is its one line, no traceback
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).addFilter(_no_pipeline_traceback)
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.runner import load_flow, run_flow
 

@@ -27,6 +27,7 @@ from prefect.artifacts import TableArtifact
 from prefect.context import FlowRunContext
 
 from ..context import current_store
+from ..errors import StoreError
 from ..fingerprint.names import module_name
 from ..runs import summarise
 from ..store import Store
@@ -93,7 +94,11 @@ class RunEnd:
         fn = getattr(flow, "fn", flow)
         ref = f"{module_name(fn)}:{fn.__name__}"
         status, params = state.type.value.lower(), dict(getattr(flow_run, "parameters", None) or {})
-        summary = summarise(self.store, self.run_id, status, max(0.0, wall), flow=ref, params=params)
+        try:
+            summary = summarise(self.store, self.run_id, status, max(0.0, wall), flow=ref, params=params)
+        except StoreError as e:  # the store is down: the run's own error (if any) says so; no record
+            warnings.warn(f"run record of flow run {self.flow_run_id} not written: {e}", stacklevel=1)
+            return
         try:
             self.published = publish_run(summary, flow.name, self.flow_run_id)
         except Exception as e:  # the API is down: the run record is in the store all the same

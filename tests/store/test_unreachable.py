@@ -142,3 +142,21 @@ def test_cli_mirror_commands_with_a_mirror_whose_server_is_down(s3_server, proxy
         said = [line for line in (done.stdout + done.stderr).splitlines() if mirror_url in line and "answer" in line]
         assert len(said) == 1, (command, done.stdout, done.stderr)  # said once, not as a warning and in the table
         assert proxy.endpoint in said[0] and "start its server" in said[0], said[0]
+
+
+def test_a_run_whose_store_goes_down_midway_ends_in_one_line_without_tracebacks(s3_server, proxy, prefect_api):
+    url = s3_server.new_url()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_MAX_ATTEMPTS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
+           **s3_env(s3_server, proxy)}  # fmt: skip
+    cmd = [sys.executable, "-m", "pipeline", "run", "--store", url]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # read as it goes: the server goes down once `split` has committed
+        lines.append(line)
+        if "Task run 'split" in line and "Finished" in line:
+            proxy.down()
+    assert proc.wait(timeout=300) == 1, "".join(lines[-50:])
+    said = "".join(lines)
+    assert "Traceback" not in said, said[-5000:]
+    assert lines[-1].startswith("error: ") and url in lines[-1] and proxy.endpoint in lines[-1], lines[-1]
+    assert "start its server" in lines[-1]
