@@ -53,7 +53,8 @@ def changed(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
 def read_only_commands(keys: list[str]) -> list[list[str]]:
     a, b = (k[5:15] for k in keys[:2])
     return [["ls"], ["show", a], ["show", "produce"], ["diff", a, b], ["verify"],
-            ["gc", "--dry-run"], ["gc", "--dry-run", "--keep-latest", "1"], ["mirror", "status"]]  # fmt: skip
+            ["gc", "--dry-run"], ["gc", "--dry-run", "--keep-latest", "1"], ["mirror", "status"], ["runs"],
+            ["history", "produce"], ["status", "--flow", "tests.cli.flows:chain"]]  # fmt: skip
 
 
 def test_read_only_commands_change_nothing_in_the_store_or_its_mirrors(tmp_path, monkeypatch):
