@@ -323,16 +323,22 @@ class CachedStage(Generic[R]):
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
-        deferred = False
+        manifest: Manifest | Pending | None = None
         try:
-            value, manifest = self._compute(ctx, key, forced, args, kwargs, lease)
-            deferred = isinstance(manifest, Pending)  # its commit releases the lease
+            value, manifest = self._compute(ctx, key, forced, args, kwargs)
         finally:
-            if lease is not None and not deferred:
-                lease.release()
+            if lease is not None and isinstance(manifest, Pending):
+                manifest.when_done(lease.release)  # held until its background commit has landed
+            elif lease is not None:
+                self.release_lease(lease)
         if isinstance(manifest, Pending):
             return Outcome(value, False, None, time.perf_counter() - t0, pending=manifest)
         return Outcome(value, False, manifest, time.perf_counter() - t0)
+
+    def release_lease(self, lease: Any) -> None:
+        """Release the lease a miss was computed under, its result committed (a subclass whose
+        :meth:`save` hands the commit to a background thread holds it until that lands)."""
+        lease.release()
 
     def _compute(
         self,
@@ -341,10 +347,9 @@ class CachedStage(Generic[R]):
         forced: bool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        lease: Any = None,
     ) -> tuple[Any, Manifest | Pending]:
         """Run the function on the real values of its arguments, persist and commit (or hand
-        the commit to the background, which then releases ``lease``)."""
+        the commit to the background: see :meth:`defer_commits`)."""
         args, kwargs = lazy.materialize(args), lazy.materialize(kwargs)
         t1 = time.perf_counter()
         force = ctx.force
@@ -359,30 +364,24 @@ class CachedStage(Generic[R]):
             if frozen is not NO_SNAPSHOT:
                 what = f"the result of stage {self.name!r} ({key.key})"
                 expected = _fingerprint_or_none(self.split_result(frozen)[0], what)  # as returned
-                job = functools.partial(self._commit_snapshot, key, frozen, expected, seconds, lease)
+                job = functools.partial(self._commit_snapshot, key, frozen, expected, seconds)
                 return value, commits().submit(self.commit_group, (self.name, key.key), what, job)
         manifest = self.save(key, value, seconds)  # replaces a forced key's old result
         if forced:
             force.taint(_output_fingerprints(manifest))
         return value, manifest
 
-    def _commit_snapshot(
-        self, key: StageKey, frozen: Any, expected: str | None, seconds: float, lease: Any
-    ) -> Manifest:
-        """The background half of a deferred miss: persist, check, commit, release the lease."""
-        try:
-            t0 = time.perf_counter()
-            saved, extra = self.split_result(frozen)
-            outputs = self.cache.store.save(saved, what=f"the output of stage {self.name!r}")
-            if outputs.fingerprint != expected:  # what was written is not what the stage returned
-                raise StoreError(
-                    f"the output of stage {self.name!r} changed after the stage returned, while it was being "
-                    "written (it shares memory with an array written to since): not cached"
-                )
-            return self._commit_outputs(key, saved, extra, outputs, seconds, t0)
-        finally:
-            if lease is not None:
-                lease.release()
+    def _commit_snapshot(self, key: StageKey, frozen: Any, expected: str | None, seconds: float) -> Manifest:
+        """The background half of a deferred miss: persist, check what was written, commit."""
+        t0 = time.perf_counter()
+        saved, extra = self.split_result(frozen)
+        outputs = self.cache.store.save(saved, what=f"the output of stage {self.name!r}")
+        if outputs.fingerprint != expected:  # what was written is not what the stage returned
+            raise StoreError(
+                f"the output of stage {self.name!r} changed after the stage returned, while it was being "
+                "written (it shares memory with an array written to since): not cached"
+            )
+        return self._commit_outputs(key, saved, extra, outputs, seconds, t0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.call(*args, **kwargs).value

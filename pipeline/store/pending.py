@@ -42,6 +42,7 @@ class Pending:
     error: BaseException | None = None
     _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _then: list[Callable[[Any], None]] = field(default_factory=list, repr=False)
+    _finally: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     def then(self, fn: Callable[[Any], None]) -> None:
         """Call ``fn(result)`` once the job succeeded (now, here, if it already has); never
@@ -52,6 +53,14 @@ class Pending:
                 return
         if self.error is None:
             fn(self.result)
+
+    def when_done(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the job is done, failed or not (now, here, if it already is)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._finally.append(fn)
+                return
+        fn()
 
 
 class Commits:
@@ -104,12 +113,18 @@ class Commits:
                         pending.done.set()
                         self._in_flight -= 1
                         self.cond.notify_all()
+                        finals, pending._finally = pending._finally, []
                         break
                     fn = pending._then.pop(0)
                 try:
                     fn(pending.result)
                 except BaseException as e:
                     pending.error = e
+            for final in finals:  # (a lease released): failures here change nothing committed
+                try:
+                    final()
+                except Exception as e:
+                    print(f"pipeline: after committing {pending.what}: {type(e).__name__}: {e}", file=sys.stderr)
 
     def wait_for(self, ident: tuple[str, str]) -> None:
         """Until no job for ``ident`` is in flight (a later call of the same stage key reads
