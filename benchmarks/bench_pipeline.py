@@ -56,8 +56,9 @@ import pandas as pd
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
-VARIANTS = ("ours", "prefect", "joblib")
-BASELINE = "prefect"
+ALL_VARIANTS = ("ours", "ours-sync", "ours-small", "prefect", "joblib")
+VARIANTS: tuple[str, ...] = ("ours", "prefect", "joblib")  # --variants
+BASELINE = "prefect"  # the peer of the warm and bytes rows (the last variant when prefect is not run)
 TARGET_STAGE = 0.5  # ours / prefect warm-rerun stage time
 TARGET_BYTES = 0.7  # ours / prefect bytes on disk
 TARGET_COLD = 1.05  # ours / joblib.Memory cold wall, per round (issue #12)
@@ -205,11 +206,13 @@ class Variant:
 
 
 class Ours(Variant):
+    frames = "fast"
+
     def __init__(self, name: str, root: Path, params: dict[str, int]) -> None:
         super().__init__(name, root, params)
         from pipeline import Store, stage
 
-        self.store = Store(root)
+        self.store = Store(root, frames=self.frames)
         stages = {f.__name__: stage(f, name=f.__name__, on_completion=[self._hook]) for f in STAGES}
         self.flow = _make_flow("bench-ours", stages)
 
@@ -317,7 +320,35 @@ def _make_flow(name: str, stages: dict[str, Callable[..., Any]]) -> Any:
     return flow(pipeline_flow, name=name, log_prints=False)
 
 
-MAKERS: dict[str, type[Variant]] = {"ours": Ours, "prefect": PrefectNative, "joblib": JoblibMemory}
+class OursSync(Ours):
+    """Ours with ``commits = "sync"``: every stage commits before its task run completes
+    (the behaviour before background commits; the same code otherwise)."""
+
+    def run(self) -> Run:
+        before = os.environ.get("PIPELINE_COMMITS")
+        os.environ["PIPELINE_COMMITS"] = "sync"
+        try:
+            return super().run()
+        finally:
+            if before is None:
+                del os.environ["PIPELINE_COMMITS"]
+            else:
+                os.environ["PIPELINE_COMMITS"] = before
+
+
+class OursSmall(Ours):
+    """Ours with ``frames = "small"``: numeric frames as Parquet (byte-stream-split + zstd)."""
+
+    frames = "small"
+
+
+MAKERS: dict[str, type[Variant]] = {
+    "ours": Ours,
+    "ours-sync": OursSync,
+    "ours-small": OursSmall,
+    "prefect": PrefectNative,
+    "joblib": JoblibMemory,
+}
 
 
 def dir_bytes(root: Path) -> int:
@@ -548,8 +579,8 @@ def report(results: dict[str, Any], params: dict[str, int], warm: int, command: 
         f"prefect {_version('prefect')}, pandas {pd.__version__}, pyarrow {_version('pyarrow')}, "
         f"joblib {_version('joblib')}.",
         "",
-        "| variant | cold wall s | 1st rerun wall s (hits) | warm wall s | warm wall vs prefect | warm stage s "
-        "| warm stage vs prefect | warm stage s, each run | bytes on disk MB | bytes vs prefect | warm hits |",
+        f"| variant | cold wall s | 1st rerun wall s (hits) | warm wall s | warm wall vs {BASELINE} | warm stage s "
+        f"| warm stage vs {BASELINE} | warm stage s, each run | bytes on disk MB | bytes vs {BASELINE} | warm hits |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for name in VARIANTS:
@@ -580,9 +611,9 @@ def report(results: dict[str, Any], params: dict[str, int], warm: int, command: 
     frames = cold[BASELINE].output_bytes
     lines += [
         "",
-        f"- Target warm-rerun stage time <= {TARGET_STAGE}x prefect native: {stage_ratio:.2f}x "
+        f"- Target warm-rerun stage time <= {TARGET_STAGE}x {BASELINE}: {stage_ratio:.2f}x "
         f"({'met' if stage_ratio <= TARGET_STAGE else 'MISSED'}).",
-        f"- Target bytes on disk <= {TARGET_BYTES}x prefect native: {bytes_ratio:.2f}x "
+        f"- Target bytes on disk <= {TARGET_BYTES}x {BASELINE}: {bytes_ratio:.2f}x "
         f"({'met' if bytes_ratio <= TARGET_BYTES else 'MISSED'}).",
         "- 1st rerun: the first run after the cold one, not in the medians; "
         + "; ".join(f"{name} missed {', '.join(r.missed) or 'nothing'}" for name, r in results["first"].items())
@@ -590,7 +621,7 @@ def report(results: dict[str, Any], params: dict[str, int], warm: int, command: 
         f"- In-memory size of all stage outputs (frames): {frames / 1e6:.0f} MB; bytes on disk per in-memory byte: "
         + ", ".join(f"{name} {sizes[name] / frames:.2f}" for name in VARIANTS)
         + ".",
-        f"- Cold run wall (first round), ours vs prefect native: {cold_ratio:.2f}x (ours fsyncs every object and "
+        f"- Cold run wall (first round), ours vs {BASELINE}: {cold_ratio:.2f}x (ours fsyncs every object and "
         "manifest).",
         f"- Load average (1/5/15 min): {results['load'][0]} at the start, {results['load'][1]} at the end.",
         "- Metrics (identical for every variant and run): "
@@ -614,6 +645,7 @@ def _version(dist: str) -> str:
 
 
 def main() -> None:
+    global VARIANTS, BASELINE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--cols", type=int, default=20)
@@ -624,6 +656,12 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where the caches go (default: a temp dir)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     ap.add_argument("--profile", action="store_true", help="cProfile one extra warm run of ours (stderr)")
+    ap.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from {', '.join(ALL_VARIANTS)} (ours and joblib always; ours-sync: "
+        "background commits off, the before/after of #12's pipelined commit; ours-small: frames = 'small')",
+    )
     args = ap.parse_args()
     if args.cold < 1:
         ap.error("--cold must be >= 1")
@@ -631,6 +669,11 @@ def main() -> None:
         ap.error("--warm must be >= 3 (medians)")
     if args.cols < 10:
         ap.error("--cols must be >= 10")
+    chosen = tuple(v for v in ALL_VARIANTS if v in set(args.variants.split(",")) | {"ours", "joblib"})
+    if set(args.variants.split(",")) - set(ALL_VARIANTS):
+        ap.error(f"--variants: choose from {', '.join(ALL_VARIANTS)}")
+    VARIANTS = chosen
+    BASELINE = "prefect" if "prefect" in VARIANTS else VARIANTS[-1]
     params = {"rows": args.rows, "cols": args.cols, "epochs": args.epochs, "seed": args.seed}
     base = Path(tempfile.mkdtemp(prefix="bench-pipeline-", dir=args.dir))
     t0 = time.perf_counter()

@@ -195,7 +195,13 @@ def run_interleaved(args: argparse.Namespace, store: str, setting: str, plain_fi
     number (its own TPE study, same seed: same parameters) between two of our trials, so the
     two trials of a pair run seconds apart and share the machine's noise. Ours per trial is
     the time between callbacks (ask, key, training, save, tell, best record); plain per trial
-    is ask + objective + tell. ``plain_first`` alternates which of a pair runs first."""
+    is ask + objective + tell. ``plain_first`` alternates which of a pair runs first.
+
+    Fair both ways: both studies are in-memory with the same TPE sampler and seed. Our search
+    commits a trial in a background thread while its next trial trains and reports a trial
+    (calls ``on_trial``) once its commit has landed, before it hands over the next one's: the
+    plain trial in the callback runs with nothing of ours in flight (no commit, no checkpoint
+    write), and each of our intervals holds one training and one commit."""
     import optuna
 
     from pipeline.store import Store

@@ -22,12 +22,13 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from . import context, keys, lazy
 from .context import Force, RunningStage, current_stage
-from .errors import PipelineError
+from .errors import PipelineError, StoreError
 from .fingerprint import Component, fingerprint
 from .fingerprint.component import CLOSURE, CODE, DEFAULTS, GLOBAL, PACKAGE, PINNED, STATE
 from .store import Manifest, Store
 from .store.manifest import library_versions
-from .store.tree import nodes
+from .store.pending import NO_SNAPSHOT, Pending, commits, snapshot
+from .store.tree import Tree, nodes
 
 R = TypeVar("R")
 
@@ -56,8 +57,11 @@ class Outcome(Generic[R]):
 
     value: R
     hit: bool
-    manifest: Manifest
+    manifest: Manifest | None
+    """None while the commit of a computed result is in flight (``pending``)."""
     seconds: float
+    pending: Pending | None = None
+    """The background commit of a computed result (see :meth:`CachedStage.defer_commits`)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,14 @@ def _short_repr(v: Any) -> str:
     return text if len(text) <= _REPR_MAX else text[: _REPR_MAX - 3] + "..."
 
 
+def _fingerprint_or_none(value: Any, name: str) -> str | None:
+    """As ``Store.save`` records it: None for a value that cannot be fingerprinted."""
+    try:
+        return fingerprint(value, name=name)
+    except PipelineError:
+        return None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
@@ -161,6 +173,7 @@ class CachedStage(Generic[R]):
         self.version = version
         self.ignore = frozenset(ignore)
         self.signature = inspect.signature(func)
+        self.commit_group: str | None = None
         unknown = self.ignore - set(self.signature.parameters)
         if unknown:
             raise PipelineError(
@@ -170,6 +183,16 @@ class CachedStage(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<stage {self.name!r} of {self.cache.store.url}>"
+
+    def defer_commits(self, group: str) -> CachedStage[R]:
+        """Commit computed results in the background under ``group`` (a flow run) when the
+        process has that group open (:mod:`pipeline.store.pending`): the call returns once
+        the value is computed and fingerprinted; its objects and manifest are written while
+        the caller goes on, and whoever opened the group joins it. A result that cannot be
+        snapshotted without a copy (models, arrays, other objects), and a forced one, still
+        commit before the call returns."""
+        self.commit_group = group if commits().accepts(group) else None
+        return self
 
     # -- the key ---------------------------------------------------------------------
     def key(self, *args: Any, **kwargs: Any) -> StageKey:
@@ -251,10 +274,16 @@ class CachedStage(Generic[R]):
 
     def save(self, key: StageKey, value: Any, compute_seconds: float) -> Manifest:
         """Persist ``value`` as the result of ``key`` and commit its manifest."""
-        store = self.cache.store
         t0 = time.perf_counter()
-        value, extra = self.split_result(value)
-        outputs = store.save(value, what=f"the output of stage {self.name!r}")
+        saved, extra = self.split_result(value)
+        outputs = self.cache.store.save(saved, what=f"the output of stage {self.name!r}")
+        return self._commit_outputs(key, saved, extra, outputs, compute_seconds, t0)
+
+    def _commit_outputs(
+        self, key: StageKey, saved: Any, extra: dict[str, Any], outputs: Tree, compute_seconds: float, t0: float
+    ) -> Manifest:
+        """Commit the manifest of a result whose objects (``outputs``, written from ``saved``)
+        are in the store: from here on the result exists."""
         manifest = Manifest(
             stage=self.name,
             key=key.key,
@@ -269,18 +298,19 @@ class CachedStage(Generic[R]):
             save_seconds=round(time.perf_counter() - t0, 6),
             versions=library_versions(),
             extra={
-                lazy.CLASSES: lazy.classes_of(value, outputs),
-                lazy.MODULES: lazy.modules_of(value, outputs),
+                lazy.CLASSES: lazy.classes_of(saved, outputs),
+                lazy.MODULES: lazy.modules_of(saved, outputs),
                 **extra,
             },
         )
-        return store.commit(manifest, value=value)
+        return self.cache.store.commit(manifest, value=saved)
 
     def call(self, *args: Any, **kwargs: Any) -> Outcome[R]:
         """Run (or serve) the stage and say how it went. A hit's value is lazy: it is read
         when used (:mod:`pipeline.lazy`); a miss reads its lazy arguments and computes."""
         t0 = time.perf_counter()
         key = self.key(*args, **kwargs)
+        commits().wait_for((self.name, key.key))  # the same key committing in the background: read it
         ctx = context.current()
         force = ctx.force
         forced = force is not None and force.applies(key.stage, _key_fingerprints(key))
@@ -293,17 +323,33 @@ class CachedStage(Generic[R]):
         if found is not None:
             manifest, value = found
             return Outcome(value, True, manifest, time.perf_counter() - t0)
+        manifest: Manifest | Pending | None = None
         try:
             value, manifest = self._compute(ctx, key, forced, args, kwargs)
         finally:
-            if lease is not None:
-                lease.release()
+            if lease is not None and isinstance(manifest, Pending):
+                manifest.when_done(lease.release)  # held until its background commit has landed
+            elif lease is not None:
+                self.release_lease(lease)
+        if isinstance(manifest, Pending):
+            return Outcome(value, False, None, time.perf_counter() - t0, pending=manifest)
         return Outcome(value, False, manifest, time.perf_counter() - t0)
 
+    def release_lease(self, lease: Any) -> None:
+        """Release the lease a miss was computed under, its result committed (a subclass whose
+        :meth:`save` hands the commit to a background thread holds it until that lands)."""
+        lease.release()
+
     def _compute(
-        self, ctx: context.RunContext, key: StageKey, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, Manifest]:
-        """Run the function on the real values of its arguments, persist and commit."""
+        self,
+        ctx: context.RunContext,
+        key: StageKey,
+        forced: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Any, Manifest | Pending]:
+        """Run the function on the real values of its arguments, persist and commit (or hand
+        the commit to the background: see :meth:`defer_commits`)."""
         args, kwargs = lazy.materialize(args), lazy.materialize(kwargs)
         t1 = time.perf_counter()
         force = ctx.force
@@ -312,10 +358,30 @@ class CachedStage(Generic[R]):
         with context.activate(ctx.replace(stage=running, force=force.everything() if forced else force)):
             # A body that returns a lazy hit (of a stage it calls) saves the value, not a reference.
             value = lazy.materialize(self.func(*args, **kwargs))
-        manifest = self.save(key, value, time.perf_counter() - t1)  # replaces a forced key's old result
+        seconds = time.perf_counter() - t1
+        if self.commit_group is not None and not forced:
+            frozen = snapshot(value)
+            if frozen is not NO_SNAPSHOT:
+                what = f"the result of stage {self.name!r} ({key.key})"
+                expected = _fingerprint_or_none(self.split_result(frozen)[0], what)  # as returned
+                job = functools.partial(self._commit_snapshot, key, frozen, expected, seconds)
+                return value, commits().submit(self.commit_group, (self.name, key.key), what, job)
+        manifest = self.save(key, value, seconds)  # replaces a forced key's old result
         if forced:
             force.taint(_output_fingerprints(manifest))
         return value, manifest
+
+    def _commit_snapshot(self, key: StageKey, frozen: Any, expected: str | None, seconds: float) -> Manifest:
+        """The background half of a deferred miss: persist, check what was written, commit."""
+        t0 = time.perf_counter()
+        saved, extra = self.split_result(frozen)
+        outputs = self.cache.store.save(saved, what=f"the output of stage {self.name!r}")
+        if outputs.fingerprint != expected:  # what was written is not what the stage returned
+            raise StoreError(
+                f"the output of stage {self.name!r} changed after the stage returned, while it was being "
+                "written (it shares memory with an array written to since): not cached"
+            )
+        return self._commit_outputs(key, saved, extra, outputs, seconds, t0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self.call(*args, **kwargs).value

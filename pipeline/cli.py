@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from typing import Any, Callable, Optional
@@ -53,18 +54,25 @@ def _one_line_warning(message: Any, category: type, filename: str, lineno: int, 
     err.print(f"[yellow]warning:[/yellow] {escape(str(message))}{where}", highlight=False, soft_wrap=True)
 
 
-def _store(url: Optional[str], create: bool = False):
-    return _open(Settings.load(store=url), create=create)
+def _no_pipeline_traceback(record: logging.LogRecord) -> bool:
+    """A log record of a PipelineError (its message says what to do) keeps its line, loses the traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
-def _open(settings: Settings, create: bool = True):
-    """The store the settings name: opened or created for a run; for read-only commands
-    opened as it is (nothing created, no write access needed)."""
+def _store(url: Optional[str], create: bool = False, read_only: bool = False):
+    return _open(Settings.load(store=url), create=create, read_only=read_only)
+
+
+def _open(settings: Settings, create: bool = True, read_only: bool = False):
+    """The store the settings name: opened or created for a run; for other commands opened
+    as it is (nothing created); ``read_only`` for those that only look (``ls``, ``show``…):
+    they write nothing, in the store or its mirrors (``Store(read_only=True)``)."""
     from .store import Store
 
-    return Store(
-        settings.store, fsync=settings.fsync, create=create, mirrors=settings.mirrors, mirror_mode=settings.mirror_mode
-    )
+    return Store(settings.store, fsync=settings.fsync, create=create, read_only=read_only, mirrors=settings.mirrors,
+                 mirror_mode=settings.mirror_mode)  # fmt: skip
 
 
 def _open_for_plan(settings: Settings):
@@ -77,7 +85,7 @@ def _open_for_plan(settings: Settings):
     from .store import Store
 
     try:
-        return _open(settings, create=False)
+        return _open(settings, create=False, read_only=True)
     except StoreError:
         if "://" in settings.store or os.path.exists(settings.store):
             raise
@@ -96,7 +104,7 @@ def show(
 ) -> None:
     """Show one manifest by key; a stage's results by name; a search's trials and best (the
     search the latest run used, or the one --key names)."""
-    s = _store(store)
+    s = _store(store, read_only=True)
     trials = list(s.manifests(f"{what}.trial"))
     if trials or key is not None:
         return _show_search(s, what, trials, key)
@@ -240,6 +248,9 @@ def run(
     settings = Settings.load(
         store=store, flow=flow, lease=False if no_lease else None, runner=runner, dask_address=dask_address
     )
+    if not _state["debug"]:  # a PipelineError a task or the flow ends with is its one line, no traceback
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).addFilter(_no_pipeline_traceback)
     server_ready = ensure_server(settings.server, err)  # before Prefect is imported: it reads the URL then
     from .integrations.runner import load_flow, run_flow
 

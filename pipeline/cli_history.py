@@ -22,7 +22,7 @@ def report(
     """Write one self-contained HTML page about a run: timeline, training curves, search, checkpoints."""
     from .report import write_report
 
-    path = write_report(_store(store), folder, run)
+    path = write_report(_store(store, read_only=True), folder, run)
     out.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
@@ -35,7 +35,7 @@ def runs_command(
     """Past runs, newest first: id, flow, started, status, hits/misses, time saved."""
     from .history import runs
 
-    found = runs(_store(store))
+    found = runs(_store(store, read_only=True))
     table = Table("run", "flow", "started", "status", "stages", "hits", "misses", "saved s", "wall s",
                   title=f"{len(found)} runs" + (f" (newest {limit})" if len(found) > limit else ""))  # fmt: skip
     for r in found[:limit]:
@@ -53,7 +53,7 @@ def history_command(
     """Every version of a stage, newest first, with what changed from the closest older one."""
     from .history import versions
 
-    s = _store(store)
+    s = _store(store, read_only=True)
     found = versions(s, stage)
     if not found:
         raise PipelineError(f"no results of stage {stage!r} (see `python -m pipeline ls`)")
@@ -79,7 +79,7 @@ def diff_command(
     """Two results (or runs) side by side: params, metrics, code, inputs, versions, sizes; changes first."""
     from .diff import diff
 
-    d = diff(_store(store), a, b)
+    d = diff(_store(store, read_only=True), a, b)
     if as_json:
         print(d.to_json())
         return
@@ -118,7 +118,7 @@ def show(
     from .diff import resolve
     from .history import find_run
 
-    s = _store(store)
+    s = _store(store, read_only=True)
     if curves:
         return _print_curves(s, resolve(s, what))
     if key is None and s.latest(what) is None and not list(s.manifests(f"{what}.trial")):

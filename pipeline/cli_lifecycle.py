@@ -37,7 +37,7 @@ def gc_command(
              "failed": failed or None}  # fmt: skip
     given = {k: v for k, v in flags.items() if v is not None}
     retention = Retention(policy_of(given, "the gc options")) if given else Retention.configured()
-    report = gc(_store(store), retention, dry_run=dry_run, grace_seconds=grace)
+    report = gc(_store(store, read_only=dry_run), retention, dry_run=dry_run, grace_seconds=grace)
     if report.plan is not None:
         _print_plan(report, dry_run)
     drop, delete = ("would drop", "would delete") if dry_run else ("dropped", "deleted")

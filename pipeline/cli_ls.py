@@ -73,7 +73,7 @@ def ls(
 ) -> None:
     """List committed stage results, newest first (the newest 50 unless --all)."""
     start = None if since is None else parse_since(since)
-    s = _store(store)
+    s = _store(store, read_only=True)
     of_stage = f" of stage {stage}" if stage else ""
     if show_all:  # light rows only: 100k manifests are never held at once
         from .store.listing import created_at

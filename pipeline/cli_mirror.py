@@ -23,20 +23,21 @@ _MIRRORS = typer.Option([], "--mirror", help="A mirror (path or URL); repeat for
 _CHECK = typer.Option(False, "--check", help="Verify the receiving store first: its corrupt copies are replaced.")
 
 
-def _primary(store: Optional[str], mirrors: list[str], create: bool) -> Any:
+def _primary(store: Optional[str], mirrors: list[str], create: bool, read_only: bool = False) -> Any:
     settings = Settings.load(store=store, mirrors=tuple(mirrors) or None)
     if not settings.mirrors:
         raise ConfigError(
             "no mirrors configured: set [tool.pipeline] mirrors = [...] or PIPELINE_MIRRORS, "
             "or pass --mirror PATH_OR_URL"
         )
-    return _open(settings, create=create)
+    return _open(settings, create=create, read_only=read_only)
 
 
 def _sync_table(title: str, reports: list[Any]) -> bool:
-    table = Table("into", "entries", "objects", "bytes", "failed", title=title)
+    table = Table("into", "entries", "objects", "bytes", "tags", "dropped", "failed", title=title)
     for r in reports:
-        table.add_row(escape(r.url), str(r.entries), str(r.objects), size(r.bytes), str(len(r.failed)))
+        table.add_row(escape(r.url), str(r.entries), str(r.objects), size(r.bytes), str(r.tags), str(r.dropped),
+                      str(len(r.failed)))  # fmt: skip
     out.print(table)
     for r in reports:
         for why in r.failed:
@@ -47,14 +48,15 @@ def _sync_table(title: str, reports: list[Any]) -> bool:
 @mirror_app.command("push")
 @_errors
 def push(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
-    """Copy to each mirror every entry and object it lacks (objects first, manifests last)."""
+    """Copy to each mirror every entry, object and tag it lacks (objects first, manifests last), and
+    drop there the entries gc dropped from the store."""
     _sync("push", store, mirror, check)
 
 
 @mirror_app.command("pull")
 @_errors
 def pull(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS, check: bool = _CHECK) -> None:
-    """Copy into the store every entry and object a mirror holds and it lacks."""
+    """Copy into the store every entry, object and tag a mirror holds and it lacks (never an entry gc dropped)."""
     _sync("pull", store, mirror, check)
 
 
@@ -73,7 +75,7 @@ def status(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
     """What is missing where: entries and objects (with bytes) each mirror lacks, and the store lacks."""
     from .store.mirror_sync import status as status_all
 
-    s = _primary(store, mirror, create=False)
+    s = _primary(store, mirror, create=False, read_only=True)
     table = Table("mirror", "state", "missing in mirror", "missing in store", title=f"mirrors of {s.url}")
     reports = status_all(s, s.mirrors)
     for r in reports:
@@ -81,14 +83,19 @@ def status(store: Optional[str] = _STORE, mirror: list[str] = _MIRRORS) -> None:
             table.add_row(escape(r.url), f"[red]unreachable[/red] {escape(r.error)}", "", "")
             continue
         state = "[green]in sync[/green]" if r.in_sync else "[yellow]behind[/yellow]"
-        table.add_row(escape(r.url), state, _side(r.missing_in_mirror), _side(r.missing_in_primary))
+        if r.error:  # a local mirror not created yet
+            state += f" ({escape(r.error)})"
+        stale = f"; {r.dropped_in_mirror} entries gc dropped from the store" if r.dropped_in_mirror else ""
+        table.add_row(escape(r.url), state, _side(r.missing_in_mirror) + stale, _side(r.missing_in_primary))
     out.print(table)
     if not all(r.reachable for r in reports):
         raise typer.Exit(1)
 
 
 def _side(side: Any) -> str:
-    return f"{side.entries} entries ({size(side.entry_bytes)}), {side.objects} objects ({size(side.object_bytes)})"
+    tags = f", {side.tags} tags" if side.tags else ""
+    objects = f"{side.objects} objects ({size(side.object_bytes)})"
+    return f"{side.entries} entries ({size(side.entry_bytes)}), {objects}{tags}"
 
 
 def print_repair(s: Any, problems: Any) -> None:

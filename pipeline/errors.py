@@ -19,6 +19,10 @@ class StoreError(PipelineError):
     """The checkpoint store cannot be opened, read or written."""
 
 
+class StoreUnreachable(StoreError):
+    """The server of a store (an S3 endpoint) does not answer: down, a closed port, a wrong address."""
+
+
 class IntegrityError(StoreError):
     """An object's bytes do not match its checksum (corrupt or tampered)."""
 

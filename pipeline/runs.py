@@ -15,9 +15,12 @@ from .cache import Outcome
 from .store import Store
 
 
-def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
-    """Write the event of one stage call (not fsynced: a run record is informational)."""
+def record(store: Store, run_id: str, outcome: Outcome[Any], *, when: float | None = None) -> None:
+    """Write the event of one stage call (not fsynced: a run record is informational);
+    ``when``: the time the call ended (default: now), which orders the run's events."""
     m = outcome.manifest
+    if m is None:
+        raise ValueError(f"stage call outcome has no manifest yet (its commit is in flight): {outcome.pending}")
     event = {
         "stage": m.stage,
         "key": m.key,
@@ -25,7 +28,7 @@ def record(store: Store, run_id: str, outcome: Outcome[Any]) -> None:
         "seconds": round(outcome.seconds, 6),
         "compute_seconds": m.compute_seconds,
         "bytes": m.bytes,
-        "time": time.time(),
+        "time": time.time() if when is None else when,
     }
     store.runs.write_event(run_id, m.stage, m.key, event)
 

@@ -20,7 +20,9 @@ A finished trial is one object (its model) and one manifest carrying its facts (
 params, intermediate values), each fsynced with its directory, the object first. Its epoch
 checkpoints (unfsynced unless ``durable=True``) are dropped once it has committed; their
 objects are freed by the search together, one gc sweep every ``FREE_EVERY`` seconds and one
-at the end of the run, instead of one sweep per prune.
+at the end of the run, instead of one sweep per prune. A search run in one process commits
+each trial in a background thread while the next one trains (:mod:`pipeline.trial_commits`),
+and reports it (``on_trial``, the result) once that commit has landed.
 
 ::
 
@@ -65,6 +67,7 @@ from .search_records import (
 from .store import Manifest, Store
 from .store.checkpoints import free_objects
 from .training.policies import EarlyStopping
+from .trial_commits import DEFERRED, Commit, Committer, Deferred
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 INDEX_EVERY = 1.0
@@ -166,6 +169,32 @@ class _TrialStage(CachedStage):
             return served
         return {"record": facts, "model": served["model"]}
 
+    # A search run in one process defers a trial's commit to its committer thread
+    # (:mod:`pipeline.trial_commits`): the call returns the result with no manifest yet.
+    def _compute(self, ctx: Any, key: Any, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        deferred = DEFERRED.get()
+        if deferred is not None:
+            deferred.armed = not forced  # a forced trial taints its outputs' fingerprints: committed now
+        return super()._compute(ctx, key, forced, args, kwargs)
+
+    def save(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
+        deferred = DEFERRED.get()
+        if deferred is None or not deferred.armed:
+            return super().save(key, value, compute_seconds)
+        deferred.armed, deferred.save = False, (key, value, compute_seconds)
+        return None  # type: ignore[return-value]  # committed by _SearchRun._finish, in the committer thread
+
+    def commit_now(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
+        """The deferred save: persist and commit (the stage protocol, fsync included)."""
+        return super().save(key, value, compute_seconds)
+
+    def release_lease(self, lease: Any) -> None:
+        deferred = DEFERRED.get()
+        if deferred is not None and deferred.save is not None:
+            deferred.lease = lease  # held until the deferred commit has landed
+        else:
+            lease.release()
+
 
 def _release(store: Store, objects: dict[str, int]) -> None:
     """Objects of a trial's pruned epoch checkpoints: to the search running it, which frees
@@ -266,7 +295,9 @@ class Search:
         unpruned; without, one by one. Results equal the sequential run: grid and random
         proposals don't depend on the trials told before them, and a TPE search asks in
         batches only during its random start-up trials, one at a time after.
-        ``on_trial`` hears every finished trial."""
+        ``on_trial`` hears every finished trial once it is committed (trained in this process: in
+        the background, while the next trial trains, so it hears of a trial after the next one
+        trained)."""
         if parallel is None:
             parallel = current().parallel if map_fn is not None else 1
         if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
@@ -314,6 +345,7 @@ class _SearchRun:
         self._index_dirty = False
         self.released: dict[str, int] = {}  # objects of dropped epoch checkpoints, not freed yet
         self._free_at = time.monotonic() + FREE_EVERY
+        self.committer = Committer()
 
     def _index_meta(self) -> dict[str, Any]:
         """The search index's header: what the search is, the run that last worked on it, and
@@ -367,13 +399,18 @@ class _SearchRun:
         # Every trial keys the same training code: its code fingerprint is computed once per run.
         with remembering_code():
             token = _RELEASED.set(self.released)
+            done = False
             try:
                 self._run_trials()
+                done = True
             finally:
-                _RELEASED.reset(token)
-                if self._index_dirty:  # the trial table as this run leaves it, also when a trial raised
-                    self._flush_index()
-                self._free_released()
+                try:
+                    self.committer.close(report=done)  # the last trial's commit lands (and is reported)
+                finally:
+                    _RELEASED.reset(token)
+                    if self._index_dirty:  # the trial table as this run leaves it, also when a trial raised
+                        self._flush_index()
+                    self._free_released()
         best = self.best
         if best is None:
             raise PipelineError(
@@ -392,19 +429,37 @@ class _SearchRun:
             batch = [self.study.ask(self.dists) for _ in range(min(self._batch(), s.n_trials - len(self.records)))]
             calls = [(s.train_fn, dict(t.params), s.monitor, s.checkpointing, s.catch, s.early_stopping) for t in batch]
             t0 = time.perf_counter()
-            if len(batch) == 1 or self.map_fn is None:
-                outcomes = []
-                for t, args in zip(batch, calls):
-                    token = _TRIAL.set(t)
-                    try:
-                        outcomes.append(self.stage.call(*args))
-                    finally:
-                        _TRIAL.reset(token)
+            if len(batch) == 1:
+                outcomes = [self._call(batch[0], calls[0])]
+            elif self.map_fn is None:  # asked together, told together: each committed in its call
+                outcomes = [(self._call(t, args, defer=False)[0], None) for t, args in zip(batch, calls)]
             else:
-                outcomes = self.map_fn(self.stage.call, calls)
+                outcomes = [(outcome, None) for outcome in self.map_fn(self.stage.call, calls)]
             seconds = (time.perf_counter() - t0) / len(batch)
-            for t, outcome in zip(batch, outcomes):
-                self._finish(t, outcome, seconds)
+            for i, (t, (outcome, deferred)) in enumerate(zip(batch, outcomes)):
+                try:
+                    self._finish(t, outcome, seconds, deferred)
+                except BaseException:
+                    for _, later in outcomes[i + 1 :]:
+                        if later is not None:
+                            later.release()  # not committed: trained again by the next run
+                    raise
+
+    def _call(self, trial: Any, args: tuple[Any, ...], defer: bool = True) -> tuple[Any, Deferred | None]:
+        """Run (or serve) one trial in this process; with ``defer``, a computed result's commit
+        is left to :meth:`_finish` (the committer thread). Not within a batch: a trial must not
+        wait for the lease of one asked with it whose commit has not started."""
+        deferred = Deferred() if defer else None
+        tokens = _TRIAL.set(trial), DEFERRED.set(deferred)
+        try:
+            return self.stage.call(*args), deferred
+        except BaseException:
+            if deferred is not None:
+                deferred.release()  # (not committed: trained again by the next run)
+            raise
+        finally:
+            DEFERRED.reset(tokens[1])
+            _TRIAL.reset(tokens[0])
 
     def _seed_from_earlier_searches(self) -> None:
         """Not a rerun of this very search: seed it with finished trials of earlier searches of
@@ -424,8 +479,39 @@ class _SearchRun:
             commit_best(self.store, s.name, self.key, self.best)
             self._flush_index()
 
-    def _finish(self, trial: Any, outcome: Any, seconds: float) -> None:
-        """Tell the study, record the trial, commit a new best, report it."""
+    def _finish(self, trial: Any, outcome: Any, seconds: float, deferred: Deferred | None = None) -> None:
+        """Land the previous trial's commit (and report that trial); tell the study, record
+        the trial, commit it with a new best (in the committer thread when its save was
+        deferred: the next trial trains meanwhile), report it once committed."""
+        try:
+            self.committer.land()
+            record, new_best = self._tell(trial, outcome, seconds)
+        except BaseException:
+            if deferred is not None:
+                deferred.release()  # not committed: trained again by the next run
+            raise
+        if deferred is None or deferred.save is None:  # committed in the call: a hit, a forced or a worker's trial
+            self._landed(record, outcome.manifest, self._after_commit(outcome.manifest, record, new_best), True)
+            return
+        key, value, compute_seconds = deferred.save
+        landed: dict[str, Any] = {}
+
+        def save() -> None:
+            try:
+                landed["manifest"] = self.stage.commit_now(key, value, compute_seconds)
+            finally:
+                deferred.release()
+
+        def after() -> None:
+            landed["dropped"] = self._after_commit(landed["manifest"], record, new_best)
+
+        def then(report: bool) -> None:
+            self._landed(record, landed["manifest"], landed["dropped"], report)
+
+        self.committer.submit(Commit(f"trial {record.number} of search {self.search.name!r}", [save, after], then))
+
+    def _tell(self, trial: Any, outcome: Any, seconds: float) -> tuple[TrialRecord, Best | None]:
+        """Tell the study how the trial went; its record, and the new best to commit (if it is one)."""
         import optuna
 
         facts = TrialFacts.from_json(outcome.value["record"])
@@ -441,20 +527,36 @@ class _SearchRun:
         record = TrialRecord(trial.number, dict(trial.params), facts.value, facts.state, source, facts.reason,
                              facts.intermediate, seconds)  # fmt: skip
         self.records.append(record)
-        self.released.update(_drop_checkpoints(self.store, outcome.manifest))  # the committed trial supersedes them
-        if time.monotonic() >= self._free_at:
-            self._free_released()
+        new_best = None
         if facts.state == "complete" and self._improves(record.value):
-            self.best = Best(record.params, record.value, record.number, outcome.value["model"],
-                             outcome.manifest.outputs)  # fmt: skip
+            self.best = Best(record.params, record.value, record.number, outcome.value["model"])
             previous = self.stored_best.extra.get("value") if self.stored_best is not None else None
             forced = self.running is not None and self.running.forced  # a forced search replaces its old best
             improves = previous is None or self.sign * record.value < self.sign * previous  # a replay rewrites nothing
-            if forced or improves:
-                commit_best(self.store, self.search.name, self.key, self.best)
+            new_best = self.best if forced or improves else None
+        return record, new_best
+
+    def _after_commit(self, manifest: Manifest, record: TrialRecord, best: Best | None) -> dict[str, int]:
+        """Once a trial is committed (in the committer thread when deferred): drop its epoch
+        checkpoints (its result supersedes them; their objects are returned, to be freed), commit
+        it as the new best, record the run's trial event."""
+        dropped = _drop_checkpoints(self.store, manifest)
+        if best is not None:
+            commit_best(self.store, self.search.name, self.key, dataclasses.replace(best, tree=manifest.outputs))
         if self.running is not None:
             record_trial(self.store, self.running.run_id, self.search.name, record)
+        return dropped
+
+    def _landed(self, record: TrialRecord, manifest: Manifest, dropped: dict[str, int], report: bool) -> None:
+        """A trial's commit has landed: the search's bookkeeping, then report the trial."""
+        self.released.update(dropped)
+        if self.best is not None and self.best.trial == record.number and self.best.tree is None:
+            self.best = dataclasses.replace(self.best, tree=manifest.outputs)
+        if time.monotonic() >= self._free_at:
+            self._free_released()
         self._index_dirty = True
+        if not report:
+            return
         if time.monotonic() - self._index_written >= INDEX_EVERY:
             self._flush_index()
         if self.on_trial is not None:

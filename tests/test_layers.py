@@ -35,6 +35,7 @@ RANK: dict[str, float] = {
     "samplers": 4.2,
     "trials": 4.3,
     "search_records": 4.4,
+    "trial_commits": 4.45,
     "tuning": 4.5,
     "tracking": 4.6,
     "history": 4.65,

@@ -16,8 +16,11 @@ stages and the dry-run plan come from the run context (:mod:`pipeline.context`),
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import time
 import uuid
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -36,7 +39,8 @@ from ..errors import PipelineError
 from ..fingerprint import fingerprint
 from ..plan import plan_call
 from ..runs import record
-from ..store import Store
+from ..store import Manifest, Store
+from .commit_join import current_group, open_flow_run
 from .dask_runner import dask_client, dask_map
 from .liveness import untagged
 from .run_artifact import watch_run
@@ -128,6 +132,7 @@ class StageTask(Task):
         plan = current().plan
         if plan is None:
             watch_run(current_run_id())  # the run's record and artifact when it ends
+            open_flow_run()  # stages run in this process may commit in the background
             shipped = self._carrying_context()
             with untagged():
                 return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
@@ -139,6 +144,7 @@ class StageTask(Task):
         plan = current().plan
         if plan is None:
             watch_run(current_run_id())
+            open_flow_run()
             shipped = self._carrying_context()
             with untagged():
                 return Task.map(
@@ -161,6 +167,7 @@ class StageTask(Task):
         if FlowRunContext.get() is None and TaskRunContext.get() is None and not return_state:
             return spec.bind(current_store())(*args, **kwargs)  # no flow: just a cached function
         watch_run(current_run_id())
+        open_flow_run()
         with untagged():  # the liveness tags are for the flow run only
             result = super().__call__(*args, return_state=return_state, wait_for=wait_for, **kwargs)
         if not return_state and isinstance(result, State):
@@ -185,9 +192,16 @@ def _body(spec: _StageSpec) -> Callable[..., Any]:
     def body(*args: Any, **kwargs: Any) -> Any:
         store = current_store()
         run_id = current_run_id()
-        outcome = spec.bind(store, run_id).call(*args, **kwargs)
+        cached = spec.bind(store, run_id)
+        group = current_group()
+        if group is not None:  # in the flow run's process: the flow run joins the commit
+            cached.defer_commits(group)
+        outcome = cached.call(*args, **kwargs)
         if run_id is not None:
-            record(store, run_id, outcome)
+            if outcome.pending is not None:  # its event once it is committed (in call order)
+                outcome.pending.then(functools.partial(_record_committed, store, run_id, outcome, time.time()))
+            else:
+                record(store, run_id, outcome)
         if outcome.hit:
             return Completed(
                 name="Cached", data=outcome.value, message=f"served from {store.url} ({outcome.manifest.key})"
@@ -195,6 +209,14 @@ def _body(spec: _StageSpec) -> Callable[..., Any]:
         return outcome.value
 
     return body
+
+
+def _record_committed(store: Store, run_id: str, outcome: Any, finished: float, manifest: Manifest) -> None:
+    """The run event of a stage whose result the commit thread just committed."""
+    try:
+        record(store, run_id, dataclasses.replace(outcome, manifest=manifest, pending=None), when=finished)
+    except Exception as e:  # informational: the result is committed all the same
+        warnings.warn(f"could not record stage {manifest.stage!r} in run {run_id}: {e}", stacklevel=1)
 
 
 def stage(

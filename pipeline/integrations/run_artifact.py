@@ -8,11 +8,14 @@ run's stage events into its summary record (:func:`pipeline.runs.summarise`, so 
 table artifact ``run-<flow name>`` on the flow run: one row per stage call (stage, key,
 hit/miss, seconds, seconds saved, bytes), the totals in its description. ``python -m pipeline
 run`` rewrites the summary afterwards with its own wall time and flow reference; the rows
-stay the same. A failure to publish warns and never fails the run.
+stay the same. A failure to publish warns and never fails the run. Prefect logs two INFO lines
+around every hook it runs ("Running hook …", "Hook … finished running successfully"): for this
+one, which every run has, they are dropped (:class:`QuietHook`); an error in it is still logged.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -24,13 +27,16 @@ from prefect.artifacts import TableArtifact
 from prefect.context import FlowRunContext
 
 from ..context import current_store
+from ..errors import StoreError
 from ..fingerprint.names import module_name
 from ..runs import summarise
 from ..store import Store
 from ..units import size
 from .artifacts import artifact_key
+from .commit_join import finish
 
 _HOOKS = ("on_completion_hooks", "on_failure_hooks", "on_crashed_hooks")
+HOOK_NAME = "pipeline run record"
 _lock = threading.Lock()
 
 
@@ -70,7 +76,7 @@ def publish_run(summary: dict[str, Any], flow_name: str, flow_run_id: uuid.UUID 
 class RunEnd:
     """The end-of-run hook of one flow run (see the module docstring)."""
 
-    __name__ = "pipeline run record"  # how Prefect's log names the hook
+    __name__ = HOOK_NAME  # how Prefect's log names the hook
 
     store: Store
     run_id: str
@@ -84,16 +90,36 @@ class RunEnd:
         with _lock:  # once per flow run: the flow object outlives it
             for name in _HOOKS:
                 setattr(flow, name, [h for h in getattr(flow, name) if h is not self])
+        for p in finish(str(self.flow_run_id)):  # a run that failed otherwise: its stages' commits end first
+            warnings.warn(f"committing {p.what} failed: {p.error}; it is not cached", stacklevel=1)
         start = getattr(flow_run, "start_time", None) or getattr(flow_run, "expected_start_time", None)
         wall = time.time() - (start.timestamp() if start is not None else self.started)
         fn = getattr(flow, "fn", flow)
         ref = f"{module_name(fn)}:{fn.__name__}"
         status, params = state.type.value.lower(), dict(getattr(flow_run, "parameters", None) or {})
-        summary = summarise(self.store, self.run_id, status, max(0.0, wall), flow=ref, params=params)
+        try:
+            summary = summarise(self.store, self.run_id, status, max(0.0, wall), flow=ref, params=params)
+        except StoreError as e:  # the store is down: the run's own error (if any) says so; no record
+            warnings.warn(f"run record of flow run {self.flow_run_id} not written: {e}", stacklevel=1)
+            return
         try:
             self.published = publish_run(summary, flow.name, self.flow_run_id)
         except Exception as e:  # the API is down: the run record is in the store all the same
             warnings.warn(f"could not publish the run artifact of flow run {self.flow_run_id}: {e}", stacklevel=1)
+
+
+class QuietHook(logging.Filter):
+    """Drops Prefect's INFO lines about running the :class:`RunEnd` hook (noise in every run's log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith(f"Running hook {HOOK_NAME!r}") or
+                    message == f"Hook {HOOK_NAME!r} finished running successfully")  # fmt: skip
+
+
+_QUIET = QuietHook()
 
 
 def watch_run(run_id: str | None) -> None:
@@ -106,6 +132,7 @@ def watch_run(run_id: str | None) -> None:
         if any(isinstance(h, RunEnd) and h.flow_run_id == flow_run_id for h in flow.on_completion_hooks):
             return
         hook = RunEnd(current_store(), run_id, flow_run_id)
+        logging.getLogger("prefect.flow_runs").addFilter(_QUIET)  # once: a logger holds a filter once
         for name in _HOOKS:
             setattr(flow, name, [*getattr(flow, name), hook])
 

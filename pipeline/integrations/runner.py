@@ -150,7 +150,12 @@ def run_flow(
                 ended = "failed" if isinstance(e, Exception) else "crashed"
                 summarise(store, run_id, ended, time.perf_counter() - t0, flow=ref, params=kwargs)
                 raise
-    summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref, params=kwargs)
+    try:
+        summary = summarise(store, run_id, status, time.perf_counter() - t0, flow=ref, params=kwargs)
+    except PipelineError:  # the store went down: the flow's own error, if it failed, says it first
+        if state is not None and isinstance(failure := state.result(raise_on_failure=False), PipelineError):
+            raise failure from None
+        raise
     if state is not None:
         result = state.result(raise_on_failure=False)
         if isinstance(result, BaseException):

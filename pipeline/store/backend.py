@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Proto
 
 import xxhash
 
-from ..errors import IntegrityError, StoreError
+from ..errors import IntegrityError, StoreError, StoreUnreachable
 from ..progress_bar import advance
 from . import layout
 from .flush import FlushingFile
@@ -102,6 +102,9 @@ class SymlinkRefused(IntegrityError):
     """A path inside the store is a symbolic link: the store never follows one."""
 
 
+UNREACHABLE_HINT = "start its server, or check its endpoint (AWS_ENDPOINT_URL or storage option endpoint_url)"
+
+
 def describe_oserror(e: OSError, what: str, url: str, verb: str = "write") -> StoreError:
     """Turn an OSError on a store path into one line that names it and says what to do."""
     if e.errno == errno.ENOSPC:
@@ -112,6 +115,8 @@ def describe_oserror(e: OSError, what: str, url: str, verb: str = "write") -> St
         hint = f"something not made by the store is in the way: move it out of {url}"
     elif e.errno == errno.ENAMETOOLONG:
         hint = "choose a store location with a shorter path"
+    elif isinstance(e, ConnectionError) or e.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH):
+        return StoreUnreachable(f"cannot {verb} {what} in store {url}: {e.strerror or e} ({UNREACHABLE_HINT})")
     else:
         hint = "check the store location"
     return StoreError(f"cannot {verb} {what} in store {url}: {e.strerror or e} ({hint})")

@@ -235,14 +235,17 @@ JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib, executes_code=Tr
 CODECS = {c.name: c for c in (PARQUET_FRAME, ARROW_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}
 
 
-def candidates(value: Any) -> list[Codec]:
-    """Codecs to try for ``value``, best first; joblib is always the last resort."""
+def candidates(value: Any, *, small_frames: bool = False) -> list[Codec]:
+    """Codecs to try for ``value``, best first; joblib is always the last resort.
+    ``small_frames``: numeric frames as Parquet (compressed) rather than Arrow IPC."""
     mod = type(value).__module__.partition(".")[0]
     if mod == "pandas":
         import pandas as pd
 
         if type(value) is pd.DataFrame:
-            return [ARROW_FRAME, PARQUET_FRAME, JOBLIB] if is_numeric_frame(value) else [PARQUET_FRAME, JOBLIB]
+            if is_numeric_frame(value) and not small_frames:
+                return [ARROW_FRAME, PARQUET_FRAME, JOBLIB]
+            return [PARQUET_FRAME, JOBLIB]
         if type(value) is pd.Series:
             return [PARQUET_SERIES, JOBLIB]
     if mod == "pyarrow":

@@ -12,6 +12,7 @@
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
     gc/<sweep>/<object path>                          objects a gc sweep is about to delete
     tags/<tag>/<stage>/<key>[@<step>].json            tags (pins) of results and checkpoints
+    dropped/<manifest path>                           the entries gc dropped (mirrors drop them too)
     leases/<stage>/<key>.<generation>.json            who is computing a stage key (see ``locks``)
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
@@ -41,6 +42,7 @@ SEARCHES = "searches"
 QUARANTINE = "quarantine"
 TRASH = "gc"
 TAGS = "tags"
+DROPPED = "dropped"
 MANIFEST_ROOTS = (STAGES, CHECKPOINTS)
 
 MAX_COMPONENT = 120
@@ -188,6 +190,16 @@ def search_index(name: str, search_key: str) -> str:
 
 
 # -- tags ------------------------------------------------------------------------------------
+def dropped_path(manifest_rel: str) -> str:
+    """The record that gc dropped the manifest at ``manifest_rel`` (``pipeline.store.drops``)."""
+    return f"{DROPPED}/{manifest_rel}"
+
+
+def dropped_manifest(rel: str) -> str:
+    """The manifest path a drop record at ``rel`` is about."""
+    return rel[len(DROPPED) + 1 :]
+
+
 def tag_dir(tag: str) -> str:
     return f"{TAGS}/{component(tag)}"
 

@@ -15,8 +15,11 @@ local path or fsspec URL. What it holds and how it gets there:
   path), written back into the primary and served; only when no copy verifies is it a
   miss. A corrupt copy in a mirror is quarantined there.
 
-Deleting is never replicated: ``gc`` and retention on the primary leave the mirrors as they
-are (a dropped entry can come back from a mirror on lookup; run ``gc`` on a mirror itself).
+- **Drops and tags are replicated too**: an entry ``gc`` drops is recorded (``drops``) and
+  dropped in each mirror that is up, and never given back by a mirror (lookup, ``pull``); a
+  tag or untag is applied to each mirror that is up at once. ``push`` catches a mirror that
+  was down up with both (tags it lacks, drops it missed; it never deletes a tag: a missed
+  untag leaves the mirror pinning more, never less).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..errors import ConfigError, IntegrityError, StoreError
+from . import drops
 from .manifest import Manifest, Unverified
 from .objects import checksum, leaf_path
 from .tree import Leaf, leaves
@@ -78,6 +82,8 @@ class Mirror:
         self._down_until = 0.0
         self._warned = False
         self.last_error = ""
+        self.absent = False
+        """True when a read-only look found no store at this local path yet."""
         self.url = self._store.url if self._store is not None else str(self._target)
 
     def __repr__(self) -> str:
@@ -93,20 +99,26 @@ class Mirror:
             return None
         if self._store is not None:
             return self._store
+        if primary.read_only and "://" not in self.url and not os.path.isdir(self.url):
+            self.last_error = f"no store at {self.url} yet (`python -m pipeline mirror push` creates it)"
+            self.absent = True  # the mirror of a read-only store is not created either
+            return None
         try:
             self._store = type(primary)(
-                self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer, **self._options
-            )
+                self._target, fsync=getattr(primary._backend, "fsync", True), sealer=primary._sealer,
+                read_only=primary.read_only, **self._options,
+            )  # fmt: skip
         except MIRROR_ERRORS as e:
-            self.failed(e, "open")
+            self.failed(e, "open", warn=not retry)
             return None
         return self._store
 
-    def failed(self, e: BaseException, doing: str) -> None:
-        """Mark the mirror down for a while; warn the first time."""
+    def failed(self, e: BaseException, doing: str, warn: bool = True) -> None:
+        """Mark the mirror down for a while; warn the first time (``warn``: a commit's or a
+        read's replication, which goes on without it; ``push`` / ``status`` report it themselves)."""
         self._down_until = time.monotonic() + RETRY_SECONDS
-        self.last_error = f"{doing}: {e}"
-        if not self._warned:
+        self.last_error = str(e)
+        if warn and not self._warned:
             self._warned = True
             warnings.warn(
                 f"mirror {self.url} is unreachable ({doing}: {e}); results are committed to the primary only "
@@ -224,6 +236,33 @@ class Mirrors:
         self.recent.drop(leaf.object for leaf in leaves(job.manifest.outputs))
         return missed
 
+    def dropped(self, primary: Store, rel: str, which: drops.Ident, data: bytes) -> None:
+        """``gc`` dropped the entry at ``rel`` from the primary: drop it in every mirror that is
+        up (its record, then its copy); one that is down gets it from ``mirror push``."""
+        for mirror in self.mirrors:
+            target = mirror.open(primary)
+            if target is None:
+                continue
+            try:
+                drops.apply(target, rel, which, data)
+            except MIRROR_ERRORS as e:
+                mirror.failed(e, f"drop {rel}")
+
+    def tagged(self, primary: Store, rel: str, data: bytes | None) -> None:
+        """A tag file was written (``data``) or deleted (None) in the primary: the same in every
+        mirror that is up, at once in either mode (tags are small and rare)."""
+        for mirror in self.mirrors:
+            target = mirror.open(primary)
+            if target is None:
+                continue
+            try:
+                if data is None:
+                    target._backend.delete(rel)
+                else:
+                    target._backend.write_atomic(rel, data, durable=primary.durable)
+            except MIRROR_ERRORS as e:
+                mirror.failed(e, f"{'untag' if data is None else 'tag'} {rel}")
+
     def flush(self, timeout: float = FLUSH_SECONDS) -> list[Job]:
         """Wait for the background replicator; the commits it has not replicated yet."""
         return [] if self._replicator is None else self._replicator.flush(timeout)
@@ -252,6 +291,8 @@ class Mirrors:
                 source._objects.quarantine(rel)
                 continue
             try:
+                if primary.read_only:
+                    raise StoreError("the store was opened read-only")
                 primary._backend.write_atomic(rel, plain(buf))
             except _UNREACHABLE as e:  # the primary can't take it back: serve it all the same
                 warnings.warn(f"object {leaf.object} read from mirror {mirror.url}, not restored: {e}", stacklevel=4)
@@ -285,7 +326,11 @@ class Mirrors:
             except (ValueError, TypeError, KeyError):
                 source._quarantine_manifest(rel)
                 continue
+            if drops.is_dropped(primary._backend, rel, m):
+                continue  # gc dropped this very commit from the store: never given back
             try:
+                if primary.read_only:
+                    raise StoreError("the store was opened read-only")
                 if damaged:
                     primary._quarantine_manifest(rel)
                 primary._backend.write_atomic(rel, raw)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import StoreError
 from ..progress_bar import progress
-from . import layout
+from . import drops, layout
 from .backend import LocalBackend
 from .manifest import Manifest
 from .mirror import MIRROR_ERRORS, Mirror, Mirrors, plain
@@ -41,6 +41,7 @@ class Side:
     entry_bytes: int = 0
     objects: int = 0
     object_bytes: int = 0
+    tags: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,13 @@ class MirrorStatus:
     missing_in_mirror: Side = Side()
     missing_in_primary: Side = Side()
     error: str = ""
+    dropped_in_mirror: int = 0
+    """Entries gc dropped from the store that the mirror still holds (``push`` drops them)."""
 
     @property
     def in_sync(self) -> bool:
-        return self.reachable and self.missing_in_mirror == Side() and self.missing_in_primary == Side()
+        return (self.reachable and self.missing_in_mirror == Side() and self.missing_in_primary == Side()
+                and not self.dropped_in_mirror)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class SyncReport:
     bytes: int = 0
     failed: tuple[str, ...] = ()
     """Entries not copied: unreachable, or an object that verifies nowhere."""
+    tags: int = 0
+    dropped: int = 0
+    """Entries dropped in the receiving mirror because gc dropped them from the store (push)."""
 
 
 @dataclass
@@ -74,12 +81,35 @@ class _Catalog:
 
     manifests: dict[str, Manifest]
     objects: set[str]
+    tags: set[str]
+    drops: set[str]
+    """Paths of its drop records."""
 
 
 def _catalog(store: Store) -> _Catalog:
     found = {rel: m for rel, m, _ in store._walk(quarantine=False) if m is not None and m.format != 1}
     objects = {r for r in store._backend.list(layout.OBJECTS) if layout.is_object(r)}
-    return _Catalog(found, objects)
+    tags = {r for r in store._backend.list(layout.TAGS) if r.endswith(".json")}
+    return _Catalog(found, objects, tags, {r for _, r in drops.records(store._backend)})
+
+
+_EMPTY = _Catalog({}, set(), set(), set())
+
+
+def _dropped_from(primary: Store, mine: _Catalog, theirs: _Catalog) -> dict[str, tuple[str, drops.Ident]]:
+    """Entries the primary's gc dropped that the mirror still holds, or whose record it lacks:
+    manifest path -> (record path, the commit dropped)."""
+    out = {}
+    for rrel in mine.drops:
+        rel = layout.dropped_manifest(rrel)
+        held = theirs.manifests.get(rel)
+        if rrel in theirs.drops and held is None:
+            continue  # recorded there, and gone
+        which = drops.dropped(primary._backend, rel)
+        if which is None or (rrel in theirs.drops and drops.ident(held) != which):
+            continue  # what the mirror holds there is a later commit
+        out[rel] = (rrel, which)
+    return out
 
 
 def _lacks(have: _Catalog, other: _Catalog) -> tuple[dict[str, Manifest], dict[str, Leaf]]:
@@ -95,9 +125,13 @@ def _lacks(have: _Catalog, other: _Catalog) -> tuple[dict[str, Manifest], dict[s
     return entries, objects
 
 
-def _side(entries: dict[str, Manifest], objects: dict[str, Leaf]) -> Side:
+def _side(entries: dict[str, Manifest], objects: dict[str, Leaf], tags: int = 0) -> Side:
     return Side(
-        len(entries), sum(m.bytes for m in entries.values()), len(objects), sum(leaf.bytes for leaf in objects.values())
+        len(entries),
+        sum(m.bytes for m in entries.values()),
+        len(objects),
+        sum(leaf.bytes for leaf in objects.values()),
+        tags,
     )
 
 
@@ -109,13 +143,23 @@ def status(primary: Store, mirrors: Mirrors) -> list[MirrorStatus]:
     for mirror in mirrors.mirrors:
         try:
             target = mirror.open(primary, retry=True)
+            if target is None and mirror.absent:  # not created yet: it lacks everything
+                out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, _EMPTY), len(mine.tags)), Side(),
+                                        error=mirror.last_error))  # fmt: skip
+                continue
             if target is None:
                 raise StoreError(mirror.last_error or "unreachable")
             theirs = _catalog(target)
         except MIRROR_ERRORS as e:
             out.append(MirrorStatus(mirror.url, False, error=str(e)))
             continue
-        out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, theirs)), _side(*_lacks(theirs, mine))))
+        stale = {rel for rel, (_, which) in _dropped_from(primary, mine, theirs).items()
+                 if rel in theirs.manifests and drops.ident(theirs.manifests[rel]) == which}  # fmt: skip
+        entries, objects = _lacks(theirs, mine)
+        entries = {rel: m for rel, m in entries.items() if rel not in stale}
+        out.append(MirrorStatus(mirror.url, True, _side(*_lacks(mine, theirs), len(mine.tags - theirs.tags)),
+                                _side(entries, objects, len(theirs.tags - mine.tags)),
+                                dropped_in_mirror=len(stale)))  # fmt: skip
     return out
 
 
@@ -135,7 +179,7 @@ def pull(primary: Store, mirrors: Mirrors, *, check: bool = False) -> list[SyncR
 def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bool) -> SyncReport:
     mirror = place.open(primary, retry=True)
     if mirror is None:
-        return SyncReport(url, failed=(f"mirror {place.url} is unreachable ({place.last_error})",))
+        return SyncReport(url, failed=(f"mirror {place.url} is unreachable: {place.last_error}",))
     source, target = (mirror, primary) if into_primary else (primary, mirror)
     try:
         if check:
@@ -144,6 +188,12 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
     except MIRROR_ERRORS as e:
         return SyncReport(url, failed=(f"unreachable: {e}",))
     entries, objects = _lacks(have, other)
+    dropped = 0
+    if into_primary:  # never an entry the store's gc dropped
+        entries = {rel: m for rel, m in entries.items() if not drops.is_dropped(primary._backend, rel, m)}
+    else:  # the store's drops, in a mirror that missed them
+        for rel, (rrel, which) in _dropped_from(primary, have, other).items():
+            dropped += drops.apply(target, rel, which, plain(primary._backend.read(rrel)))
     if into_primary:  # a checkpoint set is pulled whole or not at all: never steps into a set the store has
         sets = {rel.rpartition("/")[0] for rel, m in other.manifests.items() if m.step is not None}
         entries = {rel: m for rel, m in entries.items() if m.step is None or rel.rpartition("/")[0] not in sets}
@@ -159,8 +209,10 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
             failed.append(f"{rel}: {broken[0]}: {bad[broken[0]]}")
         else:
             manifests[rel] = m
-    not_copied = _copy_manifests(source, target, manifests, what)
+    not_copied = _copy_files(source, target, manifests, what)
     failed += [f"{rel}: {why}" for rel, why in not_copied.items()]
+    tags = sorted(have.tags - other.tags)  # tags it lacks (never a tag deleted: a missed untag pins more, not less)
+    failed += [f"{rel}: {why}" for rel, why in _copy_files(source, target, tags, what).items()]
     copied = {rel: leaf for rel, leaf in objects.items() if rel not in bad}
     return SyncReport(
         url,
@@ -168,6 +220,8 @@ def _sync(primary: Store, place: Mirror, url: str, check: bool, into_primary: bo
         objects=len(copied),
         bytes=sum(leaf.bytes for leaf in copied.values()),
         failed=tuple(failed),
+        tags=len(tags),
+        dropped=dropped,
     )
 
 
@@ -206,11 +260,13 @@ def _copy_objects(source: Store, target: Store, objects: dict[str, Leaf], what: 
     return _parallel(one, objects, max(_threads(source), _threads(target)), f"{what} objects", sizes)
 
 
-def _copy_manifests(source: Store, target: Store, manifests: dict[str, Manifest], what: str) -> dict[str, str]:
+def _copy_files(source: Store, target: Store, rels: Iterable[str], what: str) -> dict[str, str]:
+    """Copy small files as they are (manifests, tags); path -> why, for those not copied."""
+
     def one(rel: str) -> None:
         target._backend.write_atomic(rel, plain(source._backend.read(rel)))
 
-    return _parallel(one, manifests, max(_threads(source), _threads(target)), f"{what} manifests")
+    return _parallel(one, rels, max(_threads(source), _threads(target)), f"{what} manifests")
 
 
 @dataclass(frozen=True)

@@ -51,10 +51,12 @@ def _write(codec: Codec, value: Any, tee: list[Sha256Tee] | None, f: Any) -> Non
 
 
 class Objects:
-    def __init__(self, backend: Backend, signer: Hmac | None = None) -> None:
+    def __init__(self, backend: Backend, signer: Hmac | None = None, *, small_frames: bool = False) -> None:
         """``signer``: the store's signing key; objects whose codec executes code on load are
-        signed when written and refused unless signed with it when read."""
+        signed when written and refused unless signed with it when read. ``small_frames``:
+        numeric frames go to Parquet (compressed) instead of Arrow IPC."""
         self._backend = backend
+        self.small_frames = small_frames
         self.repair: Callable[[Leaf], Any] | None = None
         """Set by a store with mirrors: a verified copy of a missing or corrupt object, put
         back in place (None: no mirror has one)."""
@@ -62,11 +64,14 @@ class Objects:
         """Set by a store with mirrors: told the bytes of each object just written to a remote
         backend, so that replication need not download them again."""
         self._signer = signer
+        self.read_only = False
+        """Set by a store opened read-only: a corrupt object is reported, never moved (nor a
+        gc sweep's set-aside copy put back)."""
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
         errors = []
-        for codec in candidates(value):
+        for codec in candidates(value, small_frames=self.small_frames):
             signing = self._signer is not None and codec.executes_code
             tee: list[Sha256Tee] = []
             try:
@@ -102,21 +107,18 @@ class Objects:
                 return copy
             raise StoreError(f"object {leaf.object} is missing from store {self._backend.url}") from None
         except SymlinkRefused as e:
-            self.quarantine(rel)
+            moved = self.quarantine(rel)
             if (copy := self._repaired(leaf)) is not None:
                 return copy
-            raise IntegrityError(
-                f"object {leaf.object} in store {self._backend.url}: {e}; moved to quarantine/"
-            ) from None
+            raise IntegrityError(f"object {leaf.object} in store {self._backend.url}: {e}; {moved}") from None
         actual = checksum(buf)
         if actual != leaf.object:
             del buf
-            self.quarantine(rel)
+            moved = self.quarantine(rel)
             if (copy := self._repaired(leaf)) is not None:
                 return copy
             raise IntegrityError(
-                f"object {leaf.object} in store {self._backend.url} is corrupt "
-                f"(checksum {actual}); moved to quarantine/"
+                f"object {leaf.object} in store {self._backend.url} is corrupt (checksum {actual}); {moved}"
             )
         return buf
 
@@ -143,8 +145,8 @@ class Objects:
             buf = self.read_verified(leaf)
         if sha is not None and hashlib.sha256(buf).hexdigest() != sha:  # same xxh3 name, other bytes than signed
             del buf
-            self.quarantine(leaf_path(leaf))
-            raise self._refused(leaf, "its bytes are not the ones signed (moved to quarantine/)")
+            moved = self.quarantine(leaf_path(leaf))
+            raise self._refused(leaf, f"its bytes are not the ones signed ({moved})")
         return codec.read(buf)
 
     def _refused(self, leaf: Leaf, why: str) -> UnsignedError:
@@ -162,6 +164,8 @@ class Objects:
 
     def recover(self, rel: str) -> bool:
         """Put back a copy of object ``rel`` that a gc sweep set aside; True if one was."""
+        if self.read_only:
+            return False
         for trashed in list(self._backend.list(layout.TRASH)):
             if layout.untrash(trashed) == rel:
                 with contextlib.suppress(FileNotFoundError):  # the sweep put it back itself
@@ -169,6 +173,19 @@ class Objects:
                 return self._backend.exists(rel)
         return False
 
-    def quarantine(self, rel: str) -> None:
+    def quarantine(self, rel: str) -> str:
+        """Move ``rel`` to quarantine/ (not when read-only); what became of it, for a message."""
+        return quarantine(self._backend, rel, self.read_only)
+
+
+def quarantine(backend: Backend, rel: str, read_only: bool) -> str:
+    """Move a damaged file to quarantine/; what became of it: moved, or left in place (a store
+    opened read-only, or one that cannot be written: it is reported and served as a miss)."""
+    if read_only:
+        return "left in place (store opened read-only; `python -m pipeline verify` quarantines it)"
+    try:
         with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # behind a link: the next write moves it
-            self._backend.move(rel, layout.quarantine_path(rel))
+            backend.move(rel, layout.quarantine_path(rel))
+    except (OSError, StoreError) as e:
+        return f"left in place (cannot move it to quarantine/: {e})"
+    return "moved to quarantine/"

@@ -13,7 +13,7 @@ from ..errors import StoreError
 from . import layout
 from .backend import HashingWriter, Stat, Writer, describe_oserror
 from .manifest_cache import ManifestCache
-from .s3 import Got, S3Reader
+from .s3 import Got, S3Reader, client_error
 
 READERS = 16
 """Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
@@ -65,7 +65,7 @@ class FsspecBackend:
 
         fs, root = fsspec.core.url_to_fs(self.url, **self._options)
         self.root = root.rstrip("/")
-        return fs
+        return _OSErrors(fs)
 
     def _path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -258,6 +258,32 @@ class FsspecBackend:
 
     def remove_empty(self, prefix: str) -> None:
         """Object stores have no directories to remove."""
+
+
+class _OSErrors:
+    """A filesystem whose client library's own errors are OSErrors (s3fs lets botocore's
+    connection errors through as they are), so that every caller's ``except OSError`` turns
+    them into a StoreError naming the store and what to do."""
+
+    def __init__(self, fs: Any) -> None:
+        self._fs = fs
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                translated = client_error(e, str(args[0]) if args else name, name)
+                if translated is e:
+                    raise
+                raise translated from e
+
+        return call
 
 
 def _reopen(url: str, options: dict[str, Any]) -> FsspecBackend:

@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, IntegrityError
 from ..progress_bar import track
-from . import layout
+from . import drops, layout
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
 from .store import Store
@@ -203,5 +203,8 @@ def _drop(store: Store, planned: Manifest) -> bool:
         return False
     if now != planned:
         return False
+    data = drops.record(store._backend, rel, planned, durable=store.durable)  # first: never gone unrecorded
     store._backend.delete(rel)
+    if store.mirrors is not None:
+        store.mirrors.dropped(store, rel, drops.ident(planned), data)
     return True

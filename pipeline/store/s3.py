@@ -258,10 +258,39 @@ def _code(e: BaseException) -> str | None:
     return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
+_NO_ANSWER = {
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ProxyConnectionError",
+    "ClientConnectorError",
+    "ServerDisconnectedError",
+    "NewConnectionError",
+}
+"""Client errors (botocore, aiobotocore, aiohttp, urllib3) that mean the server did not answer."""
+
+
+class Unreachable(ConnectionError):
+    """The S3 endpoint of a store does not answer (down, a closed port, a wrong address)."""
+
+
+def client_error(e: BaseException, rel: str, verb: str = "read") -> BaseException:
+    """An S3 client library's own exception (botocore's are no OSError) as an OSError;
+    anything else as it is."""
+    module = type(e).__module__.partition(".")[0]
+    return _os_error(e, rel, verb) if module in ("botocore", "aiobotocore", "aiohttp", "urllib3") else e
+
+
 def _os_error(e: BaseException, rel: str, verb: str = "read") -> OSError:
-    """FileNotFoundError for a missing key; an OSError (EACCES when denied) for the rest."""
+    """FileNotFoundError for a missing key; Unreachable when the server does not answer; an
+    OSError (EACCES when denied) for the rest."""
     if isinstance(e, OSError):
         return e
+    if any(k.__name__ in _NO_ANSWER for k in type(e).__mro__):
+        where = urllib.parse.urlsplit(str(getattr(e, "kwargs", {}).get("endpoint_url") or ""))
+        endpoint = f" {where.scheme}://{where.netloc}" if where.netloc else ""
+        return Unreachable(errno.ECONNREFUSED, f"its S3 endpoint{endpoint} does not answer ({type(e).__name__})")
     code = _code(e)
     if code in _MISSING:
         return FileNotFoundError(errno.ENOENT, f"no such key: {rel}")

@@ -10,7 +10,6 @@ reported as a miss.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -22,17 +21,17 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import settings
-from ..errors import FingerprintError, IntegrityError, StoreError
+from ..errors import FingerprintError, IntegrityError, StoreError, StoreUnreachable
 from ..fingerprint import fingerprint
 from . import layout, listing, verify_scan
-from .backend import LocalBackend, SymlinkRefused, open_backend
+from .backend import UNREACHABLE_HINT, LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import CODECS, _is_jsonable
 from .listing import Page
 from .locks import Leases
 from .manifest import Manifest, Unsigned, Unverified
 from .mirror import Mirrors
-from .objects import Objects, checksum, leaf_path
+from .objects import Objects, checksum, leaf_path, quarantine
 from .records import Runs, Searches
 from .seal import CHECKSUM, Hmac, Sealer
 from .tags import Tags
@@ -136,19 +135,32 @@ class Store:
         sealer: Sealer | None = None,
         mirrors: Sequence[Any] | Mirrors = (),
         mirror_mode: str = "sync",
+        read_only: bool = False,
+        frames: str | None = None,
         **storage_options: Any,
     ) -> None:
         """``create=False`` opens an existing store for reading: nothing is created or
-        written on opening, and a missing local store is a StoreError (read-only commands).
+        written on opening, and a missing local store is a StoreError. ``read_only`` (implies
+        ``create=False``; ``ls``, ``show``, ``status``…): reads write nothing either, here or in a
+        mirror: a damaged manifest or object is reported and served as a miss, left in place;
+        a copy a mirror gives back is served, not restored; a missing mirror is not created.
         ``mirrors``: backup stores (paths, URLs or Stores) each commit is replicated to and
         reads repair from (``pipeline.store.mirror``); ``mirror_mode``: "sync" or "background".
         ``sealer``: how manifests are sealed; None: with the configured signing key
         (``PIPELINE_SIGNING_KEY`` / ``signing_key_file``: :class:`~pipeline.store.seal.Hmac`),
-        else a plain checksum."""
+        else a plain checksum. ``frames``: "fast" or "small", how frames of plain numbers are
+        written (see ``Settings.frames``); None: as configured."""
         self.url = os.fspath(url)
+        frames = settings().frames if frames is None else frames
+        if frames not in ("fast", "small"):
+            raise StoreError(f"frames={frames!r}: choose 'fast' (Arrow IPC) or 'small' (Parquet, zstd)")
+        self.read_only = read_only
+        create = create and not read_only
         self._backend = open_backend(self.url, fsync=fsync, **storage_options)
         self._sealer = sealer if sealer is not None else configured_sealer()
-        self._objects = Objects(self._backend, signer=self._sealer if isinstance(self._sealer, Hmac) else None)
+        signer = self._sealer if isinstance(self._sealer, Hmac) else None
+        self._objects = Objects(self._backend, signer=signer, small_frames=frames == "small")
+        self._objects.read_only = read_only
         self._durable = True
         self._relaxed: Store | None = None
         self._warned_unserved: set[type] = set()  # kinds of unserved manifests warned of (once each)
@@ -161,6 +173,7 @@ class Store:
             self._mirrors.check_distinct(self)
             self._objects.repair = functools.partial(self._mirrors.fetch_object, self)
             self._objects.written = self._mirrors.remember
+            self.tags.changed = functools.partial(self._mirrors.tagged, self)
         local = isinstance(self._backend, LocalBackend)
         if not create:
             if local and not os.path.isdir(self._backend.root):
@@ -193,6 +206,9 @@ class Store:
             return
         except (OSError, StoreError) as e:
             cause = e.__cause__ if isinstance(e, StoreError) and e.__cause__ is not None else e
+            if isinstance(e, StoreUnreachable) or isinstance(cause, ConnectionError):
+                why = getattr(cause, "strerror", None) or cause
+                raise StoreUnreachable(f"cannot read store {self.url}: {why} ({UNREACHABLE_HINT})") from e
             raise StoreError(
                 f"cannot read store {self.url}: {cause} (check its location, credentials and permissions)"
             ) from e
@@ -334,9 +350,8 @@ class Store:
             raise ValueError(f"it is the manifest of {m.stage!r} {m.key}{step}, not the one its path names")
         return m
 
-    def _quarantine_manifest(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError, SymlinkRefused):  # moved by another reader; behind a link
-            self._backend.move(rel, layout.quarantine_path(rel))
+    def _quarantine_manifest(self, rel: str) -> str:
+        return quarantine(self._backend, rel, self.read_only)
 
     def _repair_manifest(self, rel: str, damaged: bool = False) -> Manifest | None:
         """The manifest at ``rel`` restored from a mirror whose copy checks; None: no mirror has one."""
@@ -385,8 +400,8 @@ class Store:
             yield rel, self._accept(rel, raw)
 
     def _reject(self, rel: str, e: Exception, stacklevel: int = 4) -> None:
-        warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); moved to quarantine/", stacklevel=stacklevel)
-        self._quarantine_manifest(rel)
+        moved = self._quarantine_manifest(rel)
+        warnings.warn(f"manifest {rel} in {self.url} is unreadable ({e}); {moved}", stacklevel=stacklevel)
 
     def manifest(self, stage: str, key: str, step: int | None = None) -> Manifest | None:
         # A stage result the store lacks is looked for in the mirrors; a checkpoint never is:

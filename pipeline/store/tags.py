@@ -4,7 +4,7 @@ A tag pins what it names: ``gc`` never drops a tagged entry, and a checkpointer 
 a tagged checkpoint. A tag may name several entries and an entry may carry several tags.
 Each (tag, entry) pair is one small file (``layout.tag_path``) written atomically and
 durably, so two concurrent ``tag`` commands never lose each other's write; ``untag``
-deletes that file.
+deletes that file. A store's mirrors get each tag and untag at once (``Mirrors.tagged``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, StoreError
 from . import layout
@@ -48,11 +48,16 @@ class Tags:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        self.changed: Callable[[str, bytes | None], None] | None = None
+        """Set by a store with mirrors: told each tag file written (its bytes) or deleted (None)."""
 
     def add(self, name: str, stage: str, key: str, step: int | None = None) -> Tag:
         tag = Tag(check_name(name), stage, key, step, time.time())
         doc = {"tag": tag.name, "stage": stage, "key": key, "step": step, "time": tag.time}
-        self._backend.write_atomic(layout.tag_path(name, stage, key, step), json.dumps(doc).encode())
+        rel, data = layout.tag_path(name, stage, key, step), json.dumps(doc).encode()
+        self._backend.write_atomic(rel, data)
+        if self.changed is not None:
+            self.changed(rel, data)
         return tag
 
     def remove(self, name: str, stage: str, key: str, step: int | None = None) -> bool:
@@ -62,6 +67,8 @@ class Tags:
             return False
         self._backend.delete(rel)
         self._backend.remove_empty(layout.tag_dir(name))
+        if self.changed is not None:
+            self.changed(rel, None)
         return True
 
     def all(self) -> list[Tag]:

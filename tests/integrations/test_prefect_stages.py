@@ -223,6 +223,9 @@ def test_sigkilled_cli_run_resumes_after_last_committed_stage(toy, tmp_path):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
         assert time.monotonic() < deadline, "the run never reached the fit stage"
         time.sleep(0.1)
+    while len(list(store_dir.glob("stages/*/*.json"))) < 2:  # prep's background commit lands meanwhile
+        assert time.monotonic() < deadline, "the stages before fit never committed"
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert toy.executed() == ["load", "prep", "fit"]

@@ -21,6 +21,8 @@ WRITER = textwrap.dedent(
     import numpy as np
     from pipeline import StageCache, Store
 
+    MIN_COMMITS, MAX_SECONDS = {min_commits}, {max_seconds}
+
     def make(i, n):
         return np.arange(n) * (i % 7), {"i": i % 5}  # shared parts: dedup of existing objects
 
@@ -29,9 +31,11 @@ WRITER = textwrap.dedent(
     stage = StageCache(store).wrap(make)
     committed = []
     rng = np.random.default_rng(seed)
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end, bound = start + seconds, start + max(seconds, MAX_SECONDS)
     i = 0
-    while time.monotonic() < end:
+    # At least MIN_COMMITS commits, however slow the machine (bounded): the race must have happened.
+    while (now := time.monotonic()) < end or (i < MIN_COMMITS and now < bound):
         i += 1
         n = int(rng.integers(1, 400))
         outcome = stage.call(seed * 10**6 + i % 40, n)  # reuses keys too: hits, and rewrites
@@ -41,6 +45,10 @@ WRITER = textwrap.dedent(
         json.dump(committed, f)
     """
 )
+MIN_COMMITS = 30
+"""Commits each writer makes at least (its keys cycle over 40: two writers > 40 distinct keys)."""
+MAX_SECONDS = 180.0
+"""The longest a writer goes on to reach MIN_COMMITS on a loaded machine."""
 
 
 def drop_bait(store: Store, rng) -> None:
@@ -61,7 +69,7 @@ def race(tmp_path, seconds: float, policy=None) -> tuple[int, int]:
     root = tmp_path / "store"
     store = Store(root)
     script = tmp_path / "writer.py"
-    script.write_text(WRITER)
+    script.write_text(WRITER.replace("{min_commits}", str(MIN_COMMITS)).replace("{max_seconds}", str(MAX_SECONDS)))
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OPENBLAS_NUM_THREADS": "1"}
     # Output goes to files, not pipes: nobody reads a pipe while gc loops, and a full one blocks the writer.
     logs = {seed: open(tmp_path / f"writer-{seed}.err", "w") for seed in (1, 2)}  # noqa: SIM115

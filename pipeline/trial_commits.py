@@ -1,0 +1,101 @@
+"""A search's trial commits, in a background thread while the next trial trains.
+
+Committing a finished trial waits for the disk: its object and its manifest are each fsynced
+with their directory (4 fsyncs, 2 more for a new best), milliseconds each, which a short trial
+felt in full when its search waited for them before asking the next trial. A search run in
+one process instead hands each trial's commit — save and commit the result (the protocol of
+every stage, fsync included), then release its lease, drop its epoch checkpoints, commit a new
+best and the run's trial event — to one committer thread, and trains the next trial meanwhile.
+
+What it guarantees (the order of a synchronous search, shifted by one trial):
+
+- a trial is *reported* (``on_trial``, the search's result) only once its commit has landed;
+- at most one commit is in flight: before a trial is told to the study, the one before it has
+  landed (its failure is raised there, as the exception the commit raised, not later);
+- the parts of one commit run in order (result, lease, checkpoints, best, event), so the best
+  record never points at objects not yet committed, and a trial's epoch checkpoints are gone
+  only once its result is durable;
+- a kill at any instant leaves a trial either committed or not there (then it is trained again,
+  resuming from its epoch checkpoints) — never reported and lost.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any, Callable
+
+from .training.writer import Background, Writer
+
+
+class Deferred:
+    """Set around one trial's stage call: the trial stage puts its save and lease here instead
+    of committing in the call (``armed``: the next save is deferred; a forced trial's is not)."""
+
+    __slots__ = ("armed", "save", "lease")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.save: tuple[Any, Any, float] | None = None
+        self.lease: Any = None
+
+    def release(self) -> None:
+        """Release the lease now: the call ended without a result to commit."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
+
+DEFERRED: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar("pipeline_deferred_trial", default=None)
+
+
+class Commit:
+    """One trial's commit: ``steps`` run in order in the committer thread; the first that
+    raises ends it and its exception is raised by :meth:`Committer.land`, which else calls
+    ``then(report)`` in the search's thread."""
+
+    def __init__(self, what: str, steps: list[Callable[[], Any]], then: Callable[[bool], None]) -> None:
+        self.what, self.steps, self.then = what, steps, then
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for step in self.steps:
+                step()
+        except BaseException as e:  # raised in the search's thread by land()
+            self.error = e
+
+
+class Committer:
+    """The search's committer thread (a background writer: the thread is reused, none is started
+    per trial) and the one commit in flight."""
+
+    def __init__(self) -> None:
+        self._writer = Writer(Background())
+        self._pending: Commit | None = None
+
+    def submit(self, commit: Commit) -> None:
+        """Land the commit in flight, then start ``commit``."""
+        self.land()
+        self._pending = commit
+        self._writer.submit(commit.what, commit.run)
+
+    def land(self, report: bool = True) -> None:
+        """Until the commit in flight (if any) has landed; raise its failure, else run its
+        ``then(report)`` in this thread (the search's bookkeeping, and reporting the trial)."""
+        commit, self._pending = self._pending, None
+        if commit is None:
+            return
+        self._writer.wait()
+        if commit.error is not None:
+            raise commit.error
+        commit.then(report)
+
+    def close(self, report: bool = True) -> None:
+        """Land the commit in flight; hand the thread back."""
+        try:
+            self.land(report)
+        finally:
+            self._writer.close()
+
+
+__all__ = ["Deferred", "DEFERRED", "Commit", "Committer"]
