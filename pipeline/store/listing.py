@@ -94,7 +94,8 @@ def created_since(store: Store, stage: str | None, since: float) -> Iterator[Man
 def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
     """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
     those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
-    dirs = json_times(store._backend, prefix)
+    index = getattr(store._backend, "index", None)
+    dirs = index.json_times(prefix) if index is not None else json_times(store._backend, prefix)
     total = sum(len(d.names) for d in dirs)
     counts = [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]  # times descend
     window = sum(counts)

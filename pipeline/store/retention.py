@@ -92,7 +92,11 @@ def gc(
     dropped = 0
     if decided is not None and not dry_run:
         dropped = sum(_drop(store, e.manifest) for e in decided.dropped)
-    live = store.live_objects()
+    index = getattr(backend, "index", None)
+    if dry_run and decided is None and index is not None:
+        live = index.live_objects()  # a report: as the index says (a sweep below decides from a listing)
+    else:
+        live = store.live_objects()
     if decided is not None and dry_run:
         live -= set(decided.freed)
     freed_now = set(decided.freed) if decided is not None else set()
@@ -118,6 +122,8 @@ def gc(
         n = len(decided.dropped) if decided is not None else 0
         return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True, n, decided)
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
+    if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
+        index.relist()
     return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
 
 

@@ -1,0 +1,295 @@
+"""An index of the manifests of an S3 store, so a reader need not list every manifest key.
+
+Listing 100k keys takes ~10 s on a local SeaweedFS server; ``ls`` needs only which manifests
+there are and when each was written (``listing`` reads and checks just the page it shows).
+The index gives that from two kinds of small immutable object:
+
+- a *delta* record per manifest write or delete, ``index/deltas/<ms>-<host>-<pid>-<unique>.json``
+  (one object each: S3 has no append, so concurrent writers never overwrite each other's).
+  The backend writes the ``put`` record *before* the manifest's PUT (its time is then after
+  the manifest's ``created`` and before the manifest can be seen) and the ``gone`` record
+  *after* a manifest is deleted or moved away. A writer that crashes in between leaves an
+  entry for a manifest that is not there (a reader finds it missing, as if just deleted) or
+  keeps one for a manifest that went: the index may hold too much, never too little, of what
+  this code wrote.
+- a *snapshot*, ``index/snapshots/<mark>-<unique>.idx``: every manifest (path, time written,
+  ETag, the objects it names) as of its mark, with a checksum.
+
+A reader takes the newest snapshot and applies, in name order, every delta named after
+``mark - WINDOW`` (one listing with ``StartAfter``): a delta named up to ``WINDOW`` before a
+snapshot's writer read the deltas, but not yet visible then (a writer's clock behind, a slow
+PUT), is still applied. Applying deltas is idempotent (each states a path's whole entry).
+Once many deltas precede that window, a reader writes a new snapshot (compaction) and
+deletes the snapshots before the one it read and the deltas no reader of those needs; a
+reader whose snapshot was deleted while it listed starts again (a HEAD after the listing
+says so, and deltas are deleted only after the snapshots that needed them).
+
+No snapshot, a damaged one, or one whose last full listing is older than ``FULL_EVERY``: the
+manifests are listed (the store's own listing, as without an index) and a snapshot is built
+from that listing. So manifests the deltas never told of (written by an older version of
+this code, copied in by another tool, a writer killed between its manifest and a delta it
+never wrote) are found by the next full listing at the latest; ``gc`` (not ``--dry-run``)
+ends with one.
+
+What the index is *not*: an authority. ``ls`` reads and checks every manifest it shows
+(a missing one is left out), ``gc`` decides what to delete from a full listing of the store,
+and a lookup reads the manifest's own path. The index only says which manifests to consider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+
+import xxhash
+
+from . import layout
+from .dir_times import DirTimes, _sorted
+
+if TYPE_CHECKING:
+    from .remote import FsspecBackend
+
+WINDOW_MS = 30_000
+"""How late (ms) a delta may become visible after the time its name carries and still be seen."""
+COMPACT_AT = 500
+"""Deltas before the re-read window past which a reader writes a new snapshot."""
+FULL_EVERY = 24 * 3600.0
+"""Seconds after which a reader lists the manifests again rather than trust the deltas alone."""
+_FORMAT = 1
+_READERS = 16
+_GONE = object()
+
+
+class Entry(NamedTuple):
+    """One manifest as the index knows it."""
+
+    written: float
+    """Seconds since the epoch, not before its ``created`` (less ``listing.SKEW``)."""
+    etag: str
+    """The MD5 of its bytes when written ('' when unknown)."""
+    objects: str | None
+    """The object paths it names, space-separated (None: not known; read the manifest)."""
+
+
+@dataclass
+class _Snapshot:
+    rel: str
+    mark: int
+    """Milliseconds: every delta named up to ``mark - WINDOW_MS`` is in it."""
+    full: int
+    """Milliseconds: when the listing this line of snapshots started from was taken."""
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+class ManifestIndex:
+    """The index of the manifests of one S3 store (see the module docstring)."""
+
+    def __init__(self, backend: FsspecBackend) -> None:
+        self.backend = backend
+        self.reader = backend._reader
+
+    # -- writers -------------------------------------------------------------------------
+    def put(self, rel: str, data: bytes) -> None:
+        """Record that the manifest ``data`` is about to be written at ``rel`` (before its PUT)."""
+        now = time.time()
+        record = {"put": rel, "written": now, "etag": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                  "objects": _objects_named(data)}  # fmt: skip
+        self.backend._put_raw(layout.index_delta(int(now * 1000)), json.dumps(record).encode())
+
+    def gone(self, rel: str) -> None:
+        """Record that the manifest at ``rel`` was deleted or moved away (after it was)."""
+        now = time.time()
+        self.backend._put_raw(layout.index_delta(int(now * 1000)), json.dumps({"gone": rel}).encode())
+
+    # -- readers -------------------------------------------------------------------------
+    def entries(self) -> dict[str, Entry]:
+        """Every manifest the index knows of now (see the module docstring)."""
+        for _attempt in range(4):
+            snapshots = sorted(r.rel for r in self.reader.list(layout.INDEX_SNAPSHOTS) if layout.index_time(r.rel))
+            snapshot = self._read_snapshot(snapshots[-1]) if snapshots else None
+            if snapshot is _GONE:  # deleted since it was listed (a newer one is there)
+                continue
+            if snapshot is None or time.time() * 1000 - snapshot.full > FULL_EVERY * 1000:
+                self.rebuild(snapshots)
+                continue
+            deltas = list(
+                self.reader.list_after(layout.INDEX_DELTAS, layout.index_deltas_after(snapshot.mark - WINDOW_MS))
+            )
+            bodies = self._bodies(deltas)
+            if not self.backend.exists(snapshot.rel):  # compacted meanwhile: deltas it needs may be gone
+                continue
+            entries = snapshot.entries
+            for d in deltas:
+                _apply(entries, bodies.get(d.rel))
+            settled = int(time.time() * 1000) - 2 * WINDOW_MS
+            if sum(1 for d in deltas if (layout.index_time(d.rel) or 0) < settled) > COMPACT_AT:
+                self._compact(snapshot, snapshots)
+            return entries
+        raise OSError(f"the manifest index of {self.backend.url} kept changing while it was read")
+
+    def _read_snapshot(self, rel: str) -> Any:
+        """The snapshot at ``rel``; None when damaged, ``_GONE`` when not there."""
+        try:
+            data = self.reader.get(rel).data
+        except FileNotFoundError:
+            return _GONE
+        try:
+            return _parse(rel, data)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            warnings.warn(
+                f"manifest index {rel} in {self.backend.url} is damaged ({e}): listing the manifests", stacklevel=4
+            )
+            return None
+
+    def _bodies(self, deltas: list[Any]) -> dict[str, bytes]:
+        """The bytes of each delta record (the manifest cache's, when it holds that version)."""
+        cache = self.backend._cache
+        found = cache.get_many({d.rel: d.etag for d in deltas}) if cache is not None else {}
+        wanted = [d.rel for d in deltas if d.rel not in found]
+
+        def one(rel: str) -> tuple[str, Any]:
+            try:
+                return rel, self.reader.get(rel)
+            except FileNotFoundError:
+                return rel, None
+
+        if wanted:
+            with ThreadPoolExecutor(min(_READERS, len(wanted)), thread_name_prefix="index-read") as pool:
+                got = [(rel, g) for rel, g in pool.map(one, wanted) if g is not None]
+            if cache is not None:
+                cache.put_many((rel, g.etag, g.data) for rel, g in got)
+            found.update((rel, g.data) for rel, g in got)
+        return found
+
+    # -- snapshots ------------------------------------------------------------------------
+    def rebuild(self, older: Iterable[str] = (), known: dict[str, Entry] | None = None) -> None:
+        """List every manifest and write a snapshot of that listing (deleting ``older`` ones).
+        ``known``: entries believed so far; the objects of one whose ETag the listing shows
+        still are kept (not to read the manifest again for them)."""
+        started = int(time.time() * 1000)
+        known = known or {}
+        entries: dict[str, Entry] = {}
+        for root in layout.MANIFEST_ROOTS:
+            for item in self.reader.list(root):
+                if layout.is_manifest(item.rel):
+                    was = known.get(item.rel)
+                    objects = was.objects if was is not None and was.etag == item.etag else None
+                    entries[item.rel] = Entry(item.mtime, item.etag, objects)
+        self._write(_Snapshot("", started - WINDOW_MS, started, entries), older)
+
+    def relist(self) -> None:
+        """Rebuild the index from a full listing now (``gc`` does, after its sweep)."""
+        snapshots = sorted(r.rel for r in self.reader.list(layout.INDEX_SNAPSHOTS) if layout.index_time(r.rel))
+        try:
+            known = self.entries()
+        except OSError:
+            known = {}
+        self.rebuild(snapshots, known)
+
+    def _compact(self, snapshot: _Snapshot, snapshots: list[str]) -> None:
+        now = int(time.time() * 1000)
+        self._write(
+            _Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.entries), [r for r in snapshots if r != snapshot.rel]
+        )
+        cutoff = layout.index_deltas_after(snapshot.mark - WINDOW_MS)  # what no reader of ``snapshot`` lists
+        old = []
+        for item in self.reader.list_after(layout.INDEX_DELTAS, ""):
+            if item.rel >= cutoff:
+                break
+            old.append(item.rel)
+        self.backend._delete_raw(old)
+
+    def _write(self, snapshot: _Snapshot, older: Iterable[str]) -> None:
+        lines = [
+            f"{rel}\t{e.written!r}\t{e.etag}\t{'?' if e.objects is None else e.objects}"
+            for rel, e in sorted(snapshot.entries.items())
+        ]
+        body = "\n".join(lines).encode()
+        head = {
+            "format": _FORMAT,
+            "mark": snapshot.mark,
+            "full": snapshot.full,
+            "n": len(lines),
+            "xxh3": xxhash.xxh3_128_hexdigest(body),
+        }
+        self.backend._put_raw(layout.index_snapshot(snapshot.mark), json.dumps(head).encode() + b"\n" + body)
+        self.backend._delete_raw(list(older))  # snapshots first, then (``_compact``) the deltas they needed
+
+    def live_objects(self) -> set[str]:
+        """The object paths the manifests the index knows of name (``gc --dry-run``): as the
+        index says, each manifest whose objects it does not know read (its cached bytes when
+        the ETag the index has is cached). Never the basis of a deletion: ``gc`` lists."""
+        live: set[str] = set()
+        unknown = []
+        for rel, e in self.entries().items():
+            if e.objects is None:
+                unknown.append(rel)
+                if e.etag:
+                    self.backend._listed[rel] = e.etag
+            elif e.objects:
+                live.update(e.objects.split(" "))
+        for _rel, raw in self.backend.read_many(sorted(unknown)):
+            if isinstance(raw, FileNotFoundError):
+                continue
+            if isinstance(raw, BaseException):
+                raise raw
+            live.update(_objects_named(bytes(raw)) or ())
+        return live
+
+    # -- what ``listing`` asks ------------------------------------------------------------
+    def json_times(self, prefix: str) -> list[DirTimes]:
+        """The manifests under ``prefix`` by directory, newest-written first (as ``dir_times``)."""
+        under = prefix.strip("/") + "/"
+        by_dir: dict[str, list[tuple[float, str]]] = {}
+        for rel, e in self.entries().items():
+            if rel.startswith(under):
+                head, _, name = rel.rpartition("/")
+                by_dir.setdefault(head, []).append((e.written, name))
+        return [_sorted(head, found) for head, found in sorted(by_dir.items())]
+
+
+def _apply(entries: dict[str, Entry], body: bytes | None) -> None:
+    if body is None:
+        return
+    try:
+        doc = json.loads(body)
+        if "gone" in doc:
+            entries.pop(str(doc["gone"]), None)
+            return
+        rel = str(doc["put"])
+        if layout.is_manifest(rel):
+            objects = doc.get("objects")
+            listed = " ".join(map(str, objects)) if isinstance(objects, list) else None
+            entries[rel] = Entry(float(doc["written"]), str(doc.get("etag", "")), listed)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return  # a damaged delta tells nothing: a full listing finds what it was about
+
+
+def _parse(rel: str, data: bytes) -> _Snapshot:
+    head, _, body = bytes(data).partition(b"\n")
+    meta = json.loads(head)
+    if meta.get("format") != _FORMAT or xxhash.xxh3_128_hexdigest(body) != meta["xxh3"]:
+        raise ValueError("checksum or format mismatch")
+    entries: dict[str, Entry] = {}
+    for line in body.decode().split("\n") if body else ():
+        path, written, etag, objects = line.split("\t")
+        entries[path] = Entry(float(written), etag, None if objects == "?" else objects)
+    if len(entries) != meta["n"]:
+        raise ValueError(f"{len(entries)} entries, the header says {meta['n']}")
+    return _Snapshot(rel, int(meta["mark"]), int(meta["full"]), entries)
+
+
+def _objects_named(data: bytes) -> list[str] | None:
+    """The object paths the manifest ``data`` names (None: it can't be parsed)."""
+    from .codecs import CODECS
+    from .store import _named_objects
+
+    try:
+        return sorted({layout.object_path(oid, CODECS[codec].suffix) for oid, codec in _named_objects(data)})
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
