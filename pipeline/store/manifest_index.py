@@ -180,7 +180,8 @@ class ManifestIndex:
                     was = known.get(item.rel)
                     objects = was.objects if was is not None and was.etag == item.etag else None
                     entries[item.rel] = Entry(item.mtime, item.etag, objects)
-        self._write(_Snapshot("", started - WINDOW_MS, started, entries), older)
+        mark = started - WINDOW_MS
+        self._write(_Snapshot("", mark, started, entries), older, prune_before=mark - WINDOW_MS)
 
     def relist(self) -> None:
         """Rebuild the index from a full listing now (``gc`` does, after its sweep)."""
@@ -192,33 +193,30 @@ class ManifestIndex:
         self.rebuild(snapshots, known)
 
     def _compact(self, snapshot: _Snapshot, snapshots: list[str]) -> None:
+        """A snapshot of ``snapshot`` with the deltas applied; the snapshots before ``snapshot``
+        go, and the deltas none of its readers lists (named before its mark - WINDOW)."""
         now = int(time.time() * 1000)
-        self._write(
-            _Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.entries), [r for r in snapshots if r != snapshot.rel]
-        )
-        cutoff = layout.index_deltas_after(snapshot.mark - WINDOW_MS)  # what no reader of ``snapshot`` lists
+        older = [r for r in snapshots if r != snapshot.rel]
+        self._write(_Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.entries), older, snapshot.mark - WINDOW_MS)
+
+    def _write(self, snapshot: _Snapshot, older: Iterable[str], prune_before: int) -> None:
+        """Write ``snapshot``, then delete the ``older`` snapshots, then the deltas named before
+        ``prune_before`` (in that order: a reader of a deleted snapshot starts again)."""
+        lines = [f"{rel}\t{e.written!r}\t{e.etag}\t{'?' if e.objects is None else e.objects}"
+                 for rel, e in sorted(snapshot.entries.items())]  # fmt: skip
+        body = "\n".join(lines).encode()
+        head = {"format": _FORMAT, "mark": snapshot.mark, "full": snapshot.full, "n": len(lines),
+                "xxh3": xxhash.xxh3_128_hexdigest(body)}  # fmt: skip
+        self.backend._put_raw(layout.index_snapshot(snapshot.mark), json.dumps(head).encode() + b"\n" + body)
+        self.backend._delete_raw(list(older))
+        cutoff = layout.index_deltas_after(prune_before)
         old = []
         for item in self.reader.list_after(layout.INDEX_DELTAS, ""):
             if item.rel >= cutoff:
                 break
             old.append(item.rel)
-        self.backend._delete_raw(old)
-
-    def _write(self, snapshot: _Snapshot, older: Iterable[str]) -> None:
-        lines = [
-            f"{rel}\t{e.written!r}\t{e.etag}\t{'?' if e.objects is None else e.objects}"
-            for rel, e in sorted(snapshot.entries.items())
-        ]
-        body = "\n".join(lines).encode()
-        head = {
-            "format": _FORMAT,
-            "mark": snapshot.mark,
-            "full": snapshot.full,
-            "n": len(lines),
-            "xxh3": xxhash.xxh3_128_hexdigest(body),
-        }
-        self.backend._put_raw(layout.index_snapshot(snapshot.mark), json.dumps(head).encode() + b"\n" + body)
-        self.backend._delete_raw(list(older))  # snapshots first, then (``_compact``) the deltas they needed
+        for start in range(0, len(old), 1000):
+            self.backend._delete_raw(old[start : start + 1000])
 
     def live_objects(self) -> set[str]:
         """The object paths the manifests the index knows of name (``gc --dry-run``): as the
