@@ -38,8 +38,12 @@ and a lookup reads the manifest's own path. The index only says which manifests 
 
 from __future__ import annotations
 
+import array
+import bisect
 import hashlib
+import itertools
 import json
+import operator
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 import xxhash
 
 from . import layout
-from .dir_times import DirTimes, _sorted
+from .dir_times import DirTimes
 
 if TYPE_CHECKING:
     from .remote import FsspecBackend
@@ -60,7 +64,7 @@ COMPACT_AT = 500
 """Deltas before the re-read window past which a reader writes a new snapshot."""
 FULL_EVERY = 24 * 3600.0
 """Seconds after which a reader lists the manifests again rather than trust the deltas alone."""
-_FORMAT = 1
+_FORMAT = 2
 _READERS = 16
 _GONE = object()
 
@@ -76,6 +80,40 @@ class Entry(NamedTuple):
     """The object paths it names, space-separated (None: not known; read the manifest)."""
 
 
+class _Dir:
+    """The manifests of one directory, newest-written first (ties: by name, descending)."""
+
+    __slots__ = ("names", "times", "etags", "objects")
+
+    def __init__(self, names: list[str], times: list[float], etags: list[str], objects: list[str]) -> None:
+        self.names, self.times, self.etags, self.objects = names, times, etags, objects
+
+    @classmethod
+    def of(cls, entries: dict[str, Entry]) -> _Dir:
+        rows = sorted(((e.written, name, e.etag, "?" if e.objects is None else e.objects)
+                       for name, e in entries.items()), reverse=True)  # fmt: skip
+        return cls([r[1] for r in rows], [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+
+    def entries(self) -> dict[str, Entry]:
+        return {n: Entry(t, e, None if o == "?" else o)
+                for n, t, e, o in zip(self.names, self.times, self.etags, self.objects)}  # fmt: skip
+
+    def update(self, changes: dict[str, Entry | None]) -> None:
+        """Drop the names ``changes`` holds, then put back those it gives an entry, in order."""
+        if not changes.keys().isdisjoint(self.names):
+            keep = [i for i, n in enumerate(self.names) if n not in changes]
+            self.names, self.times = [self.names[i] for i in keep], [self.times[i] for i in keep]
+            self.etags, self.objects = [self.etags[i] for i in keep], [self.objects[i] for i in keep]
+        for name, e in changes.items():
+            if e is None:
+                continue
+            at = bisect.bisect_left(self.times, -e.written, key=operator.neg)  # times descend
+            self.names.insert(at, name)
+            self.times.insert(at, e.written)
+            self.etags.insert(at, e.etag)
+            self.objects.insert(at, "?" if e.objects is None else e.objects)
+
+
 @dataclass
 class _Snapshot:
     rel: str
@@ -83,7 +121,37 @@ class _Snapshot:
     """Milliseconds: every delta named up to ``mark - WINDOW_MS`` is in it."""
     full: int
     """Milliseconds: when the listing this line of snapshots started from was taken."""
-    entries: dict[str, Entry] = field(default_factory=dict)
+    dirs: dict[str, _Dir] = field(default_factory=dict)
+
+    def apply(self, bodies: Iterable[bytes | None]) -> None:
+        """Apply delta records in order (the last one of each path counts)."""
+        touched: dict[str, dict[str, Entry | None]] = {}
+        for body in bodies:
+            change = _change(body)
+            if change is not None:
+                head, _, name = change[0].rpartition("/")
+                changes = touched.setdefault(head, {})
+                changes.pop(name, None)  # (the last change of a name is the one that counts)
+                changes[name] = change[1]
+        for head, changes in touched.items():
+            self.dirs.setdefault(head, _Dir([], [], [], [])).update(changes)
+
+    def entries(self) -> dict[str, Entry]:
+        return {f"{head}/{name}": e for head, d in self.dirs.items() for name, e in d.entries().items()}
+
+    def encode(self) -> bytes:
+        heads = sorted(self.dirs)
+        parts = [
+            "\n".join(n for h in heads for n in self.dirs[h].names).encode(),
+            array.array("d", [t for h in heads for t in self.dirs[h].times]).tobytes(),
+            "\n".join(e for h in heads for e in self.dirs[h].etags).encode(),
+            "\n".join(o for h in heads for o in self.dirs[h].objects).encode(),
+        ]
+        body = b"".join(parts)
+        counts = [[h, len(self.dirs[h].names)] for h in heads]
+        head = {"format": _FORMAT, "mark": self.mark, "full": self.full, "sizes": [len(p) for p in parts],
+                "dirs": counts, "xxh3": xxhash.xxh3_128_hexdigest(body)}  # fmt: skip
+        return json.dumps(head).encode() + b"\n" + body
 
 
 class ManifestIndex:
@@ -108,7 +176,11 @@ class ManifestIndex:
 
     # -- readers -------------------------------------------------------------------------
     def entries(self) -> dict[str, Entry]:
-        """Every manifest the index knows of now (see the module docstring)."""
+        """Every manifest the index knows of now, by path (see the module docstring)."""
+        return self.current().entries()
+
+    def current(self) -> _Snapshot:
+        """The index as of now: the newest snapshot with the deltas after its mark applied."""
         for _attempt in range(4):
             snapshots = sorted(r.rel for r in self.reader.list(layout.INDEX_SNAPSHOTS) if layout.index_time(r.rel))
             snapshot = self._read_snapshot(snapshots[-1]) if snapshots else None
@@ -117,19 +189,16 @@ class ManifestIndex:
             if snapshot is None or time.time() * 1000 - snapshot.full > FULL_EVERY * 1000:
                 self.rebuild(snapshots)
                 continue
-            deltas = list(
-                self.reader.list_after(layout.INDEX_DELTAS, layout.index_deltas_after(snapshot.mark - WINDOW_MS))
-            )
+            after = layout.index_deltas_after(snapshot.mark - WINDOW_MS)
+            deltas = list(self.reader.list_after(layout.INDEX_DELTAS, after))
             bodies = self._bodies(deltas)
             if not self.backend.exists(snapshot.rel):  # compacted meanwhile: deltas it needs may be gone
                 continue
-            entries = snapshot.entries
-            for d in deltas:
-                _apply(entries, bodies.get(d.rel))
+            snapshot.apply(bodies.get(d.rel) for d in deltas)
             settled = int(time.time() * 1000) - 2 * WINDOW_MS
             if sum(1 for d in deltas if (layout.index_time(d.rel) or 0) < settled) > COMPACT_AT:
                 self._compact(snapshot, snapshots)
-            return entries
+            return snapshot
         raise OSError(f"the manifest index of {self.backend.url} kept changing while it was read")
 
     def _read_snapshot(self, rel: str) -> Any:
@@ -173,15 +242,17 @@ class ManifestIndex:
         still are kept (not to read the manifest again for them)."""
         started = int(time.time() * 1000)
         known = known or {}
-        entries: dict[str, Entry] = {}
+        by_dir: dict[str, dict[str, Entry]] = {}
         for root in layout.MANIFEST_ROOTS:
             for item in self.reader.list(root):
                 if layout.is_manifest(item.rel):
                     was = known.get(item.rel)
                     objects = was.objects if was is not None and was.etag == item.etag else None
-                    entries[item.rel] = Entry(item.mtime, item.etag, objects)
+                    head, _, name = item.rel.rpartition("/")
+                    by_dir.setdefault(head, {})[name] = Entry(item.mtime, item.etag, objects)
         mark = started - WINDOW_MS
-        self._write(_Snapshot("", mark, started, entries), older, prune_before=mark - WINDOW_MS)
+        dirs = {head: _Dir.of(entries) for head, entries in by_dir.items()}
+        self._write(_Snapshot("", mark, started, dirs), older, prune_before=mark - WINDOW_MS)
 
     def relist(self) -> None:
         """Rebuild the index from a full listing now (``gc`` does, after its sweep)."""
@@ -197,17 +268,12 @@ class ManifestIndex:
         go, and the deltas none of its readers lists (named before its mark - WINDOW)."""
         now = int(time.time() * 1000)
         older = [r for r in snapshots if r != snapshot.rel]
-        self._write(_Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.entries), older, snapshot.mark - WINDOW_MS)
+        self._write(_Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.dirs), older, snapshot.mark - WINDOW_MS)
 
     def _write(self, snapshot: _Snapshot, older: Iterable[str], prune_before: int) -> None:
         """Write ``snapshot``, then delete the ``older`` snapshots, then the deltas named before
         ``prune_before`` (in that order: a reader of a deleted snapshot starts again)."""
-        lines = [f"{rel}\t{e.written!r}\t{e.etag}\t{'?' if e.objects is None else e.objects}"
-                 for rel, e in sorted(snapshot.entries.items())]  # fmt: skip
-        body = "\n".join(lines).encode()
-        head = {"format": _FORMAT, "mark": snapshot.mark, "full": snapshot.full, "n": len(lines),
-                "xxh3": xxhash.xxh3_128_hexdigest(body)}  # fmt: skip
-        self.backend._put_raw(layout.index_snapshot(snapshot.mark), json.dumps(head).encode() + b"\n" + body)
+        self.backend._put_raw(layout.index_snapshot(snapshot.mark), snapshot.encode())
         self.backend._delete_raw(list(older))
         cutoff = layout.index_deltas_after(prune_before)
         old = []
@@ -242,30 +308,33 @@ class ManifestIndex:
     # -- what ``listing`` asks ------------------------------------------------------------
     def json_times(self, prefix: str) -> list[DirTimes]:
         """The manifests under ``prefix`` by directory, newest-written first (as ``dir_times``)."""
-        under = prefix.strip("/") + "/"
-        by_dir: dict[str, list[tuple[float, str]]] = {}
-        for rel, e in self.entries().items():
-            if rel.startswith(under):
-                head, _, name = rel.rpartition("/")
-                by_dir.setdefault(head, []).append((e.written, name))
-        return [_sorted(head, found) for head, found in sorted(by_dir.items())]
+        prefix = prefix.strip("/")
+        dirs = self.current().dirs
+        return [DirTimes(head, d.names, d.times) for head, d in sorted(dirs.items())
+                if d.names and (head == prefix or head.startswith(prefix + "/"))]  # fmt: skip
 
 
-def _apply(entries: dict[str, Entry], body: bytes | None) -> None:
+def _change(body: bytes | None) -> tuple[str, Entry | None] | None:
+    """(path, its entry; None: gone) a delta record states; None when it states nothing usable."""
     if body is None:
-        return
+        return None
     try:
         doc = json.loads(body)
         if "gone" in doc:
-            entries.pop(str(doc["gone"]), None)
-            return
+            rel = str(doc["gone"])
+            return (rel, None) if layout.is_manifest(rel) else None
         rel = str(doc["put"])
-        if layout.is_manifest(rel):
-            objects = doc.get("objects")
-            listed = " ".join(map(str, objects)) if isinstance(objects, list) else None
-            entries[rel] = Entry(float(doc["written"]), str(doc.get("etag", "")), listed)
+        objects = doc.get("objects")
+        listed = " ".join(map(str, objects)) if isinstance(objects, list) else None
+        return (
+            (rel, Entry(float(doc["written"]), str(doc.get("etag", "")), listed)) if layout.is_manifest(rel) else None
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
-        return  # a damaged delta tells nothing: a full listing finds what it was about
+        return None  # a damaged delta tells nothing: a full listing finds what it was about
+
+
+def _split(text: str, n: int) -> list[str]:
+    return text.split("\n") if n else []
 
 
 def _parse(rel: str, data: bytes) -> _Snapshot:
@@ -273,13 +342,27 @@ def _parse(rel: str, data: bytes) -> _Snapshot:
     meta = json.loads(head)
     if meta.get("format") != _FORMAT or xxhash.xxh3_128_hexdigest(body) != meta["xxh3"]:
         raise ValueError("checksum or format mismatch")
-    entries: dict[str, Entry] = {}
-    for line in body.decode().split("\n") if body else ():
-        path, written, etag, objects = line.split("\t")
-        entries[path] = Entry(float(written), etag, None if objects == "?" else objects)
-    if len(entries) != meta["n"]:
-        raise ValueError(f"{len(entries)} entries, the header says {meta['n']}")
-    return _Snapshot(rel, int(meta["mark"]), int(meta["full"]), entries)
+    sizes, dirs = meta["sizes"], meta["dirs"]
+    total = sum(n for _, n in dirs)
+    if len(sizes) != 4 or sum(sizes) != len(body) or sizes[1] != 8 * total:
+        raise ValueError("sizes do not add up")
+    cut = [0, *itertools.accumulate(sizes)]
+    names = _split(body[cut[0] : cut[1]].decode(), total)
+    times = array.array("d")
+    times.frombytes(body[cut[1] : cut[2]])
+    etags = _split(body[cut[2] : cut[3]].decode(), total)
+    objects = _split(body[cut[3] : cut[4]].decode(), total)
+    if not len(names) == len(times) == len(etags) == len(objects) == total:
+        raise ValueError("column lengths differ")
+    all_times = times.tolist()
+    out: dict[str, _Dir] = {}
+    at = 0
+    for d, n in dirs:
+        if not isinstance(d, str) or not layout.is_manifest(f"{d}/x.json"):
+            raise ValueError(f"not a manifest directory: {d!r}")
+        out[d] = _Dir(names[at : at + n], all_times[at : at + n], etags[at : at + n], objects[at : at + n])
+        at += n
+    return _Snapshot(rel, int(meta["mark"]), int(meta["full"]), out)
 
 
 def _objects_named(data: bytes) -> list[str] | None:
