@@ -10,9 +10,13 @@ after the next candidate was written (+ ``SKEW``), no unread manifest can be new
 complete. A manifest written long after it was created (copied without its times, restored)
 only means more of them are read; the answer stays the same.
 
-Nothing here is an index: the listing is the store's own, each manifest on the page is read
-and checked as for any lookup (a damaged one is quarantined and skipped, a vanished one left
-out), so a page never holds a result the store would not serve.
+On S3 the candidates and their times come from the manifest index instead of a listing of
+every manifest key (``pipeline.store.manifest_index``: a delta record per write, ``written``
+taken after ``created``, so the same bound holds). Either way each manifest on the page is
+read from the store and checked as for any lookup (a damaged one is quarantined and skipped,
+a vanished one left out and not counted), so a page never holds a result the store would not
+serve; what the index may lack (a manifest no delta told of) is missing from the page until
+the next full listing (``gc``, a damaged index, or a day after the last one).
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ manifest is either seen by step 3 (the manifest was there) or re-checked by its 
 ``free(store, objects)`` runs steps 2-3 over just the objects of manifests a caller has
 deleted (a checkpointer's pruned checkpoints): those no manifest references go at once,
 instead of waiting for a whole-store ``gc`` after the grace.
+On S3, ``gc --dry-run`` (without a retention policy) takes the manifests and the objects they
+name from the manifest index (``pipeline.store.manifest_index``), not a listing of every
+manifest: a report, as the index says. ``gc`` itself never asks the index: it decides from
+a full listing of the manifests, before and after the set-aside, and ends by rebuilding the
+index from a listing (so what the index missed is in it from then on).
 Temp files are removed when their writer (a process on this host) is dead, or, for temps of
 other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
