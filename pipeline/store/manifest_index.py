@@ -98,9 +98,12 @@ class _Dir:
         return {n: Entry(t, e, None if o == "?" else o)
                 for n, t, e, o in zip(self.names, self.times, self.etags, self.objects)}  # fmt: skip
 
-    def update(self, changes: dict[str, Entry | None]) -> None:
-        """Drop the names ``changes`` holds, then put back those it gives an entry, in order."""
+    def update(self, changes: dict[str, Entry | None]) -> list[str]:
+        """Drop the names ``changes`` holds, then put back those it gives an entry, in order;
+        the objects the dropped entries named (space-separated, as kept)."""
+        dropped: list[str] = []
         if not changes.keys().isdisjoint(self.names):
+            dropped = [o for n, o in zip(self.names, self.objects) if n in changes and o not in ("?", "")]
             keep = [i for i, n in enumerate(self.names) if n not in changes]
             self.names, self.times = [self.names[i] for i in keep], [self.times[i] for i in keep]
             self.etags, self.objects = [self.etags[i] for i in keep], [self.objects[i] for i in keep]
@@ -112,6 +115,7 @@ class _Dir:
             self.times.insert(at, e.written)
             self.etags.insert(at, e.etag)
             self.objects.insert(at, "?" if e.objects is None else e.objects)
+        return dropped
 
 
 @dataclass
@@ -122,6 +126,10 @@ class _Snapshot:
     full: int
     """Milliseconds: when the listing this line of snapshots started from was taken."""
     dirs: dict[str, _Dir] = field(default_factory=dict)
+    orphans: dict[str, tuple[int, float]] | None = None
+    """Objects no manifest named at the last ``gc`` (path -> size, time written); None: not known."""
+    released: set[str] = field(default_factory=set)
+    """Objects named by manifests replaced or deleted since the last ``gc`` (they may be unreferenced)."""
 
     def apply(self, bodies: Iterable[bytes | None]) -> None:
         """Apply delta records in order (the last one of each path counts)."""
@@ -134,7 +142,8 @@ class _Snapshot:
                 changes.pop(name, None)  # (the last change of a name is the one that counts)
                 changes[name] = change[1]
         for head, changes in touched.items():
-            self.dirs.setdefault(head, _Dir([], [], [], [])).update(changes)
+            for objects in self.dirs.setdefault(head, _Dir([], [], [], [])).update(changes):
+                self.released.update(objects.split(" "))
 
     def entries(self) -> dict[str, Entry]:
         return {f"{head}/{name}": e for head, d in self.dirs.items() for name, e in d.entries().items()}
@@ -147,6 +156,9 @@ class _Snapshot:
             "\n".join(e for h in heads for e in self.dirs[h].etags).encode(),
             "\n".join(o for h in heads for o in self.dirs[h].objects).encode(),
         ]
+        if self.orphans is not None:
+            parts.append("\n".join(f"{rel} {size} {t!r}" for rel, (size, t) in sorted(self.orphans.items())).encode())
+            parts.append("\n".join(sorted(self.released)).encode())
         body = b"".join(parts)
         counts = [[h, len(self.dirs[h].names)] for h in heads]
         head = {"format": _FORMAT, "mark": self.mark, "full": self.full, "sizes": [len(p) for p in parts],
@@ -236,10 +248,16 @@ class ManifestIndex:
         return found
 
     # -- snapshots ------------------------------------------------------------------------
-    def rebuild(self, older: Iterable[str] = (), known: dict[str, Entry] | None = None) -> None:
+    def rebuild(
+        self,
+        older: Iterable[str] = (),
+        known: dict[str, Entry] | None = None,
+        orphans: dict[str, tuple[int, float]] | None = None,
+    ) -> None:
         """List every manifest and write a snapshot of that listing (deleting ``older`` ones).
         ``known``: entries believed so far; the objects of one whose ETag the listing shows
-        still are kept (not to read the manifest again for them)."""
+        still are kept (not to read the manifest again for them). ``orphans``: the objects no
+        manifest named, as a full listing of the objects just found (``gc``)."""
         started = int(time.time() * 1000)
         known = known or {}
         by_dir: dict[str, dict[str, Entry]] = {}
@@ -252,23 +270,25 @@ class ManifestIndex:
                     by_dir.setdefault(head, {})[name] = Entry(item.mtime, item.etag, objects)
         mark = started - WINDOW_MS
         dirs = {head: _Dir.of(entries) for head, entries in by_dir.items()}
-        self._write(_Snapshot("", mark, started, dirs), older, prune_before=mark - WINDOW_MS)
+        self._write(_Snapshot("", mark, started, dirs, orphans), older, prune_before=mark - WINDOW_MS)
 
-    def relist(self) -> None:
-        """Rebuild the index from a full listing now (``gc`` does, after its sweep)."""
+    def relist(self, orphans: dict[str, tuple[int, float]] | None = None) -> None:
+        """Rebuild the index from a full listing now (``gc`` does, after its sweep, with the
+        unreferenced objects it kept)."""
         snapshots = sorted(r.rel for r in self.reader.list(layout.INDEX_SNAPSHOTS) if layout.index_time(r.rel))
         try:
             known = self.entries()
         except OSError:
             known = {}
-        self.rebuild(snapshots, known)
+        self.rebuild(snapshots, known, orphans)
 
     def _compact(self, snapshot: _Snapshot, snapshots: list[str]) -> None:
         """A snapshot of ``snapshot`` with the deltas applied; the snapshots before ``snapshot``
         go, and the deltas none of its readers lists (named before its mark - WINDOW)."""
         now = int(time.time() * 1000)
         older = [r for r in snapshots if r != snapshot.rel]
-        self._write(_Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.dirs), older, snapshot.mark - WINDOW_MS)
+        again = _Snapshot("", now - WINDOW_MS, snapshot.full, snapshot.dirs, snapshot.orphans, snapshot.released)
+        self._write(again, older, snapshot.mark - WINDOW_MS)
 
     def _write(self, snapshot: _Snapshot, older: Iterable[str], prune_before: int) -> None:
         """Write ``snapshot``, then delete the ``older`` snapshots, then the deltas named before
@@ -285,12 +305,19 @@ class ManifestIndex:
             self.backend._delete_raw(old[start : start + 1000])
 
     def live_objects(self) -> set[str]:
-        """The object paths the manifests the index knows of name (``gc --dry-run``): as the
-        index says, each manifest whose objects it does not know read (its cached bytes when
-        the ETag the index has is cached). Never the basis of a deletion: ``gc`` lists."""
+        """The object paths the manifests the index knows of name (see ``unreferenced``)."""
+        return self.unreferenced()[0]
+
+    def unreferenced(self) -> tuple[set[str], set[str] | None]:
+        """(the objects the manifests the index knows of name, the objects that may be named by
+        none: left unreferenced at the last ``gc``, or named by a manifest replaced or deleted
+        since; None when no ``gc`` told). For ``gc --dry-run``: as the index says, each
+        manifest whose objects it does not know read (its cached bytes when the ETag the
+        index has is cached). Never the basis of a deletion: ``gc`` lists the store."""
+        current = self.current()
         live: set[str] = set()
         unknown = []
-        for rel, e in self.entries().items():
+        for rel, e in current.entries().items():
             if e.objects is None:
                 unknown.append(rel)
                 if e.etag:
@@ -303,7 +330,9 @@ class ManifestIndex:
             if isinstance(raw, BaseException):
                 raise raw
             live.update(_objects_named(bytes(raw)) or ())
-        return live
+        if current.orphans is None:
+            return live, None
+        return live, (set(current.orphans) | current.released) - live
 
     # -- what ``listing`` asks ------------------------------------------------------------
     def json_times(self, prefix: str) -> list[DirTimes]:
@@ -344,7 +373,7 @@ def _parse(rel: str, data: bytes) -> _Snapshot:
         raise ValueError("checksum or format mismatch")
     sizes, dirs = meta["sizes"], meta["dirs"]
     total = sum(n for _, n in dirs)
-    if len(sizes) != 4 or sum(sizes) != len(body) or sizes[1] != 8 * total:
+    if len(sizes) not in (4, 6) or sum(sizes) != len(body) or sizes[1] != 8 * total:
         raise ValueError("sizes do not add up")
     cut = [0, *itertools.accumulate(sizes)]
     names = _split(body[cut[0] : cut[1]].decode(), total)
@@ -362,7 +391,12 @@ def _parse(rel: str, data: bytes) -> _Snapshot:
             raise ValueError(f"not a manifest directory: {d!r}")
         out[d] = _Dir(names[at : at + n], all_times[at : at + n], etags[at : at + n], objects[at : at + n])
         at += n
-    return _Snapshot(rel, int(meta["mark"]), int(meta["full"]), out)
+    orphans, released = None, set()
+    if len(sizes) == 6:
+        rows = [line.split(" ") for line in _split(body[cut[4] : cut[5]].decode(), sizes[4])]
+        orphans = {o: (int(size), float(t)) for o, size, t in rows}
+        released = set(_split(body[cut[5] : cut[6]].decode(), sizes[5]))
+    return _Snapshot(rel, int(meta["mark"]), int(meta["full"]), out, orphans, released)
 
 
 def _objects_named(data: bytes) -> list[str] | None:

@@ -65,6 +65,9 @@ class GcReport:
     dropped_manifests: int = 0
     plan: Plan | None = field(default=None, repr=False)
     """What retention decided per manifest (None: no retention policy was given)."""
+    indexed: bool = False
+    """A dry run as the manifest index says (S3): objects written since the last ``gc`` by
+    writers that never committed are not counted."""
 
 
 def _put_back(store: Store) -> None:
@@ -98,16 +101,22 @@ def gc(
     if decided is not None and not dry_run:
         dropped = sum(_drop(store, e.manifest) for e in decided.dropped)
     index = getattr(backend, "index", None)
+    maybe: set[str] | None = None
     if dry_run and decided is None and index is not None:
-        live = index.live_objects()  # a report: as the index says (a sweep below decides from a listing)
+        live, maybe = index.unreferenced()  # a report: as the index says (gc itself decides from listings)
     else:
         live = store.live_objects()
     if decided is not None and dry_run:
         live -= set(decided.freed)
     freed_now = set(decided.freed) if decided is not None else set()
     candidates: list[tuple[str, int]] = []
+    young: dict[str, tuple[int, float]] = {}  # unreferenced, kept for the grace period
     temps = 0
-    for rel in track(list(backend.list(layout.OBJECTS)), "gc scan", unit="objects"):  # a bar if it proves long
+    if maybe is not None:  # the index names the objects that may be unreferenced: no listing of them all
+        scanned = sorted(maybe) + list(backend.list(layout.TMP))
+    else:
+        scanned = list(backend.list(layout.OBJECTS))
+    for rel in track(scanned, "gc scan", unit="objects"):  # a bar if it proves long
         is_temp = rel.startswith(layout.TMP + "/")
         if not is_temp and (rel in live or not layout.is_object(rel)):
             continue
@@ -123,12 +132,15 @@ def gc(
                     backend.delete(rel)
         elif start - st.mtime >= grace_seconds or rel in freed_now:
             candidates.append((rel, st.size))
+        else:
+            young[rel] = (st.size, st.mtime)
     if dry_run:
         n = len(decided.dropped) if decided is not None else 0
-        return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True, n, decided)
+        freed = sum(size for _, size in candidates)
+        return GcReport(len(live), len(candidates), freed, temps, True, n, decided, indexed=maybe is not None)
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
-        index.relist()
+        index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
     return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
 
 

@@ -9,6 +9,7 @@ another process committed or deleted since it last looked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -254,3 +255,34 @@ def test_deltas_are_compacted_into_a_snapshot(url, s3_server, monkeypatch):
     assert indexed(store) == listed(store) == {layout.manifest_path(m.stage, m.key) for m in made}
     assert len(store._backend.index.live_objects()) == 18
     assert open_store(url, s3_server).newest(limit=20).manifests == store.newest(limit=20).manifests
+
+
+def test_gc_dry_run_from_the_index_counts_what_gc_then_deletes(url, s3_server):
+    """After a gc, the index knows the unreferenced objects it kept (too young) and learns of
+    objects whose manifests were replaced or deleted: a dry run needs no listing of the
+    objects, and says what gc then deletes."""
+    store = open_store(url, s3_server)
+    a = commit(store, {"v": "a"}, key=keyed(1))
+    b = commit(store, {"v": "b"}, key=keyed(2))
+    stray = store.put({"v": "never committed"})  # unreferenced, young: kept by a gc with a grace
+    assert gc(store).deleted_objects == 0
+    store.commit(dataclasses.replace(a, outputs=store.save({"v": "a2"})))  # a's old object: unreferenced
+    store.delete_manifest(b)  # b's too
+    listings = []
+    real = store._backend._reader.list
+
+    def counting(prefix):
+        listings.append(prefix)
+        return real(prefix)
+
+    store._backend._reader.list = counting
+    dry = gc(store, dry_run=True, grace_seconds=0)
+    store._backend._reader.list = real
+    assert dry.indexed and layout.OBJECTS not in listings and layout.STAGES not in listings
+    assert dry.deleted_objects == 3 and dry.live_objects == 1
+    done = gc(store, grace_seconds=0)
+    assert done.deleted_objects == 3 and not done.indexed
+    present = set(store._backend.list(layout.OBJECTS))
+    assert object_rel(stray) not in present and object_rel(a.outputs) not in present
+    assert store.load(store.manifest(a.stage, a.key).outputs) == {"v": "a2"}
+    assert gc(store, dry_run=True, grace_seconds=0).deleted_objects == 0
