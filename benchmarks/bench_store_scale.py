@@ -24,7 +24,7 @@ xxh3_128 alone over the same bytes in memory.
 
     python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--s3-sizes 1000 10000]
         [--rounds 3] [--s3-rounds 2] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
-        [--s3-keep DIR]
+        [--s3-keep DIR] [--commands ls "gc --dry-run" ...]
 
 ``--s3-keep DIR``: the SeaweedFS server keeps its data in DIR, and the S3 stores built there are
 remembered (``DIR/stores.json``): a later run with the same DIR reuses them instead of building
@@ -68,6 +68,8 @@ COMMANDS = {
 }
 BEFORE = ("ls", "gc --dry-run", "verify")
 """Commands run side by side with ``--baseline`` code too."""
+ONLY: list[str] = []
+"""The commands to run (``--commands``; empty: all)."""
 COLD = ("ls", "ls --stage stage07", "ls --all", "gc --dry-run", "verify")
 """On S3 also run with an empty manifest cache (``pipeline.store.manifest_cache``): the first time."""
 
@@ -321,13 +323,22 @@ def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None
     if target.server:  # let the deltas of the build settle past the index's re-read window
         time.sleep(2 * WINDOW_MS / 1000)
     for n in sizes:  # an earlier ls: what "ls" finds kept (untimed; "ls (listing not kept)" has none)
+        t0 = time.perf_counter()
         run_command(COMMANDS["ls"], urls[n], target.env)
+        if target.server:  # the first reader of a store builds its manifest index from a listing
+            print(f"{target.name}: first ls of {n} results {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if target.server:  # a gc has run once (as in a store in use), untimed: the index knows its leftovers
+            t0 = time.perf_counter()
+            run_command(["gc"], urls[n], target.env)
+            print(f"{target.name}: gc of {n} results {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     runs: dict[tuple[int, str], list[Run]] = {}
     before: dict[tuple[int, str], list[Run]] = {}
     cache = target.env.get("PIPELINE_MANIFEST_CACHE")
     for r in range(rounds):
         for n in sizes if r % 2 == 0 else list(reversed(sizes)):
             for name, args in COMMANDS.items():
+                if ONLY and name not in ONLY:
+                    continue
                 kept = name != "ls (listing not kept)"
                 if cache and name in COLD:  # first with no cache at all, then (below) warm
                     shutil.rmtree(cache, ignore_errors=True)
@@ -374,7 +385,9 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--s3-keep", type=Path, default=None,
                     help="keep the SeaweedFS data and the S3 stores built in DIR; a later run reuses them")  # fmt: skip
+    ap.add_argument("--commands", nargs="*", default=[], help="only these of the commands (names as in the table)")
     a = ap.parse_args()
+    ONLY[:] = a.commands
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
     global LISTINGS
     LISTINGS = Path(tempfile.mkdtemp(prefix="bench-listings-", dir=a.dir))
