@@ -270,7 +270,14 @@ class ManifestIndex:
                     by_dir.setdefault(head, {})[name] = Entry(item.mtime, item.etag, objects)
         mark = started - WINDOW_MS
         dirs = {head: _Dir.of(entries) for head, entries in by_dir.items()}
-        self._write(_Snapshot("", mark, started, dirs, orphans), older, prune_before=mark - WINDOW_MS)
+        released = set()  # what known manifests that went or changed named (deleted since ``orphans`` was taken)
+        for rel, was in known.items():
+            head, _, name = rel.rpartition("/")
+            now = by_dir.get(head, {}).get(name)
+            if was.objects and (now is None or now.etag != was.etag):
+                released.update(was.objects.split(" "))
+        snapshot = _Snapshot("", mark, started, dirs, orphans, released if orphans is not None else set())
+        self._write(snapshot, older, prune_before=mark - WINDOW_MS)
 
     def relist(self, orphans: dict[str, tuple[int, float]] | None = None) -> None:
         """Rebuild the index from a full listing now (``gc`` does, after its sweep, with the
