@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 import xxhash
 
-from . import layout
+from . import layout, manifest_cache
 from .dir_times import DirTimes
 
 if TYPE_CHECKING:
@@ -268,6 +268,8 @@ class ManifestIndex:
                     objects = was.objects if was is not None and was.etag == item.etag else None
                     head, _, name = item.rel.rpartition("/")
                     by_dir.setdefault(head, {})[name] = Entry(item.mtime, item.etag, objects)
+        if orphans is not None:  # gc: it has just read every manifest (cached): note what each names
+            self._learn_objects(by_dir)
         mark = started - WINDOW_MS
         dirs = {head: _Dir.of(entries) for head, entries in by_dir.items()}
         released = set()  # what known manifests that went or changed named (deleted since ``orphans`` was taken)
@@ -278,6 +280,22 @@ class ManifestIndex:
                 released.update(was.objects.split(" "))
         snapshot = _Snapshot("", mark, started, dirs, orphans, released if orphans is not None else set())
         self._write(snapshot, older, prune_before=mark - WINDOW_MS)
+
+    def _learn_objects(self, by_dir: dict[str, dict[str, Entry]]) -> None:
+        """Fill in the objects of the entries that lack them, reading their manifests (the
+        manifest cache's bytes when the ETag just listed is cached)."""
+        unknown = {f"{head}/{name}": e for head, entries in by_dir.items() for name, e in entries.items()
+                   if e.objects is None}  # fmt: skip
+        for rel, e in unknown.items():
+            if e.etag:
+                self.backend._listed[rel] = e.etag
+        for rel, raw in self.backend.read_many(sorted(unknown)):
+            if isinstance(raw, BaseException):
+                continue  # gone since, or unreadable: left unknown (a dry run reads it)
+            named = _objects_named(bytes(raw))
+            if named is not None and manifest_cache.is_version(unknown[rel].etag, bytes(raw)):
+                head, _, name = rel.rpartition("/")
+                by_dir[head][name] = unknown[rel]._replace(objects=" ".join(named))
 
     def relist(self, orphans: dict[str, tuple[int, float]] | None = None) -> None:
         """Rebuild the index from a full listing now (``gc`` does, after its sweep, with the

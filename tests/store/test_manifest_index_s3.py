@@ -266,6 +266,7 @@ def test_gc_dry_run_from_the_index_counts_what_gc_then_deletes(url, s3_server):
     b = commit(store, {"v": "b"}, key=keyed(2))
     stray = store.put({"v": "never committed"})  # unreferenced, young: kept by a gc with a grace
     assert gc(store).deleted_objects == 0
+    assert all(e.objects is not None for e in store._backend.index.entries().values())  # gc noted them
     store.commit(dataclasses.replace(a, outputs=store.save({"v": "a2"})))  # a's old object: unreferenced
     store.delete_manifest(b)  # b's too
     listings = []
