@@ -13,7 +13,6 @@ from ..errors import StoreError
 from . import layout
 from .backend import HashingWriter, Stat, Writer, describe_oserror
 from .manifest_cache import ManifestCache
-from .manifest_index import ManifestIndex
 from .s3 import Got, S3Reader
 
 READERS = 16
@@ -45,7 +44,7 @@ class FsspecBackend:
         self._options = storage_options
         self._reader: S3Reader | None = None
         self._cache: ManifestCache | None = None
-        self.index: ManifestIndex | None = None
+        self.index: Any = None
         """The manifest index (``pipeline.store.manifest_index``) of an ``s3://`` store."""
         self._listed: dict[str, str] = {}
         """ETag of each manifest path the latest listing showed, until a ``read_many`` takes it."""
@@ -56,6 +55,8 @@ class FsspecBackend:
             self.fs  # noqa: B018  (creating the filesystem sets ``root``)
         else:
             self._cache = ManifestCache.for_store(url, self._reader.endpoint)
+            from .manifest_index import ManifestIndex
+
             self.index = ManifestIndex(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
