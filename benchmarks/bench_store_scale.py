@@ -24,6 +24,11 @@ xxh3_128 alone over the same bytes in memory.
 
     python benchmarks/bench_store_scale.py [--sizes 1000 10000 100000] [--s3-sizes 1000 10000]
         [--rounds 3] [--s3-rounds 2] [--baseline DIR] [--dir DIR] [--markdown benchmarks/_store_scale_results.md]
+        [--s3-keep DIR] [--commands ls "gc --dry-run" ...]
+
+``--s3-keep DIR``: the SeaweedFS server keeps its data in DIR, and the S3 stores built there are
+remembered (``DIR/stores.json``): a later run with the same DIR reuses them instead of building
+again (100k results take minutes to build).
 
 ``--baseline DIR``: a source tree of the code before (``git archive main | tar -x -C DIR``); its
 ``ls``, ``gc --dry-run`` and ``verify`` run side by side in the same rounds (local disk).
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import random
 import shutil
@@ -48,6 +54,8 @@ from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.store.manifest_index import WINDOW_MS  # noqa: E402
+
 STAGES = 20
 COMMANDS = {
     "--help (import floor)": ["--help"],
@@ -60,6 +68,8 @@ COMMANDS = {
 }
 BEFORE = ("ls", "gc --dry-run", "verify")
 """Commands run side by side with ``--baseline`` code too."""
+ONLY: list[str] = []
+"""The commands to run (``--commands``; empty: all)."""
 COLD = ("ls", "ls --stage stage07", "ls --all", "gc --dry-run", "verify")
 """On S3 also run with an empty manifest cache (``pipeline.store.manifest_cache``): the first time."""
 
@@ -151,9 +161,6 @@ def build_s3(url: str, n: int, options: dict[str, Any], base: Path) -> float:
     store, its objects uploaded by 32 parallel PUTs, then each manifest committed through
     ``Store.commit`` (32 threads), ``created`` taken at that commit (as a writer's would be:
     the listing's ``LastModified`` follows it, which ``ls`` relies on); seconds taken."""
-    import dataclasses
-
-    from pipeline import Store
     from pipeline.store.s3 import S3Reader
 
     t0 = time.perf_counter()
@@ -166,17 +173,32 @@ def build_s3(url: str, n: int, options: dict[str, Any], base: Path) -> float:
         key = reader.prefix + p.relative_to(local).as_posix()
         reader.client.put_object(Bucket=reader.bucket, Key=key, Body=p.read_bytes())
 
-    store = Store(url, fsync=False, **options)
-    made = sorted(Store(local, create=False).manifests(), key=lambda m: m.created)
-
-    def commit(m: Any) -> None:
-        store.commit(dataclasses.replace(m, created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")))
-
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(put, objects))
-        list(pool.map(commit, made))
+    made = sorted(str(p) for p in (local / "stages").rglob("*.json"))
+    parts = [(url, options, str(local), made[i::2]) for i in range(2)]
+    with ProcessPoolExecutor(2) as pool:  # two processes of 16 committers each (one is GIL-bound)
+        list(pool.map(_commit_part, parts))
     shutil.rmtree(local, ignore_errors=True)
     return time.perf_counter() - t0
+
+
+def _commit_part(args: tuple[str, dict[str, Any], str, list[str]]) -> None:
+    """Commit the local store's manifests at ``paths`` into the S3 store, ``created`` taken now."""
+    import dataclasses
+
+    from pipeline import Store
+
+    url, options, local, paths = args
+    store, source = Store(url, fsync=False, **options), Store(local, create=False)
+
+    def commit(path: str) -> None:
+        rel = Path(path).relative_to(local).as_posix()
+        m = source._parse_manifest(rel)
+        store.commit(dataclasses.replace(m, created=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(commit, paths))
 
 
 class Run(NamedTuple):
@@ -256,8 +278,8 @@ def hashing_bound(base: Path, n_objects: int = 6, mb: int = 64) -> dict[str, flo
 class Target:
     """One place the stores live: local disk, or the S3 server."""
 
-    def __init__(self, name: str, base: Path, server: Any = None) -> None:
-        self.name, self.base, self.server = name, base, server
+    def __init__(self, name: str, base: Path, server: Any = None, keep: Path | None = None) -> None:
+        self.name, self.base, self.server, self.keep = name, base, server, keep
         self.options: dict[str, Any] = server.storage_options if server else {}
         self.env: dict[str, str] = {}
         if server:
@@ -270,24 +292,53 @@ class Target:
             return self.server.new_url()
         return str(self.base / f"store-{n}")
 
+    def kept(self, n: int) -> str | None:
+        """The URL of a store of ``n`` results an earlier run built and kept (``--s3-keep``)."""
+        if self.keep is None or not (self.keep / "stores.json").exists():
+            return None
+        return json.loads((self.keep / "stores.json").read_text()).get(str(n))
+
+    def remember(self, n: int, url: str) -> None:
+        if self.keep is not None:
+            path = self.keep / "stores.json"
+            stores = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**stores, str(n): url}))
+
 
 def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None) -> dict[str, Any]:
     urls, built = {}, {}
     for n in sizes:
+        kept = target.kept(n)
+        if kept is not None:
+            urls[n], built[n] = kept, 0.0
+            print(f"{target.name}: reusing the store of {n} results at {kept}", file=sys.stderr)
+            continue
         urls[n] = target.url(n)
         if target.server:
             built[n] = build_s3(urls[n], n, target.options, target.base)
+            target.remember(n, urls[n])
         else:
             built[n] = build(urls[n], n, target.options)
         print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
+    if target.server:  # let the deltas of the build settle past the index's re-read window
+        time.sleep(2 * WINDOW_MS / 1000)
     for n in sizes:  # an earlier ls: what "ls" finds kept (untimed; "ls (listing not kept)" has none)
+        t0 = time.perf_counter()
         run_command(COMMANDS["ls"], urls[n], target.env)
+        if target.server:  # the first reader of a store builds its manifest index from a listing
+            print(f"{target.name}: first ls of {n} results {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        if target.server:  # a gc has run once (as in a store in use), untimed: the index knows its leftovers
+            t0 = time.perf_counter()
+            run_command(["gc"], urls[n], target.env)
+            print(f"{target.name}: gc of {n} results {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     runs: dict[tuple[int, str], list[Run]] = {}
     before: dict[tuple[int, str], list[Run]] = {}
     cache = target.env.get("PIPELINE_MANIFEST_CACHE")
     for r in range(rounds):
         for n in sizes if r % 2 == 0 else list(reversed(sizes)):
             for name, args in COMMANDS.items():
+                if ONLY and name not in ONLY:
+                    continue
                 kept = name != "ls (listing not kept)"
                 if cache and name in COLD:  # first with no cache at all, then (below) warm
                     shutil.rmtree(cache, ignore_errors=True)
@@ -332,7 +383,11 @@ def main() -> None:
     ap.add_argument("--s3-baseline", action="store_true", help="run --baseline side by side on S3 too")
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--s3-keep", type=Path, default=None,
+                    help="keep the SeaweedFS data and the S3 stores built in DIR; a later run reuses them")  # fmt: skip
+    ap.add_argument("--commands", nargs="*", default=[], help="only these of the commands (names as in the table)")
     a = ap.parse_args()
+    ONLY[:] = a.commands
     base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=a.dir))
     global LISTINGS
     LISTINGS = Path(tempfile.mkdtemp(prefix="bench-listings-", dir=a.dir))
@@ -345,8 +400,8 @@ def main() -> None:
         if a.s3_sizes:
             from tests import s3server
 
-            server = s3server.start(base / "seaweedfs")
-            s3 = Target("S3 (SeaweedFS)", base, server)
+            server = s3server.start(a.s3_keep or base / "seaweedfs")
+            s3 = Target("S3 (SeaweedFS)", base, server, a.s3_keep)
             s3_baseline = a.baseline if a.s3_baseline else None
             results["S3 (SeaweedFS on 127.0.0.1)"] = measure(s3, sorted(a.s3_sizes), a.s3_rounds, s3_baseline)
         bound = hashing_bound(base) if a.sizes else None

@@ -47,6 +47,9 @@ def gc_command(
         f"{_n(report.deleted_temp_files, 'temp file')}",
         highlight=False,
     )
+    if report.indexed:
+        out.print("(from the store's manifest index: objects written since the last gc by writers that never "
+                  "committed are not counted; gc itself lists the store)", highlight=False)  # fmt: skip
 
 
 def _n(count: int, noun: str) -> str:

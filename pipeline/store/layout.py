@@ -14,6 +14,9 @@
     tags/<tag>/<stage>/<key>[@<step>].json            tags (pins) of results and checkpoints
     dropped/<manifest path>                           the entries gc dropped (mirrors drop them too)
     leases/<stage>/<key>.<generation>.json            who is computing a stage key (see ``locks``)
+    index/deltas/<ms>-<host>-<pid>-<unique>.json      manifest index: one record per manifest write
+                                                      or delete, named in time order (see ``manifest_index``)
+    index/snapshots/<ms>-<unique>.idx                 manifest index: every manifest as of a mark
 
 Paths are relative to the store root with ``/`` separators. Every component made from a
 name is safe (``[A-Za-z0-9._-]``, never ``.`` or ``..``) and bounded to ``MAX_COMPONENT``
@@ -255,3 +258,31 @@ def pid_alive(pid: int) -> bool:
     except OSError:  # alive, another user's
         return True
     return True
+
+
+# -- manifest index --------------------------------------------------------------------------
+INDEX = "index"
+INDEX_DELTAS = "index/deltas"
+INDEX_SNAPSHOTS = "index/snapshots"
+_DELTA = re.compile(r"index/deltas/(\d{13})-[0-9a-f]+-\d+-[0-9a-f]{12}\.json")
+_SNAPSHOT = re.compile(r"index/snapshots/(\d{13})-[0-9a-f]{12}\.idx")
+
+
+def index_delta(ms: int) -> str:
+    """A fresh delta record name at ``ms`` (milliseconds since the epoch): names sort by time."""
+    return f"{INDEX_DELTAS}/{int(ms):013d}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+
+
+def index_deltas_after(ms: int) -> str:
+    """The key to list deltas after (``StartAfter``): every delta named at ``ms`` or later sorts after it."""
+    return f"{INDEX_DELTAS}/{max(0, int(ms)) - 1:013d}~" if ms > 0 else f"{INDEX_DELTAS}/"
+
+
+def index_snapshot(ms: int) -> str:
+    return f"{INDEX_SNAPSHOTS}/{int(ms):013d}-{uuid.uuid4().hex[:12]}.idx"
+
+
+def index_time(rel: str) -> int | None:
+    """The milliseconds a delta or snapshot name carries (None: not one)."""
+    m = _DELTA.fullmatch(rel) or _SNAPSHOT.fullmatch(rel)
+    return int(m.group(1)) if m else None

@@ -10,9 +10,13 @@ after the next candidate was written (+ ``SKEW``), no unread manifest can be new
 complete. A manifest written long after it was created (copied without its times, restored)
 only means more of them are read; the answer stays the same.
 
-Nothing here is an index: the listing is the store's own, each manifest on the page is read
-and checked as for any lookup (a damaged one is quarantined and skipped, a vanished one left
-out), so a page never holds a result the store would not serve.
+On S3 the candidates and their times come from the manifest index instead of a listing of
+every manifest key (``pipeline.store.manifest_index``: a delta record per write, ``written``
+taken after ``created``, so the same bound holds). Either way each manifest on the page is
+read from the store and checked as for any lookup (a damaged one is quarantined and skipped,
+a vanished one left out and not counted), so a page never holds a result the store would not
+serve; what the index may lack (a manifest no delta told of) is missing from the page until
+the next full listing (``gc``, a damaged index, or a day after the last one).
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def created_since(store: Store, stage: str | None, since: float) -> Iterator[Man
 def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
     """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
     those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
-    dirs = json_times(store._backend, prefix)
+    index = getattr(store._backend, "index", None)
+    dirs = index.json_times(prefix) if index is not None else json_times(store._backend, prefix)
     total = sum(len(d.names) for d in dirs)
     counts = [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]  # times descend
     window = sum(counts)

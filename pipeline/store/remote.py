@@ -44,6 +44,8 @@ class FsspecBackend:
         self._options = storage_options
         self._reader: S3Reader | None = None
         self._cache: ManifestCache | None = None
+        self.index: Any = None
+        """The manifest index (``pipeline.store.manifest_index``) of an ``s3://`` store."""
         self._listed: dict[str, str] = {}
         """ETag of each manifest path the latest listing showed, until a ``read_many`` takes it."""
         if url.startswith("s3://"):
@@ -53,6 +55,9 @@ class FsspecBackend:
             self.fs  # noqa: B018  (creating the filesystem sets ``root``)
         else:
             self._cache = ManifestCache.for_store(url, self._reader.endpoint)
+            from .manifest_index import ManifestIndex
+
+            self.index = ManifestIndex(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Shipped to worker processes with the run context: opened afresh there (its client,
@@ -101,10 +106,25 @@ class FsspecBackend:
         staged.data = b""
 
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
+        if self.index is not None and layout.is_manifest(rel):
+            self.index.put(rel, data)  # before the manifest (see ``manifest_index``)
+        self._put_raw(rel, data)
+
+    def _put_raw(self, rel: str, data: bytes) -> None:
         try:
             self.fs.pipe_file(self._path(rel), data)
         except OSError as e:
             raise describe_oserror(e, rel, self.url) from e
+
+    def _delete_raw(self, rels: list[str]) -> None:
+        """Delete many paths at once (the index's own objects)."""
+        if rels:
+            try:
+                self.fs.rm([self._path(rel) for rel in rels])
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise describe_oserror(e, rels[0], self.url, "delete") from e
 
     def create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; False when it does (another writer won).
@@ -244,6 +264,8 @@ class FsspecBackend:
             raise
         except OSError as e:
             raise describe_oserror(e, rel, self.url, "move") from e
+        if self.index is not None and layout.is_manifest(rel):
+            self.index.gone(rel)
 
     def delete(self, rel: str) -> None:
         try:
@@ -252,6 +274,8 @@ class FsspecBackend:
             pass
         except OSError as e:
             raise describe_oserror(e, rel, self.url, "delete") from e
+        if self.index is not None and layout.is_manifest(rel):
+            self.index.gone(rel)
 
     def make_parents(self, rels: Iterable[str]) -> None:
         """Object stores have no directories to make."""

@@ -24,6 +24,11 @@ manifest is either seen by step 3 (the manifest was there) or re-checked by its 
 ``free(store, objects)`` runs steps 2-3 over just the objects of manifests a caller has
 deleted (a checkpointer's pruned checkpoints): those no manifest references go at once,
 instead of waiting for a whole-store ``gc`` after the grace.
+On S3, ``gc --dry-run`` (without a retention policy) takes the manifests and the objects they
+name from the manifest index (``pipeline.store.manifest_index``), not a listing of every
+manifest: a report, as the index says. ``gc`` itself never asks the index: it decides from
+a full listing of the manifests, before and after the set-aside, and ends by rebuilding the
+index from a listing (so what the index missed is in it from then on).
 Temp files are removed when their writer (a process on this host) is dead, or, for temps of
 other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
@@ -60,6 +65,9 @@ class GcReport:
     dropped_manifests: int = 0
     plan: Plan | None = field(default=None, repr=False)
     """What retention decided per manifest (None: no retention policy was given)."""
+    indexed: bool = False
+    """A dry run as the manifest index says (S3): objects written since the last ``gc`` by
+    writers that never committed are not counted."""
 
 
 def _put_back(store: Store) -> None:
@@ -92,13 +100,23 @@ def gc(
     dropped = 0
     if decided is not None and not dry_run:
         dropped = sum(_drop(store, e.manifest) for e in decided.dropped)
-    live = store.live_objects()
+    index = getattr(backend, "index", None)
+    maybe: set[str] | None = None
+    if dry_run and decided is None and index is not None:
+        live, maybe = index.unreferenced()  # a report: as the index says (gc itself decides from listings)
+    else:
+        live = store.live_objects()
     if decided is not None and dry_run:
         live -= set(decided.freed)
     freed_now = set(decided.freed) if decided is not None else set()
     candidates: list[tuple[str, int]] = []
+    young: dict[str, tuple[int, float]] = {}  # unreferenced, kept for the grace period
     temps = 0
-    for rel in track(list(backend.list(layout.OBJECTS)), "gc scan", unit="objects"):  # a bar if it proves long
+    if maybe is not None:  # the index names the objects that may be unreferenced: no listing of them all
+        scanned = sorted(maybe) + list(backend.list(layout.TMP))
+    else:
+        scanned = list(backend.list(layout.OBJECTS))
+    for rel in track(scanned, "gc scan", unit="objects"):  # a bar if it proves long
         is_temp = rel.startswith(layout.TMP + "/")
         if not is_temp and (rel in live or not layout.is_object(rel)):
             continue
@@ -114,10 +132,15 @@ def gc(
                     backend.delete(rel)
         elif start - st.mtime >= grace_seconds or rel in freed_now:
             candidates.append((rel, st.size))
+        else:
+            young[rel] = (st.size, st.mtime)
     if dry_run:
         n = len(decided.dropped) if decided is not None else 0
-        return GcReport(len(live), len(candidates), sum(size for _, size in candidates), temps, True, n, decided)
+        freed = sum(size for _, size in candidates)
+        return GcReport(len(live), len(candidates), freed, temps, True, n, decided, indexed=maybe is not None)
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
+    if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
+        index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
     return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
 
 

@@ -136,10 +136,17 @@ class S3Reader:
             for found in pool.map(lambda sub: list(self._all(sub)), subs):
                 yield from found
 
-    def _all(self, key_prefix: str) -> Iterator[Listed]:
+    def list_after(self, prefix: str, start_after: str) -> Iterator[Listed]:
+        """The keys under the folder ``prefix`` that sort after ``start_after`` (both relative to
+        the store), in key order: one sequential listing from there (``StartAfter``)."""
+        yield from self._all(self._key(prefix.strip("/") + "/"), self._key(start_after))
+
+    def _all(self, key_prefix: str, start_after: str | None = None) -> Iterator[Listed]:
         token = None
         while True:
             kwargs = {"Bucket": self.bucket, "Prefix": key_prefix}
+            if start_after is not None and not token:
+                kwargs["StartAfter"] = start_after
             if token:
                 kwargs["ContinuationToken"] = token
             try:
