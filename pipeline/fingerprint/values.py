@@ -96,8 +96,18 @@ def _register_imported() -> None:
     Done before each top-level call so the handler chosen for a type never depends on
     which values happened to be hashed first (np.float64 subclasses float, say)."""
     for top in list(_LAZY):
-        if top in sys.modules:
+        if _imported(top):
             _load_lazy(top)
+
+
+def _imported(name: str) -> bool:
+    """``name`` is imported and done: not still running its module code in another thread.
+    (Importing our handler then would import the library's submodules beside that thread's
+    own import of the package, which Python can break with "partially initialized module"
+    errors in the other thread: seen as a stage body's ``import sklearn`` failing while a
+    second thread hashed a value.) A value of its types can't exist before that anyway."""
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 @functools.singledispatch

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 import hashlib
 import itertools
 import json
@@ -48,11 +49,12 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, TypeVar
 
 import xxhash
 
 from . import layout, manifest_cache
+from .backend import describe_oserror
 from .dir_times import DirTimes
 
 if TYPE_CHECKING:
@@ -166,6 +168,23 @@ class _Snapshot:
         return json.dumps(head).encode() + b"\n" + body
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _reads(fn: _F) -> _F:
+    """A reader of the index: a server that does not answer is the store's one clear error
+    (the index reads through the S3 reader, not through the backend that translates it)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: ManifestIndex, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except ConnectionError as e:
+            raise describe_oserror(e, "the manifest index", self.backend.url, "read") from e
+
+    return wrapper  # type: ignore[return-value]
+
+
 class ManifestIndex:
     """The index of the manifests of one S3 store (see the module docstring)."""
 
@@ -191,6 +210,7 @@ class ManifestIndex:
         """Every manifest the index knows of now, by path (see the module docstring)."""
         return self.current().entries()
 
+    @_reads
     def current(self) -> _Snapshot:
         """The index as of now: the newest snapshot with the deltas after its mark applied."""
         for _attempt in range(4):
@@ -248,6 +268,7 @@ class ManifestIndex:
         return found
 
     # -- snapshots ------------------------------------------------------------------------
+    @_reads
     def rebuild(
         self,
         older: Iterable[str] = (),
@@ -297,6 +318,7 @@ class ManifestIndex:
                 head, _, name = rel.rpartition("/")
                 by_dir[head][name] = unknown[rel]._replace(objects=" ".join(named))
 
+    @_reads
     def relist(self, orphans: dict[str, tuple[int, float]] | None = None) -> None:
         """Rebuild the index from a full listing now (``gc`` does, after its sweep, with the
         unreferenced objects it kept)."""
@@ -329,10 +351,12 @@ class ManifestIndex:
         for start in range(0, len(old), 1000):
             self.backend._delete_raw(old[start : start + 1000])
 
+    @_reads
     def live_objects(self) -> set[str]:
         """The object paths the manifests the index knows of name (see ``unreferenced``)."""
         return self.unreferenced()[0]
 
+    @_reads
     def unreferenced(self) -> tuple[set[str], set[str] | None]:
         """(the objects the manifests the index knows of name, the objects that may be named by
         none: left unreferenced at the last ``gc``, or named by a manifest replaced or deleted
@@ -360,6 +384,7 @@ class ManifestIndex:
         return live, (set(current.orphans) | current.released) - live
 
     # -- what ``listing`` asks ------------------------------------------------------------
+    @_reads
     def json_times(self, prefix: str) -> list[DirTimes]:
         """The manifests under ``prefix`` by directory, newest-written first (as ``dir_times``)."""
         prefix = prefix.strip("/")
