@@ -19,7 +19,7 @@ from tests.store.test_mirror import produce, runs
 from tests.store.test_unreachable import FAST
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])  # s3: a SeaweedFS server
 def mirror_url(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "m"), {}
