@@ -16,10 +16,6 @@ from pipeline import PipelineError, Store
 from pipeline.integrations.runner import run_flow
 from pipeline.store import layout
 
-from .test_prefect_stages import FlowModule
-
-pytestmark = pytest.mark.usefixtures("prefect_api")
-
 FLOW = """
 import os
 import time
@@ -71,13 +67,8 @@ STAGES = ("small", "big", "after", "summary")
 
 
 @pytest.fixture
-def chain(tmp_path):
-    mod = FlowModule(tmp_path)
-    mod.write(FLOW)
-    yield mod
-    sys.modules.pop(mod.name, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+def chain(flow_module):
+    return flow_module(FLOW)
 
 
 def _keys(store: Store) -> dict[str, str]:

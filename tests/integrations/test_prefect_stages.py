@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -93,44 +90,9 @@ def fan_processes(n: int = 3):
 """
 
 
-class FlowModule:
-    """A real flow module on disk that tests edit and re-import."""
-
-    def __init__(self, folder: Path) -> None:
-        self.name = f"toyflow_{uuid.uuid4().hex[:8]}"
-        self.folder = folder
-        self.path = folder / f"{self.name}.py"
-        self.log = folder / "stages.log"
-        os.environ["STAGE_LOG"] = str(self.log)
-        self.write(FLOW)
-
-    def write(self, source: str) -> None:
-        self.path.write_text(textwrap.dedent(source))
-        sys.modules.pop(self.name, None)
-        importlib.invalidate_caches()
-
-    def ref(self, func: str = "toy") -> str:
-        if str(self.folder) not in sys.path:
-            sys.path.insert(0, str(self.folder))
-        importlib.import_module(self.name)
-        return f"{self.name}:{func}"
-
-    def executed(self) -> list[str]:
-        """Stage bodies executed since the last call (and reset the log)."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text().split()
-        self.log.unlink()
-        return lines
-
-
 @pytest.fixture
-def toy(tmp_path):
-    mod = FlowModule(tmp_path)
-    yield mod
-    sys.modules.pop(mod.name, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+def toy(flow_module):
+    return flow_module(FLOW)
 
 
 @pytest.fixture
@@ -262,7 +224,7 @@ def test_map_under_process_pool(toy, local_store):
 def test_stage_outside_a_flow_is_a_cached_function(toy, local_store):
     from pipeline import use_store
 
-    mod = importlib.import_module(toy.ref().split(":")[0])
+    mod = toy.module()
     with use_store(local_store):
         a = mod.load(10)
         b = mod.load(10)
@@ -273,7 +235,7 @@ def test_stage_outside_a_flow_is_a_cached_function(toy, local_store):
 def test_unhashable_input_fails_the_stage_with_the_fingerprint_error(toy, local_store):
     import threading
 
-    mod = importlib.import_module(toy.ref().split(":")[0])
+    mod = toy.module()
     from prefect import flow
 
     @flow
