@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -175,16 +174,11 @@ def test_failed_stage_rerun_skips_completed_stages(toy, local_store, tmp_path):
 def test_sigkilled_cli_run_resumes_after_last_committed_stage(toy, tmp_path):
     store_dir = tmp_path / "killstore"
     toy.ref()
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", FIT_SLEEP="60")
-    cmd = [sys.executable, "-m", "pipeline", "run", "--flow", f"{toy.name}:toy", "--store", str(store_dir)]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    env = toy.cli_env(FIT_SLEEP="60")
+    cmd = toy.cli("toy", store_dir)
+    proc = toy.start(cmd, env)
     deadline = time.monotonic() + 120
-    while "fit" not in (toy.log.read_text().split() if toy.log.exists() else []):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "the run never reached the fit stage"
-        time.sleep(0.1)
+    toy.wait_logged("fit", proc, deadline, "the run never reached the fit stage", poll=0.1)
     while len(list(store_dir.glob("stages/*/*.json"))) < 2:  # prep's background commit lands meanwhile
         assert time.monotonic() < deadline, "the stages before fit never committed"
         time.sleep(0.05)
