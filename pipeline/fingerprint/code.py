@@ -10,7 +10,8 @@ The fingerprint of a function covers
 - recursively, each project-local function and class it references through its globals,
   attribute chains (``helpers.clean``), ``from x import y`` in its body, or closure cells;
 - the module globals it reads, by the module-constant rule below;
-- for each third-party package it calls into, that package's ``major.minor`` version.
+- for each third-party package it calls into, that package's ``major.minor`` version
+  (what is the project's and what a library's: :mod:`.locality`).
 
 The module-constant rule (the same for closure cells and defaults):
 - an immutable value (number, string, bytes, None, enum member, tuple/frozenset of such)
@@ -46,18 +47,13 @@ import decimal
 import dis
 import enum
 import functools
-import importlib.metadata
 import importlib.util
-import os
-import site
 import sys
-import sysconfig
 import threading
 import types
 from typing import Any, Callable, Iterator
 
 from ..errors import FingerprintError
-from . import _dists
 from .component import (
     CLOSURE,
     CODE,
@@ -71,13 +67,12 @@ from .component import (
     digest_components,
 )
 from .encoder import Encoder, type_name
+from .locality import is_library_module, is_project_local, package_version
 from .names import module_name, qualified_name
 from .values import encode, fingerprint
 
 __all__ = ["code_fingerprint", "code_components", "remembering_code", "is_project_local", "module_name"]
 
-# Our own package is a library to the user's code: its edits are versioned, not hashed.
-_LIBRARY_PACKAGES = {"pipeline"}
 _DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, tuple, frozenset, list, dict, set, enum.Enum)
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, range, enum.Enum, decimal.Decimal)
 # co_flags that change what a call does: *args, **kwargs, generator, coroutine, async generator
@@ -87,102 +82,6 @@ _COMPREHENSIONS = {"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"}
 _CLASS_SKIP = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__",
                "__dataclass_fields__", "__dataclass_params__", "__match_args__", "__firstlineno__",
                "__static_attributes__", "__slots__", "__slotnames__", "__orig_bases__", "__parameters__"}  # fmt: skip
-
-
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    """Where installed code lives: the standard library and every site-packages.
-
-    Not ``sys.prefix`` as a whole: a project may well live under ``/usr`` (``/usr/src/app``)."""
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots.update(p for p in sys.path if p.rstrip(os.sep).endswith(("site-packages", "dist-packages")))
-    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
-    roots.add(site.getusersitepackages())
-    return tuple(os.path.realpath(r) + os.sep for r in roots)
-
-
-@functools.lru_cache(maxsize=4096)
-def _path_is_local(path: str) -> bool:
-    return not os.path.realpath(path).startswith(_library_roots())
-
-
-def _source_file(obj: Any) -> str | None:
-    """The file ``obj`` was defined in: its code's own file first (right even for a module
-    that was never put in ``sys.modules``), else the file its globals name (kept by
-    cloudpickle), else its module's."""
-    if isinstance(obj, types.ModuleType):
-        return getattr(obj, "__file__", None)
-    code = getattr(obj, "__code__", None)
-    # (Cython functions carry a code object whose file is the relative .pyx path: not a file.)
-    if isinstance(code, types.CodeType) and os.path.isabs(code.co_filename):
-        return code.co_filename
-    file = (getattr(obj, "__globals__", None) or {}).get("__file__")
-    if isinstance(file, str):
-        return file
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    return getattr(module, "__file__", None)
-
-
-def is_project_local(obj: Any) -> bool:
-    """True for functions, classes and modules defined in the user's project."""
-    modname = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-    if not isinstance(modname, str):
-        return False
-    top = modname.partition(".")[0]
-    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names or top == "builtins":
-        return False
-    if modname in ("__main__", "__mp_main__"):
-        return True
-    path = _source_file(obj)
-    return isinstance(path, str) and _path_is_local(path)
-
-
-def _is_library_module(modname: str) -> bool:
-    """Whether a module not imported yet would come from an installed library: found
-    (without importing it) outside the project."""
-    top = modname.partition(".")[0]
-    if top in _LIBRARY_PACKAGES or top in sys.stdlib_module_names:
-        return True
-    loaded = sys.modules.get(top)
-    if loaded is not None:
-        return not is_project_local(loaded)
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        return False
-    if spec is None:
-        return False
-    where = spec.origin if spec.has_location else next(iter(spec.submodule_search_locations or ()), None)
-    return isinstance(where, str) and not _path_is_local(where)
-
-
-@functools.lru_cache(maxsize=1024)
-def package_version(modname: str) -> str | None:
-    """``major.minor`` of the distribution that provides top-level module ``modname``.
-
-    Which distribution provides it comes from a map cached across runs (see
-    :mod:`._dists`); a module the cached map can't answer for recomputes it once."""
-    top = modname.partition(".")[0]
-    if top in sys.stdlib_module_names or top == "builtins":
-        return None
-    version = _installed_version(top)
-    if version is None and _dists.refresh():
-        version = _installed_version(top)
-    if version is not None:
-        return ".".join(version.split(".")[:2])
-    mod = sys.modules.get(top)
-    version = getattr(mod, "__version__", None)
-    return ".".join(str(version).split(".")[:2]) if version else "unknown"
-
-
-def _installed_version(top: str) -> str | None:
-    for dist in _dists.distributions_map().get(top, []):
-        try:
-            return _dists.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # a dist since removed: stale map
-            continue
-    return None
 
 
 # -- one code object -----------------------------------------------------------------
@@ -409,7 +308,7 @@ class _Walk:
             return
         mod = sys.modules.get(full)
         if mod is None:  # imported lazily in a body that has not run yet: still versioned
-            if not level and _is_library_module(full):
+            if not level and is_library_module(full):
                 self._package(full)
             return
         if not is_project_local(mod):

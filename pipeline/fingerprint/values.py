@@ -18,28 +18,26 @@ iteration order where equality depends on it, and attribute access. So
 A value with no stable content raises FingerprintError instead of a random token; a
 stateless instance is its class; an unset attribute is an explicit "unset" marker.
 
-Handlers for the standard library live here; function and class handlers are registered
-by :mod:`.code` (this module never imports it); numpy, pandas, pyarrow, scikit-learn and
-pydantic handlers live in their own modules and are registered lazily, the first time
-a value of theirs is met (so importing this module never imports pandas).
+Handlers for the standard library live here, the generic walk of any other object in
+:mod:`.objects`; function and class handlers are registered by :mod:`.code` (this module
+never imports it); numpy, pandas, pyarrow, scikit-learn and pydantic handlers live in their
+own modules and are registered lazily (see :mod:`.lazy_handlers`: importing this module
+never imports pandas).
 """
 
 from __future__ import annotations
 
 import abc
-import copyreg
 import dataclasses
 import datetime as dt
 import decimal
 import enum
 import functools
-import importlib
 import io
 import os
 import pathlib
 import reprlib
 import struct
-import sys
 import threading
 import types
 import uuid
@@ -49,21 +47,13 @@ from typing import Any, Callable
 from ..errors import FingerprintError
 from ..progress_bar import progress
 from .encoder import Encoder, Unhashable, type_name
+from .lazy_handlers import LAZY, load_lazy, register_imported
+from .objects import encode_dataclass, encode_extra_state, encode_object
 
 _pack_q = struct.Struct("<q").pack
 _pack_d = struct.Struct("<d").pack
 
-__all__ = ["fingerprint", "register", "encode", "encode_extra_state"]
-
-# Top-level package -> module of ours that registers its handlers when imported.
-_LAZY: dict[str, str] = {
-    "numpy": "._numpy",
-    "pandas": "._pandas",
-    "pyarrow": "._arrow",
-    "sklearn": "._sklearn",
-    "sklearn.tree._tree": "._sklearn_tree",  # by its full name: see _sklearn_tree
-    "pydantic": "._pydantic",
-}
+__all__ = ["fingerprint", "register", "encode", "encode_extra_state", "encode_object"]
 
 _NEVER = (
     types.GeneratorType,
@@ -74,51 +64,15 @@ _NEVER = (
 )
 
 
-_lazy_lock = threading.Lock()
-
-
-def _load_lazy(top: str) -> None:
-    """Import our handlers for library ``top``. Under a lock, and forgotten only once
-    registered: a thread never sees a half-registered library (and hashes a DataFrame
-    through the generic walk while another thread is still importing its handler)."""
-    if top not in _LAZY:
-        return
-    with _lazy_lock:
-        mod = _LAZY.get(top)
-        if mod is not None:
-            importlib.import_module(mod, __package__)
-            del _LAZY[top]
-
-
-def _register_imported() -> None:
-    """Register handlers of every lazily-supported library that is already imported.
-
-    Done before each top-level call so the handler chosen for a type never depends on
-    which values happened to be hashed first (np.float64 subclasses float, say)."""
-    for top in list(_LAZY):
-        if _imported(top):
-            _load_lazy(top)
-
-
-def _imported(name: str) -> bool:
-    """``name`` is imported and done: not still running its module code in another thread.
-    (Importing our handler then would import the library's submodules beside that thread's
-    own import of the package, which Python can break with "partially initialized module"
-    errors in the other thread: seen as a stage body's ``import sklearn`` failing while a
-    second thread hashed a value.) A value of its types can't exist before that anyway."""
-    module = sys.modules.get(name)
-    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
-
-
 @functools.singledispatch
 def _registry(v: Any, enc: Encoder) -> None:
     """Feed ``v`` into ``enc``. Fallback for types without a handler of their own."""
     tp = type(v)
-    if _LAZY:
+    if LAZY:
         for klass in tp.__mro__:
             module = getattr(klass, "__module__", "") or ""
-            _load_lazy(module.partition(".")[0])
-            _load_lazy(module)
+            load_lazy(module.partition(".")[0])
+            load_lazy(module)
         if encode.dispatch(tp) is not _fallback:  # a handler of theirs was just registered
             return encode(v, enc)
     if isinstance(v, _NEVER):
@@ -126,14 +80,14 @@ def _registry(v: Any, enc: Encoder) -> None:
     if isinstance(v, io.IOBase):
         raise Unhashable(v, "an open file or stream has no stable content; pass its path (pathlib.Path)")
     if dataclasses.is_dataclass(v):
-        return _encode_dataclass(v, enc)
+        return encode_dataclass(v, enc)
     wrapped = getattr(v, "__wrapped__", None) if callable(v) else None
     if wrapped is not None and not isinstance(v, type):  # lru_cache, a wraps-decorated object
         enc.tag(b"wrapper")
         enc.text(type_name(tp))
         enc.value_at(".__wrapped__", wrapped)
         return
-    _encode_object(v, enc)
+    encode_object(v, enc)
 
 
 _fallback = _registry.registry[object]
@@ -212,7 +166,7 @@ def fingerprint(value: Any, *, name: str = "value") -> str:
 
     ``name`` only serves the error message when something in ``value`` can't be hashed.
     """
-    _register_imported()
+    register_imported()
     enc = Encoder(encode)
     try:
         encode(value, enc)
@@ -241,25 +195,6 @@ def _scalar_tag(v: Any, base: type, enc: Encoder) -> None:
         enc.tag(b"sub:" + type_name(type(v)).encode())
         encode_extra_state(v, enc)
     enc.tag(base.__name__.encode())
-
-
-def encode_extra_state(v: Any, enc: Encoder) -> None:
-    """What an instance of a subclass of a built-in type adds to its base content: the
-    constructor arguments and state of its ``__reduce_ex__`` (``__dict__``, slots, a
-    defaultdict's factory). Its items are not repeated: the base handler feeds them."""
-    try:
-        reduced = v.__reduce_ex__(4)
-    except Exception as e:  # a type that refuses to be pickled refuses to be hashed
-        raise Unhashable(v, f"its state can't be captured ({e})") from None
-    if not isinstance(reduced, tuple):
-        enc.tag(b"by-name")
-        enc.value_at(".__reduce__()", reduced)
-        return
-    func, args, state = (*reduced, None, None)[:3]
-    if func is copyreg.__newobj__ and args:  # (cls, *args): the class is already tagged
-        args = args[1:]
-    enc.value_at(".__reduce__()[1]", args)
-    enc.value_at(".__reduce__()[2]", state)
 
 
 @encode.register(bool)
@@ -536,63 +471,7 @@ def _module(v: types.ModuleType, enc: Encoder) -> None:
     enc.text(v.__name__)
 
 
-# -- objects -------------------------------------------------------------------------
-def _encode_dataclass(v: Any, enc: Encoder) -> None:
-    enc.tag(b"dataclass")
-    enc.text(type_name(type(v)))
-    if not enc.enter(v):
-        return
-    fields = dataclasses.fields(v)
-    enc.int(len(fields))
-    for f in fields:
-        enc.text(f.name)
-        value = getattr(v, f.name, _UNSET)
-        if value is _UNSET:  # an init=False field nobody set yet
-            enc.tag(b"unset")
-        else:
-            enc.value_at("." + f.name, value)
-    enc.leave(v)
-
-
-_UNSET = object()
-
-
-def _custom_reduce(tp: type) -> Callable[[Any], Any] | None:
-    """How pickle would take ``tp`` apart when it is not the default ``__dict__`` walk:
-    a ``copyreg`` entry, or the type's own ``__reduce_ex__`` / ``__reduce__``."""
-    reducer = copyreg.dispatch_table.get(tp)
-    if reducer is not None:
-        return reducer
-    if tp.__reduce_ex__ is not object.__reduce_ex__:
-        return lambda v: v.__reduce_ex__(4)
-    if tp.__reduce__ is not object.__reduce__:
-        return lambda v: v.__reduce__()
-    return None
-
-
-def _encode_reduced(v: Any, reduced: Any, enc: Encoder) -> None:
-    """Walk what ``__reduce__`` returns: constructor, its arguments, state and items.
-
-    Everything a pickle would contain is covered (a deque's items, not just its empty
-    ``__dict__``), but as a canonical walk rather than version-dependent pickle bytes."""
-    enc.tag(b"reduce")
-    enc.text(type_name(type(v)))
-    if isinstance(reduced, str):  # a module-level singleton, pickled by name
-        enc.text(reduced)
-        return
-    if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
-        raise Unhashable(v, f"its __reduce__ returned {type_name(type(reduced))}")
-    func, args, state, items, pairs = (*reduced, None, None, None)[:5]
-    enc.text(f"{getattr(func, '__module__', None)}.{getattr(func, '__qualname__', type_name(type(func)))}")
-    if not enc.enter(v):
-        return
-    enc.value_at(".__reduce__()[1]", args)
-    enc.value_at(".__reduce__()[2]", state)
-    enc.value_at(".__reduce__()[3]", None if items is None else list(items))
-    enc.value_at(".__reduce__()[4]", None if pairs is None else list(pairs))
-    enc.leave(v)
-
-
+# -- scalar tokens -------------------------------------------------------------------
 def _int_token(v: int) -> bytes:
     data = int.to_bytes(v, v.bit_length() // 8 + 1, "little", signed=True)
     return b"int\x00" + _pack_q(len(data)) + data
@@ -614,33 +493,3 @@ def scalar_tokens() -> dict[type, Callable[[Any], bytes]]:
         float: lambda v: b"float\x00" + _pack_d(v),
         str: _str_token,
     }
-
-
-def _encode_object(v: Any, enc: Encoder) -> None:
-    """Unknown type: walk what pickle would save (its ``__reduce__``, else its
-    ``__getstate__``: ``__dict__`` and slots). An instance with no state at all (CPython's
-    own pickle check: no C-level fields either) is its class, local classes included."""
-    tp = type(v)
-    reducer = _custom_reduce(tp)
-    try:
-        reduced = reducer(v) if reducer is not None else None
-        state = v.__getstate__() if reducer is None else None
-        if reducer is None and state is None:
-            v.__reduce_ex__(4)  # raises for an object with C-level state (a lock, a socket)
-    except Exception as e:  # a type that refuses to be pickled refuses to be hashed
-        raise Unhashable(v, f"it can't be captured ({e})") from None
-    if reducer is not None:
-        return _encode_reduced(v, reduced, enc)
-    enc.tag(b"object")
-    enc.text(type_name(tp))
-    if state is None:
-        enc.tag(b"stateless")
-        enc.value_at("<class>", tp)
-        return
-    if not enc.enter(v):
-        return
-    enc.value_at(".__getstate__()", state)
-    enc.leave(v)
-
-
-encode_object = _encode_object  # the generic walk, for handlers that fall back to it

@@ -19,10 +19,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Proto
 
 import xxhash
 
-from ..errors import IntegrityError, StoreError, StoreUnreachable
+from ..errors import IntegrityError, StoreError
 from ..progress_bar import advance
 from . import layout
 from .flush import FlushingFile
+from .oserrors import UNREACHABLE_HINT, describe_oserror, described  # noqa: F401  (UNREACHABLE_HINT: re-exported)
 
 Writer = Callable[[io.BufferedIOBase], None]
 _OPEN_DIRS = 256
@@ -102,26 +103,6 @@ class SymlinkRefused(IntegrityError):
     """A path inside the store is a symbolic link: the store never follows one."""
 
 
-UNREACHABLE_HINT = "start its server, or check its endpoint (AWS_ENDPOINT_URL or storage option endpoint_url)"
-
-
-def describe_oserror(e: OSError, what: str, url: str, verb: str = "write") -> StoreError:
-    """Turn an OSError on a store path into one line that names it and says what to do."""
-    if e.errno == errno.ENOSPC:
-        hint = "free disk space on that volume or point --store / PIPELINE_STORE elsewhere"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "choose a writable store (--store / PIPELINE_STORE) or fix its permissions"
-    elif e.errno in (errno.ENOTDIR, errno.EISDIR):
-        hint = f"something not made by the store is in the way: move it out of {url}"
-    elif e.errno == errno.ENAMETOOLONG:
-        hint = "choose a store location with a shorter path"
-    elif isinstance(e, ConnectionError) or e.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH):
-        return StoreUnreachable(f"cannot {verb} {what} in store {url}: {e.strerror or e} ({UNREACHABLE_HINT})")
-    else:
-        hint = "check the store location"
-    return StoreError(f"cannot {verb} {what} in store {url}: {e.strerror or e} ({hint})")
-
-
 class _LocalStaged:
     __slots__ = ("tmp", "digest", "size")
 
@@ -190,23 +171,21 @@ class LocalBackend:
     def stage(self, writer: Writer) -> _LocalStaged:
         tmp = self._path(layout.temp_path())
         try:
-            self._makedirs(os.path.dirname(tmp))
-            with FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0) as raw:
-                hashing = HashingWriter(raw)
-                with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
-                    writer(buffered)
-        except BaseException as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise describe_oserror(e, "an object", self.url) from e
+            with described("an object", self.url):
+                self._makedirs(os.path.dirname(tmp))
+                with FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0) as raw:
+                    hashing = HashingWriter(raw)
+                    with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
+                        writer(buffered)
+        except BaseException:  # an OSError (described by now) or the writer's own error
+            _unlink(tmp)
             raise
         return _LocalStaged(tmp, hashing.hexdigest(), hashing.size)
 
     def commit(self, staged: _LocalStaged, rel: str, *, durable: bool = True) -> None:
         dest = self._path(rel)
         parent = os.path.dirname(dest)
-        try:
+        with described(rel, self.url, undo=lambda: self.discard(staged)):
             self._makedirs(parent, durable)
             if self._holds(dest, staged):  # content-addressed and verified: deduplicated
                 try:
@@ -225,9 +204,6 @@ class LocalBackend:
             os.replace(staged.tmp, dest)
             if durable:
                 self._fsync_dir(parent)
-        except OSError as e:
-            self.discard(staged)
-            raise describe_oserror(e, rel, self.url) from e
 
     def _holds(self, dest: str, staged: _LocalStaged) -> bool:
         """True when ``dest`` is a regular file whose bytes hash to the staged checksum
@@ -253,7 +229,7 @@ class LocalBackend:
         dest = self._path(rel)
         parent = os.path.dirname(dest)
         tmp = self._path(layout.temp_path())
-        try:
+        with described(rel, self.url, undo=lambda: _unlink(tmp)):
             self._makedirs(os.path.dirname(tmp))
             self._makedirs(parent, durable)
             with open(tmp, "wb") as f:
@@ -264,10 +240,6 @@ class LocalBackend:
             os.replace(tmp, dest)
             if durable:
                 self._fsync_dir(parent)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise describe_oserror(e, rel, self.url) from e
 
     def create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; False when it does (another writer won).
@@ -278,30 +250,23 @@ class LocalBackend:
         dest = self._path(rel)
         tmp = self._path(layout.temp_path())
         try:
-            self._makedirs(os.path.dirname(tmp), durable=False)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            self._makedirs(os.path.dirname(dest), durable=False)
-            try:
-                os.link(tmp, dest)
-            except FileExistsError:
-                return False
-            return True
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url) from e
+            with described(rel, self.url):
+                self._makedirs(os.path.dirname(tmp), durable=False)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                self._makedirs(os.path.dirname(dest), durable=False)
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    return False
+                return True
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _unlink(tmp)
 
     def read(self, rel: str) -> Any:
         """The file's bytes: memory-mapped when large (zero-copy), plain bytes when small."""
-        path = self._path(rel)
-        try:
-            return self._read_path(path)
-        except (FileNotFoundError, SymlinkRefused):
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
+        with described(rel, self.url, "read", missing="raise"):
+            return self._read_path(self._path(rel))
 
     def _read_path(self, path: str) -> Any:
         """The bytes of the file at ``path``. A symbolic link (the file or a directory on the
@@ -341,20 +306,13 @@ class LocalBackend:
         )
 
     def exists(self, rel: str) -> bool:
-        try:
+        with described(rel, self.url, "read", missing="ignore"):
             return stat_module.S_ISREG(os.lstat(self._path(rel)).st_mode)
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
+        return False  # (missing)
 
     def stat(self, rel: str) -> Stat:
-        try:
+        with described(rel, self.url, "read", missing="raise"):
             st = os.lstat(self._path(rel))
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
         return Stat(st.st_size, st.st_mtime)
 
     def list(self, prefix: str) -> Iterator[str]:
@@ -380,7 +338,7 @@ class LocalBackend:
                     if not stat:
                         yield rel, None
                         continue
-                    try:
+                    try:  # (not ``described``: this runs for every file listed, and a with costs)
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue  # deleted since it was listed
@@ -412,7 +370,7 @@ class LocalBackend:
                         got = e
                 except StoreError as e:
                     got = e
-                except OSError as e:
+                except OSError as e:  # (the error is the value read: described, not raised)
                     got = describe_oserror(e, rel, self.url, "read")
                 yield rel, got
         finally:
@@ -457,21 +415,13 @@ class LocalBackend:
         target = self._path(dest)
         if not self._inside(os.path.dirname(self._path(rel))):
             raise SymlinkRefused(f"{rel} lies behind a symbolic link: the store moves nothing outside itself")
-        try:
+        with described(rel, self.url, "move", missing="raise"):
             self._makedirs(os.path.dirname(target))
             os.replace(self._path(rel), target)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "move") from e
 
     def delete(self, rel: str) -> None:
-        try:
+        with described(rel, self.url, "delete", missing="ignore"):
             os.unlink(self._path(rel))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "delete") from e
 
     def remove_empty(self, prefix: str) -> None:
         """Remove empty directories under ``prefix`` (and ``prefix`` itself when empty)."""
@@ -496,6 +446,11 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
 
 def _no_size(_rel: str) -> None:
     return None
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _read_fd(fd: int, expected: int | None = None) -> Any:

@@ -11,8 +11,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import StoreError
 from . import layout
-from .backend import HashingWriter, Stat, Writer, describe_oserror
+from .backend import HashingWriter, Stat, Writer
 from .manifest_cache import ManifestCache
+from .oserrors import describe_oserror, described
 from .s3 import Got, S3Reader, client_error
 
 READERS = 16
@@ -86,21 +87,16 @@ class FsspecBackend:
         # Always PUT, even when the object is already there: it renews its modification time,
         # and it replaces bytes that may have rotted (same size or not).
         try:
-            self.fs.pipe_file(self._path(rel), staged.data)
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url) from e
+            with described(rel, self.url):
+                self.fs.pipe_file(self._path(rel), staged.data)
         finally:
             staged.data = b""
 
     def _info(self, rel: str) -> dict[str, Any]:
         path = self._path(rel)
         self.fs.invalidate_cache(path)  # in case a listing cache was asked for after all
-        try:
+        with described(rel, self.url, "read", missing="raise"):
             return self.fs.info(path)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
 
     def discard(self, staged: _RemoteStaged) -> None:
         staged.data = b""
@@ -111,20 +107,14 @@ class FsspecBackend:
         self._put_raw(rel, data)
 
     def _put_raw(self, rel: str, data: bytes) -> None:
-        try:
+        with described(rel, self.url):
             self.fs.pipe_file(self._path(rel), data)
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url) from e
 
     def _delete_raw(self, rels: list[str]) -> None:
         """Delete many paths at once (the index's own objects)."""
         if rels:
-            try:
+            with described(rels[0], self.url, "delete", missing="ignore"):
                 self.fs.rm([self._path(rel) for rel in rels])
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise describe_oserror(e, rels[0], self.url, "delete") from e
 
     def create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; False when it does (another writer won).
@@ -152,14 +142,10 @@ class FsspecBackend:
             return False
 
     def read(self, rel: str) -> bytes:
-        try:
+        with described(rel, self.url, "read", missing="raise"):
             if self._reader is not None:
                 return self._reader.get(rel).data
             return self.fs.cat_file(self._path(rel))
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
 
     def exists(self, rel: str) -> bool:
         try:
@@ -177,12 +163,8 @@ class FsspecBackend:
         return _stat_of(self._info(rel))
 
     def _head(self, rel: str) -> Any:
-        try:
+        with described(rel, self.url, "read", missing="raise"):
             return self._reader.head(rel)  # type: ignore[union-attr]
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "read") from e
 
     def list(self, prefix: str) -> Iterator[str]:
         for rel, _st in self.scan(prefix):
@@ -194,14 +176,12 @@ class FsspecBackend:
                 yield rel, _stat_of(info)
             return
         manifests: set[str] = set()
-        try:
+        with described(prefix, self.url, "list"):
             for item in self._reader.list(prefix):
                 if layout.is_manifest(item.rel) and item.etag:
                     self._listed[item.rel] = item.etag
                     manifests.add(item.rel)
                 yield item.rel, Stat(item.size, item.mtime)
-        except OSError as e:
-            raise describe_oserror(e, prefix, self.url, "list") from e
         if prefix in layout.MANIFEST_ROOTS:  # a complete listing: forget what it no longer shows
             under = prefix + "/"
             for rel in [r for r in self._listed if r.startswith(under) and r not in manifests]:
@@ -258,22 +238,14 @@ class FsspecBackend:
                     yield rel, got.data if isinstance(got, Got) else got
 
     def move(self, rel: str, dest: str) -> None:
-        try:
+        with described(rel, self.url, "move", missing="raise"):
             self.fs.mv(self._path(rel), self._path(dest))
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "move") from e
         if self.index is not None and layout.is_manifest(rel):
             self.index.gone(rel)
 
     def delete(self, rel: str) -> None:
-        try:
+        with described(rel, self.url, "delete", missing="ignore"):
             self.fs.rm_file(self._path(rel))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise describe_oserror(e, rel, self.url, "delete") from e
         if self.index is not None and layout.is_manifest(rel):
             self.index.gone(rel)
 

@@ -16,14 +16,12 @@ import functools
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError, StoreUnreachable
 from ..fingerprint import fingerprint
-from . import layout, listing, verify_scan
+from . import layout, listing
 from .backend import UNREACHABLE_HINT, LocalBackend, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import CODECS, _is_jsonable
@@ -31,11 +29,12 @@ from .listing import Page
 from .locks import Leases
 from .manifest import Manifest, Unsigned, Unverified
 from .mirror import Mirrors
-from .objects import Objects, checksum, leaf_path, quarantine
+from .objects import Objects, quarantine
 from .records import Runs, Searches
 from .seal import CHECKSUM, Hmac, Sealer
 from .tags import Tags
 from .tree import DictNode, Leaf, Tree, TupleNode, from_doc, leaves, named_objects
+from .verify import Problem, VerifyReport, verify_store
 
 STORE_FORMAT = 1
 _NO_VALUE: Any = object()
@@ -44,52 +43,6 @@ _OUTPUTS = b'\n "outputs": '
 """How a manifest's ``outputs`` member starts as ``Manifest.to_json`` writes it (indent 1, so
 only a top-level member follows a newline and exactly one space; strings hold no newline)."""
 _DECODER = json.JSONDecoder()
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing ``verify`` found wrong: a ``"corrupt"`` or ``"missing"`` object with every
-    result that references it, or a ``"bad manifest"`` (damaged, or not the key its path names)."""
-
-    kind: str
-    what: str
-    """The object id, or the manifest's path in the store."""
-    used_by: tuple[tuple[str, str, int | None], ...] = ()
-    """(stage, key, step) of each manifest that references the object."""
-
-    def __str__(self) -> str:
-        if not self.used_by:
-            return f"{self.kind} {self.what}"
-        users = ", ".join(
-            f"{stage} {key}" + ("" if step is None else f" step {step}") for stage, key, step in self.used_by
-        )
-        return f"{self.kind} object {self.what} (used by {users})"
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What ``Store.verify()`` found. ``clean`` when nothing is corrupt, missing or unreadable.
-
-    ``unverified``: manifests of format 1 (no seal), kept but never served. ``problems``:
-    each corrupt or missing object and bad manifest, by name."""
-
-    manifests: int
-    ok: int
-    corrupt: int
-    missing: int
-    quarantined: int
-    bad_manifests: int
-    orphans: int
-    temp_files: int
-    unverified: int = 0
-    unsigned: int = 0
-    """Manifests not signed with this store's signing key (unsigned, another key's, or
-    signed while no key is set): kept, never served; their stages recompute."""
-    problems: tuple[Problem, ...] = ()
-
-    @property
-    def clean(self) -> bool:
-        return not (self.corrupt or self.missing or self.bad_manifests)
 
 
 @functools.lru_cache(maxsize=4)
@@ -501,90 +454,9 @@ class Store:
             return None
 
     def verify(self, *, workers: int | None = None) -> VerifyReport:
-        """Check every manifest and re-hash every object they reference; quarantine what fails.
-
-        The lean pass (``pipeline.store.verify_scan``; on a large local store split over
-        ``workers`` worker processes, None: as many as pay) vouches for the manifests and
-        objects that are fine; whatever it can't vouch for is judged here by the full checks."""
-        # The objects in place (to count orphans) are listed meanwhile: on S3 that is a request
-        # per fan-out folder, hundreds of them.
-        with ThreadPoolExecutor(1, thread_name_prefix="verify-list") as lister:
-            listing = lister.submit(lambda: [r for r in self._backend.list(layout.OBJECTS) if layout.is_object(r)])
-            shares = verify_scan.scan_all(self._backend, self._sealer, self._manifest_paths(), workers)
-            present = listing.result()
-        ok_paths: set[str] = set()
-        to_check: dict[str, str] = {}  # object path -> id, checked again here
-        sizes: dict[str, int] = {}  # (what each should be, for the read-ahead; a failed one: unknown)
-        users: dict[str, list[tuple[str, tuple[str, str, int | None]]]] = {}
-        n_manifests = sum(share.fine for share in shares)
-        for share in shares:
-            ok_paths.update(share.ok)
-            for path in share.failed:
-                to_check[path] = layout.object_id(path) or ""
-                sizes[path] = verify_scan.GROUP
-            for path, named in share.users.items():
-                users.setdefault(path, []).extend(named)
-        problems: list[Problem] = []
-        bad = unverified = unsigned = 0
-        slow = sorted(rel for share in shares for rel in share.slow)
-        for rel, m, unserved in self._walk(quarantine=True, rels=slow):
-            if isinstance(unserved, Unsigned):
-                unsigned += 1
-            if m is None:
-                if unserved is None:
-                    bad += 1
-                    problems.append(Problem("bad manifest", rel))
-                continue
-            if m.format == 1:
-                unverified += 1
-            elif unserved is None:
-                n_manifests += 1
-            for leaf in leaves(m.outputs):
-                path = leaf_path(leaf)
-                users.setdefault(path, []).append((rel, (m.stage, m.key, m.step)))
-                if path not in ok_paths:
-                    to_check[path] = leaf.object
-                    sizes.setdefault(path, leaf.bytes)
-        ok_paths.difference_update(to_check)  # (found failed by one share, fine by another: checked again)
-        referenced = ok_paths | to_check.keys()
-        ok, corrupt, missing = len(ok_paths), 0, 0
-        failed: list[tuple[str, str]] = []  # (kind, object id), named with their users below
-        for rel, buf in verify_scan.read_grouped(self._backend, sizes):
-            if isinstance(buf, FileNotFoundError):
-                try:
-                    buf = self._objects._read(rel)  # a gc sweep may have set it aside: put back
-                except FileNotFoundError:
-                    missing += 1
-                    failed.append(("missing", rel))
-                    continue
-                except IntegrityError:
-                    buf = None
-            if isinstance(buf, IntegrityError):  # a symbolic link
-                buf = None
-            elif isinstance(buf, BaseException):
-                raise buf
-            if buf is not None and checksum(buf) == to_check[rel]:
-                ok += 1
-            else:
-                corrupt += 1
-                del buf
-                self._objects.quarantine(rel)
-                failed.append(("corrupt", rel))
-        for kind, rel in failed:  # each with every result that uses it, in manifest path order
-            problems.append(Problem(kind, to_check[rel], tuple(who for _m, who in sorted(users.get(rel, ())))))
-        return VerifyReport(
-            manifests=n_manifests,
-            ok=ok,
-            corrupt=corrupt,
-            missing=missing,
-            quarantined=sum(1 for _ in self._backend.list(layout.QUARANTINE)),
-            bad_manifests=bad,
-            orphans=sum(1 for r in present if r not in referenced),
-            temp_files=sum(1 for _ in self._backend.list(layout.TMP)),
-            unverified=unverified,
-            unsigned=unsigned,
-            problems=tuple(problems),
-        )
+        """Check every manifest and re-hash every object they reference; quarantine what fails
+        (see ``pipeline.store.verify``)."""
+        return verify_store(self, workers)
 
     def remove_dead_temps(self) -> int:
         """Delete temp files whose writer (a process on this host) is gone; how many."""

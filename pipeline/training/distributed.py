@@ -39,7 +39,6 @@ Resuming needs the same world size (per-rank RNG streams belong to a rank).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,22 +48,19 @@ from ..cache import current_stage
 from ..context import open_store
 from ..errors import CheckpointError, ConfigError
 from ..store import Manifest, Store
-from ..store.manifest import library_versions
 from ..store.tree import DictNode, Tree
 from . import adapters
-
-# The one place that leans on the single-process Checkpointer's internals: Catalog (the
-# committed checkpoints of one key: steps, read, prune) becomes ``store.checkpoints(stage,
-# key)``; Writer (one background write at a time, its error raised at the next call) becomes
-# the writer of the ``writer=Background()`` policy.
-from .catalog import Catalog
+from .collectives import Group
+from .coordinator import Coordinator, shard_key
 from .policies import AnySave, EveryNEpochs, History, KeepPolicy, LatestN, Record, SavePolicy
 from .shards import ShardMeta, Slot, SnapshotBuffers, _nbytes, copy_into, detached, fill, owners, split  # noqa: F401
 from .staging import Stager, StepHooks, deferrable, optimizers, owned_memory
 from .state import ClosesOnExit, TrainState
-from .writer import Background, Sync, Writer
 
-SHARD_KIND = "checkpoint-shard"
+# The one place that leans on the single-process Checkpointer's internals (with Catalog in
+# .coordinator): Writer (one background write at a time, its error raised at the next call)
+# becomes the writer of the ``writer=Background()`` policy.
+from .writer import Background, Sync, Writer
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -111,146 +107,6 @@ class Asynchronous(Strategy):
 
 
 STRATEGIES = (Synchronized, MasterSaves, Asynchronous)
-
-
-def shard_key(key: str, rank: int) -> str:
-    """The key under which rank ``rank`` records its shards of ``key`` (Asynchronous)."""
-    return f"{key}.shard-{int(rank)}"
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
-# -- the coordinator: commits a step once every shard of it is recorded ------------------------
-class Coordinator:
-    """Shard records and step commits of one checkpointed run, through the store alone
-    (no collectives: it runs in writer threads and at restore)."""
-
-    def __init__(self, store: Store, stage: str, key: str, world_size: int, run_id: str = "") -> None:
-        self.store, self.stage, self.key, self.world_size, self.run_id = store, stage, key, world_size, run_id
-        self.committed = Catalog(store, stage, key)
-        self.shards = [Catalog(store, stage, shard_key(key, r)) for r in range(world_size)]
-
-    def record_shard(self, rank: int, step: int, tree: dict[str, Any], extra: Mapping[str, Any]) -> None:
-        """Rank ``rank``'s shard of ``step`` is durable: say so (a shard manifest, written last)."""
-        self.store.commit(self._manifest(shard_key(self.key, rank), step, tree, SHARD_KIND, {**extra, "rank": rank}))
-
-    def missing(self, step: int) -> list[int]:
-        """Ranks whose shard of ``step`` is not recorded."""
-        return [r for r in range(self.world_size) if self._shard(r, step) is None]
-
-    def _shard(self, rank: int, step: int) -> Manifest | None:
-        return self.store.manifest(self.stage, shard_key(self.key, rank), step)
-
-    def commit(
-        self, step: int, extra: Mapping[str, Any], trees: Mapping[int, dict[str, Any]] | None = None
-    ) -> Manifest:
-        """Commit ``step`` from the given shard trees, or from the recorded shards (all of them
-        must be there: a step with a missing shard is never committed)."""
-        if trees is None:
-            found = {r: self._shard(r, step) for r in range(self.world_size)}
-            absent = [r for r, m in found.items() if m is None]
-            if absent:
-                raise CheckpointError(
-                    f"step {step} of {self.stage!r} lacks the shards of ranks {absent}: not committed"
-                )
-            trees = {r: m.outputs for r, m in found.items()}
-        outputs = DictNode.of({f"rank-{r}": trees[r] for r in sorted(trees)})
-        manifest = self._manifest(self.key, step, outputs, "checkpoint", extra)
-        return self.committed.commit(manifest)
-
-    def wait_and_commit(self, step: int, extra: Mapping[str, Any], timeout: float, poll: float) -> Manifest:
-        deadline = time.monotonic() + timeout
-        while missing := self.missing(step):
-            if time.monotonic() > deadline:
-                raise CheckpointError(
-                    f"step {step} of {self.stage!r}: the shards of ranks {missing} did not arrive within "
-                    f"{timeout:g} s; the step is not committed (the previous checkpoint stays the newest)"
-                )
-            time.sleep(poll)
-        manifest = self.commit(step, extra)
-        self.drop_shards(up_to=step)
-        return manifest
-
-    def drop_shards(self, up_to: int | None = None) -> None:
-        """Delete shard records (of steps <= ``up_to``): committed steps keep their objects
-        through the step manifest; an older step that never completed never will."""
-        for r, catalog in enumerate(self.shards):
-            for s in catalog.steps():
-                if up_to is None or s <= up_to:
-                    m = self._shard(r, s)
-                    if m is not None:
-                        self.store.delete_manifest(m)
-
-    def sweep(self) -> list[int]:
-        """After a crash (no rank writing): commit every recorded-complete step newer than the
-        newest commit, drop all shard records. Returns the steps it committed."""
-        newest = max(self.committed.steps(), default=0)
-        complete = set.intersection(*(set(c.steps()) for c in self.shards)) if self.shards else set()
-        done = []
-        for s in sorted(x for x in complete if x > newest):
-            shard0 = self._shard(0, s)
-            if shard0 is not None:
-                self.commit(s, dict(shard0.extra.get("step_extra", {})))
-                done.append(s)
-        self.drop_shards()
-        return done
-
-    def _manifest(self, key: str, step: int, outputs: Tree, kind: str, extra: Mapping[str, Any]) -> Manifest:
-        return Manifest(
-            stage=self.stage, key=key, outputs=outputs, created=_now(), run_id=self.run_id,
-            versions=library_versions(), kind=kind, step=int(step), extra=dict(extra),
-        )  # fmt: skip
-
-
-# -- collectives (torch.distributed, imported only when a process group is up) ------------------
-class Group:
-    """Rank, world size and the few collectives the checkpointer needs (no-ops for one process)."""
-
-    def __init__(self, group: Any = None) -> None:
-        self.group = group
-        self.dist = None
-        try:
-            import torch.distributed as dist
-        except ImportError:
-            dist = None
-        if dist is not None and dist.is_available() and dist.is_initialized():
-            self.dist = dist
-        self.rank = self.dist.get_rank(group) if self.dist else 0
-        self.world_size = self.dist.get_world_size(group) if self.dist else 1
-
-    def barrier(self) -> None:
-        if self.dist:
-            self.dist.barrier(group=self.group)
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
-        if not self.dist:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=self._global(0), group=self.group)
-        return box[0]
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        if not self.dist:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        self.dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-    def flag(self, value: bool) -> bool:
-        """Rank 0's decision, cheaply (one int broadcast)."""
-        if not self.dist:
-            return value
-        import torch
-
-        t = torch.tensor([int(value)], dtype=torch.int32)
-        self.dist.broadcast(t, src=self._global(0), group=self.group)
-        return bool(t.item())
-
-    def _global(self, rank: int) -> int:
-        return self.dist.get_global_rank(self.group, rank) if self.group is not None else rank
 
 
 # -- the checkpointer --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import types
 
-from pipeline.fingerprint import fingerprint, values
+from pipeline.fingerprint import fingerprint, lazy_handlers
 
 
 def test_a_library_still_importing_in_another_thread_is_not_registered(monkeypatch):
@@ -15,8 +15,8 @@ def test_a_library_still_importing_in_another_thread_is_not_registered(monkeypat
     half = types.ModuleType("pydantic")
     half.__spec__ = spec  # type: ignore[assignment]
     monkeypatch.setitem(sys.modules, "pydantic", half)
-    monkeypatch.setitem(values._LAZY, "pydantic", "._pydantic_never_imported")
+    monkeypatch.setitem(lazy_handlers.LAZY, "pydantic", "._pydantic_never_imported")
     fingerprint(1)  # would import the handler module (and fail: it does not exist) if registered
-    assert "pydantic" in values._LAZY
+    assert "pydantic" in lazy_handlers.LAZY
     spec._initializing = False  # the import finished: its handler is registered from now on
-    assert values._imported("pydantic")
+    assert lazy_handlers.imported("pydantic")

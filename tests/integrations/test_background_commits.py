@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,10 +14,6 @@ import pytest
 from pipeline import PipelineError, Store
 from pipeline.integrations.runner import run_flow
 from pipeline.store import layout
-
-from .test_prefect_stages import FlowModule
-
-pytestmark = pytest.mark.usefixtures("prefect_api")
 
 FLOW = """
 import os
@@ -71,13 +66,8 @@ STAGES = ("small", "big", "after", "summary")
 
 
 @pytest.fixture
-def chain(tmp_path):
-    mod = FlowModule(tmp_path)
-    mod.write(FLOW)
-    yield mod
-    sys.modules.pop(mod.name, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+def chain(flow_module):
+    return flow_module(FLOW)
 
 
 def _keys(store: Store) -> dict[str, str]:
@@ -146,19 +136,14 @@ def test_a_flow_run_reports_completed_with_every_result_committed(chain, tmp_pat
 @pytest.mark.parametrize("attempts", [3])
 def test_sigkill_while_a_commit_is_in_flight_loses_only_that_result(chain, tmp_path, attempts):
     chain.ref("chain")
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", AFTER_SLEEP="60")
+    env = chain.cli_env(AFTER_SLEEP="60")
     for attempt in range(attempts):
         store_dir = tmp_path / f"killstore{attempt}"
-        cmd = [sys.executable, "-m", "pipeline", "run", "--flow", f"{chain.name}:chain", "--store", str(store_dir)]
-        cmd += ["--set", "rows=1000000", "--set", "cols=40"]  # a 320 MB frame: its commit takes a while
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        # a 320 MB frame: its commit takes a while
+        cmd = chain.cli("chain", store_dir, "--set", "rows=1000000", "--set", "cols=40")
+        proc = chain.start(cmd, env)
         deadline = time.monotonic() + 180
-        while "after" not in (chain.log.read_text().split() if chain.log.exists() else []):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the run never reached the stage after big"
-            time.sleep(0.005)
+        chain.wait_logged("after", proc, deadline, "the run never reached the stage after big", poll=0.005)
         os.killpg(proc.pid, signal.SIGKILL)  # big returned, its commit is (most likely) in flight
         proc.wait()
         proc.stdout.close()

@@ -3,14 +3,13 @@ Prefect server): the store chosen with use_store, and --force, with no environme
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import pytest
 
 from pipeline import Store, use_store
 from pipeline.integrations.runner import run_flow
-from tests.integrations.test_prefect_stages import FlowModule
+from tests.integrations.flow_module import FlowModule
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -41,11 +40,8 @@ def workers(n: int = 2):
 
 
 @pytest.fixture
-def mod(tmp_path):
-    m = FlowModule(tmp_path)
-    m.write(FLOW)
-    yield m
-    os.environ.pop("PIPELINE_STORE", None)
+def mod(flow_module):
+    return flow_module(FLOW)
 
 
 def lines(mod: FlowModule) -> list[str]:
@@ -67,7 +63,7 @@ def test_forced_stage_recomputes_in_a_process_pool_worker(mod, tmp_path):
 
 def test_use_store_as_a_plain_call_reaches_process_pool_workers_without_an_env_var(mod, tmp_path):
     chosen = tmp_path / "chosen"
-    flows = importlib.import_module(mod.ref("workers").split(":")[0])
+    flows = mod.module()
     setting = use_store(str(chosen))  # a plain call, as the README shows it
     try:
         assert flows.workers(n=2) == [1, 2]

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import pytest
 
 from pipeline import use_store
-from tests.integrations.test_prefect_stages import FlowModule
-
-pytestmark = pytest.mark.usefixtures("prefect_api")
 
 FLOW = """
 import os
@@ -73,13 +67,11 @@ def pooled(n: int = 100):
 
 
 @pytest.fixture
-def flows(tmp_path):
-    m = FlowModule(tmp_path)
-    m.write(FLOW)
-    mod = importlib.import_module(m.ref("chain").split(":")[0])
+def flows(flow_module):
+    m = flow_module(FLOW)
+    mod = m.module()
     mod.log_file = m
-    yield mod
-    os.environ.pop("PIPELINE_STORE", None)
+    return mod
 
 
 def test_warm_flow_keys_the_chain_without_reading(flows, tmp_path):

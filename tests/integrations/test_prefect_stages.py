@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -93,44 +89,9 @@ def fan_processes(n: int = 3):
 """
 
 
-class FlowModule:
-    """A real flow module on disk that tests edit and re-import."""
-
-    def __init__(self, folder: Path) -> None:
-        self.name = f"toyflow_{uuid.uuid4().hex[:8]}"
-        self.folder = folder
-        self.path = folder / f"{self.name}.py"
-        self.log = folder / "stages.log"
-        os.environ["STAGE_LOG"] = str(self.log)
-        self.write(FLOW)
-
-    def write(self, source: str) -> None:
-        self.path.write_text(textwrap.dedent(source))
-        sys.modules.pop(self.name, None)
-        importlib.invalidate_caches()
-
-    def ref(self, func: str = "toy") -> str:
-        if str(self.folder) not in sys.path:
-            sys.path.insert(0, str(self.folder))
-        importlib.import_module(self.name)
-        return f"{self.name}:{func}"
-
-    def executed(self) -> list[str]:
-        """Stage bodies executed since the last call (and reset the log)."""
-        if not self.log.exists():
-            return []
-        lines = self.log.read_text().split()
-        self.log.unlink()
-        return lines
-
-
 @pytest.fixture
-def toy(tmp_path):
-    mod = FlowModule(tmp_path)
-    yield mod
-    sys.modules.pop(mod.name, None)
-    if str(tmp_path) in sys.path:
-        sys.path.remove(str(tmp_path))
+def toy(flow_module):
+    return flow_module(FLOW)
 
 
 @pytest.fixture
@@ -213,16 +174,11 @@ def test_failed_stage_rerun_skips_completed_stages(toy, local_store, tmp_path):
 def test_sigkilled_cli_run_resumes_after_last_committed_stage(toy, tmp_path):
     store_dir = tmp_path / "killstore"
     toy.ref()
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", FIT_SLEEP="60")
-    cmd = [sys.executable, "-m", "pipeline", "run", "--flow", f"{toy.name}:toy", "--store", str(store_dir)]
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    env = toy.cli_env(FIT_SLEEP="60")
+    cmd = toy.cli("toy", store_dir)
+    proc = toy.start(cmd, env)
     deadline = time.monotonic() + 120
-    while "fit" not in (toy.log.read_text().split() if toy.log.exists() else []):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "the run never reached the fit stage"
-        time.sleep(0.1)
+    toy.wait_logged("fit", proc, deadline, "the run never reached the fit stage", poll=0.1)
     while len(list(store_dir.glob("stages/*/*.json"))) < 2:  # prep's background commit lands meanwhile
         assert time.monotonic() < deadline, "the stages before fit never committed"
         time.sleep(0.05)
@@ -262,7 +218,7 @@ def test_map_under_process_pool(toy, local_store):
 def test_stage_outside_a_flow_is_a_cached_function(toy, local_store):
     from pipeline import use_store
 
-    mod = importlib.import_module(toy.ref().split(":")[0])
+    mod = toy.module()
     with use_store(local_store):
         a = mod.load(10)
         b = mod.load(10)
@@ -273,7 +229,7 @@ def test_stage_outside_a_flow_is_a_cached_function(toy, local_store):
 def test_unhashable_input_fails_the_stage_with_the_fingerprint_error(toy, local_store):
     import threading
 
-    mod = importlib.import_module(toy.ref().split(":")[0])
+    mod = toy.module()
     from prefect import flow
 
     @flow
