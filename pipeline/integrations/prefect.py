@@ -41,7 +41,7 @@ from ..plan import plan_call
 from ..runs import record
 from ..store import Manifest, Store
 from .commit_join import current_group, open_flow_run
-from .dask_runner import dask_client, dask_map
+from .dask_runner import dask_map, is_dask
 from .liveness import untagged
 from .run_artifact import watch_run
 
@@ -328,9 +328,8 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
         if flow_run is None:
             return [fn(*args) for args in calls]
         shipped = carry(fn)  # the run context (store, force, lease) reaches trials in worker processes
-        client = dask_client(flow_run.task_runner)
-        if client is not None:
-            return dask_map(client, shipped, calls, retries=task_kwargs.get("retries") or 0)
+        if is_dask(flow_run.task_runner):
+            return dask_map(flow_run.task_runner, shipped, calls, retries=task_kwargs.get("retries") or 0)
         run = task(_apply, **task_kwargs)
         futures = [run.submit(shipped, args) for args in calls]
         return [f.result() for f in futures]
