@@ -15,13 +15,13 @@ its trials are in the store and the search's trial table artifact. ``pip install
 
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 import warnings
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .dask_worker import off_the_pool, worker_thread
 
 DEFAULT_WORKERS = 2
 
@@ -110,41 +110,26 @@ def dask_map(task_runner: Any, fn: Callable[..., Any], calls: list[tuple[Any, ..
 
     Called on a Dask worker (a submitted stage whose body maps calls, as a search does, to the
     cluster it runs on), the waiting thread leaves the worker's thread pool while the calls run
-    and rejoins it after (``distributed.worker_client``): else with one worker, or with every
-    worker running such a stage, no thread would be free to run a call and the stage would
-    wait forever. From a thread of a worker that is not the task's own (which cannot leave the
-    pool) the calls run here, one after another, with a warning."""
-    where = _worker_thread()
+    and rejoins it after (:func:`~pipeline.integrations.dask_worker.off_the_pool`): else with one
+    worker, or with every worker running such a stage, no thread would be free to run a call.
+    From a thread of a worker that is not the task's own (which cannot leave the pool) the
+    calls run here, one after another, with a warning."""
+    where = worker_thread()
+    if where == "other":
+        warnings.warn(
+            f"{len(calls)} calls mapped to Dask from a thread of a Dask worker that is not its task's own "
+            f"({threading.current_thread().name!r}), which cannot free its worker for them: they run here, "
+            "one after another (call the search from the stage's own thread to fan its trials out)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return [fn(*args) for args in calls]
     if where is None:
         return _gather(task_runner.client, fn, calls, retries)
-    if where == "task":
-        from distributed import worker_client
+    from distributed import get_client
 
-        with worker_client() as client:  # seceded from the pool for the block, rejoined after
-            return _gather(client, fn, calls, retries)
-    warnings.warn(
-        f"{len(calls)} calls mapped to Dask from a thread of a Dask worker that is not its task's own "
-        f"({threading.current_thread().name!r}), which cannot free its worker for them: they run here, "
-        "one after another (call the search from the stage's own thread to fan its trials out)",
-        RuntimeWarning,
-        stacklevel=2,
-    )
-    return [fn(*args) for args in calls]
-
-
-def _worker_thread() -> str | None:
-    """None outside a Dask worker; "task": a worker thread running a task (it can secede);
-    "other": another thread of a worker process that sees the worker (a copied context)."""
-    if "distributed" not in sys.modules:
-        return None
-    from distributed import get_worker
-    from distributed.worker import thread_state
-
-    try:
-        get_worker()
-    except ValueError:
-        return None
-    return "task" if hasattr(thread_state, "start_time") and hasattr(thread_state, "executor") else "other"
+    with off_the_pool():  # the worker runs other tasks (these calls) while this one waits
+        return _gather(get_client(), fn, calls, retries)
 
 
 def _gather(client: Any, fn: Callable[..., Any], calls: list[tuple[Any, ...]], retries: int) -> list[Any]:

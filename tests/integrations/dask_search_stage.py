@@ -3,10 +3,11 @@
 
     python -m tests.integrations.dask_search_stage FLOW STORE WORKERS OUT
 
-runs flow ``one`` (one search stage, asking two trials at a time) or ``two`` (two search
-stages submitted at once) on a new LocalCluster of WORKERS one-thread worker processes, and
-writes the flow's result as JSON to OUT (a test runs it in a subprocess with a timeout: a
-deadlock fails the test instead of hanging it). Trials log as in :mod:`dask_search`.
+runs flow ``one`` (one search stage, asking two trials at a time), ``two`` (two search
+stages submitted at once) or ``nested`` (a stage submitting stages) on a new LocalCluster
+of WORKERS one-thread worker processes, and writes the flow's result as JSON to OUT (a test
+runs it in a subprocess with a timeout: a deadlock fails the test instead of hanging it).
+Trials log as in :mod:`dask_search`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def two() -> list[Any]:
     return [f.result() for f in futures]
 
 
+@stage
+def double(x: int) -> int:
+    return 2 * x
+
+
+@stage
+def fan_in(n: int) -> int:
+    """A stage that submits stages and waits for them: on a worker, like a search stage."""
+    return sum(f.result() for f in [double.submit(i) for i in range(n)])
+
+
+@flow(name="dask-nested-stages")
+def nested() -> list[Any]:
+    return [fan_in.submit(3).result()]
+
+
 def in_process(names: list[str]) -> list[Any]:
     """The same searches run here, one trial after another (what the stages must equal)."""
     return [table(search(name).run(parallel=1)) for name in names]
@@ -58,7 +75,7 @@ def main(which: str, store: str, workers: int, out: str) -> None:
     from pipeline.context import run_context
     from pipeline.integrations.dask_runner import on_dask
 
-    flows = {"one": one, "two": two}
+    flows = {"one": one, "two": two, "nested": nested}
     with run_context(store=store, parallel=workers):
         result = on_dask(flows[which], workers=workers)()
     with open(out, "w") as f:

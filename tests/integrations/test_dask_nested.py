@@ -39,11 +39,13 @@ def _run_on_cluster(which: str, store: Path, workers: int, tmp_path: Path) -> li
         output, _ = proc.communicate()
         pytest.fail(f"flow {which!r} on {workers} worker(s) made no progress in {DEADLINE:.0f} s:\n{output[-3000:]}")
     assert proc.returncode == 0, output[-5000:]
+    assert "cannot free its worker" not in output, output[-5000:]
     return json.loads(out.read_text())
 
 
-def _starts(log: Path) -> Counter:
-    return Counter(line.split()[1] for line in log.read_text().splitlines() if line.split()[2] == "start")
+def _trials(log: Path, what: str) -> Counter:
+    """How many times each alpha logged ``what`` ("start": trained; "dask-call": as a Dask task of its own)."""
+    return Counter(line.split()[1] for line in log.read_text().splitlines() if line.split()[2] == what)
 
 
 @pytest.fixture
@@ -66,7 +68,9 @@ def test_a_search_stage_on_a_one_worker_cluster_runs_its_trials_there(tmp_path, 
     store = tmp_path / "dask"
     got = _run_on_cluster("one", store, 1, tmp_path)
     assert got == expected  # the same trials, values and best model as the in-process search
-    assert set(_starts(trial_log).values()) == {1} and len(_starts(trial_log)) == len(SPACES["left"])
+    starts = _trials(trial_log, "start")
+    assert set(starts.values()) == {1} and len(starts) == len(SPACES["left"])  # each trial trained once
+    assert _trials(trial_log, "dask-call") == starts  # each a Dask task: the stage freed the only thread
     assert len(list(Store(store).manifests("left.trial"))) == len(SPACES["left"])  # every trial committed
 
 
@@ -81,6 +85,15 @@ def test_two_search_stages_on_two_workers_run_at_once_without_deadlock(tmp_path,
     store = tmp_path / "dask"
     got = _run_on_cluster("two", store, 2, tmp_path)
     assert got == expected
-    assert set(_starts(trial_log).values()) == {1}  # no trial trained twice
+    starts = _trials(trial_log, "start")
+    assert set(starts.values()) == {1} and len(starts) == 8  # no trial trained twice
+    assert _trials(trial_log, "dask-call") == starts  # each a Dask task of its own
     for name, space in SPACES.items():
         assert len(list(Store(store).manifests(f"{name}.trial"))) == len(space)
+
+
+@pytest.mark.slow
+def test_a_stage_submitting_stages_on_a_one_worker_cluster_finishes(tmp_path, prefect_api):
+    store = tmp_path / "dask"
+    assert _run_on_cluster("nested", store, 1, tmp_path) == [0 + 2 + 4]
+    assert len(list(Store(store).manifests("double"))) == 3
