@@ -4,7 +4,8 @@
     python -m tests.integrations.dask_search_stage FLOW STORE WORKERS OUT
 
 runs flow ``one`` (one search stage, asking two trials at a time), ``two`` (two search
-stages submitted at once) or ``nested`` (a stage submitting stages) on a new LocalCluster
+stages submitted at once), ``threaded`` (a search stage's search run in a thread of its) or
+``nested`` (a stage submitting stages) on a new LocalCluster
 of WORKERS one-thread worker processes, and writes the flow's result as JSON to OUT (a test
 runs it in a subprocess with a timeout: a deadlock fails the test instead of hanging it).
 Trials log as in :mod:`dask_search`.
@@ -12,8 +13,10 @@ Trials log as in :mod:`dask_search`.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from prefect import flow
@@ -34,9 +37,13 @@ def search(name: str) -> Search:
     )  # fmt: skip
 
 
+def searched(name: str, parallel: int) -> list[Any]:
+    return table(search(name).run(parallel=parallel, map_fn=prefect_map()))
+
+
 @stage
 def search_stage(name: str, parallel: int) -> list[Any]:
-    return table(search(name).run(parallel=parallel, map_fn=prefect_map()))
+    return searched(name, parallel)
 
 
 @flow(name="dask-one-search-stage")
@@ -48,6 +55,19 @@ def one() -> list[Any]:
 def two() -> list[Any]:
     futures = [search_stage.submit(name, 2) for name in ("left", "right")]
     return [f.result() for f in futures]
+
+
+@stage
+def search_in_a_thread(name: str, parallel: int) -> list[Any]:
+    """The search from a thread of the stage's that shares its context (not the worker's task
+    thread, which waits for it and cannot leave the worker's pool for the trials)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(contextvars.copy_context().run, searched, name, parallel).result()
+
+
+@flow(name="dask-search-in-a-thread")
+def threaded() -> list[Any]:
+    return search_in_a_thread.submit("left", 2).result()
 
 
 @stage
@@ -75,7 +95,7 @@ def main(which: str, store: str, workers: int, out: str) -> None:
     from pipeline.context import run_context
     from pipeline.integrations.dask_runner import on_dask
 
-    flows = {"one": one, "two": two, "nested": nested}
+    flows = {"one": one, "two": two, "nested": nested, "threaded": threaded}
     with run_context(store=store, parallel=workers):
         result = on_dask(flows[which], workers=workers)()
     with open(out, "w") as f:
