@@ -15,10 +15,13 @@ its trials are in the store and the search's trial table artifact. ``pip install
 
 from __future__ import annotations
 
+import threading
 import uuid
+import warnings
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from .dask_worker import off_the_pool, worker_thread
 
 DEFAULT_WORKERS = 2
 
@@ -94,19 +97,42 @@ def on_runner(flow: Any, runner: str, address: str | None = None) -> tuple[Any, 
     return on_dask(flow, address), cluster_threads(address)
 
 
-def dask_client(task_runner: Any) -> Any | None:
-    """The ``distributed.Client`` of a flow run's prefect-dask DaskTaskRunner (connected, or
-    its LocalCluster started, on first use); None for any other task runner."""
-    if type(task_runner).__module__.partition(".")[0] != "prefect_dask":
-        return None  # not imported for other runners
-    return task_runner.client
+def is_dask(task_runner: Any) -> bool:
+    """Whether a flow run's task runner is prefect-dask's DaskTaskRunner (not imported for others)."""
+    return type(task_runner).__module__.partition(".")[0] == "prefect_dask"
 
 
-def dask_map(client: Any, fn: Callable[..., Any], calls: list[tuple[Any, ...]], *, retries: int = 0) -> list[Any]:
-    """``[fn(*args) for args in calls]``, each call a plain Dask task on ``client``'s cluster,
-    the results in order. ``fn`` carries the run context (``pipeline.context.carry``). A task
-    whose worker dies is rerun on another worker by the scheduler; the first exception a call
-    raises is raised here (after ``retries`` reruns)."""
+def dask_map(task_runner: Any, fn: Callable[..., Any], calls: list[tuple[Any, ...]], *, retries: int = 0) -> list[Any]:
+    """``[fn(*args) for args in calls]``, each call a plain Dask task on the cluster of a flow
+    run's DaskTaskRunner, the results in order. ``fn`` carries the run context
+    (``pipeline.context.carry``). A task whose worker dies is rerun on another worker by the
+    scheduler; the first exception a call raises is raised here (after ``retries`` reruns).
+
+    Called on a Dask worker (a submitted stage whose body maps calls, as a search does, to the
+    cluster it runs on), the waiting thread leaves the worker's thread pool while the calls run
+    and rejoins it after (:func:`~pipeline.integrations.dask_worker.off_the_pool`): else with one
+    worker, or with every worker running such a stage, no thread would be free to run a call.
+    From a thread of a worker that is not the task's own (which cannot leave the pool) the
+    calls run here, one after another, with a warning."""
+    where = worker_thread()
+    if where == "other":
+        warnings.warn(
+            f"{len(calls)} calls mapped to Dask from a thread of a Dask worker that is not its task's own "
+            f"({threading.current_thread().name!r}), which cannot free its worker for them: they run here, "
+            "one after another (call the search from the stage's own thread to fan its trials out)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return [fn(*args) for args in calls]
+    if where is None:
+        return _gather(task_runner.client, fn, calls, retries)
+    from distributed import get_client
+
+    with off_the_pool():  # the worker runs other tasks (these calls) while this one waits
+        return _gather(get_client(), fn, calls, retries)
+
+
+def _gather(client: Any, fn: Callable[..., Any], calls: list[tuple[Any, ...]], retries: int) -> list[Any]:
     futures = [client.submit(_apply, fn, args, key=f"pipeline-call-{uuid.uuid4().hex}", pure=False,
                              retries=retries) for args in calls]  # fmt: skip
     return client.gather(futures)
@@ -116,4 +142,4 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(*args)
 
 
-__all__ = ["dask_task_runner", "local_cluster", "cluster_threads", "on_dask", "on_runner", "dask_client", "dask_map"]
+__all__ = ["dask_task_runner", "local_cluster", "cluster_threads", "on_dask", "on_runner", "is_dask", "dask_map"]

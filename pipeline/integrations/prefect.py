@@ -41,7 +41,8 @@ from ..plan import plan_call
 from ..runs import record
 from ..store import Manifest, Store
 from .commit_join import current_group, open_flow_run
-from .dask_runner import dask_client, dask_map
+from .dask_runner import dask_map, is_dask
+from .dask_worker import leave_the_pool
 from .liveness import untagged
 from .run_artifact import watch_run
 
@@ -134,6 +135,7 @@ class StageTask(Task):
             watch_run(current_run_id())  # the run's record and artifact when it ends
             open_flow_run()  # stages run in this process may commit in the background
             shipped = self._carrying_context()
+            self._leave_dask_pool()
             with untagged():
                 return Task.submit(shipped, *args, return_state=return_state, wait_for=wait_for, **kwargs)
         future = PlannedFuture(self._plan(plan, args, kwargs))
@@ -146,6 +148,7 @@ class StageTask(Task):
             watch_run(current_run_id())
             open_flow_run()
             shipped = self._carrying_context()
+            self._leave_dask_pool()
             with untagged():
                 return Task.map(
                     shipped, *args, return_state=return_state, wait_for=wait_for, deferred=deferred, **kwargs
@@ -173,6 +176,14 @@ class StageTask(Task):
         if not return_state and isinstance(result, State):
             return result.result()  # the Cached state holds the (lazy) value in memory: no I/O
         return result
+
+    def _leave_dask_pool(self) -> None:
+        # Submitted from a stage running on a Dask worker, to that cluster: the waits that follow
+        # (result(), wait(), as_completed) must not hold the worker's thread, or with one worker,
+        # or every worker running such a stage, the submitted stages never run.
+        flow_run = FlowRunContext.get()
+        if TaskRunContext.get() is not None and flow_run is not None and is_dask(flow_run.task_runner):
+            leave_the_pool(f"stage {self.__pipeline_stage__.name!r}")
 
     def _carrying_context(self) -> StageTask:
         shipped = copy.copy(self)
@@ -328,9 +339,8 @@ def prefect_map(**task_kwargs: Any) -> Callable[[Callable[..., Any], list[tuple[
         if flow_run is None:
             return [fn(*args) for args in calls]
         shipped = carry(fn)  # the run context (store, force, lease) reaches trials in worker processes
-        client = dask_client(flow_run.task_runner)
-        if client is not None:
-            return dask_map(client, shipped, calls, retries=task_kwargs.get("retries") or 0)
+        if is_dask(flow_run.task_runner):
+            return dask_map(flow_run.task_runner, shipped, calls, retries=task_kwargs.get("retries") or 0)
         run = task(_apply, **task_kwargs)
         futures = [run.submit(shipped, args) for args in calls]
         return [f.result() for f in futures]

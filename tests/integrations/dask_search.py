@@ -2,7 +2,8 @@
 
 Each trial logs ``<pid> <alpha> start <epoch>`` once it has restored (epoch > 0: resumed from
 a checkpoint), ``<pid> <alpha> epoch <n>`` after each epoch's checkpoint is committed, and
-``<pid> <alpha> task-run 0`` if it runs inside a Prefect task run, to the file named by
+``<pid> <alpha> task-run 0`` if it runs inside a Prefect task run, ``<pid> <alpha> dask-call 0``
+if it is a Dask task of its own (not run inside its search's task), to the file named by
 DASK_TRIAL_LOG; DASK_TRIAL_PAUSE seconds of sleep per epoch give a test time to kill a worker
 mid-trial (environment, not arguments: not part of any key).
 """
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 import numpy as np
+from dask.context import thread_state
 from prefect import flow
 from prefect.context import TaskRunContext
 
@@ -47,6 +49,8 @@ def objective(params: dict[str, Any], checkpointer: Any) -> tuple[float, Any]:
     _log(f"{params['alpha']} start {state.epoch}")
     if TaskRunContext.get() is not None:
         _log(f"{params['alpha']} task-run 0")
+    if str(getattr(thread_state, "key", "")).startswith("pipeline-call-"):
+        _log(f"{params['alpha']} dask-call 0")  # a plain Dask task of its own (dask_map)
     for epoch in checkpointer.epochs(state, EPOCHS):
         order = state.order.permutation(400)
         state.model.partial_fit(x[order], y[order], classes=[0, 1])
