@@ -46,6 +46,7 @@ from ..progress_bar import track
 from . import drops, layout
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
+from .mirror import place
 from .store import Store
 
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -68,6 +69,8 @@ class GcReport:
     indexed: bool = False
     """A dry run as the manifest index says (S3): objects written since the last ``gc`` by
     writers that never committed are not counted."""
+    records: drops.PruneReport = drops.PruneReport()
+    """Drop records removed (no mirror needs them any more) and kept (``drops.prune``)."""
 
 
 def _put_back(store: Store) -> None:
@@ -87,9 +90,11 @@ def gc(
     *,
     dry_run: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    record_seconds: float = drops.RECORD_SECONDS,
 ) -> GcReport:
     """Drop the manifests ``retention`` does not keep, then delete unreferenced objects older
-    than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files."""
+    than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files;
+    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``)."""
     if not grace_seconds >= MIN_GRACE_SECONDS:
         raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
     backend = store._backend
@@ -141,7 +146,8 @@ def gc(
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
         index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
-    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
+    records = drops.prune(store, older_than=record_seconds, now=start)
+    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided, records=records)
 
 
 def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
@@ -226,7 +232,8 @@ def _drop(store: Store, planned: Manifest) -> bool:
         return False
     if now != planned:
         return False
-    data = drops.record(store._backend, rel, planned, durable=store.durable)  # first: never gone unrecorded
+    mirrors = [place(m.url) for m in store.mirrors.mirrors] if store.mirrors is not None else []
+    data = drops.record(store._backend, rel, planned, mirrors=mirrors, durable=store.durable)  # first: never unrecorded
     store._backend.delete(rel)
     if store.mirrors is not None:
         store.mirrors.dropped(store, rel, drops.ident(planned), data)
