@@ -20,7 +20,12 @@ cost a listing its order, never make it show a result the store would not serve.
 
 The files: ``$PIPELINE_LISTING_CACHE`` if set, else ``~/.cache/pipeline/listing/`` (XDG),
 one per store directory, written atomically; any failure to read or write them just lists
-the directory. Other backends give their listing's times as they are (an S3 listing carries
+the directory. A kept listing is not loaded into Python objects: its file (a header line, the
+times as float64, each name's end offset as uint32, the names) is checksummed by streaming it
+through a small buffer, then memory-mapped, and a name becomes a ``str`` only when it is used
+(checked again then). So the newest page of a 100k-result store reads the few thousand
+names it looks at, and its memory does not grow with the store (a directory listed afresh
+is held whole while it is sorted and kept). Other backends give their listing's times as they are (an S3 listing carries
 them at no extra cost).
 """
 
@@ -28,13 +33,16 @@ from __future__ import annotations
 
 import array
 import contextlib
+import itertools
 import json
+import mmap
 import os
 import re
 import stat as stat_module
+import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import xxhash
 
@@ -45,25 +53,65 @@ if TYPE_CHECKING:
 
 SETTLED = 1.0
 """Seconds a directory must have been unchanged when it is listed for that listing to be kept."""
-_FORMAT = 1
+_FORMAT = 2
+_CHUNK = 1 << 16
+"""Bytes of a kept listing checksummed at a time (the buffer is reused: memory stays flat)."""
 _NAME = re.compile(r"[A-Za-z0-9._-]+\.json")
 """A manifest file name as ``layout`` makes them (anything else read from a file is refused)."""
 
 
 class DirTimes(NamedTuple):
     """The ``.json`` files directly in directory ``rel``, newest-written first (ties: by name,
-    descending), with their file times."""
+    descending), with their file times (lists, or views of a kept listing's file)."""
 
     rel: str
-    names: list[str]
-    times: list[float]
+    names: Sequence[str]
+    times: Sequence[float]
 
 
-def json_times(backend: Backend, prefix: str) -> list[DirTimes]:
-    """Every directory under ``prefix`` (itself included) that holds ``.json`` files, with them."""
+class StaleListing(ValueError):
+    """A kept listing held a name the store never makes (the file was tampered with):
+    list the directory again (``json_times(..., kept=False)``)."""
+
+
+class _Names(Sequence[str]):
+    """The names of a kept listing, decoded (and checked) one at a time as they are used."""
+
+    def __init__(self, buf: memoryview, ends: memoryview) -> None:
+        self._buf, self._ends = buf, ends
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = self._ends[i - 1] if i else 0
+        name = bytes(self._buf[start : self._ends[i]]).decode("ascii", "replace")
+        if not _NAME.fullmatch(name):
+            raise StaleListing(f"a kept directory listing names {name!r}")
+        return name
+
+    def __iter__(self):
+        start = 0
+        for end in self._ends:
+            name = bytes(self._buf[start:end]).decode("ascii", "replace")
+            if not _NAME.fullmatch(name):
+                raise StaleListing(f"a kept directory listing names {name!r}")
+            start = end
+            yield name
+
+
+def json_times(backend: Backend, prefix: str, *, kept: bool = True) -> list[DirTimes]:
+    """Every directory under ``prefix`` (itself included) that holds ``.json`` files, with them
+    (``kept=False``: list every directory, using no kept listing; one that is settled is kept)."""
     prefix = prefix.strip("/")
     if isinstance(backend, LocalBackend):
-        return _Local(backend).walk(prefix)
+        return _Local(backend, use_kept=kept).walk(prefix)
     by_dir: dict[str, list[tuple[float, str]]] = {}
     for rel, st in backend.scan(prefix):
         if rel.endswith(".json"):
@@ -86,8 +134,9 @@ def cache_dir() -> str:
 
 
 class _Local:
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: LocalBackend, use_kept: bool = True) -> None:
         self.backend = backend
+        self.use_kept = use_kept
         self.where = os.path.join(cache_dir(), xxhash.xxh3_64_hexdigest(os.fsencode(backend._real_root)))
 
     def walk(self, rel: str) -> list[DirTimes]:
@@ -106,7 +155,7 @@ class _Local:
         if not stat_module.S_ISDIR(st.st_mode):  # a symbolic link is not followed
             return
         ident = (st.st_dev, st.st_ino, st.st_mtime_ns)
-        kept = self._load(rel, ident)
+        kept = self._load(rel, ident) if self.use_kept else None
         if kept is None:
             kept = self._list(rel, path, ident)
         times, subdirs = kept
@@ -149,27 +198,46 @@ class _Local:
     def _load(self, rel: str, ident: tuple[int, int, int]) -> tuple[DirTimes, list[str]] | None:
         try:
             with open(self._file(rel), "rb") as f:
-                data = f.read()
-            head, _, rest = data.partition(b"\n")
-            meta = json.loads(head)
-            if meta.get("format") != _FORMAT or meta.get("rel") != rel or meta.get("ident") != list(ident):
-                return None
-            n, subdirs = meta["n"], meta["subdirs"]
-            times = array.array("d")
-            times.frombytes(rest[: 8 * n])
-            names = rest[8 * n :].decode().split("\n") if n else []
-            if len(times) != n or len(names) != n or not all(map(_NAME.fullmatch, names)):
-                return None
-            if not all(isinstance(d, str) and d not in ("", ".", "..") and "/" not in d for d in subdirs):
-                return None
+                head = f.readline(1 << 20)
+                meta = json.loads(head)
+                if (meta.get("format") != _FORMAT or meta.get("rel") != rel or meta.get("ident") != list(ident)
+                        or meta.get("order") != sys.byteorder):  # fmt: skip
+                    return None
+                n, blob, subdirs = meta["n"], meta["blob"], meta["subdirs"]
+                if not (isinstance(n, int) and isinstance(blob, int) and n >= 0 and blob >= 0):
+                    return None
+                if len(head) % 8 or os.fstat(f.fileno()).st_size != len(head) + 12 * n + blob:
+                    return None
+                if not all(isinstance(d, str) and d not in ("", ".", "..") and "/" not in d for d in subdirs):
+                    return None
+                h = xxhash.xxh3_64()
+                chunk = bytearray(_CHUNK)
+                while got := f.readinto(chunk):
+                    h.update(memoryview(chunk)[:got])
+                if h.hexdigest() != meta["xxh"]:
+                    return None
+                if n == 0:
+                    return DirTimes(rel, [], []), subdirs
+                mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # none kept, or unreadable: list the directory
-        return DirTimes(rel, names, times.tolist()), subdirs
+        at = len(head)
+        times = mapped[at : at + 8 * n].cast("d")
+        ends = mapped[at + 8 * n : at + 12 * n].cast("I")
+        return DirTimes(rel, _Names(mapped[at + 12 * n :], ends), times), subdirs
 
     def _save(self, rel: str, ident: tuple[int, int, int], times: DirTimes, subdirs: list[str]) -> None:
-        meta = {"format": _FORMAT, "rel": rel, "ident": list(ident), "n": len(times.names), "subdirs": subdirs}
-        data = json.dumps(meta).encode() + b"\n" + array.array("d", times.times).tobytes()
-        data += "\n".join(times.names).encode()
+        if not all(map(_NAME.fullmatch, times.names)):
+            return  # a file the store did not write (``a b.json``): such a directory is listed each time
+        encoded = [n.encode() for n in times.names]
+        ends = array.array("I", itertools.accumulate(map(len, encoded)))
+        body = array.array("d", times.times).tobytes() + ends.tobytes() + b"".join(encoded)
+        n = len(encoded)
+        meta = {"format": _FORMAT, "rel": rel, "ident": list(ident), "n": n, "blob": len(body) - 12 * n,
+                "subdirs": subdirs, "order": sys.byteorder, "xxh": xxhash.xxh3_64_hexdigest(body)}  # fmt: skip
+        head = json.dumps(meta).encode()
+        head += b" " * (-(len(head) + 1) % 8) + b"\n"  # the times start 8-aligned
+        data = head + body
         with contextlib.suppress(OSError):
             os.makedirs(self.where, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.where, prefix=".tmp-")

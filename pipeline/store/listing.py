@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from . import layout
 from .backend import SymlinkRefused
-from .dir_times import DirTimes, json_times
+from .dir_times import DirTimes, StaleListing, json_times
 from .manifest import Manifest
 
 if TYPE_CHECKING:
@@ -99,7 +99,15 @@ def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tu
     """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
     those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
     index = getattr(store._backend, "index", None)
-    dirs = index.json_times(prefix) if index is not None else json_times(store._backend, prefix)
+    if index is not None:
+        return _pick(index.json_times(prefix), floor, want)
+    try:
+        return _pick(json_times(store._backend, prefix), floor, want)
+    except StaleListing:  # a kept listing was tampered with: list again
+        return _pick(json_times(store._backend, prefix, kept=False), floor, want)
+
+
+def _pick(dirs: list[DirTimes], floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
     total = sum(len(d.names) for d in dirs)
     counts = [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]  # times descend
     window = sum(counts)
