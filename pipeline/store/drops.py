@@ -17,8 +17,10 @@ commit it names. ``gc`` removes one (:func:`prune`) when all of these hold:
   before it was dropped has long finished writing it (it would otherwise land after the check);
 - every mirror it names (those the store had when it was dropped) is among the mirrors gc
   was given, so none is out of sight (a ``gc`` run without the mirrors keeps the records);
-- every one of those and of the mirrors gc was given is reachable now and does not hold that
-  commit (one that does is caught up now, and the record kept until a later gc sees it clean).
+- every one of those and of the mirrors gc was given is reachable now, holds the record (it
+  applied the drop: an empty directory where a mirror's disk is not mounted has not) and does
+  not hold that commit. One that lacks the record or holds the commit is caught up now
+  (``apply``), and the record kept until a later gc finds it so.
 
 Then the mirrors' copies of the record go first and the store's last: a crash in between
 leaves the store's record, which ``push`` copies again; never a mirror's record orphaned.
@@ -181,9 +183,10 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
                 clean = False
                 continue
             try:
-                if holds(target, d.manifest, d.which) is not False:  # damaged there: kept until verified
-                    apply(target, d.manifest, d.which, bytes(store._backend.read(rrel)))
-                    clean = False
+                theirs = read(target._backend, d.manifest)
+                if theirs is None or theirs.which != d.which or holds(target, d.manifest, d.which) is not False:
+                    apply(target, d.manifest, d.which, bytes(store._backend.read(rrel)))  # caught up now
+                    clean = False  # (a damaged manifest there is kept, and so is the record, until verified)
             except MIRROR_ERRORS as e:
                 given[where].failed(e, f"drop {d.manifest}", warn=False)
                 targets[where] = None

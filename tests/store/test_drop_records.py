@@ -69,10 +69,10 @@ def test_a_mirror_down_during_gc_keeps_the_records_until_it_applied_them(tmp_pat
     stage = StageCache(primary).wrap(produce, ignore=["log"])
     log = tmp_path / "log"
     assert not stage.call(1, str(log)).hit and runs(log) == 4  # the mirror's copy is not given back
-    report = gc(primary, record_seconds=0).records  # keys[0]: dropped in the mirror now; keys[1]: a new commit
-    assert report == drops.PruneReport(removed=1, kept=1)
+    report = gc(primary, record_seconds=0).records  # keys[0] dropped in the mirror now; keys[1] is a new commit
+    assert report == drops.PruneReport(kept=2)  # both recorded there now, and kept here until a gc finds them so
     assert keys_of(Store(m)) == {keys[1], keys[2]}
-    assert gc(primary, record_seconds=0).records == drops.PruneReport(removed=1)
+    assert gc(primary, record_seconds=0).records == drops.PruneReport(removed=2)
     assert records(primary) == records(Store(m)) == set()
     assert not stage.call(0, str(log)).hit and runs(log) == 5  # dropped for good
     assert stage.call(1, str(log)).hit and stage.call(2, str(log)).hit  # committed results stay
@@ -89,6 +89,7 @@ def test_a_late_copy_in_a_mirror_keeps_the_record_and_is_dropped(tmp_path):
     Store(m)._backend.write_atomic(rel, late)
     assert gc(primary, record_seconds=0).records == drops.PruneReport(removed=1, kept=1)
     assert keys[0] not in keys_of(Store(m))  # dropped there now
+    assert gc(primary, record_seconds=0).records == drops.PruneReport(removed=1)
     log = tmp_path / "log"
     assert not stage.call(0, str(log)).hit and runs(log) == 4
 
@@ -104,6 +105,21 @@ def test_records_are_kept_by_a_gc_not_given_the_mirrors_they_name(tmp_path):
         stage.call(seed, str(tmp_path / "log2"))
     gc(alone, Retention(LatestN(1)))
     assert gc(alone, record_seconds=0).records == drops.PruneReport(removed=2) and records(alone) == set()
+
+
+def test_an_empty_directory_in_place_of_a_mirror_keeps_the_records(tmp_path):
+    """A mirror's disk not mounted: its mount point is an empty directory, which lacks the records."""
+    m = tmp_path / "m"
+    primary, stage, keys = filled(tmp_path, Store(m))
+    gc(primary, Retention(LatestN(1)))
+    m.rename(tmp_path / "unmounted")
+    m.mkdir()
+    assert gc(primary, record_seconds=0).records == drops.PruneReport(kept=2)
+    m.rename(tmp_path / "empty")
+    (tmp_path / "unmounted").rename(m)  # mounted again
+    assert len(records(primary)) == 2
+    log = tmp_path / "log"
+    assert not stage.call(0, str(log)).hit and runs(log) == 4
 
 
 def test_a_record_of_a_gc_killed_before_its_delete_drops_nothing(tmp_path):
