@@ -502,6 +502,8 @@ def report(results: dict[str, Any], bound: dict[str, float] | None, a: Any) -> s
             ]
             for name in BEFORE:
                 for n in sizes:
+                    if (n, name) not in res["before"]:  # not run (--commands)
+                        continue
                     old, new = res["before"][(n, name)], runs[(n, name)]
                     ratios = [b.wall / o.wall for o, b in zip(old, new)]
                     lines.append(

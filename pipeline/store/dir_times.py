@@ -22,10 +22,12 @@ The files: ``$PIPELINE_LISTING_CACHE`` if set, else ``~/.cache/pipeline/listing/
 one per store directory, written atomically; any failure to read or write them just lists
 the directory. A kept listing is not loaded into Python objects: its file (a header line, the
 times as float64, each name's end offset as uint32, the names) is checksummed by streaming it
-through a small buffer, then memory-mapped, and a name becomes a ``str`` only when it is used
-(checked again then). So the newest page of a 100k-result store reads the few thousand
-names it looks at, and its memory does not grow with the store (a directory listed afresh
-is held whole while it is sorted and kept). Other backends give their listing's times as they are (an S3 listing carries
+through a small buffer, then kept open and read by offset as it is used (a time, a slice of
+times, a hundred names at a time, each name checked again as it is read). So the newest page
+of a 100k-result store reads the few thousand names it looks at, and its memory does not grow
+with the store (a directory listed afresh is held whole while it is sorted and kept).
+
+Other backends give their listing's times as they are (an S3 listing carries
 them at no extra cost).
 """
 
@@ -35,14 +37,14 @@ import array
 import contextlib
 import itertools
 import json
-import mmap
 import os
 import re
 import stat as stat_module
+import struct
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import xxhash
 
@@ -56,6 +58,9 @@ SETTLED = 1.0
 _FORMAT = 2
 _CHUNK = 1 << 16
 """Bytes of a kept listing checksummed at a time (the buffer is reused: memory stays flat)."""
+_NAMES_READ = 128
+"""Names (or times) of a kept listing read at once as they are iterated."""
+_DOUBLE = struct.Struct("=d")
 _NAME = re.compile(r"[A-Za-z0-9._-]+\.json")
 """A manifest file name as ``layout`` makes them (anything else read from a file is refused)."""
 
@@ -74,36 +79,97 @@ class StaleListing(ValueError):
     list the directory again (``json_times(..., kept=False)``)."""
 
 
-class _Names(Sequence[str]):
-    """The names of a kept listing, decoded (and checked) one at a time as they are used."""
+class _File:
+    """A kept listing's open file, read by offset (``os.pread``; not memory-mapped: a file cut
+    short in place is a short read, refused, never a crash)."""
 
-    def __init__(self, buf: memoryview, ends: memoryview) -> None:
-        self._buf, self._ends = buf, ends
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, at: int, n: int) -> bytes:
+        data = os.pread(self.fd, n, at) if n else b""
+        if len(data) != n:
+            raise StaleListing("a kept directory listing was cut short")
+        return data
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class _Times(Sequence[float]):
+    """The file times of a kept listing, read as they are used (a slice: one read)."""
+
+    def __init__(self, f: _File, at: int, n: int) -> None:
+        self._f, self._at, self._n = f, at, n
 
     def __len__(self) -> int:
-        return len(self._ends)
+        return self._n
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+            start, stop, step = i.indices(self._n)
+            out = array.array("d")
+            if stop > start:
+                out.frombytes(self._f.read(self._at + 8 * start, 8 * (stop - start)))
+            return out if step == 1 else out[::step]
         if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
+            i += self._n
+        if not 0 <= i < self._n:
             raise IndexError(i)
-        start = self._ends[i - 1] if i else 0
-        name = bytes(self._buf[start : self._ends[i]]).decode("ascii", "replace")
-        if not _NAME.fullmatch(name):
-            raise StaleListing(f"a kept directory listing names {name!r}")
-        return name
+        return _DOUBLE.unpack(self._f.read(self._at + 8 * i, 8))[0]
 
-    def __iter__(self):
-        start = 0
-        for end in self._ends:
-            name = bytes(self._buf[start:end]).decode("ascii", "replace")
-            if not _NAME.fullmatch(name):
+    def __iter__(self) -> Iterator[float]:
+        for start in range(0, self._n, _NAMES_READ):
+            yield from self[start : start + _NAMES_READ]
+
+
+class _Names(Sequence[str]):
+    """The names of a kept listing, read and checked as they are used."""
+
+    def __init__(self, f: _File, ends_at: int, blob_at: int, n: int, blob: int) -> None:
+        self._f, self._ends_at, self._blob_at, self._n, self._blob = f, ends_at, blob_at, n, blob
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _ends(self, start: int, stop: int) -> array.array:
+        out = array.array("I")
+        out.frombytes(self._f.read(self._ends_at + 4 * start, 4 * (stop - start)))
+        return out
+
+    def _names(self, start: int, stop: int) -> list[str]:
+        """Names ``start`` to ``stop`` (two reads)."""
+        if stop <= start:
+            return []
+        ends = self._ends(max(start - 1, 0), stop)
+        first = ends[0] if start else 0
+        ends = ends[1:] if start else ends
+        if ends[-1] > self._blob:
+            raise StaleListing("a kept directory listing is damaged")
+        blob = self._f.read(self._blob_at + first, ends[-1] - first)
+        out, at = [], first
+        for end in ends:
+            name = blob[at - first : end - first].decode("ascii", "replace")
+            if end < at or not _NAME.fullmatch(name):
                 raise StaleListing(f"a kept directory listing names {name!r}")
-            start = end
-            yield name
+            out.append(name)
+            at = end
+        return out
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            start, stop, step = i.indices(self._n)
+            return self._names(start, stop)[::step] if step > 0 else [self[j] for j in range(start, stop, step)]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._names(i, i + 1)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, self._n, _NAMES_READ):
+            yield from self._names(start, min(start + _NAMES_READ, self._n))
 
 
 def json_times(backend: Backend, prefix: str, *, kept: bool = True) -> list[DirTimes]:
@@ -197,34 +263,30 @@ class _Local:
 
     def _load(self, rel: str, ident: tuple[int, int, int]) -> tuple[DirTimes, list[str]] | None:
         try:
-            with open(self._file(rel), "rb") as f:
-                head = f.readline(1 << 20)
-                meta = json.loads(head)
-                if (meta.get("format") != _FORMAT or meta.get("rel") != rel or meta.get("ident") != list(ident)
-                        or meta.get("order") != sys.byteorder):  # fmt: skip
-                    return None
-                n, blob, subdirs = meta["n"], meta["blob"], meta["subdirs"]
-                if not (isinstance(n, int) and isinstance(blob, int) and n >= 0 and blob >= 0):
-                    return None
-                if len(head) % 8 or os.fstat(f.fileno()).st_size != len(head) + 12 * n + blob:
-                    return None
-                if not all(isinstance(d, str) and d not in ("", ".", "..") and "/" not in d for d in subdirs):
-                    return None
-                h = xxhash.xxh3_64()
-                chunk = bytearray(_CHUNK)
-                while got := f.readinto(chunk):
-                    h.update(memoryview(chunk)[:got])
-                if h.hexdigest() != meta["xxh"]:
-                    return None
-                if n == 0:
-                    return DirTimes(rel, [], []), subdirs
-                mapped = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            f = _File(os.open(self._file(rel), os.O_RDONLY | os.O_NOFOLLOW))
+            size = os.fstat(f.fd).st_size
+            head = os.pread(f.fd, min(size, 1 << 16), 0).partition(b"\n")[0] + b"\n"
+            meta = json.loads(head)
+            if (meta.get("format") != _FORMAT or meta.get("rel") != rel or meta.get("ident") != list(ident)
+                    or meta.get("order") != sys.byteorder):  # fmt: skip
+                return None
+            n, blob, subdirs = meta["n"], meta["blob"], meta["subdirs"]
+            if not (isinstance(n, int) and isinstance(blob, int) and n >= 0 and blob >= 0):
+                return None
+            at = len(head)
+            if at % 8 or size != at + 12 * n + blob:
+                return None
+            if not all(isinstance(d, str) and d not in ("", ".", "..") and "/" not in d for d in subdirs):
+                return None
+            h = xxhash.xxh3_64()
+            for start in range(at, size, _CHUNK):  # (a small buffer at a time: memory stays flat)
+                h.update(f.read(start, min(_CHUNK, size - start)))
+            if h.hexdigest() != meta["xxh"]:
+                return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None  # none kept, or unreadable: list the directory
-        at = len(head)
-        times = mapped[at : at + 8 * n].cast("d")
-        ends = mapped[at + 8 * n : at + 12 * n].cast("I")
-        return DirTimes(rel, _Names(mapped[at + 12 * n :], ends), times), subdirs
+        names = _Names(f, at + 8 * n, at + 12 * n, n, blob)
+        return DirTimes(rel, names, _Times(f, at, n)), subdirs
 
     def _save(self, rel: str, ident: tuple[int, int, int], times: DirTimes, subdirs: list[str]) -> None:
         if not all(map(_NAME.fullmatch, times.names)):

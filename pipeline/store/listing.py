@@ -113,7 +113,7 @@ def _pick(dirs: list[DirTimes], floor: float, want: int | None) -> tuple[int, in
     window = sum(counts)
     if want is None:
         return total, window, [(t, f"{d.rel}/{n}") for d, k in zip(dirs, counts) for t, n in zip(d.times[:k], d.names)]
-    streams = [zip(d.times[: min(k, want)], _paths(d)) for d, k in zip(dirs, counts)]
+    streams = [zip(itertools.islice(d.times, min(k, want)), _paths(d)) for d, k in zip(dirs, counts)]
     return total, window, list(itertools.islice(heapq.merge(*streams, reverse=True), want))
 
 

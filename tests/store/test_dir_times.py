@@ -169,3 +169,18 @@ def test_a_tampered_listing_with_a_matching_checksum_is_refused_when_used(tmp_pa
     with pytest.raises(dir_times.StaleListing):
         list(dir_times.json_times(store._backend, layout.STAGES)[0].names)
     assert [m.key for m in store.newest(limit=4).manifests] == page == [m.key for m in reversed(made)]
+
+
+def test_a_kept_listing_cut_short_while_in_use_is_refused_and_listed_again(tmp_path, kept_in):
+    store = Store(tmp_path / "store", fsync=False)
+    made = [commit(store, i) for i in range(6)]
+    settle(store, "s")
+    page = [m.key for m in store.newest(limit=3).manifests]
+    assert page == [m.key for m in reversed(made)][:3]
+    (d,) = dir_times.json_times(store._backend, layout.STAGES)  # kept, and now open
+    (where,) = list(kept_in.iterdir())
+    (f,) = list(where.iterdir())
+    os.truncate(f, f.stat().st_size // 2)  # in place, under the open listing (no store write does this)
+    with pytest.raises(dir_times.StaleListing):
+        list(d.names)
+    assert [m.key for m in store.newest(limit=3).manifests] == page
