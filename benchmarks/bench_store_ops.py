@@ -43,6 +43,11 @@ def best(f, n):
     return min(out)
 found = {"ls page": best(s.newest, 3)}
 found["ls rss"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0.0)  # MiB, before gc and verify
+import tracemalloc
+tracemalloc.start()
+s.newest()
+found["ls traced"] = (tracemalloc.get_traced_memory()[1] / 1e6, 0.0)  # MB allocated at the peak of one page
+tracemalloc.stop()
 found["gc --dry-run"] = best(lambda: gc(s, dry_run=True), 2)
 found["verify"] = best(s.verify, 1)
 if "workers" in inspect.signature(s.verify).parameters:  # the lean pass in this process alone
@@ -90,6 +95,10 @@ def main() -> None:
         rss = [statistics.median(r for r, _ in found[("ls rss", label)]) for label in ("before", "after")]
         lines += ["", f"Peak RSS of the process after the `ls page` (imports + `Store.newest()`; before gc and "
                       f"verify run): before {rss[0]:.1f} MiB, after {rss[1]:.1f} MiB."]  # fmt: skip
+    if ("ls traced", "after") in found and ("ls traced", "before") in found:
+        peak = [statistics.median(r for r, _ in found[("ls traced", label)]) for label in ("before", "after")]
+        lines += ["", f"Python memory allocated at the peak of one `Store.newest()` with the listings kept "
+                      f"(`tracemalloc`): before {peak[0]:.2f} MB, after {peak[1]:.2f} MB."]  # fmt: skip
     results, size = _volume(a.store)
     rates = []
     for op, label in (("verify", "before"), ("verify", "after"), ("verify (one process)", "after"),
