@@ -100,6 +100,7 @@ def gc(
     backend = store._backend
     if not dry_run:
         _put_back(store)
+        _settle_all(store)
     start = time.time()
     decided = plan(store, retention, now=start) if retention is not None and not retention.empty else None
     dropped = 0
@@ -224,7 +225,11 @@ def _sweep(
 
 def _drop(store: Store, planned: Manifest) -> bool:
     """Delete a manifest the plan dropped, unless what is there now is another commit (a
-    writer committed the same key again since the plan was made)."""
+    writer committed the same key again since the plan was made).
+
+    The manifest is moved aside first (one rename on local disk) and what was moved is
+    checked: a commit of the same key that landed after the check above is put back, never
+    deleted. A gc killed with a manifest aside: the next gc settles it (``_settle_aside``)."""
     rel = manifest_rel(planned)
     try:
         now = store._parse_manifest(rel)
@@ -234,7 +239,44 @@ def _drop(store: Store, planned: Manifest) -> bool:
         return False
     mirrors = [place(m.url) for m in store.mirrors.mirrors] if store.mirrors is not None else []
     data = drops.record(store._backend, rel, planned, mirrors=mirrors, durable=store.durable)  # first: never unrecorded
-    store._backend.delete(rel)
+    aside = layout.dropping_path(rel)
+    try:
+        store._backend.move(rel, aside)
+    except FileNotFoundError:
+        return False
+    if not _settle_aside(store, aside, rel):
+        return False
     if store.mirrors is not None:
         store.mirrors.dropped(store, rel, drops.ident(planned), data)
     return True
+
+
+def _settle_aside(store: Store, aside: str, rel: str) -> bool:
+    """A manifest gc moved aside from ``rel``: deleted if it is the commit the drop record
+    names; else (a writer's later commit, or one that can't be read) put back, unless another
+    commit is at ``rel`` by now (then it is superseded). True when it was the dropped one."""
+    backend = store._backend
+    try:
+        raw = bytes(backend.read(aside))
+    except FileNotFoundError:
+        return False
+    try:
+        moved: Manifest | None = store._check_manifest(rel, raw)
+    except (ValueError, TypeError, KeyError):
+        moved = None
+    if moved is not None and drops.dropped(backend, rel) == drops.ident(moved):
+        backend.delete(aside)
+        return True
+    if not backend.exists(rel):
+        backend.move(aside, rel)
+    else:
+        backend.delete(aside)
+    return False
+
+
+def _settle_all(store: Store) -> None:
+    """Manifests an earlier gc moved aside and was killed before it settled (see ``_drop``)."""
+    for rel in list(store._backend.list(layout.DROPPED)):
+        origin = layout.dropping_manifest(rel)
+        if origin is not None:
+            _settle_aside(store, rel, origin)

@@ -158,3 +158,44 @@ def test_a_s3_mirror_down_during_gc_keeps_the_records(s3_server, tmp_path):
         assert keys_of(fresh) == {keys[2]}
     finally:
         proxy.down()
+
+
+def test_a_commit_of_the_same_key_while_gc_drops_it_is_not_lost(tmp_path, monkeypatch):
+    """gc checked that the manifest is the one it plans to drop, then deletes it: a rerun of that
+    key committing in between (``--force``, say) had its fresh commit deleted with it."""
+    import dataclasses
+
+    store = Store(tmp_path / "s")
+    stage = StageCache(store).wrap(produce, ignore=["log"])
+    keys = [stage.call(seed, str(tmp_path / "log")).manifest.key for seed in range(2)]
+    old = store.manifest("produce", keys[0])
+    rerun = dataclasses.replace(old, created="2099-01-01T00:00:00+00:00", run_id="the-rerun")
+    record = drops.record
+
+    def recorded_then_the_rerun_commits(*args, **kwargs):
+        data = record(*args, **kwargs)
+        if args[1] == layout.manifest_path("produce", keys[0]):
+            store.commit(rerun)  # a real commit of the same key, in the instant before gc's delete
+        return data
+
+    monkeypatch.setattr(drops, "record", recorded_then_the_rerun_commits)
+    assert gc(store, Retention(LatestN(1))).dropped_manifests == 0  # what it found there was not what it planned
+    assert store.manifest("produce", keys[0]) == rerun  # the rerun's commit is there
+    log = tmp_path / "log"
+    assert stage.call(0, str(log)).hit and runs(log) == 2
+
+
+def test_a_gc_killed_with_a_manifest_aside_is_settled_by_the_next(tmp_path):
+    store = Store(tmp_path / "s")
+    stage = StageCache(store).wrap(produce, ignore=["log"])
+    keys = [stage.call(seed, str(tmp_path / "log")).manifest.key for seed in range(3)]
+    dropped_rel, kept_rel = (layout.manifest_path("produce", k) for k in keys[:2])
+    drops.record(store._backend, dropped_rel, store._parse_manifest(dropped_rel))
+    for rel in (dropped_rel, kept_rel):  # killed after the move: one it dropped, one a writer committed since
+        store._backend.move(rel, layout.dropping_path(rel))
+    assert keys_of(store) == {keys[2]}
+    gc(store)
+    assert keys_of(store) == {keys[1], keys[2]}  # the commit no record names is back; the dropped one is gone
+    assert not [r for r in store._backend.list(layout.DROPPED) if r.endswith(".aside")]
+    log = tmp_path / "log"
+    assert stage.call(1, str(log)).hit and not stage.call(0, str(log)).hit
