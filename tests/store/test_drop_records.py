@@ -13,10 +13,8 @@ from pipeline.store.keep import LatestN
 from pipeline.store.lifecycle import Retention
 from pipeline.store.mirror_sync import pull, push, status
 from pipeline.store.retention import gc
-from tests.helpers.tcpproxy import Proxy
 from tests.store.test_mirror import produce, runs
-from tests.store.test_mirror_lifecycle import filled, keys_of, mirror_url  # noqa: F401 (a fixture)
-from tests.store.test_unreachable import FAST
+from tests.store.test_mirror_lifecycle import behind_a_proxy, filled, keys_of, mirror_url  # noqa: F401 (a fixture)
 
 
 def records(store: Store) -> set[str]:
@@ -138,11 +136,7 @@ def test_a_record_of_a_gc_killed_before_its_delete_drops_nothing(tmp_path):
 
 
 def test_a_s3_mirror_down_during_gc_keeps_the_records(s3_server, tmp_path):
-    proxy = Proxy(s3_server.endpoint)
-    try:
-        options = {**s3_server.storage_options, "config_kwargs": FAST}
-        options["client_kwargs"] = {"endpoint_url": proxy.endpoint}
-        url = s3_server.new_url()
+    with behind_a_proxy(s3_server) as (proxy, url, options):
         primary, _stage, keys = filled(tmp_path, Store(url, **options))
         proxy.down()
         quietly(gc, primary, Retention(LatestN(1)))
@@ -156,8 +150,6 @@ def test_a_s3_mirror_down_during_gc_keeps_the_records(s3_server, tmp_path):
         fresh = Store(tmp_path / "restored", mirrors=[Store(url, **options)])
         pull(fresh, fresh.mirrors)
         assert keys_of(fresh) == {keys[2]}
-    finally:
-        proxy.down()
 
 
 def test_a_commit_of_the_same_key_while_gc_drops_it_is_not_lost(tmp_path, monkeypatch):
