@@ -6,6 +6,9 @@ With a :class:`~pipeline.store.lifecycle.Retention` (keep policies per stage, se
 (``lifecycle.plan``: never a pinned entry, a search's best-so-far record, a result the
 latest successful run of a flow used, or the checkpoint a live run resumes from); their
 objects are then candidates whatever their age. Without one, it only deletes objects.
+A dropped manifest is recorded (``drops``), moved aside, checked and only then deleted: a
+commit of the same key that lands meanwhile is put back, never deleted with it. Last, the
+drop records no mirror needs any more are removed (``drops.prune``).
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
 best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
