@@ -109,10 +109,12 @@ class _Times(Sequence[float]):
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
             start, stop, step = i.indices(self._n)
+            if step != 1:
+                return array.array("d", (self[j] for j in range(start, stop, step)))
             out = array.array("d")
             if stop > start:
                 out.frombytes(self._f.read(self._at + 8 * start, 8 * (stop - start)))
-            return out if step == 1 else out[::step]
+            return out
         if i < 0:
             i += self._n
         if not 0 <= i < self._n:

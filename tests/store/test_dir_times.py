@@ -184,3 +184,18 @@ def test_a_kept_listing_cut_short_while_in_use_is_refused_and_listed_again(tmp_p
     with pytest.raises(dir_times.StaleListing):
         list(d.names)
     assert [m.key for m in store.newest(limit=3).manifests] == page
+
+
+def test_a_kept_listing_reads_as_the_lists_it_was_made_from(tmp_path, kept_in):
+    store = Store(tmp_path / "store", fsync=False)
+    for i in range(300):  # more than one read's worth of names
+        commit(store, i)
+    settle(store, "s")
+    (listed,) = dir_times.json_times(store._backend, layout.STAGES)
+    (kept,) = dir_times.json_times(store._backend, layout.STAGES)
+    assert not isinstance(kept.names, list) and isinstance(listed.names, list)  # the second one is the kept file
+    names, times = list(listed.names), list(listed.times)
+    assert list(kept.names) == names and list(kept.times) == times and len(kept.names) == 300
+    for part in (slice(0, 5), slice(127, 131), slice(290, None), slice(None, None, -7), slice(-3, None)):
+        assert list(kept.names[part]) == names[part] and list(kept.times[part]) == times[part]
+    assert (kept.names[-1], kept.times[-1], kept.names[128]) == (names[-1], times[-1], names[128])
