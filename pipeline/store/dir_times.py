@@ -25,7 +25,8 @@ times as float64, each name's end offset as uint32, the names) is checksummed by
 through a small buffer, then kept open and read by offset as it is used (a time, a slice of
 times, a hundred names at a time, each name checked again as it is read). So the newest page
 of a 100k-result store reads the few thousand names it looks at, and its memory does not grow
-with the store (a directory listed afresh is held whole while it is sorted and kept).
+with the store (a directory listed afresh is held whole while it is sorted and kept, then
+read back from its kept file like any other: one directory at a time, not the whole store).
 
 Other backends give their listing's times as they are (an S3 listing carries
 them at no extra cost).
@@ -256,8 +257,12 @@ class _Local:
             os.close(fd)
         subdirs.sort()
         times = _sorted(rel, found)
+        del found
         if (after.st_dev, after.st_ino, after.st_mtime_ns) == ident and taken - ident[2] >= SETTLED * 1e9:
             self._save(rel, ident, times, subdirs)
+            kept = self._load(rel, ident)  # read as it is used, like any kept listing: the lists go now
+            if kept is not None:
+                return kept
         return times, subdirs
 
     def _file(self, rel: str) -> str:
