@@ -41,7 +41,14 @@ def best(f, n):
         f()
         out.append((cpu() - c, time.perf_counter() - w))
     return min(out)
-found = {"ls page": best(s.newest, 3), "gc --dry-run": best(lambda: gc(s, dry_run=True), 2)}
+found = {"ls page": best(s.newest, 3)}
+found["ls rss"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0.0)  # MiB, before gc and verify
+import tracemalloc
+tracemalloc.start()
+s.newest()
+found["ls traced"] = (tracemalloc.get_traced_memory()[1] / 1e6, 0.0)  # MB allocated at the peak of one page
+tracemalloc.stop()
+found["gc --dry-run"] = best(lambda: gc(s, dry_run=True), 2)
 found["verify"] = best(s.verify, 1)
 if "workers" in inspect.signature(s.verify).parameters:  # the lean pass in this process alone
     found["verify (one process)"] = best(lambda: s.verify(workers=0), 1)
@@ -67,7 +74,8 @@ def main() -> None:
     found: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(a.rounds):
         for label, code in (("before", a.baseline), ("after", ROOT)):
-            env = {**os.environ, "PYTHONPATH": str(code), "PIPELINE_LISTING_CACHE": listings}
+            kept = os.path.join(listings, label)  # apart: another format of kept listing is listed afresh
+            env = {**os.environ, "PYTHONPATH": str(code), "PIPELINE_LISTING_CACHE": kept}
             out = subprocess.run([sys.executable, "-c", _CHILD, str(a.store)], env=env, cwd=tempfile.gettempdir(),
                                  capture_output=True, text=True, check=True)  # fmt: skip
             for op, cpu_wall in json.loads(out.stdout.strip().splitlines()[-1]).items():
@@ -83,6 +91,14 @@ def main() -> None:
         bc, nc = statistics.median(c for c, _ in b), statistics.median(c for c, _ in n)
         bw, nw = statistics.median(w for _, w in b), statistics.median(w for _, w in n)
         lines.append(f"| `{op}` | {bc:.3f} | {nc:.3f} | {nc / bc:.2f}x | {bw:.2f} | {nw:.2f} | {nw / bw:.2f}x |")
+    if ("ls rss", "after") in found and ("ls rss", "before") in found:
+        rss = [statistics.median(r for r, _ in found[("ls rss", label)]) for label in ("before", "after")]
+        lines += ["", f"Peak RSS of the process after the `ls page` (imports + `Store.newest()`; before gc and "
+                      f"verify run): before {rss[0]:.1f} MiB, after {rss[1]:.1f} MiB."]  # fmt: skip
+    if ("ls traced", "after") in found and ("ls traced", "before") in found:
+        peak = [statistics.median(r for r, _ in found[("ls traced", label)]) for label in ("before", "after")]
+        lines += ["", f"Python memory allocated at the peak of one `Store.newest()` with the listings kept "
+                      f"(`tracemalloc`): before {peak[0]:.2f} MB, after {peak[1]:.2f} MB."]  # fmt: skip
     results, size = _volume(a.store)
     rates = []
     for op, label in (("verify", "before"), ("verify", "after"), ("verify (one process)", "after"),

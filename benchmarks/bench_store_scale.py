@@ -214,7 +214,8 @@ LISTINGS = Path(tempfile.gettempdir())
 def run_command(args: list[str], store: str, env: dict[str, str], code: Path = ROOT, kept: bool = True) -> Run:
     """One fresh ``python -m pipeline ...`` process of the code at ``code``. ``kept=False``: with
     no directory listing kept from before (as the first ``ls`` after a run changed every stage)."""
-    listings = LISTINGS / "kept" if kept else Path(tempfile.mkdtemp(dir=LISTINGS))
+    # The code before keeps its listings apart: another format of kept listing is listed afresh.
+    listings = LISTINGS / ("kept" if code == ROOT else "kept-before") if kept else Path(tempfile.mkdtemp(dir=LISTINGS))
     env = {**os.environ, **env, "PYTHONPATH": str(code), "COLUMNS": "200", "PIPELINE_LISTING_CACHE": str(listings)}
     where = [] if args == ["--help"] else ["--store", store]
     cmd = [sys.executable, "-c", _CHILD, *args, *where]
@@ -322,9 +323,13 @@ def measure(target: Target, sizes: list[int], rounds: int, baseline: Path | None
         print(f"{target.name}: built {n} results in {built[n]:.1f} s", file=sys.stderr)
     if target.server:  # let the deltas of the build settle past the index's re-read window
         time.sleep(2 * WINDOW_MS / 1000)
+    else:  # a directory listed within a second of its last change is not kept (``dir_times.SETTLED``)
+        time.sleep(1.5)
     for n in sizes:  # an earlier ls: what "ls" finds kept (untimed; "ls (listing not kept)" has none)
         t0 = time.perf_counter()
         run_command(COMMANDS["ls"], urls[n], target.env)
+        if baseline is not None and not target.server:
+            run_command(COMMANDS["ls"], urls[n], target.env, baseline)
         if target.server:  # the first reader of a store builds its manifest index from a listing
             print(f"{target.name}: first ls of {n} results {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         if target.server:  # a gc has run once (as in a store in use), untimed: the index knows its leftovers
@@ -499,6 +504,8 @@ def report(results: dict[str, Any], bound: dict[str, float] | None, a: Any) -> s
             ]
             for name in BEFORE:
                 for n in sizes:
+                    if (n, name) not in res["before"]:  # not run (--commands)
+                        continue
                     old, new = res["before"][(n, name)], runs[(n, name)]
                     ratios = [b.wall / o.wall for o, b in zip(old, new)]
                     lines.append(

@@ -13,7 +13,8 @@ ORDER = ["_fingerprint_results.md", "_fingerprint_interleaved.md", "_store_resul
          "_cli_results.md", "_server_ui_results.md", "_training_results.md", "_tuning_overhead_results.md",
          "_tuning_results.md", "_distributed_results.md", "_lazy_results.md", "_retention_results.md",
          "_mirror_results.md", "_safe_formats_results.md", "_store_scale_results.md",
-         "_store_scale_s3_results.md", "_store_ops_results.md", "_scale_results.md"]  # fmt: skip
+         "_store_scale_s3_results.md", "_store_ops_results.md", "_ls_memory_results.md",
+         "_scale_results.md"]  # fmt: skip
 
 
 def demote(text: str) -> str:

@@ -47,6 +47,9 @@ def gc_command(
         f"{_n(report.deleted_temp_files, 'temp file')}",
         highlight=False,
     )
+    if report.records.kept:
+        out.print(f"kept {_n(report.records.kept, 'old drop record')}: a mirror was unreachable, not configured, or "
+                  "still held the dropped entry (dropped there now)", highlight=False)  # fmt: skip
     if report.indexed:
         out.print("(from the store's manifest index: objects written since the last gc by writers that never "
                   "committed are not counted; gc itself lists the store)", highlight=False)  # fmt: skip

@@ -203,6 +203,19 @@ def dropped_manifest(rel: str) -> str:
     return rel[len(DROPPED) + 1 :]
 
 
+def dropping_path(manifest_rel: str) -> str:
+    """Where gc moves a manifest it drops before it deletes it (``retention._drop``): beside its
+    drop record, under a unique name that is no record (``.aside``)."""
+    return f"{DROPPED}/{manifest_rel}.{uuid.uuid4().hex[:12]}.aside"
+
+
+def dropping_manifest(rel: str) -> str | None:
+    """The manifest path a file moved aside by gc came from (None: not one)."""
+    if not (rel.startswith(DROPPED + "/") and rel.endswith(".aside")):
+        return None
+    return dropped_manifest(rel).rsplit(".", 2)[0]
+
+
 def tag_dir(tag: str) -> str:
     return f"{TAGS}/{component(tag)}"
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from . import layout
 from .backend import SymlinkRefused
-from .dir_times import DirTimes, json_times
+from .dir_times import DirTimes, StaleListing, json_times
 from .manifest import Manifest
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 SKEW = 2.0
 """Seconds a writer's clock may run ahead of the store's (its file times; S3's server clock)."""
-_FIRST = 4096
-"""Candidates taken from the first listing (more are taken, by a new listing, only when needed)."""
 _BATCH = 64
 """Manifests read at once (remote backends read them in parallel)."""
 
@@ -72,41 +70,54 @@ def newest(store: Store, stage: str | None, *, limit: int, since: float | None) 
     """See ``Store.newest``."""
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
-    floor = -math.inf if since is None else since - SKEW
+    try:
+        return _newest(store, stage, limit, since, kept=True)
+    except StaleListing:  # a kept listing was tampered with: list again
+        return _newest(store, stage, limit, since, kept=False)
+
+
+def _newest(store: Store, stage: str | None, limit: int, since: float | None, kept: bool) -> Page:
+    """Candidates newest-written first, merged lazily across directories (each read as it is
+    used), read until the bound holds: memory stays flat however many there are."""
+    dirs = _dirs(store, layout.stage_dir(stage) if stage is not None else layout.STAGES, kept)
     page = _Page(store, stage, limit, since)
-    want = max(_FIRST, 8 * limit)
-    while True:
-        total, window, candidates = _candidates(store, prefix, floor, want)
-        # A longer list of the newest-written starts with the shorter one: go on where it ended.
-        complete = page.read(candidates[page.done :])
-        if complete or len(candidates) >= window:  # the bound held, or every candidate was read
-            return Page(page.manifests(), total - page.lost)
-        want *= 8
+    page.read(_stream(dirs, -math.inf if since is None else since - SKEW))
+    return Page(page.manifests(), sum(len(d.names) for d in dirs) - page.lost)
+
+
+def _stream(dirs: list[DirTimes], floor: float) -> Iterator[tuple[float, str]]:
+    """``(written, path)`` of every file written at or after ``floor``, newest first."""
+    streams = [zip(itertools.islice(d.times, k), _paths(d)) for d, k in zip(dirs, _counts(dirs, floor))]
+    return heapq.merge(*streams, reverse=True)
 
 
 def created_since(store: Store, stage: str | None, since: float) -> Iterator[Manifest]:
     """Every readable stage result created at or after ``since``, in no particular order,
     reading only the manifests written at or after ``since - SKEW``."""
     prefix = layout.stage_dir(stage) if stage is not None else layout.STAGES
-    _, _, candidates = _candidates(store, prefix, since - SKEW, None)
-    for _rel, m in store._read_served(sorted(rel for _, rel in candidates)):
+    try:
+        candidates = _written_since(_dirs(store, prefix), since - SKEW)
+    except StaleListing:  # a kept listing was tampered with: list again
+        candidates = _written_since(_dirs(store, prefix, kept=False), since - SKEW)
+    for _rel, m in store._read_served(sorted(candidates)):
         if m is not None and (stage is None or m.stage == stage) and created_at(m) >= since:
             yield m
 
 
-def _candidates(store: Store, prefix: str, floor: float, want: int | None) -> tuple[int, int, list[tuple[float, str]]]:
-    """(manifests listed, how many written at or after ``floor``, the ``want`` newest-written of
-    those as ``(written, path)`` newest first; all of them, unordered, when ``want`` is None)."""
+def _dirs(store: Store, prefix: str, kept: bool = True) -> list[DirTimes]:
+    """Each directory's manifest files under ``prefix`` with their written times, newest first:
+    from the manifest index on S3, else from the listing (kept ones: ``kept``)."""
     index = getattr(store._backend, "index", None)
-    dirs = index.json_times(prefix) if index is not None else json_times(store._backend, prefix)
-    total = sum(len(d.names) for d in dirs)
-    counts = [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]  # times descend
-    window = sum(counts)
-    if want is None:
-        return total, window, [(t, f"{d.rel}/{n}") for d, k in zip(dirs, counts) for t, n in zip(d.times[:k], d.names)]
-    streams = [zip(d.times[: min(k, want)], _paths(d)) for d, k in zip(dirs, counts)]
-    return total, window, list(itertools.islice(heapq.merge(*streams, reverse=True), want))
+    return index.json_times(prefix) if index is not None else json_times(store._backend, prefix, kept=kept)
+
+
+def _counts(dirs: list[DirTimes], floor: float) -> list[int]:
+    """How many of each directory's files were written at or after ``floor`` (times descend)."""
+    return [bisect.bisect_right(d.times, -floor, key=operator.neg) for d in dirs]
+
+
+def _written_since(dirs: list[DirTimes], floor: float) -> list[str]:
+    return [path for d, k in zip(dirs, _counts(dirs, floor)) for path in itertools.islice(_paths(d), k)]
 
 
 def _paths(d: DirTimes) -> Iterator[str]:
@@ -119,8 +130,6 @@ class _Page:
     def __init__(self, store: Store, stage: str | None, limit: int, since: float | None) -> None:
         self.store, self.stage, self.limit, self.since = store, stage, limit, since
         self.kept: list[tuple[float, str, str, Manifest]] = []  # kept[0] is the oldest kept
-        self.done = 0
-        """Candidates read (newest-written first)."""
         self.lost = 0
         """Of those, how many were gone or damaged (quarantined) or of format 1 (not served)."""
 
@@ -136,20 +145,18 @@ class _Page:
             return True
         return self._full() and (self.limit == 0 or created < self.kept[0][0])
 
-    def read(self, candidates: list[tuple[float, str]]) -> bool:
+    def read(self, candidates: Iterator[tuple[float, str]]) -> bool:
         """Read candidates (newest-written first) until none unread can be on the page; True
         when that point was reached before they ran out. Each candidate is read, but only one
         that can be on the page (by the ``created`` its bytes say) is decoded and checked
         whole; what fails the check is left off (and counted lost)."""
-        for start in range(0, len(candidates), _BATCH):
-            batch = candidates[start : start + _BATCH]
+        while batch := list(itertools.islice(candidates, _BATCH)):
             if self._beaten(batch[0][0] + SKEW):
                 return True
             read = dict(self.store._backend.read_many(rel for _, rel in batch))
             for written, rel in batch:
                 if self._beaten(written + SKEW):
                     return True
-                self.done += 1
                 raw = read[rel]
                 if isinstance(raw, FileNotFoundError):
                     self.lost += 1

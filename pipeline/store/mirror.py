@@ -345,10 +345,13 @@ class Mirrors:
         return None
 
 
+def place(url: str) -> str:
+    """Where a store is, spelled one way (a URL without its trailing slash, a real local path)."""
+    return url.rstrip("/") if "://" in url else os.path.realpath(url)
+
+
 def _same_place(a: str, b: str) -> bool:
-    if "://" in a or "://" in b:
-        return a.rstrip("/") == b.rstrip("/")
-    return os.path.realpath(a) == os.path.realpath(b)
+    return place(a) == place(b)
 
 
 def copy_entry(

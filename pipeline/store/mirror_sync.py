@@ -108,6 +108,8 @@ def _dropped_from(primary: Store, mine: _Catalog, theirs: _Catalog) -> dict[str,
         which = drops.dropped(primary._backend, rel)
         if which is None or (rrel in theirs.drops and drops.ident(held) != which):
             continue  # what the mirror holds there is a later commit
+        if rel in mine.manifests and drops.ident(mine.manifests[rel]) == which:
+            continue  # the store holds that very commit still: a gc was killed before its delete
         out[rel] = (rrel, which)
     return out
 

@@ -6,6 +6,9 @@ With a :class:`~pipeline.store.lifecycle.Retention` (keep policies per stage, se
 (``lifecycle.plan``: never a pinned entry, a search's best-so-far record, a result the
 latest successful run of a flow used, or the checkpoint a live run resumes from); their
 objects are then candidates whatever their age. Without one, it only deletes objects.
+A dropped manifest is recorded (``drops``), moved aside, checked and only then deleted: a
+commit of the same key that lands meanwhile is put back, never deleted with it. Last, the
+drop records no mirror needs any more are removed (``drops.prune``).
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
 best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
@@ -46,6 +49,7 @@ from ..progress_bar import track
 from . import drops, layout
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
+from .mirror import place
 from .store import Store
 
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -68,6 +72,8 @@ class GcReport:
     indexed: bool = False
     """A dry run as the manifest index says (S3): objects written since the last ``gc`` by
     writers that never committed are not counted."""
+    records: drops.PruneReport = drops.PruneReport()
+    """Drop records removed (no mirror needs them any more) and kept (``drops.prune``)."""
 
 
 def _put_back(store: Store) -> None:
@@ -87,14 +93,17 @@ def gc(
     *,
     dry_run: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    record_seconds: float = drops.RECORD_SECONDS,
 ) -> GcReport:
     """Drop the manifests ``retention`` does not keep, then delete unreferenced objects older
-    than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files."""
+    than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files;
+    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``)."""
     if not grace_seconds >= MIN_GRACE_SECONDS:
         raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
     backend = store._backend
     if not dry_run:
         _put_back(store)
+        _settle_all(store)
     start = time.time()
     decided = plan(store, retention, now=start) if retention is not None and not retention.empty else None
     dropped = 0
@@ -141,7 +150,8 @@ def gc(
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
         index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
-    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided)
+    records = drops.prune(store, older_than=record_seconds, now=start)
+    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided, records=records)
 
 
 def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
@@ -218,7 +228,11 @@ def _sweep(
 
 def _drop(store: Store, planned: Manifest) -> bool:
     """Delete a manifest the plan dropped, unless what is there now is another commit (a
-    writer committed the same key again since the plan was made)."""
+    writer committed the same key again since the plan was made).
+
+    The manifest is moved aside first (one rename on local disk) and what was moved is
+    checked: a commit of the same key that landed after the check above is put back, never
+    deleted. A gc killed with a manifest aside: the next gc settles it (``_settle_aside``)."""
     rel = manifest_rel(planned)
     try:
         now = store._parse_manifest(rel)
@@ -226,8 +240,46 @@ def _drop(store: Store, planned: Manifest) -> bool:
         return False
     if now != planned:
         return False
-    data = drops.record(store._backend, rel, planned, durable=store.durable)  # first: never gone unrecorded
-    store._backend.delete(rel)
+    mirrors = [place(m.url) for m in store.mirrors.mirrors] if store.mirrors is not None else []
+    data = drops.record(store._backend, rel, planned, mirrors=mirrors, durable=store.durable)  # first: never unrecorded
+    aside = layout.dropping_path(rel)
+    try:
+        store._backend.move(rel, aside)
+    except FileNotFoundError:
+        return False
+    if not _settle_aside(store, aside, rel):
+        return False
     if store.mirrors is not None:
         store.mirrors.dropped(store, rel, drops.ident(planned), data)
     return True
+
+
+def _settle_aside(store: Store, aside: str, rel: str) -> bool:
+    """A manifest gc moved aside from ``rel``: deleted if it is the commit the drop record
+    names; else (a writer's later commit, or one that can't be read) put back, unless another
+    commit is at ``rel`` by now (then it is superseded). True when it was the dropped one."""
+    backend = store._backend
+    try:
+        raw = bytes(backend.read(aside))
+    except FileNotFoundError:
+        return False
+    try:
+        moved: Manifest | None = store._check_manifest(rel, raw)
+    except (ValueError, TypeError, KeyError):
+        moved = None
+    if moved is not None and drops.dropped(backend, rel) == drops.ident(moved):
+        backend.delete(aside)
+        return True
+    if not backend.exists(rel):
+        backend.move(aside, rel)
+    else:
+        backend.delete(aside)
+    return False
+
+
+def _settle_all(store: Store) -> None:
+    """Manifests an earlier gc moved aside and was killed before it settled (see ``_drop``)."""
+    for rel in list(store._backend.list(layout.DROPPED)):
+        origin = layout.dropping_manifest(rel)
+        if origin is not None:
+            _settle_aside(store, rel, origin)

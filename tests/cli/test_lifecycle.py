@@ -122,3 +122,37 @@ def test_failed_runs_drops_what_only_a_failed_run_wrote(tmp_path, monkeypatch):
     assert report.dropped_manifests == 1
     (kept,) = store.manifests("half")
     assert kept.params["x"]["repr"] == "2"
+
+
+def test_gc_removes_old_drop_records_only_with_the_mirrors_that_applied_them(tmp_path, monkeypatch):
+    import json
+    import os
+    import time
+
+    from pipeline.store import drops
+
+    path, mirror = str(tmp_path / "s"), str(tmp_path / "m")
+    monkeypatch.setenv("PIPELINE_MIRRORS", mirror)
+    filled(tmp_path / "s")
+    primary = Store(path, mirrors=[mirror])
+
+    def small(i):
+        return {"i": i}
+
+    for i in range(3):  # committed to both (the store of ``filled`` has no mirrors)
+        StageCache(primary).wrap(small).call(i)
+    assert invoke("gc", "--keep-latest", "1", "--store", path).exit_code == 0
+    week_ago = time.time() - 8 * 86400
+    for where in (path, mirror):  # as if that gc ran a week ago
+        for _, rel in drops.records(Store(where)._backend):
+            f = os.path.join(where, rel)
+            doc = json.loads(open(f).read())
+            open(f, "w").write(json.dumps({**doc, "time": week_ago}))
+            os.utime(f, (week_ago, week_ago))
+    monkeypatch.delenv("PIPELINE_MIRRORS")
+    alone = invoke("gc", "--store", path)  # the mirror not configured: it might still hold them
+    assert alone.exit_code == 0 and "kept 5 old drop records" in alone.output, alone.output
+    monkeypatch.setenv("PIPELINE_MIRRORS", mirror)
+    done = invoke("gc", "--store", path)
+    assert done.exit_code == 0 and "drop record" not in done.output, done.output
+    assert not list(drops.records(Store(path)._backend)) and not list(drops.records(Store(mirror)._backend))

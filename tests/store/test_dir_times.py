@@ -4,11 +4,13 @@ and settled, listed again as soon as anything in it changes, ignored when damage
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 import uuid
 
 import pytest
+import xxhash
 
 from pipeline import Manifest, Store
 from pipeline.store import dir_times, layout
@@ -124,3 +126,78 @@ def test_another_backend_gives_its_listing_times():
         commit(store, i)
     assert len(times(store)) == 3
     assert [m.key for m in store.newest(limit=2).manifests] == exact_page(store, 2)
+
+
+def test_a_kept_listing_is_used_without_holding_every_name(tmp_path, kept_in):
+    """The newest page of a big directory touches only the names it reads: loading a kept
+    listing of 20k files and taking its first 10 allocates a few KB (all 20k as Python
+    strings and floats took ~2.6 MB)."""
+    import tracemalloc
+
+    store = Store(tmp_path / "store", fsync=False)
+    where = store._backend._path(layout.stage_dir("s"))
+    os.makedirs(where)
+    for i in range(20_000):
+        with open(os.path.join(where, f"{i:032x}.json"), "wb"):
+            pass
+    settle(store, "s")
+    (first,) = dir_times.json_times(store._backend, layout.STAGES)  # listed, and kept
+    tracemalloc.start()
+    try:
+        (d,) = dir_times.json_times(store._backend, layout.STAGES)
+        top = list(zip(d.times[:10], d.names))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert top == list(zip(first.times[:10], first.names[:10])) and len(d.names) == 20_000
+    assert peak < 200_000, peak
+
+
+def test_a_tampered_listing_with_a_matching_checksum_is_refused_when_used(tmp_path, kept_in):
+    store = Store(tmp_path / "store", fsync=False)
+    made = [commit(store, i) for i in range(4)]
+    settle(store, "s")
+    page = [m.key for m in store.newest(limit=4).manifests]
+    (where,) = list(kept_in.iterdir())
+    (f,) = list(where.iterdir())
+    head, _, body = f.read_bytes().partition(b"\n")
+    meta = json.loads(head)
+    body = body.replace(b"0000", b"../x", 1)  # a name that would leave the stage directory
+    meta["xxh"] = xxhash.xxh3_64_hexdigest(body)
+    head = json.dumps(meta).encode()
+    f.write_bytes(head + b" " * (-(len(head) + 1) % 8) + b"\n" + body)
+    with pytest.raises(dir_times.StaleListing):
+        list(dir_times.json_times(store._backend, layout.STAGES)[0].names)
+    assert [m.key for m in store.newest(limit=4).manifests] == page == [m.key for m in reversed(made)]
+
+
+def test_a_kept_listing_cut_short_while_in_use_is_refused_and_listed_again(tmp_path, kept_in):
+    store = Store(tmp_path / "store", fsync=False)
+    made = [commit(store, i) for i in range(6)]
+    settle(store, "s")
+    page = [m.key for m in store.newest(limit=3).manifests]
+    assert page == [m.key for m in reversed(made)][:3]
+    (d,) = dir_times.json_times(store._backend, layout.STAGES)  # kept, and now open
+    (where,) = list(kept_in.iterdir())
+    (f,) = list(where.iterdir())
+    os.truncate(f, f.stat().st_size // 2)  # in place, under the open listing (no store write does this)
+    with pytest.raises(dir_times.StaleListing):
+        list(d.names)
+    assert [m.key for m in store.newest(limit=3).manifests] == page
+
+
+def test_a_kept_listing_reads_as_the_lists_it_was_made_from(tmp_path, kept_in):
+    store = Store(tmp_path / "store", fsync=False)
+    for i in range(300):  # more than one read's worth of names
+        commit(store, i)
+    settle(store, "s")
+    where = store._backend._path(layout.stage_dir("s"))
+    found = sorted(((e.stat().st_mtime, e.name) for e in os.scandir(where)), reverse=True)
+    names, times = [n for _, n in found], [t for t, _ in found]
+    dir_times.json_times(store._backend, layout.STAGES)  # listed, kept
+    (kept,) = dir_times.json_times(store._backend, layout.STAGES)
+    assert not isinstance(kept.names, list)  # read from the kept file
+    assert list(kept.names) == names and list(kept.times) == times and len(kept.names) == 300
+    for part in (slice(0, 5), slice(127, 131), slice(290, None), slice(None, None, -7), slice(-3, None)):
+        assert list(kept.names[part]) == names[part] and list(kept.times[part]) == times[part]
+    assert (kept.names[-1], kept.times[-1], kept.names[128]) == (names[-1], times[-1], names[128])

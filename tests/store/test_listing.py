@@ -112,10 +112,10 @@ def test_a_page_never_holds_a_manifest_the_store_would_not_serve(tmp_path, damag
 def test_a_manifest_gone_between_listing_and_reading_is_left_out(tmp_path):
     store = Store(tmp_path / "store", fsync=False)
     made = [commit(store, i, created=T0 + dt.timedelta(minutes=i)) for i in range(6)]
-    _, _, candidates = listing._candidates(store, layout.STAGES, -float("inf"), 100)
+    candidates = list(listing._stream(listing._dirs(store, layout.STAGES), -float("inf")))
     store.delete_manifest(made[-1])  # after the listing, before the read
     page = listing._Page(store, None, 2, None)
-    page.read(candidates)
+    page.read(iter(candidates))
     assert [m.key for m in page.manifests()] == [made[-2].key, made[-3].key] and page.lost == 1
 
 

@@ -5,6 +5,7 @@ keeps its ``Pinned`` tags. On a local mirror and on the real S3 server (SeaweedF
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -54,12 +55,20 @@ def test_gc_drops_reach_the_mirror_and_a_dropped_entry_never_comes_back(tmp_path
     assert keys_of(fresh) == {keys[0], keys[2]} and not pulled.failed
 
 
-def test_a_mirror_down_during_gc_gets_the_drops_from_push_and_gives_nothing_back_meanwhile(s3_server, tmp_path):
+@contextlib.contextmanager
+def behind_a_proxy(s3_server):
+    """(proxy, url, storage options) of a new S3 store reached through a TCP proxy that can go down."""
     proxy = Proxy(s3_server.endpoint)
     try:
         options = {**s3_server.storage_options, "config_kwargs": FAST}
         options["client_kwargs"] = {"endpoint_url": proxy.endpoint}
-        url = s3_server.new_url()
+        yield proxy, s3_server.new_url(), options
+    finally:
+        proxy.down()
+
+
+def test_a_mirror_down_during_gc_gets_the_drops_from_push_and_gives_nothing_back_meanwhile(s3_server, tmp_path):
+    with behind_a_proxy(s3_server) as (proxy, url, options):
         primary, stage, keys = filled(tmp_path, Store(url, **options))
         proxy.down()
         with warnings.catch_warnings(record=True) as caught:
@@ -76,8 +85,6 @@ def test_a_mirror_down_during_gc_gets_the_drops_from_push_and_gives_nothing_back
         assert pushed.dropped == 1 and not pushed.failed  # keys[0]; keys[1] was committed again just now
         assert keys_of(Store(url, **options)) == {keys[1], keys[2]}
         assert all(s.in_sync for s in status(primary, primary.mirrors))
-    finally:
-        proxy.down()
 
 
 def test_tags_reach_the_mirror_and_a_store_restored_from_it_keeps_its_pins(tmp_path, mirror_url):
