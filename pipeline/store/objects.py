@@ -80,7 +80,8 @@ class Objects:
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
-                errors.append(f"{codec.name}: {e}")
+                if f"{codec.name}: {e}" not in errors:  # (the joblib codec's two picklers fail alike)
+                    errors.append(f"{codec.name}: {e}")
                 continue
             data = getattr(staged, "data", None)  # a remote backend's staged bytes (emptied by commit)
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
