@@ -522,6 +522,37 @@ def test_unchanged_global_rng_streams_reuse_their_object_changed_ones_are_writte
         again.close()
 
 
+def test_the_next_checkpointer_on_a_store_reuses_the_rng_object_and_rewrites_it_if_it_is_gone(tmp_path):
+    """Trials of a search: each a Checkpointer of its own, none drawing from the global streams.
+    The second's checkpoint references the object the first wrote (not serialised again); if
+    that object vanished meanwhile (a gc), the commit writes it again and the checkpoint restores."""
+    import random
+
+    store = Store(tmp_path / "s")
+    first = Checkpointer(store=store, name="a", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+    state = first.restore(fresh())
+    first.step(0, state, {"val_loss": 0.5})
+    first.close()
+    leaf = store.checkpoints("a", "default").read(1).outputs.get("_rng")
+    (obj,) = (tmp_path / "s" / "objects").glob(f"*/{leaf.object[2:]}*")
+    os.utime(obj, (1e9, 1e9))
+    second = Checkpointer(store=store, name="b", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+    second.step(0, second.restore(fresh()), {"val_loss": 0.5})
+    assert store.checkpoints("b", "default").read(1).outputs.get("_rng").object == leaf.object
+    assert obj.stat().st_mtime == 1e9  # referenced, not written again
+    obj.unlink()  # a gc took it
+    expected = random.getstate()
+    second.step(1, state, {"val_loss": 0.5})
+    second.close()
+    assert store.checkpoints("b", "default").read(2).outputs.get("_rng").object == leaf.object
+    assert obj.exists()  # written again by the commit
+    random.seed(1)
+    from pipeline.training import adapters
+
+    adapters.restore_rng(store.load(store.checkpoints("b", "default").read(2).outputs)["_rng"])
+    assert random.getstate() == expected
+
+
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
     """No thread start per save (it cost the training loop up to 37 ms on a loaded machine),
     nor per Checkpointer (a search's trials, one after another): a closed writer's thread
