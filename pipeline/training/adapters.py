@@ -349,4 +349,5 @@ def restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in state["torch_cuda"]])
 
 
-__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for", "capture", "restore", "capture_rng", "same_rng", "restore_rng"]
+__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for", "capture", "restore", "capture_rng", "same_rng",
+           "restore_rng"]  # fmt: skip

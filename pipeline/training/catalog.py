@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..store import Manifest, Store
+from ..store.checkpoints import Known
 from .policies import KeepPolicy, Record, retained
 
 
@@ -35,6 +36,8 @@ class Catalog:
         (path -> bytes), left for the owner to free (``pipeline.store.checkpoints.free_objects``)."""
         self._key = (stage, key)
         self._records: dict[int, Record] = {}
+        self._manifests: dict[int, Manifest] = {}  # the ones committed here (what a prune drops)
+        self._steps: list[int] = []  # as records() last listed them
         self._lock = threading.Lock()
 
     def steps(self) -> list[int]:
@@ -49,6 +52,7 @@ class Catalog:
         self.checkpoints.quarantine(step)
         with self._lock:
             self._records.pop(step, None)
+            self._manifests.pop(step, None)
 
     def commit(self, manifest: Manifest, value: Any = None) -> Manifest:
         """Commit a checkpoint (its objects re-checked, see ``Store.commit``; ``value``, the
@@ -56,6 +60,7 @@ class Catalog:
         manifest = self.checkpoints.commit(manifest) if value is None else self.checkpoints.commit(manifest, value)
         with self._lock:
             self._records[int(manifest.step or 0)] = record_of(manifest)
+            self._manifests[int(manifest.step or 0)] = manifest
         return manifest
 
     def records(self) -> list[Record]:
@@ -74,6 +79,8 @@ class Catalog:
                 continue  # unreadable: restore() quarantines it; retention leaves it alone
         with self._lock:
             self._records = fresh
+            self._steps = steps
+            self._manifests = {s: m for s, m in self._manifests.items() if s in fresh}
         return [fresh[s] for s in sorted(fresh)]
 
     def prune(self, keep: KeepPolicy | None, protected: set[int]) -> list[int]:
@@ -93,13 +100,17 @@ class Catalog:
             doomed = [s for s in doomed if s not in pinned]
         if not doomed:
             return []
+        with self._lock:
+            known = Known(list(self._steps), dict(self._manifests))
         if self.free_pruned:
-            self.freed_bytes += self.checkpoints.prune(doomed)
+            self.freed_bytes += self.checkpoints.prune(doomed, known)
         else:
-            released = self.checkpoints.drop(doomed)
+            released = self.checkpoints.drop(doomed, known)
             with self._lock:
                 self.released.update(released)
         with self._lock:
             for step in doomed:
                 self._records.pop(step, None)
+                self._manifests.pop(step, None)
+            self._steps = [s for s in self._steps if s not in doomed]
         return doomed

@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from pipeline import CheckpointError, ConfigError, StageCache, Store
-from pipeline.store.tree import DictNode
+from pipeline.store.tree import DictNode, leaves
 from pipeline.training import (
     Background,
     BestK,
@@ -551,6 +551,31 @@ def test_the_next_checkpointer_on_a_store_reuses_the_rng_object_and_rewrites_it_
 
     adapters.restore_rng(store.load(store.checkpoints("b", "default").read(2).outputs)["_rng"])
     assert random.getstate() == expected
+
+
+def test_pruning_its_own_checkpoints_reads_no_manifest_back(tmp_path, monkeypatch):
+    """The catalog remembers the manifests it committed: a prune drops the previous checkpoint
+    and hands back exactly the objects only it referenced, without reading any manifest."""
+    store = Store(tmp_path / "s")
+    reads: list[str] = []
+    parse = store._parse_manifest
+    monkeypatch.setattr(store, "_parse_manifest", lambda rel: reads.append(rel) or parse(rel))
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync(), free_pruned=False)
+    state = ckpt.restore(fresh())
+    reads.clear()
+    objects = {}
+    for epoch in range(3):
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+        written = store.checkpoints("run", "default").read(epoch + 1)
+        objects[epoch + 1] = {leaf.object for leaf in leaves(written.outputs)}
+        reads.clear()  # (the test's own read)
+    ckpt.finish(state)
+    assert reads == []
+    assert store.checkpoints("run", "default").steps() == [3]
+    released = {path.rpartition("/")[2].partition(".")[0] for path in ckpt.released()}
+    dropped = (objects[1] | objects[2]) - objects[3]
+    assert {o[2:] for o in dropped} == released and dropped  # the model and generator of steps 1, 2
 
 
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
