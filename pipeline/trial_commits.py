@@ -31,12 +31,15 @@ class Deferred:
     """Set around one trial's stage call: the trial stage puts its save and lease here instead
     of committing in the call (``armed``: the next save is deferred; a forced trial's is not)."""
 
-    __slots__ = ("armed", "save", "lease")
+    __slots__ = ("armed", "save", "lease", "checkpoints")
 
     def __init__(self) -> None:
         self.armed = False
         self.save: tuple[Any, Any, float] | None = None
         self.lease: Any = None
+        self.checkpoints: Any = None
+        """What the trial's Checkpointer knows of its checkpoints (``Checkpointer.known()``):
+        the commit drops them without listing and reading them again."""
 
     def release(self) -> None:
         """Release the lease now: the call ended without a result to commit."""

@@ -65,7 +65,7 @@ from .search_records import (
     write_index,
 )
 from .store import Manifest, Store
-from .store.checkpoints import free_objects
+from .store.checkpoints import Known, free_objects
 from .training.policies import EarlyStopping
 from .trial_commits import DEFERRED, Commit, Committer, Deferred
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
@@ -147,6 +147,8 @@ def _run_trial(
             inner.close()
         finally:
             _release(inner.store, inner.released())
+            if (deferred := DEFERRED.get()) is not None:
+                deferred.checkpoints = inner.known()
     value, model = out if isinstance(out, tuple) else (out, None)
     if isinstance(value, (list, tuple, dict)) or value is None:
         raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
@@ -494,6 +496,7 @@ class _SearchRun:
             self._landed(record, outcome.manifest, self._after_commit(outcome.manifest, record, new_best), True)
             return
         key, value, compute_seconds = deferred.save
+        known = deferred.checkpoints
         landed: dict[str, Any] = {}
 
         def save() -> None:
@@ -503,7 +506,7 @@ class _SearchRun:
                 deferred.release()
 
         def after() -> None:
-            landed["dropped"] = self._after_commit(landed["manifest"], record, new_best)
+            landed["dropped"] = self._after_commit(landed["manifest"], record, new_best, known)
 
         def then(report: bool) -> None:
             self._landed(record, landed["manifest"], landed["dropped"], report)
@@ -536,11 +539,13 @@ class _SearchRun:
             new_best = self.best if forced or improves else None
         return record, new_best
 
-    def _after_commit(self, manifest: Manifest, record: TrialRecord, best: Best | None) -> dict[str, int]:
+    def _after_commit(
+        self, manifest: Manifest, record: TrialRecord, best: Best | None, known: Known | None = None
+    ) -> dict[str, int]:
         """Once a trial is committed (in the committer thread when deferred): drop its epoch
-        checkpoints (its result supersedes them; their objects are returned, to be freed), commit
-        it as the new best, record the run's trial event."""
-        dropped = _drop_checkpoints(self.store, manifest)
+        checkpoints (its result supersedes them; their objects are returned, to be freed; ``known``:
+        what its Checkpointer knew of them), commit it as the new best, record the run's trial event."""
+        dropped = _drop_checkpoints(self.store, manifest, known)
         if best is not None:
             commit_best(self.store, self.search.name, self.key, dataclasses.replace(best, tree=manifest.outputs))
         if self.running is not None:
@@ -625,10 +630,11 @@ def _compatible_trials(
     return out
 
 
-def _drop_checkpoints(store: Store, trial: Manifest) -> dict[str, int]:
+def _drop_checkpoints(store: Store, trial: Manifest, known: Known | None = None) -> dict[str, int]:
     """Delete the epoch checkpoints of a committed trial (its result holds what counts); the
     objects they referenced, to be freed."""
-    return store.checkpoints(trial.stage, trial.key).drop_all()
+    checkpoints = store.checkpoints(trial.stage, trial.key)
+    return checkpoints.drop_all() if known is None else checkpoints.drop(known.steps, known)
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:

@@ -46,6 +46,7 @@ from typing import Any, Mapping, MutableMapping, Sequence
 from ..context import current_stage, current_store, open_store
 from ..errors import CheckpointError, ConfigError
 from ..store import DictNode, Leaf, Manifest, Store
+from ..store.checkpoints import Known
 from ..store.manifest import library_versions
 from . import adapters
 from .catalog import Catalog, record_of
@@ -488,6 +489,11 @@ class Checkpointer(ClosesOnExit):
     def steps(self) -> list[int]:
         """Committed checkpoint steps of this key, ascending."""
         return self._catalog.steps()
+
+    def known(self) -> Known | None:
+        """This key's checkpoint steps and the manifests this Checkpointer committed, as its
+        last prune listed them (None: not listed yet), for ``Checkpoints.drop``."""
+        return self._catalog.known()
 
     def released(self) -> dict[str, int]:
         """With ``free_pruned=False``: the objects of pruned checkpoints that no kept one
