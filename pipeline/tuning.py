@@ -45,7 +45,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .cache import CachedStage, StageCache, current_stage
+from .cache import StageCache, current_stage
 from .context import current, current_store, open_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
@@ -67,7 +67,7 @@ from .search_records import (
 from .store import Manifest, Store
 from .store.checkpoints import Known, free_objects
 from .training.policies import EarlyStopping
-from .trial_commits import DEFERRED, Commit, Committer, Deferred
+from .trial_commits import DEFERRED, Commit, Committer, Deferred, DeferringStage
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 INDEX_EVERY = 1.0
@@ -158,9 +158,10 @@ def _run_trial(
     return record("complete", value, "", model)
 
 
-class _TrialStage(CachedStage):
+class _TrialStage(DeferringStage):
     """The trial stage: its facts ride in its manifest's ``extra``, its model is its one object
-    (a finished trial is one object and one manifest: two files, each fsynced with its directory)."""
+    (a finished trial is one object and one manifest: two files, each fsynced with its directory).
+    A search run in one process defers its commit to the committer thread (``DeferringStage``)."""
 
     def split_result(self, value: Any) -> tuple[Any, dict[str, Any]]:
         return {"model": value["model"]}, {FACTS: value["record"]}
@@ -170,32 +171,6 @@ class _TrialStage(CachedStage):
         if facts is None:  # committed before the facts moved into the manifest: a record object
             return served
         return {"record": facts, "model": served["model"]}
-
-    # A search run in one process defers a trial's commit to its committer thread
-    # (:mod:`pipeline.trial_commits`): the call returns the result with no manifest yet.
-    def _compute(self, ctx: Any, key: Any, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        deferred = DEFERRED.get()
-        if deferred is not None:
-            deferred.armed = not forced  # a forced trial taints its outputs' fingerprints: committed now
-        return super()._compute(ctx, key, forced, args, kwargs)
-
-    def save(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
-        deferred = DEFERRED.get()
-        if deferred is None or not deferred.armed:
-            return super().save(key, value, compute_seconds)
-        deferred.armed, deferred.save = False, (key, value, compute_seconds)
-        return None  # type: ignore[return-value]  # committed by _SearchRun._finish, in the committer thread
-
-    def commit_now(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
-        """The deferred save: persist and commit (the stage protocol, fsync included)."""
-        return super().save(key, value, compute_seconds)
-
-    def release_lease(self, lease: Any) -> None:
-        deferred = DEFERRED.get()
-        if deferred is not None and deferred.save is not None:
-            deferred.lease = lease  # held until the deferred commit has landed
-        else:
-            lease.release()
 
 
 def _release(store: Store, objects: dict[str, int]) -> None:
