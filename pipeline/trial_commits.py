@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable
 
+from .cache import CachedStage
+from .store import Manifest
 from .training.writer import Background, Writer
 
 
@@ -31,12 +33,15 @@ class Deferred:
     """Set around one trial's stage call: the trial stage puts its save and lease here instead
     of committing in the call (``armed``: the next save is deferred; a forced trial's is not)."""
 
-    __slots__ = ("armed", "save", "lease")
+    __slots__ = ("armed", "save", "lease", "checkpoints")
 
     def __init__(self) -> None:
         self.armed = False
         self.save: tuple[Any, Any, float] | None = None
         self.lease: Any = None
+        self.checkpoints: Any = None
+        """What the trial's Checkpointer knows of its checkpoints (``Checkpointer.known()``):
+        the commit drops them without listing and reading them again."""
 
     def release(self) -> None:
         """Release the lease now: the call ended without a result to commit."""
@@ -46,6 +51,36 @@ class Deferred:
 
 
 DEFERRED: contextvars.ContextVar[Deferred | None] = contextvars.ContextVar("pipeline_deferred_trial", default=None)
+
+
+class DeferringStage(CachedStage):
+    """A stage whose call, inside a :class:`Deferred`, returns the computed result with no
+    manifest yet: its save and its lease are left in the Deferred, for :meth:`commit_now` in
+    the committer thread (a forced call is committed in the call: it taints its outputs)."""
+
+    def _compute(self, ctx: Any, key: Any, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        deferred = DEFERRED.get()
+        if deferred is not None:
+            deferred.armed = not forced
+        return super()._compute(ctx, key, forced, args, kwargs)
+
+    def save(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
+        deferred = DEFERRED.get()
+        if deferred is None or not deferred.armed:
+            return super().save(key, value, compute_seconds)
+        deferred.armed, deferred.save = False, (key, value, compute_seconds)
+        return None  # type: ignore[return-value]  # committed by commit_now, in the committer thread
+
+    def commit_now(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
+        """The deferred save: persist and commit (the stage protocol, fsync included)."""
+        return super().save(key, value, compute_seconds)
+
+    def release_lease(self, lease: Any) -> None:
+        deferred = DEFERRED.get()
+        if deferred is not None and deferred.save is not None:
+            deferred.lease = lease  # held until the deferred commit has landed
+        else:
+            lease.release()
 
 
 class Commit:
@@ -98,4 +133,4 @@ class Committer:
             self._writer.close()
 
 
-__all__ = ["Deferred", "DEFERRED", "Commit", "Committer"]
+__all__ = ["Deferred", "DEFERRED", "DeferringStage", "Commit", "Committer"]

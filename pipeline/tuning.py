@@ -45,7 +45,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .cache import CachedStage, StageCache, current_stage
+from .cache import StageCache, current_stage
 from .context import current, current_store, open_store
 from .errors import ConfigError, PipelineError
 from .fingerprint import fingerprint
@@ -65,9 +65,9 @@ from .search_records import (
     write_index,
 )
 from .store import Manifest, Store
-from .store.checkpoints import free_objects
+from .store.checkpoints import Known, free_objects
 from .training.policies import EarlyStopping
-from .trial_commits import DEFERRED, Commit, Committer, Deferred
+from .trial_commits import DEFERRED, Commit, Committer, Deferred, DeferringStage
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 INDEX_EVERY = 1.0
@@ -147,6 +147,8 @@ def _run_trial(
             inner.close()
         finally:
             _release(inner.store, inner.released())
+            if (deferred := DEFERRED.get()) is not None:
+                deferred.checkpoints = inner.known()
     value, model = out if isinstance(out, tuple) else (out, None)
     if isinstance(value, (list, tuple, dict)) or value is None:
         raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
@@ -156,9 +158,10 @@ def _run_trial(
     return record("complete", value, "", model)
 
 
-class _TrialStage(CachedStage):
+class _TrialStage(DeferringStage):
     """The trial stage: its facts ride in its manifest's ``extra``, its model is its one object
-    (a finished trial is one object and one manifest: two files, each fsynced with its directory)."""
+    (a finished trial is one object and one manifest: two files, each fsynced with its directory).
+    A search run in one process defers its commit to the committer thread (``DeferringStage``)."""
 
     def split_result(self, value: Any) -> tuple[Any, dict[str, Any]]:
         return {"model": value["model"]}, {FACTS: value["record"]}
@@ -168,32 +171,6 @@ class _TrialStage(CachedStage):
         if facts is None:  # committed before the facts moved into the manifest: a record object
             return served
         return {"record": facts, "model": served["model"]}
-
-    # A search run in one process defers a trial's commit to its committer thread
-    # (:mod:`pipeline.trial_commits`): the call returns the result with no manifest yet.
-    def _compute(self, ctx: Any, key: Any, forced: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        deferred = DEFERRED.get()
-        if deferred is not None:
-            deferred.armed = not forced  # a forced trial taints its outputs' fingerprints: committed now
-        return super()._compute(ctx, key, forced, args, kwargs)
-
-    def save(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
-        deferred = DEFERRED.get()
-        if deferred is None or not deferred.armed:
-            return super().save(key, value, compute_seconds)
-        deferred.armed, deferred.save = False, (key, value, compute_seconds)
-        return None  # type: ignore[return-value]  # committed by _SearchRun._finish, in the committer thread
-
-    def commit_now(self, key: Any, value: Any, compute_seconds: float) -> Manifest:
-        """The deferred save: persist and commit (the stage protocol, fsync included)."""
-        return super().save(key, value, compute_seconds)
-
-    def release_lease(self, lease: Any) -> None:
-        deferred = DEFERRED.get()
-        if deferred is not None and deferred.save is not None:
-            deferred.lease = lease  # held until the deferred commit has landed
-        else:
-            lease.release()
 
 
 def _release(store: Store, objects: dict[str, int]) -> None:
@@ -494,6 +471,7 @@ class _SearchRun:
             self._landed(record, outcome.manifest, self._after_commit(outcome.manifest, record, new_best), True)
             return
         key, value, compute_seconds = deferred.save
+        known = deferred.checkpoints
         landed: dict[str, Any] = {}
 
         def save() -> None:
@@ -503,7 +481,7 @@ class _SearchRun:
                 deferred.release()
 
         def after() -> None:
-            landed["dropped"] = self._after_commit(landed["manifest"], record, new_best)
+            landed["dropped"] = self._after_commit(landed["manifest"], record, new_best, known)
 
         def then(report: bool) -> None:
             self._landed(record, landed["manifest"], landed["dropped"], report)
@@ -536,11 +514,13 @@ class _SearchRun:
             new_best = self.best if forced or improves else None
         return record, new_best
 
-    def _after_commit(self, manifest: Manifest, record: TrialRecord, best: Best | None) -> dict[str, int]:
+    def _after_commit(
+        self, manifest: Manifest, record: TrialRecord, best: Best | None, known: Known | None = None
+    ) -> dict[str, int]:
         """Once a trial is committed (in the committer thread when deferred): drop its epoch
-        checkpoints (its result supersedes them; their objects are returned, to be freed), commit
-        it as the new best, record the run's trial event."""
-        dropped = _drop_checkpoints(self.store, manifest)
+        checkpoints (its result supersedes them; their objects are returned, to be freed; ``known``:
+        what its Checkpointer knew of them), commit it as the new best, record the run's trial event."""
+        dropped = _drop_checkpoints(self.store, manifest, known)
         if best is not None:
             commit_best(self.store, self.search.name, self.key, dataclasses.replace(best, tree=manifest.outputs))
         if self.running is not None:
@@ -625,10 +605,11 @@ def _compatible_trials(
     return out
 
 
-def _drop_checkpoints(store: Store, trial: Manifest) -> dict[str, int]:
+def _drop_checkpoints(store: Store, trial: Manifest, known: Known | None = None) -> dict[str, int]:
     """Delete the epoch checkpoints of a committed trial (its result holds what counts); the
     objects they referenced, to be freed."""
-    return store.checkpoints(trial.stage, trial.key).drop_all()
+    checkpoints = store.checkpoints(trial.stage, trial.key)
+    return checkpoints.drop_all() if known is None else checkpoints.drop(known.steps, known)
 
 
 def space_repr(dists: Mapping[str, Any]) -> dict[str, str]:

@@ -8,8 +8,7 @@ objects: one shared with another manifest, or with one being committed, stays).
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from . import layout
 from .manifest import Manifest, Unverified
@@ -20,6 +19,14 @@ if TYPE_CHECKING:
     from .store import Store
 
 _NO_VALUE: Any = object()
+
+
+class Known(NamedTuple):
+    """What a caller knows of one key's checkpoints: the steps as it just listed them, and
+    manifests of some of them (committed or read by it)."""
+
+    steps: list[int]
+    manifests: Mapping[int, Manifest]
 
 
 class Checkpoints:
@@ -59,32 +66,41 @@ class Checkpoints:
     def delete(self, step: int) -> None:
         self._store._backend.delete(layout.manifest_path(self.stage, self.key, step))
 
-    def prune(self, steps: list[int]) -> int:
+    def prune(self, steps: list[int], known: Known | None = None) -> int:
         """Delete the manifests of ``steps`` and free their objects no manifest references
         (kept checkpoints of this key, other keys, results); the bytes freed."""
-        objects = self.drop(steps)
+        objects = self.drop(steps, known)
         return free_objects(self._store, objects)[1] if objects else 0
 
-    def drop(self, steps: list[int]) -> dict[str, int]:
+    def drop(self, steps: list[int], known: Known | None = None) -> dict[str, int]:
         """Delete the manifests of ``steps``; the objects they referenced that no kept
         checkpoint of this key does (path -> bytes), for :func:`free_objects` to free (at
-        once, or later together with others: one sweep instead of one per prune)."""
+        once, or later together with others: one sweep instead of one per prune).
+
+        ``known``: this key's steps as just listed and the manifests of those its caller
+        committed or read (a Checkpointer's catalog), so that they are not listed and read
+        again. (What is freed is still decided by :func:`free_objects` over the whole store.)"""
+        manifests = known.manifests if known is not None else {}
         objects: dict[str, int] = {}
         for step in steps:
-            try:
-                manifest = self.read(step)
-            except (FileNotFoundError, ValueError, TypeError, KeyError):
-                manifest = None  # unreadable: its manifest goes, its objects wait for gc
+            manifest = manifests.get(step) or self._read_or_none(step)
             self.delete(step)
-            if manifest is not None:
+            if manifest is not None:  # (unreadable: its manifest goes, its objects wait for gc)
                 objects.update((leaf_path(leaf), leaf.bytes) for leaf in leaves(manifest.outputs))
         if not objects:
             return objects
-        for step in self.steps():  # the kept checkpoints of this key share most: skip the store scan for those
-            with contextlib.suppress(FileNotFoundError, ValueError, TypeError, KeyError):
-                for leaf in leaves(self.read(step).outputs):
-                    objects.pop(leaf_path(leaf), None)
+        kept = [s for s in known.steps if s not in steps] if known is not None else self.steps()
+        for step in kept:  # the kept checkpoints of this key share most: skip the store scan for those
+            manifest = manifests.get(step) or self._read_or_none(step)
+            for leaf in leaves(manifest.outputs) if manifest is not None else ():
+                objects.pop(leaf_path(leaf), None)
         return objects
+
+    def _read_or_none(self, step: int) -> Manifest | None:
+        try:
+            return self.read(step)
+        except (FileNotFoundError, ValueError, TypeError, KeyError):
+            return None
 
     def delete_all(self) -> None:
         for step in self.steps():

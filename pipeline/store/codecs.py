@@ -11,6 +11,7 @@ checksum was just verified), so an object is read from disk exactly once.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -205,6 +206,37 @@ def _read_json(buf: Any) -> Any:
 
 
 # -- joblib --------------------------------------------------------------------------
+STRIDED_MAX_BYTES = 16 << 20
+"""A non-contiguous array larger than this sends its value to joblib's own pickler, which
+writes it in chunks (the C pickler would first copy it whole)."""
+
+
+class _Strided(Exception):
+    pass
+
+
+def _write_pickle(v: Any, f: Any) -> None:
+    """The C pickler (protocol 5: a contiguous array's buffer goes to the file in one write,
+    uncopied), a stream ``joblib.load`` reads as it reads its own; 10-15x faster than
+    joblib's pure-Python pickler on a model of many small attributes (a checkpoint, a trial)."""
+    _pickler()(f, protocol=5).dump(v)
+
+
+@functools.cache
+def _pickler() -> type:
+    import pickle
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj).__name__ == "ndarray" and obj.nbytes > STRIDED_MAX_BYTES:
+                flags = obj.flags
+                if not (flags.c_contiguous or flags.f_contiguous):
+                    raise _Strided(f"a non-contiguous array of {obj.nbytes} bytes")
+            return NotImplemented
+
+    return Pickler
+
+
 def _write_joblib(v: Any, f: Any) -> None:
     import joblib
 
@@ -232,6 +264,8 @@ PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
 PARQUET_TABLE = Codec("parquet-arrow", "parquet", _write_arrow, _read_table)
 JSON = Codec("json", "json", _write_json, _read_json)
 JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib, executes_code=True)
+PICKLE = Codec("joblib", "joblib", _write_pickle, _read_joblib, executes_code=True)
+"""The joblib codec written by the C pickler (tried first; joblib's pickler when it refuses)."""
 CODECS = {c.name: c for c in (PARQUET_FRAME, ARROW_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}
 
 
@@ -244,18 +278,18 @@ def candidates(value: Any, *, small_frames: bool = False) -> list[Codec]:
 
         if type(value) is pd.DataFrame:
             if is_numeric_frame(value) and not small_frames:
-                return [ARROW_FRAME, PARQUET_FRAME, JOBLIB]
-            return [PARQUET_FRAME, JOBLIB]
+                return [ARROW_FRAME, PARQUET_FRAME, PICKLE, JOBLIB]
+            return [PARQUET_FRAME, PICKLE, JOBLIB]
         if type(value) is pd.Series:
-            return [PARQUET_SERIES, JOBLIB]
+            return [PARQUET_SERIES, PICKLE, JOBLIB]
     if mod == "pyarrow":
         import pyarrow as pa
 
         if isinstance(value, pa.Table):
-            return [PARQUET_TABLE, JOBLIB]
+            return [PARQUET_TABLE, PICKLE, JOBLIB]
     if _is_jsonable(value) and _json_small(value):
         return [JSON]
-    return [JOBLIB]
+    return [PICKLE, JOBLIB]
 
 
 def _json_small(v: Any) -> bool:

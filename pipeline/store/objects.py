@@ -70,7 +70,7 @@ class Objects:
 
     def put(self, value: Any, *, what: str = "value", durable: bool = True) -> Leaf:
         """Write ``value`` with the first codec that takes it; return its reference."""
-        errors = []
+        errors: dict[str, str] = {}
         for codec in candidates(value, small_frames=self.small_frames):
             signing = self._signer is not None and codec.executes_code
             tee: list[Sha256Tee] = []
@@ -80,7 +80,7 @@ class Objects:
             except StoreError:
                 raise
             except Exception as e:  # this codec can't take the value: try the next one
-                errors.append(f"{codec.name}: {e}")
+                errors[codec.name] = str(e)  # (of the joblib codec's two picklers, the last one's)
                 continue
             data = getattr(staged, "data", None)  # a remote backend's staged bytes (emptied by commit)
             self._backend.commit(staged, layout.object_path(staged.digest, codec.suffix), durable=durable)
@@ -91,7 +91,7 @@ class Objects:
             return leaf
         raise StoreError(
             f"cannot save {what} of type {type(value).__module__}.{type(value).__qualname__}: "
-            + "; ".join(errors)
+            + "; ".join(f"{name}: {e}" for name, e in errors.items())
             + ". Return data that can be pickled (arrays, frames, models, plain objects)."
         )
 

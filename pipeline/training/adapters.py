@@ -316,6 +316,23 @@ def capture_rng() -> dict[str, Any]:
     return out
 
 
+def same_rng(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when two ``capture_rng`` snapshots hold the same streams (compared, not hashed)."""
+    return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    if _is_ndarray(a):
+        return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+    return bool(a == b)
+
+
 def restore_rng(state: dict[str, Any]) -> None:
     """Set the global streams back. torch's only when torch is loaded here: a program that
     uses torch has imported it before restoring, and one that doesn't should not pay for it."""
@@ -332,4 +349,5 @@ def restore_rng(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in state["torch_cuda"]])
 
 
-__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for", "capture", "restore", "capture_rng", "restore_rng"]
+__all__ = ["Adapter", "ADAPTERS", "register_adapter", "adapter_for", "capture", "restore", "capture_rng", "same_rng",
+           "restore_rng"]  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..store import Manifest, Store
+from ..store.checkpoints import Known
 from .policies import KeepPolicy, Record, retained
 
 
@@ -35,6 +36,8 @@ class Catalog:
         (path -> bytes), left for the owner to free (``pipeline.store.checkpoints.free_objects``)."""
         self._key = (stage, key)
         self._records: dict[int, Record] = {}
+        self._manifests: dict[int, Manifest] = {}  # the ones committed here (what a prune drops)
+        self._steps: list[int] | None = None  # as records() last listed them, kept up to date since
         self._lock = threading.Lock()
 
     def steps(self) -> list[int]:
@@ -49,14 +52,27 @@ class Catalog:
         self.checkpoints.quarantine(step)
         with self._lock:
             self._records.pop(step, None)
+            self._manifests.pop(step, None)
+            if self._steps is not None:
+                self._steps = [s for s in self._steps if s != step]
 
     def commit(self, manifest: Manifest, value: Any = None) -> Manifest:
         """Commit a checkpoint (its objects re-checked, see ``Store.commit``; ``value``, the
         value the objects were saved from, rewrites any a concurrent gc took) and remember it."""
         manifest = self.checkpoints.commit(manifest) if value is None else self.checkpoints.commit(manifest, value)
         with self._lock:
-            self._records[int(manifest.step or 0)] = record_of(manifest)
+            step = int(manifest.step or 0)
+            self._records[step] = record_of(manifest)
+            self._manifests[step] = manifest
+            if self._steps is not None and step not in self._steps:
+                self._steps = sorted([*self._steps, step])
         return manifest
+
+    def known(self) -> Known | None:
+        """This key's steps and the manifests committed here, for ``Checkpoints.drop``; None
+        until the steps were listed (by a prune): then the caller lists them itself."""
+        with self._lock:
+            return None if self._steps is None else Known(list(self._steps), dict(self._manifests))
 
     def records(self) -> list[Record]:
         """Every readable checkpoint of this key (manifests read once, then remembered)."""
@@ -74,6 +90,8 @@ class Catalog:
                 continue  # unreadable: restore() quarantines it; retention leaves it alone
         with self._lock:
             self._records = fresh
+            self._steps = steps
+            self._manifests = {s: m for s, m in self._manifests.items() if s in fresh}
         return [fresh[s] for s in sorted(fresh)]
 
     def prune(self, keep: KeepPolicy | None, protected: set[int]) -> list[int]:
@@ -93,13 +111,16 @@ class Catalog:
             doomed = [s for s in doomed if s not in pinned]
         if not doomed:
             return []
+        known = self.known()
         if self.free_pruned:
-            self.freed_bytes += self.checkpoints.prune(doomed)
+            self.freed_bytes += self.checkpoints.prune(doomed, known)
         else:
-            released = self.checkpoints.drop(doomed)
+            released = self.checkpoints.drop(doomed, known)
             with self._lock:
                 self.released.update(released)
         with self._lock:
             for step in doomed:
                 self._records.pop(step, None)
+                self._manifests.pop(step, None)
+            self._steps = [s for s in self._steps or () if s not in doomed]
         return doomed

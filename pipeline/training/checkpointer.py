@@ -38,14 +38,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import threading
 import time
 import warnings
 from typing import Any, Mapping, MutableMapping, Sequence
 
 from ..context import current_stage, current_store, open_store
 from ..errors import CheckpointError, ConfigError
-from ..fingerprint import fingerprint
 from ..store import DictNode, Leaf, Manifest, Store
+from ..store.checkpoints import Known
 from ..store.manifest import library_versions
 from . import adapters
 from .catalog import Catalog, record_of
@@ -81,6 +82,30 @@ _REMOVED = {  # options of 0.1 that became policies in 0.2: what to write instea
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class _RngObjects:
+    """The object of the global RNG streams last written to each store (by its URL and
+    durability) in this process, with the streams it holds: a checkpoint whose streams are the
+    same (compared as they are, no serialising or hashing) references it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, bool], tuple[dict[str, Any], Leaf]] = {}
+
+    def leaf(self, store: Store, payload: dict[str, Any]) -> Leaf:
+        where = (store.url, store.durable)
+        with self._lock:
+            last = self._last.get(where)
+        if last is not None and adapters.same_rng(last[0], payload):
+            return last[1]
+        leaf = store.put(payload, what=f"checkpoint entry {RNG!r}")
+        with self._lock:
+            self._last[where] = (payload, leaf)
+        return leaf
+
+
+_RNG_OBJECTS = _RngObjects()
 
 
 class Checkpointer(ClosesOnExit):
@@ -144,7 +169,6 @@ class Checkpointer(ClosesOnExit):
         self._saved: list[Record] = []
         self._resumed_from: int | None = None
         self._captured: set[str] = set()
-        self._rng_leaf: tuple[str, Leaf] | None = None  # (fingerprint, object) of the RNG streams last written
         self._start = time.time()
         self._clock = time.perf_counter()
         self._best_loaded = False
@@ -375,19 +399,17 @@ class Checkpointer(ClosesOnExit):
         self._prune(newest=record.step)
 
     def _save_entries(self, payloads: dict[str, Any]) -> DictNode:
-        """Write each entry as one object; the global RNG streams, when unchanged since this
-        checkpointer's previous checkpoint (training that never draws from them), reuse that
-        checkpoint's object instead of being serialised again. (Should a gc have taken it
-        meanwhile, the commit finds it missing and writes it again from ``payloads``.)"""
+        """Write each entry as one object; the global RNG streams, when unchanged since the
+        last checkpoint written to this store in this process (training that never draws from
+        them: every epoch checkpoint of every trial of a search), reuse that checkpoint's object
+        instead of being serialised again. (Should a gc have taken it meanwhile, the commit
+        finds it missing and writes it again from ``payloads``.)"""
         entries = []
         for name, payload in payloads.items():
             if name != RNG:
                 entries.append((name, self.store.put(payload, what=f"checkpoint entry {name!r}")))
                 continue
-            digest = fingerprint(payload, name="the global RNG streams")
-            if self._rng_leaf is None or self._rng_leaf[0] != digest:
-                self._rng_leaf = (digest, self.store.put(payload, what=f"checkpoint entry {name!r}"))
-            entries.append((name, self._rng_leaf[1]))
+            entries.append((name, _RNG_OBJECTS.leaf(self.store, payload)))
         return DictNode(tuple(entries))
 
     def _prune(self, newest: int | None, finishing: bool = False) -> None:
@@ -467,6 +489,11 @@ class Checkpointer(ClosesOnExit):
     def steps(self) -> list[int]:
         """Committed checkpoint steps of this key, ascending."""
         return self._catalog.steps()
+
+    def known(self) -> Known | None:
+        """This key's checkpoint steps and the manifests this Checkpointer committed, as its
+        last prune listed them (None: not listed yet), for ``Checkpoints.drop``."""
+        return self._catalog.known()
 
     def released(self) -> dict[str, int]:
         """With ``free_pruned=False``: the objects of pruned checkpoints that no kept one

@@ -16,7 +16,7 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 
 from pipeline import CheckpointError, ConfigError, StageCache, Store
-from pipeline.store.tree import DictNode
+from pipeline.store.tree import DictNode, leaves
 from pipeline.training import (
     Background,
     BestK,
@@ -520,6 +520,62 @@ def test_unchanged_global_rng_streams_reuse_their_object_changed_ones_are_writte
         adapters.restore_rng(store.load(manifest.outputs)["_rng"])
         assert random.getstate() == expected
         again.close()
+
+
+def test_the_next_checkpointer_on_a_store_reuses_the_rng_object_and_rewrites_it_if_it_is_gone(tmp_path):
+    """Trials of a search: each a Checkpointer of its own, none drawing from the global streams.
+    The second's checkpoint references the object the first wrote (not serialised again); if
+    that object vanished meanwhile (a gc), the commit writes it again and the checkpoint restores."""
+    import random
+
+    store = Store(tmp_path / "s")
+    first = Checkpointer(store=store, name="a", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+    state = first.restore(fresh())
+    first.step(0, state, {"val_loss": 0.5})
+    first.close()
+    leaf = store.checkpoints("a", "default").read(1).outputs.get("_rng")
+    (obj,) = (tmp_path / "s" / "objects").glob(f"*/{leaf.object[2:]}*")
+    os.utime(obj, (1e9, 1e9))
+    second = Checkpointer(store=store, name="b", save=EveryNEpochs(1), keep=KeepAll(), writer=Sync())
+    second.step(0, second.restore(fresh()), {"val_loss": 0.5})
+    assert store.checkpoints("b", "default").read(1).outputs.get("_rng").object == leaf.object
+    assert obj.stat().st_mtime == 1e9  # referenced, not written again
+    obj.unlink()  # a gc took it
+    expected = random.getstate()
+    second.step(1, state, {"val_loss": 0.5})
+    second.close()
+    assert store.checkpoints("b", "default").read(2).outputs.get("_rng").object == leaf.object
+    assert obj.exists()  # written again by the commit
+    random.seed(1)
+    from pipeline.training import adapters
+
+    adapters.restore_rng(store.load(store.checkpoints("b", "default").read(2).outputs)["_rng"])
+    assert random.getstate() == expected
+
+
+def test_pruning_its_own_checkpoints_reads_no_manifest_back(tmp_path, monkeypatch):
+    """The catalog remembers the manifests it committed: a prune drops the previous checkpoint
+    and hands back exactly the objects only it referenced, without reading any manifest."""
+    store = Store(tmp_path / "s")
+    reads: list[str] = []
+    parse = store._parse_manifest
+    monkeypatch.setattr(store, "_parse_manifest", lambda rel: reads.append(rel) or parse(rel))
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync(), free_pruned=False)
+    state = ckpt.restore(fresh())
+    reads.clear()
+    objects = {}
+    for epoch in range(3):
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+        written = store.checkpoints("run", "default").read(epoch + 1)
+        objects[epoch + 1] = {leaf.object for leaf in leaves(written.outputs)}
+        reads.clear()  # (the test's own read)
+    ckpt.finish(state)
+    assert reads == []
+    assert store.checkpoints("run", "default").steps() == [3]
+    released = {path.rpartition("/")[2].partition(".")[0] for path in ckpt.released()}
+    dropped = (objects[1] | objects[2]) - objects[3]
+    assert {o[2:] for o in dropped} == released and dropped  # the model and generator of steps 1, 2
 
 
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
