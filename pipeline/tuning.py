@@ -36,7 +36,6 @@ and reports it (``on_trial``, the result) once that commit has landed.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import functools
 import math
@@ -54,7 +53,6 @@ from .keys import search_key as search_key_of
 from .runs import record_trial
 from .samplers import check_train_fn, distributions, make_sampler
 from .search_records import (
-    FACTS,
     commit_best,
     load_best,
     search_index,
@@ -67,139 +65,20 @@ from .search_records import (
 from .store import Manifest, Store
 from .store.checkpoints import Known, free_objects
 from .training.policies import EarlyStopping
-from .trial_commits import DEFERRED, Commit, Committer, Deferred, DeferringStage
+from .trial_commits import DEFERRED, Commit, Committer, Deferred
+from .trial_run import RELEASED, TRIAL, TrialStage, run_trial
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
 
 INDEX_EVERY = 1.0
 """Seconds between rewrites of a search's trial table while it runs (and once at its end):
 the table is informational, the committed trials are the record, and rewriting all of it
 after every short trial cost milliseconds each."""
-_TRIAL: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_optuna_trial", default=None)
-_RELEASED: contextvars.ContextVar[dict[str, int] | None] = contextvars.ContextVar("pipeline_released", default=None)
 FREE_EVERY = 30.0
 """Seconds at least between two sweeps that free the objects of trials' dropped epoch
 checkpoints (and at least 20 times the last sweep took: a sweep reads every manifest of the
 store). Each sweep is gc's set-aside protocol; one per search run at its end too. A killed
 run leaves what it had not freed yet to ``gc`` (unreferenced objects, never a result's)."""
 MapFn = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
-
-
-class TrialCheckpointer:
-    """The Checkpointer a trial's training function gets: it also reports the monitored
-    metric to Optuna each epoch and stops a trial the pruner prunes."""
-
-    def __init__(self, inner: Any, monitor: str | None, intermediate: dict[int, float]) -> None:
-        self._inner = inner
-        self._monitor = monitor
-        self._intermediate = intermediate
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def step(self, epoch: int, state: Any, metrics: Mapping[str, float]) -> bool:
-        stop = self._inner.step(epoch, state, metrics)
-        trial = _TRIAL.get()
-        if self._monitor is None or self._monitor not in metrics:
-            return stop
-        value = float(metrics[self._monitor])
-        self._intermediate[epoch] = value
-        if trial is not None:
-            import optuna
-
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}: {self._monitor}={value:.6g}")
-        return stop
-
-
-def _run_trial(
-    train_fn: Callable[..., Any],
-    params: dict[str, Any],
-    monitor: str | None,
-    checkpointing: TrialCheckpointing,
-    catch: tuple[type[BaseException], ...] = (),
-    early_stopping: EarlyStopping | None = None,
-) -> dict[str, Any]:
-    """The body of a trial stage: train once; return the trial's facts (a TrialFacts as JSON,
-    committed inside the trial's manifest) and its model (the trial's one object).
-
-    Of the Checkpointer's settings only ``early_stopping`` can change a trial's result, so it is
-    an argument of its own, part of the trial's key; ``checkpointing`` (how often and how a
-    trial checkpoints) is not, and may change between runs without retraining finished trials."""
-    import optuna
-
-    intermediate: dict[int, float] = {}
-    inner = _make_checkpointer(checkpointing, early_stopping)
-    ckpt = TrialCheckpointer(inner, monitor, intermediate)
-
-    def record(state: str, value: float | None, reason: str = "", model: Any = None) -> dict[str, Any]:
-        facts = TrialFacts(state, value, dict(params), reason, dict(intermediate), inner.resumed_from is not None)
-        return {"record": facts.to_json(), "model": model}
-
-    try:
-        out = train_fn(dict(params), ckpt)
-    except optuna.TrialPruned as e:
-        return record("pruned", None, str(e))
-    except catch as e:
-        return record("failed", None, f"{type(e).__name__}: {e}")
-    finally:
-        try:
-            inner.close()
-        finally:
-            _release(inner.store, inner.released())
-            if (deferred := DEFERRED.get()) is not None:
-                deferred.checkpoints = inner.known()
-    value, model = out if isinstance(out, tuple) else (out, None)
-    if isinstance(value, (list, tuple, dict)) or value is None:
-        raise PipelineError(f"tune: the training function must return a number or (number, model), got {out!r}")
-    value = float(value)
-    if math.isnan(value):
-        return record("failed", None, "objective is NaN", model)
-    return record("complete", value, "", model)
-
-
-class _TrialStage(DeferringStage):
-    """The trial stage: its facts ride in its manifest's ``extra``, its model is its one object
-    (a finished trial is one object and one manifest: two files, each fsynced with its directory).
-    A search run in one process defers its commit to the committer thread (``DeferringStage``)."""
-
-    def split_result(self, value: Any) -> tuple[Any, dict[str, Any]]:
-        return {"model": value["model"]}, {FACTS: value["record"]}
-
-    def join_result(self, manifest: Manifest, served: Any) -> Any:
-        facts = manifest.extra.get(FACTS)
-        if facts is None:  # committed before the facts moved into the manifest: a record object
-            return served
-        return {"record": facts, "model": served["model"]}
-
-
-def _release(store: Store, objects: dict[str, int]) -> None:
-    """Objects of a trial's pruned epoch checkpoints: to the search running it, which frees
-    them with others in one sweep; else (a trial in a worker process) freed now."""
-    sink = _RELEASED.get()
-    if sink is not None:
-        sink.update(objects)
-    elif objects:
-        free_objects(store, objects)
-
-
-def _make_checkpointer(checkpointing: TrialCheckpointing, early_stopping: EarlyStopping | None) -> Any:
-    """The trial's Checkpointer, under the trial stage's key.
-
-    Epoch checkpoints of a trial are written without fsync unless ``durable=True``: a power
-    cut can then tear only checkpoints, which restore verifies and skips (resuming from an
-    older one or from scratch), while the trial's committed result stays fsynced. This keeps
-    per-trial overhead near zero on disks where fsync costs tens of milliseconds. The
-    checkpoint after the last epoch is skipped (``SkipFinal``): the trial's result, committed
-    right after, supersedes it. Pruned checkpoints' objects are not freed one gc sweep per
-    prune (each sweep reads every manifest of the store) but handed to ``_release``."""
-    from .training import Checkpointer
-
-    kwargs = {**checkpointing.options(early_stopping), "free_pruned": False}  # freed by _release
-    running = current_stage()
-    if running is not None and not checkpointing.durable:
-        kwargs.update(store=running.store.relaxed(), name=running.stage, key=running.key)
-    return Checkpointer(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -304,7 +183,7 @@ class _SearchRun:
         self.running = current_stage()  # a search inside a stage reports its trials to that run
         self.cache = StageCache(store, run_id=self.running.run_id if self.running else None)
         self.store = self.cache.store
-        self.stage = _TrialStage(self.cache, _run_trial, name=f"{search.name}.trial", version=None,
+        self.stage = TrialStage(self.cache, run_trial, name=f"{search.name}.trial", version=None,
                                  ignore=["catch", "checkpointing"])  # fmt: skip
         self.dists = search._dists
         self.sampler = make_sampler(search.sampler, search.seed, self.dists)
@@ -375,7 +254,7 @@ class _SearchRun:
     def run(self) -> SearchResult:
         # Every trial keys the same training code: its code fingerprint is computed once per run.
         with remembering_code():
-            token = _RELEASED.set(self.released)
+            token = RELEASED.set(self.released)
             done = False
             try:
                 self._run_trials()
@@ -384,7 +263,7 @@ class _SearchRun:
                 try:
                     self.committer.close(report=done)  # the last trial's commit lands (and is reported)
                 finally:
-                    _RELEASED.reset(token)
+                    RELEASED.reset(token)
                     if self._index_dirty:  # the trial table as this run leaves it, also when a trial raised
                         self._flush_index()
                     self._free_released()
@@ -427,7 +306,7 @@ class _SearchRun:
         is left to :meth:`_finish` (the committer thread). Not within a batch: a trial must not
         wait for the lease of one asked with it whose commit has not started."""
         deferred = Deferred() if defer else None
-        tokens = _TRIAL.set(trial), DEFERRED.set(deferred)
+        tokens = TRIAL.set(trial), DEFERRED.set(deferred)
         try:
             return self.stage.call(*args), deferred
         except BaseException:
@@ -436,7 +315,7 @@ class _SearchRun:
             raise
         finally:
             DEFERRED.reset(tokens[1])
-            _TRIAL.reset(tokens[0])
+            TRIAL.reset(tokens[0])
 
     def _seed_from_earlier_searches(self) -> None:
         """Not a rerun of this very search: seed it with finished trials of earlier searches of

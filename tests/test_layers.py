@@ -36,6 +36,7 @@ RANK: dict[str, float] = {
     "trials": 4.3,
     "search_records": 4.4,
     "trial_commits": 4.45,
+    "trial_run": 4.47,
     "tuning": 4.5,
     "tracking": 4.6,
     "history": 4.65,
