@@ -42,6 +42,10 @@ class Checkpoints:
         found = (layout.step_of(rel, self._dir) for rel in self._store._backend.list(self._dir))
         return sorted(s for s in found if s is not None)
 
+    def exists(self, step: int) -> bool:
+        """True when ``step`` has a manifest (one ``stat``; not read or checked)."""
+        return self._store._backend.exists(layout.manifest_path(self.stage, self.key, step))
+
     def read(self, step: int) -> Manifest:
         """The manifest of ``step``, checked (seal, stage, key, step). FileNotFoundError when
         there is none; ValueError when it is damaged or not this key's (left in place:

@@ -6,6 +6,14 @@ so a keep policy can be applied without rereading manifests, and deletes the man
 the policy does not keep, freeing at once the objects no other manifest references
 (``Checkpoints.prune``; ``free_pruned=False`` hands them to the owner in ``released``). A tagged checkpoint
 is pinned: never pruned.
+
+A Checkpointer prunes after every checkpoint it commits. It lists the key's steps once (at
+``restore``, or at its first prune) and then keeps that list itself (``prune(listed=True)``):
+what it commits is added, what it prunes or quarantines removed. Checkpoints another writer of
+the same key adds meanwhile go unseen (they are kept, never pruned by mistake), and before it
+deletes anything the steps that are to stay are checked to be still there (a ``stat`` each
+instead of a listing): one deleted from outside sends the prune back to a fresh listing, so
+it never deletes the older checkpoint in favour of one that is gone.
 """
 
 from __future__ import annotations
@@ -41,8 +49,18 @@ class Catalog:
         self._lock = threading.Lock()
 
     def steps(self) -> list[int]:
-        """Steps with a manifest in the store, ascending."""
-        return self.checkpoints.steps()
+        """Steps with a manifest in the store, ascending (listed now, and remembered)."""
+        steps = self.checkpoints.steps()
+        with self._lock:
+            self._steps = list(steps)
+        return steps
+
+    def known_steps(self) -> list[int]:
+        """The steps as last listed, kept up to date since (listed now if never listed)."""
+        with self._lock:
+            if self._steps is not None:
+                return list(self._steps)
+        return self.steps()
 
     def read(self, step: int) -> Manifest:
         """The manifest of ``step``; ValueError / KeyError / TypeError when it is unusable."""
@@ -74,9 +92,10 @@ class Catalog:
         with self._lock:
             return None if self._steps is None else Known(list(self._steps), dict(self._manifests))
 
-    def records(self) -> list[Record]:
-        """Every readable checkpoint of this key (manifests read once, then remembered)."""
-        steps = self.steps()
+    def records(self, listed: bool = False) -> list[Record]:
+        """Every readable checkpoint of this key (manifests read once, then remembered);
+        ``listed``: of the steps as last listed and kept up to date since, without listing again."""
+        steps = self.known_steps() if listed else self.checkpoints.steps()
         with self._lock:
             known = dict(self._records)
         fresh = {}
@@ -94,13 +113,17 @@ class Catalog:
             self._manifests = {s: m for s, m in self._manifests.items() if s in fresh}
         return [fresh[s] for s in sorted(fresh)]
 
-    def prune(self, keep: KeepPolicy | None, protected: set[int]) -> list[int]:
-        """Delete the manifests ``keep`` does not keep (protected steps always stay)."""
+    def prune(self, keep: KeepPolicy | None, protected: set[int], *, listed: bool = False) -> list[int]:
+        """Delete the manifests ``keep`` does not keep (protected steps always stay);
+        ``listed``: judged over the steps as last listed and kept up to date since (see the
+        module docstring), not a fresh listing."""
         if keep is None:
             return []
-        records = self.records()
+        records = self.records(listed)
         survivors = retained(records, keep, protected)
         doomed = [r.step for r in records if r.step not in survivors]
+        if doomed and listed and not all(self.checkpoints.exists(r.step) for r in records if r.step in survivors):
+            return self.prune(keep, protected)  # one that stays was deleted from outside: judge a fresh listing
         if doomed:
             try:
                 tagged = self._tags.by_entry()

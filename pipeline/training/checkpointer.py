@@ -417,11 +417,11 @@ class Checkpointer(ClosesOnExit):
         if self._resumed_from is not None and not finishing:
             protected.add(self._resumed_from)
         if self._monitor is not None:
-            records = self._catalog.records()
+            records = self._catalog.records(listed=True)
             best = best_of(records, *self._monitor)
             if best is not None:
                 protected.add(best.step)
-        self._catalog.prune(self.keep, protected)
+        self._catalog.prune(self.keep, protected, listed=True)
 
     def _load_best(self, state: TrainState) -> None:
         """Put the best checkpoint's entries into ``state`` (after pending writes land)."""
@@ -453,7 +453,7 @@ class Checkpointer(ClosesOnExit):
         self.close()
         if self.stopping is not None and self.stopping.restore_best:
             self._load_best(state)
-        steps = self._catalog.steps()
+        steps = self._catalog.known_steps()
         self._prune(newest=steps[-1] if steps else None, finishing=True)
         last = state.history[-1] if state.history else {}
         self._emit("finish", state, {k: v for k, v in last.items() if k != "epoch"})

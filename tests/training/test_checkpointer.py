@@ -578,6 +578,44 @@ def test_pruning_its_own_checkpoints_reads_no_manifest_back(tmp_path, monkeypatc
     assert {o[2:] for o in dropped} == released and dropped  # the model and generator of steps 1, 2
 
 
+def test_pruning_lists_the_steps_once_at_restore_not_at_every_checkpoint(tmp_path, monkeypatch):
+    """restore() lists the key's steps; the prunes after each checkpoint and at finish judge
+    that list as kept up to date since (a listing per checkpoint cost each trial of a search
+    ten system calls and more, in the thread that competes with training for the GIL)."""
+    store = Store(tmp_path / "s")
+    lists: list[str] = []
+    listing = store._backend.list
+    monkeypatch.setattr(store._backend, "list", lambda prefix: lists.append(prefix) or listing(prefix))
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync())
+    state = ckpt.restore(fresh())
+    assert len([p for p in lists if p.startswith("checkpoints/")]) == 1
+    lists.clear()
+    for epoch in ckpt.epochs(state, 4):
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+    ckpt.finish(state)
+    assert [p for p in lists if p.startswith("checkpoints/")] == []
+    assert on_disk(store) == [4]
+
+
+def test_a_kept_checkpoint_deleted_from_outside_sends_the_prune_back_to_a_listing(store):
+    """The prune judges the steps it remembers, but checks that those it keeps are still there:
+    with LatestN(2), step 2 deleted behind its back, committing step 3 must keep step 1 (the
+    latest two on disk are 1 and 3), not delete it in favour of the step that is gone."""
+    ckpt = Checkpointer(store=store, name="run", keep=LatestN(2), writer=Sync())
+    state = ckpt.restore(fresh())
+    for epoch in range(2):
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+    assert on_disk(store) == [1, 2]
+    store.checkpoints("run", "default").delete(2)  # another process, a user, a gc of that key
+    state.model.partial_fit(X, Y, classes=[0, 1])
+    ckpt.step(2, state, {"val_loss": 0.5})
+    assert on_disk(store) == [1, 3]
+    ckpt.finish(state)
+    assert on_disk(store) == [1, 3]
+
+
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
     """No thread start per save (it cost the training loop up to 37 ms on a loaded machine),
     nor per Checkpointer (a search's trials, one after another): a closed writer's thread
