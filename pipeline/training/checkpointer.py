@@ -65,7 +65,7 @@ from .policies import (
     best_of,
     members,
 )
-from .progress import ProgressEvent, emit, tracker_for
+from .progress import ProgressEvent, emit, listened, tracker_for
 from .state import ClosesOnExit, TrainState
 from .writer import Background, WritePolicy, Writer, check_writer
 
@@ -512,6 +512,8 @@ class Checkpointer(ClosesOnExit):
     def _emit(self, kind: str, state: TrainState, metrics: Mapping[str, float] = (), **flags: bool) -> None:
         now = time.perf_counter()
         seconds, self._clock = now - self._clock, now
+        if self._tracker is None and not listened():  # nobody hears it: not built (20 per trial of a search)
+            return
         total = self.total if self.total is not None or kind != "finish" else state.epoch
         event = ProgressEvent(
             kind, self.stage, self.key, state.epoch, total, dict(metrics or {}),

@@ -93,6 +93,11 @@ def tracker_for(sinks: Sequence[Any]) -> Listener:
     return _tracker_factory(list(sinks))
 
 
+def listened() -> bool:
+    """True while some listener is installed (else an event need not even be built)."""
+    return bool(_listeners)
+
+
 def emit(event: ProgressEvent) -> None:
     with _lock:
         targets = list(_listeners)

@@ -163,6 +163,8 @@ class _Jobs:
             self.done.wait_for(lambda: self.pending <= pending)
 
     def take_error(self) -> tuple[str, BaseException] | None:
+        if self.error is None:  # (every step() asks: no lock while nothing failed; set under it)
+            return None
         with self.done:
             failure, self.error = self.error, None
         return failure
