@@ -6,6 +6,8 @@ felt in full when its search waited for them before asking the next trial. A sea
 one process instead hands each trial's commit — save and commit the result (the protocol of
 every stage, fsync included), then release its lease, drop its epoch checkpoints, commit a new
 best and the run's trial event — to one committer thread, and trains the next trial meanwhile.
+The trials' epoch checkpoints are written on that same thread (a lane, ``training.writer.sharing``):
+one background thread per search, none handed over per trial.
 
 What it guarantees (the order of a synchronous search, shifted by one trial):
 
@@ -107,6 +109,11 @@ class Committer:
     def __init__(self) -> None:
         self._writer = Writer(Background())
         self._pending: Commit | None = None
+
+    def lane(self) -> Writer:
+        """The committer's thread, started: the trials' checkpoint writers run on it too
+        (``training.writer.sharing``), one thread per search."""
+        return self._writer.start()
 
     def submit(self, commit: Commit) -> None:
         """Land the commit in flight, then start ``commit``."""

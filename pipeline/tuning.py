@@ -65,6 +65,7 @@ from .search_records import (
 from .store import Manifest, Store
 from .store.checkpoints import Known, free_objects
 from .training.policies import EarlyStopping
+from .training.writer import sharing
 from .trial_commits import DEFERRED, Commit, Committer, Deferred
 from .trial_run import RELEASED, TRIAL, TrialStage, run_trial
 from .trials import Best, SearchRef, SearchResult, TrialCheckpointing, TrialFacts, TrialRecord, TuneResult
@@ -308,7 +309,8 @@ class _SearchRun:
         deferred = Deferred() if defer else None
         tokens = TRIAL.set(trial), DEFERRED.set(deferred)
         try:
-            return self.stage.call(*args), deferred
+            with sharing(self.committer.lane()):  # its checkpoints are written on the committer's thread
+                return self.stage.call(*args), deferred
         except BaseException:
             if deferred is not None:
                 deferred.release()  # (not committed: trained again by the next run)

@@ -10,18 +10,26 @@ most one is in flight: a new job waits for the previous one, or, with
 raised by the next :meth:`Writer.check` — at the next ``step()`` or at ``close()`` — never
 lost: a program that exits without closing waits for the write in flight and has its
 failure printed.
+
+A Writer may also run its jobs on another, open Writer's thread (its *lane*, ``sharing(lane)``
+while Writers are created): a search runs its trials' checkpoint writes on the thread that
+commits its trials, one thread per search instead of one handed over per trial. Each Writer
+still waits only for its own jobs and hears only its own failures; the lane runs them all in
+the order submitted. A lane that has closed takes no more jobs: its Writers then start their own.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import os
 import queue
 import sys
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import CheckpointError, ConfigError, PipelineError
 from ..store.codecs import preload as preload_codecs
@@ -123,39 +131,54 @@ def _finish_at_exit() -> None:
 
 
 class _Jobs:
-    """The queue one writer thread works off, and what it reports back. Held by the thread
-    and its Writer, not the Writer by the thread: a Writer dropped without ``close()`` is
-    collected and its thread stops after the job in flight."""
+    """The queue one writer thread works off, and what it reports back to each job's owner
+    (the ``_Jobs`` of the Writer that submitted it: this one, or one using it as its lane).
+    Held by the thread and its Writer, not the Writer by the thread: a Writer dropped without
+    ``close()`` is collected and its thread stops after the job in flight."""
 
     def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[tuple[str, Callable[[], None]] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[_Jobs, str, Callable[[], None]] | None] = queue.SimpleQueue()
         self.done = threading.Condition()
         self.pending = 0
         self.error: tuple[str, BaseException] | None = None
+        self.gate = threading.Lock()
+        self.open = False
+        """Served by a thread that has not been told to stop: other Writers may queue jobs here."""
 
-    def put(self, what: str, job: Callable[[], None]) -> None:
-        with self.done:
-            self.pending += 1
-        self.queue.put((what, job))
+    def put(self, what: str, job: Callable[[], None], owner: _Jobs | None = None) -> None:
+        owner = self if owner is None else owner
+        with owner.done:
+            owner.pending += 1
+        self.queue.put((owner, what, job))
+
+    def put_if_open(self, what: str, job: Callable[[], None], owner: _Jobs) -> bool:
+        """Queue another Writer's job here unless this queue's thread was told to stop."""
+        with self.gate:
+            if self.open:
+                self.put(what, job, owner)
+            return self.open
 
     def stop(self) -> None:
-        self.queue.put(None)
+        with self.gate:
+            self.open = False
+            self.queue.put(None)
 
     def work(self) -> None:
         while (item := self.queue.get()) is not None:
-            what, job = item
+            owner, what, job = item
             item = None
             try:
                 job()
             except BaseException as e:  # kept and raised in the training thread
-                with self.done:
-                    if self.error is None:
-                        self.error = (what, e)
+                with owner.done:
+                    if owner.error is None:
+                        owner.error = (what, e)
             finally:
                 job = None  # the snapshot it holds is freed now, not at the next job
-                with self.done:
-                    self.pending -= 1
-                    self.done.notify_all()
+                with owner.done:
+                    owner.pending -= 1
+                    owner.done.notify_all()
+            owner = None
 
     def wait(self, pending: int = 0) -> None:
         """Until at most ``pending`` jobs are in flight."""
@@ -170,9 +193,24 @@ class _Jobs:
         return failure
 
 
+_LANE: contextvars.ContextVar[Writer | None] = contextvars.ContextVar("pipeline_writer_lane", default=None)
+
+
+@contextlib.contextmanager
+def sharing(lane: Writer) -> Iterator[Writer]:
+    """Background Writers created in this block run their jobs on ``lane``'s thread (while it
+    is open; see the module docstring)."""
+    token = _LANE.set(lane)
+    try:
+        yield lane
+    finally:
+        _LANE.reset(token)
+
+
 class Writer:
     """Runs checkpoint jobs as its :class:`WritePolicy` says: inline, or in one background
-    thread of its own (started at the first job, kept until :meth:`close`), one job at a time."""
+    thread of its own (started at the first job, kept until :meth:`close`) or of its lane
+    (:func:`sharing`), one job at a time."""
 
     def __init__(self, policy: WritePolicy, *, depth: int = 1) -> None:
         self.policy = check_writer(policy)
@@ -182,6 +220,8 @@ class Writer:
         buffers calls :meth:`ready` before it fills one."""
         self._jobs = _Jobs()
         self._started = False
+        lane = _LANE.get() if self.asynchronous else None
+        self._lane: _Jobs | None = lane._jobs if lane is not None and lane.asynchronous else None
         if self.asynchronous:
             preload_codecs()  # the writer thread must not import them lazily (see preload)
 
@@ -205,13 +245,24 @@ class Writer:
         if self.will_skip(force):
             return False
         self.ready()
-        if not self._started:
+        if self._lane is not None:
+            if self._lane.put_if_open(what, job, self._jobs):
+                _OPEN.add(self._jobs)  # (a program that exits waits for it)
+                return True
+            self._lane = None  # the lane closed: a thread of its own from now on
+        self.start()
+        self._jobs.put(what, job)
+        return True
+
+    def start(self) -> Writer:
+        """Start the background thread now, if not yet (to serve as a lane: :func:`sharing`)."""
+        if self.asynchronous and not self._started:
             self._started = True
+            self._jobs.open = True
             _start(self._jobs)
             _OPEN.add(self._jobs)
             weakref.finalize(self, self._jobs.stop)
-        self._jobs.put(what, job)
-        return True
+        return self
 
     def ready(self) -> None:
         """Until fewer than ``depth`` jobs are in flight (so the oldest snapshot buffer is
@@ -243,5 +294,5 @@ class Writer:
         if self._started:
             self._started = False
             self._jobs.stop()
-            _OPEN.discard(self._jobs)
+        _OPEN.discard(self._jobs)
         self.check()

@@ -616,6 +616,46 @@ def test_a_kept_checkpoint_deleted_from_outside_sends_the_prune_back_to_a_listin
     assert on_disk(store) == [1, 3]
 
 
+def test_writers_sharing_a_lane_run_on_its_thread_and_keep_their_own_waits_and_failures():
+    """A search writes its trials' checkpoints on the thread that commits its trials: Writers
+    created in ``sharing(lane)`` run there in submission order, each waits only for its own
+    jobs and hears only its own failure; once the lane has closed they start their own thread."""
+    import threading
+
+    from pipeline.training.writer import Writer, sharing
+
+    lane = Writer(Background()).start()
+    ran: list[tuple[str, threading.Thread]] = []
+    release = threading.Event()
+    lane.submit("lane job", lambda: (release.wait(10), ran.append(("lane", threading.current_thread()))))
+    with sharing(lane):
+        first, second = Writer(Background()), Writer(Background())
+    assert Writer(Background())._lane is None  # (outside the block: a thread of its own)
+
+    def fail() -> None:
+        ran.append(("fail", threading.current_thread()))
+        raise OSError("disk full")
+
+    first.submit("checkpoint 1", lambda: ran.append(("first", threading.current_thread())))
+    second.submit("checkpoint 2", fail)
+    assert first.busy() and second.busy() and lane.busy()  # queued behind the lane's own job
+    release.set()
+    first.wait()
+    second.wait()
+    lane.wait()
+    assert [name for name, _ in ran] == ["lane", "first", "fail"]
+    assert len({thread for _, thread in ran}) == 1 and ran[0][1] is not threading.main_thread()
+    first.check()  # the failure is second's alone
+    lane.check()
+    with pytest.raises(CheckpointError, match="writing checkpoint 2 failed: OSError: disk full"):
+        second.close()
+    first.close()
+    lane.close()
+    first.submit("after the lane closed", lambda: ran.append(("own", threading.current_thread())))
+    first.close()  # would hang if the job went to the closed lane
+    assert ran[-1][0] == "own"
+
+
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
     """No thread start per save (it cost the training loop up to 37 ms on a loaded machine),
     nor per Checkpointer (a search's trials, one after another): a closed writer's thread
