@@ -142,6 +142,9 @@ class _Heartbeat:
         self._cond = threading.Condition()
         self._due: dict[Lease, float] = {}
         self._thread: threading.Thread | None = None
+        self._wakes = 0.0
+        """When (monotonic) the thread wakes next by itself (0: not waiting yet): a lease due
+        later needs no notify."""
 
     def __reduce__(self) -> tuple:
         return (_Heartbeat, ())  # a store sent to a worker process: its leases there, its own thread
@@ -151,8 +154,10 @@ class _Heartbeat:
             self._due[lease] = time.monotonic() + lease._leasing.ttl / 3
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="pipeline-lease-heartbeat", daemon=True)
+                self._wakes = 0.0
                 self._thread.start()
-            self._cond.notify()
+            if not self._wakes or self._due[lease] < self._wakes:  # (a lease per trial of a search woke it each trial)
+                self._cond.notify()
 
     def remove(self, lease: Lease) -> None:
         """Renewals run holding the lock: once this returns, none of ``lease`` is in flight."""
@@ -169,12 +174,14 @@ class _Heartbeat:
                     else:
                         del self._due[lease]
                 if not self._due:  # idle: end unless a lease comes within IDLE_SECONDS
+                    self._wakes = time.monotonic() + IDLE_SECONDS
                     self._cond.wait(IDLE_SECONDS)
                     if not self._due:
                         self._thread = None
                         return
                     continue
-                self._cond.wait(max(0.0, min(self._due.values()) - time.monotonic()))
+                self._wakes = min(self._due.values())
+                self._cond.wait(max(0.0, self._wakes - time.monotonic()))
 
 
 class Leases:

@@ -237,3 +237,22 @@ def test_one_heartbeat_thread_renews_every_lease_of_a_store(tmp_path):
         assert not beating[0].is_alive(), "an idle heartbeat thread never ended"
     finally:
         locks.IDLE_SECONDS = 5.0
+
+
+def test_a_lease_due_before_the_heartbeat_wakes_is_renewed_in_time(tmp_path):
+    """The heartbeat thread is woken for a new lease only when that one is due before the
+    thread would wake anyway (one lease a trial of a search otherwise woke it each trial): a
+    short-lived lease added while the thread sleeps towards a long one's renewal still lives."""
+    store = Store(tmp_path / "store")
+    long = store.leases.try_acquire("s", "xxh3:" + "a" * 32, Leasing(ttl=60.0))  # thread sleeps ~20 s
+    heartbeat = store.leases._heartbeat
+    deadline = time.monotonic() + 10
+    while heartbeat._wakes == 0.0 and time.monotonic() < deadline:  # (until the thread waits)
+        time.sleep(0.01)
+    assert heartbeat._wakes > time.monotonic() + 5
+    later = store.leases.try_acquire("s", "xxh3:" + "c" * 32, Leasing(ttl=90.0))  # due after: no wake-up
+    short = store.leases.try_acquire("s", "xxh3:" + "b" * 32, Leasing(ttl=0.3))
+    time.sleep(0.9)  # three ttls: alive only if the thread woke for it
+    assert store.leases.holder("s", "xxh3:" + "b" * 32).state() == "live" and not short.lost
+    for lease in (short, long, later):
+        lease.release()
