@@ -403,6 +403,36 @@ def test_global_random_streams_round_trip_in_both_recorded_forms():
         assert ([random.random() for _ in range(3)], np.random.random(3).tolist()) == expected
 
 
+def test_small_plain_json_entries_ride_in_the_manifest_and_restore_exactly(store):
+    """A Generator's state, counters, small dicts: no object of their own (one object write per
+    checkpoint fewer), read back with their exact types; anything JSON would not give back as
+    it is (a tuple, NaN, a big list) stays an object."""
+    ckpt = Checkpointer(store=store, name="run", writer=Background())
+    counters = {"seen": 10**30, "ratio": 0.1, "tags": ["a", None, True], "nested": {"n": -(2**70)}}
+    odd = {"pair": (1, 2), "nan": float("nan")}
+    state = ckpt.restore(TrainState(model=SGDClassifier(loss="log_loss", random_state=0),
+                                    order=np.random.default_rng(1), counters=counters, odd=odd,
+                                    big=list(range(1000))))  # fmt: skip
+    for epoch in ckpt.epochs(state, 2):
+        state.model.partial_fit(X, Y, classes=[0, 1])
+        state.order.permutation(10)
+        ckpt.step(epoch, state, {"val_loss": 0.5})
+    ckpt.finish(state)
+    manifest = store.manifest("run", "default", 2)
+    assert set(manifest.extra["inline"]) == {"order", "counters"}
+    assert set(manifest.outputs.names()) == {"model", "odd", "big", "_rng"}
+    expected_next = state.order.permutation(len(X))
+    again = Checkpointer(store=store, name="run", writer=Sync())
+    restored = again.restore(TrainState(model=SGDClassifier(loss="log_loss", random_state=0),
+                                        order=np.random.default_rng(99), counters={}, odd={}, big=[]))  # fmt: skip
+    assert restored.resumed_from == 2
+    assert restored.counters == counters and type(restored.counters["seen"]) is int
+    assert type(restored.counters["ratio"]) is float and restored.counters["nested"]["n"] == -(2**70)
+    assert restored.odd["pair"] == (1, 2) and type(restored.odd["pair"]) is tuple and np.isnan(restored.odd["nan"])
+    np.testing.assert_array_equal(restored.order.permutation(len(X)), expected_next)
+    again.close()
+
+
 # -- a plain dict as the training state ----------------------------------------------------------
 def test_step_takes_a_plain_dict_of_entries_and_the_run_resumes_from_it(store):
     """The shape many loops keep: ``{"model": m, "epoch": 3}``; "epoch" is not an entry."""
@@ -416,7 +446,8 @@ def test_step_takes_a_plain_dict_of_entries_and_the_run_resumes_from_it(store):
         assert ckpt.step(epoch, loop, {"val_loss": float(1 - loop["model"].score(X, Y))}) is False
     ckpt.finish(TrainState())
     manifest = store.manifest("run", "default", 2)
-    assert set(manifest.outputs.names()) == {"model", "order", "_rng"} and manifest.extra["epoch"] == 2
+    assert set(manifest.outputs.names()) == {"model", "_rng"} and manifest.extra["epoch"] == 2
+    assert set(manifest.extra["inline"]) == {"order"}  # the Generator's state rides in the manifest
     assert [h["epoch"] for h in manifest.extra["history"]] == [1, 2]
 
     resumed = train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
@@ -463,8 +494,9 @@ def test_a_state_step_cannot_use_is_a_checkpoint_error_at_once(store, state, mes
 def test_content_policies_save_what_they_say(store, content, saved):
     ckpt = Checkpointer(store=store, name="run", writer=Sync(), **({"content": content} if content else {}))
     train(ckpt, 1)
-    outputs = store.manifest("run", "default", 1).outputs
-    assert (set(outputs.names()) if isinstance(outputs, DictNode) else None) == saved
+    manifest = store.manifest("run", "default", 1)
+    outputs, inline = manifest.outputs, set(manifest.extra.get("inline", {}))  # (the Generator rides inline)
+    assert (set(outputs.names()) | inline if isinstance(outputs, DictNode) else None) == saved
 
 
 @pytest.mark.parametrize(
@@ -575,7 +607,7 @@ def test_pruning_its_own_checkpoints_reads_no_manifest_back(tmp_path, monkeypatc
     assert store.checkpoints("run", "default").steps() == [3]
     released = {path.rpartition("/")[2].partition(".")[0] for path in ckpt.released()}
     dropped = (objects[1] | objects[2]) - objects[3]
-    assert {o[2:] for o in dropped} == released and dropped  # the model and generator of steps 1, 2
+    assert {o[2:] for o in dropped} == released and dropped  # the models of steps 1, 2 (generators ride inline)
 
 
 def test_pruning_lists_the_steps_once_at_restore_not_at_every_checkpoint(tmp_path, monkeypatch):
