@@ -38,6 +38,7 @@ checked to be identical (same sampler, seed and training), so all do the same wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import platform
@@ -353,17 +354,67 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def profile(args: argparse.Namespace, store: str, setting: str) -> None:
-    """cProfile one from-scratch search; print the library's functions by cumulative time.
-    (The async checkpoint writer thread is not profiled: only the time training waits for it.)"""
+    """cProfile one from-scratch search in every thread (the committer / checkpoint writer
+    thread too), timed by each thread's own CPU clock (``time.thread_time``: waits for the GIL
+    or the disk are not in it); print the library's functions by cumulative CPU, and per
+    thread its CPU and context switches per trial (Linux ``/proc``: a voluntary switch is a
+    wait, mostly for the GIL, a hand-off between threads). Idle writer threads of earlier
+    searches are left to end first, so the search's thread is a new one, profiled from its start."""
     import cProfile
     import pstats
+    import threading
 
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run_ours(args, store, setting)
-    profiler.disable()
-    stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative")
-    stats.print_stats(r"pipeline/|fsync|unlink|bench_tuning", 40)
+    from pipeline.training import writer
+
+    time.sleep(writer.IDLE_SECONDS + 0.5)
+    profilers: list[cProfile.Profile] = []
+
+    def start_thread_profiler(*_: Any) -> None:
+        sys.setprofile(None)
+        profiler = cProfile.Profile(time.thread_time_ns, 1e-9)
+        profilers.append(profiler)
+        profiler.enable()
+
+    main = cProfile.Profile(time.thread_time_ns, 1e-9)
+    before = _thread_counters()
+    threading.setprofile(start_thread_profiler)
+    main.enable()
+    try:
+        run_ours(args, store, setting)
+    finally:
+        main.disable()
+        threading.setprofile(None)
+    after = _thread_counters()
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    print(f"\nper thread, per trial ({N_TRIALS} trials): CPU ms (user + system), voluntary / involuntary "
+          "context switches", file=sys.stderr)  # fmt: skip
+    for tid, (cpu, vol, invol) in sorted(after.items()):
+        c0, v0, i0 = before.get(tid, (0.0, 0, 0))
+        if (cpu - c0, vol - v0) != (0.0, 0):
+            print(f"  {names.get(tid, tid):28s} {(cpu - c0) / N_TRIALS * 1000:7.1f} ms  {(vol - v0) / N_TRIALS:6.1f} / "
+                  f"{(invol - i0) / N_TRIALS:5.1f}", file=sys.stderr)  # fmt: skip
+    stats = pstats.Stats(main, stream=sys.stderr)
+    for profiler in profilers:
+        with contextlib.suppress(TypeError):  # (a thread that ran no Python)
+            stats.add(profiler)
+    stats.sort_stats("cumulative").print_stats(r"pipeline/|fsync|unlink|bench_tuning", 60)
+
+
+def _thread_counters() -> dict[str, tuple[float, int, int]]:
+    """Native thread id -> (CPU seconds, voluntary, involuntary context switches), from /proc."""
+    out: dict[str, tuple[float, int, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            status = Path(f"/proc/self/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        counts = dict(line.split(":\t") for line in status.splitlines() if "ctxt_switches" in line)
+        out[tid] = ((int(fields[11]) + int(fields[12])) / tick, int(counts["voluntary_ctxt_switches"]),
+                    int(counts["nonvoluntary_ctxt_switches"]))  # fmt: skip
+    return out
 
 
 def check_same_values(results: dict[str, list[dict[str, Any]]]) -> None:
