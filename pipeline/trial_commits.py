@@ -111,9 +111,10 @@ class Committer:
         self._pending: Commit | None = None
 
     def lane(self) -> Writer:
-        """The committer's thread, started: the trials' checkpoint writers run on it too
-        (``training.writer.sharing``), one thread per search."""
-        return self._writer.start()
+        """The committer's writer: the trials' checkpoint writers run on its thread too
+        (``training.writer.sharing``), one thread per search, started at the first job (a
+        fully cached search starts none)."""
+        return self._writer
 
     def submit(self, commit: Commit) -> None:
         """Land the commit in flight, then start ``commit``."""

@@ -220,8 +220,9 @@ class Writer:
         buffers calls :meth:`ready` before it fills one."""
         self._jobs = _Jobs()
         self._started = False
+        self._closed = False
         lane = _LANE.get() if self.asynchronous else None
-        self._lane: _Jobs | None = lane._jobs if lane is not None and lane.asynchronous else None
+        self._lane: Writer | None = lane if lane is not None and lane.asynchronous else None
         if self.asynchronous:
             preload_codecs()  # the writer thread must not import them lazily (see preload)
 
@@ -245,8 +246,9 @@ class Writer:
         if self.will_skip(force):
             return False
         self.ready()
-        if self._lane is not None:
-            if self._lane.put_if_open(what, job, self._jobs):
+        lane = self._lane
+        if lane is not None:
+            if not lane._closed and lane.start()._jobs.put_if_open(what, job, self._jobs):
                 _OPEN.add(self._jobs)  # (a program that exits waits for it)
                 return True
             self._lane = None  # the lane closed: a thread of its own from now on
@@ -255,7 +257,9 @@ class Writer:
         return True
 
     def start(self) -> Writer:
-        """Start the background thread now, if not yet (to serve as a lane: :func:`sharing`)."""
+        """Start the background thread now, if not yet (a lane starts at its first job, its own
+        or that of a Writer sharing it; once closed it takes no more from those)."""
+        self._closed = False
         if self.asynchronous and not self._started:
             self._started = True
             self._jobs.open = True
@@ -290,6 +294,7 @@ class Writer:
 
     def close(self) -> None:
         """Wait for the write in flight, hand the thread back, raise a failure."""
+        self._closed = True
         self.wait()
         if self._started:
             self._started = False

@@ -687,6 +687,14 @@ def test_writers_sharing_a_lane_run_on_its_thread_and_keep_their_own_waits_and_f
     first.close()  # would hang if the job went to the closed lane
     assert ran[-1][0] == "own"
 
+    idle = Writer(Background())  # a lane that never ran a job of its own starts at its sharers' first
+    with sharing(idle):
+        sharer = Writer(Background())
+    sharer.submit("checkpoint", lambda: ran.append(("sharer", threading.current_thread())))
+    sharer.close()
+    assert ran[-1][0] == "sharer" and idle._started
+    idle.close()
+
 
 def test_background_writes_run_in_one_thread_that_the_next_writer_reuses(store, monkeypatch):
     """No thread start per save (it cost the training loop up to 37 ms on a loaded machine),
