@@ -1,0 +1,107 @@
+"""gc dropping a manifest on a real S3 server (SeaweedFS) while a writer commits the same key.
+
+The interleaving is driven at the wire: a botocore ``before-send`` hook on the gc's own S3
+clients (its botocore client and s3fs's aiobotocore one) lets a second store — its own
+clients, its own real PUT — commit the key just before gc's DELETE request of that manifest
+leaves. Whatever gc sends then (a plain delete, the delete half of a copy + delete, a
+conditional one), the commit that landed first must survive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import urllib.parse
+from typing import Callable, Iterator
+
+from pipeline import StageCache, Store
+from pipeline.store import drops, layout
+from pipeline.store.keep import LatestN
+from pipeline.store.lifecycle import Retention
+from pipeline.store.retention import gc
+from tests.store.test_mirror import produce, runs
+
+
+def _clients(store: Store) -> list:
+    """The S3 clients a store on ``s3://`` sends its requests with (botocore's, s3fs's)."""
+    backend = store._backend
+    clients = [backend._reader.client] if backend._reader is not None else []
+    s3fs = backend.fs._fs
+    s3fs.connect()
+    return [*clients, s3fs.s3]
+
+
+@contextlib.contextmanager
+def before_delete_of(store: Store, rel: str, action: Callable[[], None]) -> Iterator[list[str]]:
+    """Run ``action`` (once) in the instant before ``store`` sends a DELETE request naming ``rel``
+    (DeleteObject, or DeleteObjects with it in its body); yields the operations it ran before."""
+    key = urllib.parse.quote(f"{store._backend.root.partition('/')[2]}/{rel}")
+    seen: list[str] = []
+
+    def names_rel(request) -> bool:
+        body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
+        return key in request.url or urllib.parse.unquote(key).encode() in body
+
+    def hook(request, event_name, **_):
+        if seen or not names_rel(request):
+            return None
+        seen.append(event_name.rpartition(".")[2])
+        try:
+            loop = asyncio.get_running_loop()  # s3fs's client: its request waits, its loop is free
+        except RuntimeError:
+            action()
+            return None
+        return _none_after(loop.run_in_executor(None, action))
+
+    clients = _clients(store)
+    events = ("before-send.s3.DeleteObject", "before-send.s3.DeleteObjects")
+    for client in clients:
+        for event in events:
+            client.meta.events.register(event, hook, unique_id=f"s3gc-{id(hook)}-{event}")
+    try:
+        yield seen
+    finally:
+        for client in clients:
+            for event in events:
+                client.meta.events.unregister(event, unique_id=f"s3gc-{id(hook)}-{event}")
+
+
+async def _none_after(future) -> None:
+    await future  # None: botocore takes a handler's non-None answer for the response
+
+
+def _stage_results(store: Store, tmp_path) -> tuple:
+    stage = StageCache(store).wrap(produce, ignore=["log"])
+    keys = [stage.call(seed, str(tmp_path / "log")).manifest.key for seed in range(2)]
+    return stage, keys
+
+
+def test_a_commit_of_the_same_key_just_before_gcs_delete_on_s3_is_not_lost(s3_server, tmp_path):
+    """gc plans to drop ``keys[0]`` (LatestN(1)); a rerun of that key (``--force``, another
+    process) commits right before gc's DELETE of the manifest. Copy + delete (s3fs ``mv``)
+    deleted the fresh commit, and the aside copy was the dropped one: the commit was lost."""
+    url, options = s3_server.new_url(), s3_server.storage_options
+    store = Store(url, **options)
+    stage, keys = _stage_results(store, tmp_path)
+    rel = layout.manifest_path("produce", keys[0])
+    rerun = dataclasses.replace(store.manifest("produce", keys[0]), created="2099-01-01T00:00:00+00:00", run_id="rerun")
+    writer = Store(url, **options)  # the rerun's own store: its own clients and connections
+    with before_delete_of(store, rel, lambda: writer.commit(rerun)) as seen:
+        report = gc(store, Retention(LatestN(1)))
+    assert seen, "gc never sent a DELETE of the manifest: the interleaving did not happen"
+    assert Store(url, **options).manifest("produce", keys[0]) == rerun, "the rerun's commit was lost"
+    assert report.dropped_manifests == 0  # what was there when it deleted was not what it planned to drop
+    log = tmp_path / "log"
+    assert stage.call(0, str(log)).hit and runs(log) == 2  # the committed result is there, objects too
+    assert drops.dropped(store._backend, rel) != drops.ident(rerun)
+
+
+def test_gc_on_s3_still_drops_what_nobody_commits_again(s3_server, tmp_path):
+    url, options = s3_server.new_url(), s3_server.storage_options
+    store = Store(url, **options)
+    stage, keys = _stage_results(store, tmp_path)
+    assert gc(store, Retention(LatestN(1))).dropped_manifests == 1
+    assert Store(url, **options).manifest("produce", keys[0]) is None
+    assert not [rel for rel in store._backend.list(layout.DROPPED) if layout.dropping_manifest(rel)]  # none aside
+    log = tmp_path / "log"
+    assert stage.call(1, str(log)).hit and not stage.call(0, str(log)).hit and runs(log) == 3
