@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from . import layout
+from . import layout, unchanged
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -129,13 +129,12 @@ def apply(target: Store, rel: str, which: Ident, data: bytes) -> bool:
     that very commit (not a later one); True when a copy was deleted."""
     target._backend.write_atomic(layout.dropped_path(rel), data, durable=target.durable)
     try:
-        theirs = target._parse_manifest(rel)
+        held = unchanged.read(target, rel)
     except (FileNotFoundError, ValueError, TypeError, KeyError):
         return False
-    if ident(theirs) != which:
+    if ident(held.manifest) != which:
         return False
-    target._backend.delete(rel)
-    return True
+    return unchanged.delete(target, rel, held)  # on S3 only the version read: a later copy pushed meanwhile stays
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,31 @@ class FsspecBackend:
                 for rel, got in fetched:
                     yield rel, got.data if isinstance(got, Got) else got
 
+    def read_tagged(self, rel: str) -> Got | None:
+        """The bytes at ``rel`` with the ETag of that very version, for ``delete_tagged``;
+        None when this store can't delete conditionally (no plain S3 client, or a server
+        that ignores ``If-Match`` on DeleteObject: probed once)."""
+        if not self._deletes_conditionally:
+            return None
+        with described(rel, self.url, "read", missing="raise"):
+            return self._reader.get(rel)  # type: ignore[union-attr]
+
+    def delete_tagged(self, rel: str, etag: str) -> bool:
+        """Delete ``rel`` only if it still is the version ``etag`` (``read_tagged``) names: a
+        write of ``rel`` since stays. True when deleted."""
+        with described(rel, self.url, "delete"):
+            deleted = self._reader.delete_if(rel, etag)  # type: ignore[union-attr]
+        if deleted and self.index is not None and layout.is_manifest(rel):
+            self.index.gone(rel)
+        return deleted
+
+    @functools.cached_property
+    def _deletes_conditionally(self) -> bool:
+        if self._reader is None:
+            return False
+        with described(layout.TMP, self.url):
+            return self._reader.deletes_conditionally(layout.temp_path())
+
     def move(self, rel: str, dest: str) -> None:
         with described(rel, self.url, "move", missing="raise"):
             self.fs.mv(self._path(rel), self._path(dest))

@@ -6,8 +6,10 @@ With a :class:`~pipeline.store.lifecycle.Retention` (keep policies per stage, se
 (``lifecycle.plan``: never a pinned entry, a search's best-so-far record, a result the
 latest successful run of a flow used, or the checkpoint a live run resumes from); their
 objects are then candidates whatever their age. Without one, it only deletes objects.
-A dropped manifest is recorded (``drops``), moved aside, checked and only then deleted: a
-commit of the same key that lands meanwhile is put back, never deleted with it. Last, the
+A dropped manifest is recorded (``drops``), then deleted only as the very commit that was
+checked: on S3 by a conditional delete naming the version read (``unchanged``), elsewhere
+moved aside, checked and only then deleted. A commit of the same key that lands meanwhile
+stays (or is put back), never deleted with it. Last, the
 drop records no mirror needs any more are removed (``drops.prune``).
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
@@ -46,7 +48,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, IntegrityError
 from ..progress_bar import track
-from . import drops, layout
+from . import drops, layout, unchanged
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
 from .mirror import place
@@ -230,28 +232,39 @@ def _drop(store: Store, planned: Manifest) -> bool:
     """Delete a manifest the plan dropped, unless what is there now is another commit (a
     writer committed the same key again since the plan was made).
 
-    The manifest is moved aside first (one rename on local disk) and what was moved is
-    checked: a commit of the same key that landed after the check above is put back, never
-    deleted. A gc killed with a manifest aside: the next gc settles it (``_settle_aside``)."""
+    Where the store deletes conditionally (S3's ``If-Match``, see ``unchanged``) the delete
+    names the version that was read and checked: a commit of the same key landing after
+    that read is another version and stays. Elsewhere the manifest is moved aside first
+    (one rename on local disk) and what was moved is checked: a commit that landed after
+    the read is put back, never deleted. A gc killed with a manifest aside: the next gc
+    settles it (``_settle_aside``)."""
     rel = manifest_rel(planned)
     try:
-        now = store._parse_manifest(rel)
+        held = unchanged.read(store, rel)
     except (FileNotFoundError, ValueError, TypeError, KeyError):
         return False
-    if now != planned:
+    if held.manifest != planned:
         return False
     mirrors = [place(m.url) for m in store.mirrors.mirrors] if store.mirrors is not None else []
     data = drops.record(store._backend, rel, planned, mirrors=mirrors, durable=store.durable)  # first: never unrecorded
+    if held.tag is not None:
+        if not unchanged.delete(store, rel, held):
+            return False
+    elif not _move_and_settle(store, rel):
+        return False
+    if store.mirrors is not None:
+        store.mirrors.dropped(store, rel, drops.ident(planned), data)
+    return True
+
+
+def _move_and_settle(store: Store, rel: str) -> bool:
+    """Move the manifest at ``rel`` aside and settle it: True when it was the dropped one."""
     aside = layout.dropping_path(rel)
     try:
         store._backend.move(rel, aside)
     except FileNotFoundError:
         return False
-    if not _settle_aside(store, aside, rel):
-        return False
-    if store.mirrors is not None:
-        store.mirrors.dropped(store, rel, drops.ident(planned), data)
-    return True
+    return _settle_aside(store, aside, rel)
 
 
 def _settle_aside(store: Store, aside: str, rel: str) -> bool:
