@@ -10,7 +10,7 @@ import itertools
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import StoreError
-from . import layout
+from . import layout, unchanged
 from .backend import HashingWriter, Stat, Writer
 from .manifest_cache import ManifestCache
 from .oserrors import describe_oserror, described
@@ -102,9 +102,14 @@ class FsspecBackend:
         staged.data = b""
 
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        if self.index is not None and layout.is_manifest(rel):
+        manifest = layout.is_manifest(rel)
+        if self.index is not None and manifest:
             self.index.put(rel, data)  # before the manifest (see ``manifest_index``)
         self._put_raw(rel, data)
+        if manifest and not self._deletes_conditionally and unchanged.lost_to_a_drop(self, rel):
+            if self.index is not None:  # gc drops by copy + delete here: written again if deleted
+                self.index.put(rel, data)
+            self.create(rel, data)
 
     def _put_raw(self, rel: str, data: bytes) -> None:
         with described(rel, self.url):

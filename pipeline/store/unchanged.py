@@ -7,15 +7,21 @@ deletes conditionally (``If-Match`` on DeleteObject: AWS S3, SeaweedFS; the back
 the server once), the manifest is read with the ETag of that very version and the delete
 names it: a later commit is another version and stays. Elsewhere (a local directory, an
 S3 server that ignores the header) ``Held.tag`` is None and the caller keeps its own
-protocol (``retention._drop`` moves the manifest aside, one rename on local disk).
+protocol (``retention._drop`` moves the manifest aside, one rename on local disk); on an
+object store without conditional deletes that move is a copy + delete, and the writer does
+its half (``lost_to_a_drop``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import layout
+
 if TYPE_CHECKING:
+    from .backend import Backend
     from .manifest import Manifest
     from .store import Store
 
@@ -47,3 +53,29 @@ def delete(store: Store, rel: str, held: Held) -> bool:
         store._backend.delete(rel)
         return True
     return bool(store._backend.delete_tagged(rel, held.tag))  # type: ignore[attr-defined]
+
+
+SETTLE_SECONDS = 30.0
+"""How long a writer waits at most for a gc to settle a manifest it moved aside (``lost_to_a_drop``)."""
+_POLL_SECONDS = 0.02
+
+
+def lost_to_a_drop(backend: Backend, rel: str) -> bool:
+    """The writer's half where a store can't delete conditionally, asked right after a
+    manifest was written to ``rel``: True when a gc may have deleted it and it must be written
+    again (only if ``rel`` is still empty: ``create``, so a later commit there stays).
+
+    A gc dropping an older commit of that key by copy + delete (``retention._move_and_settle``)
+    deletes a PUT that lands between its copy and its delete, and its aside copy is then the
+    dropped one. Such a gc wrote the drop record before its copy. So when ``rel`` has a record,
+    this waits until no copy of ``rel`` is aside (that gc settled; at most ``SETTLE_SECONDS``:
+    a killed gc's aside waits for the next gc), then says whether ``rel`` is gone. Without a
+    record (the usual case: one HEAD) no gc had started dropping ``rel`` when the write landed,
+    and one that starts now copies this commit aside and puts it back."""
+    if not backend.exists(layout.dropped_path(rel)):
+        return False
+    folder = layout.dropped_path(rel).rpartition("/")[0]
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while any(layout.dropping_manifest(r) == rel for r in backend.list(folder)) and time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+    return not backend.exists(rel)

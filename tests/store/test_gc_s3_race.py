@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
+import time
 import urllib.parse
 from typing import Callable, Iterator
 
@@ -19,7 +21,7 @@ from pipeline.store import drops, layout
 from pipeline.store.keep import LatestN
 from pipeline.store.lifecycle import Retention
 from pipeline.store.retention import gc
-from tests.store.test_mirror import produce, runs
+from tests.store.test_mirror import make_value, produce, runs
 
 
 def _clients(store: Store) -> list:
@@ -94,6 +96,49 @@ def test_a_commit_of_the_same_key_just_before_gcs_delete_on_s3_is_not_lost(s3_se
     log = tmp_path / "log"
     assert stage.call(0, str(log)).hit and runs(log) == 2  # the committed result is there, objects too
     assert drops.dropped(store._backend, rel) != drops.ident(rerun)
+
+
+def test_without_conditional_deletes_the_writer_writes_its_commit_again(s3_server, tmp_path):
+    """A server that ignores ``If-Match`` on DeleteObject (both stores are told so, as their probe
+    would find): gc drops by copy + delete, the rerun's PUT lands between them and is deleted.
+    The writer, seeing the drop record and the aside copy, waits for gc to settle and writes its
+    commit again."""
+    url, options = s3_server.new_url(), s3_server.storage_options
+    store, writer, watcher = (Store(url, **options) for _ in range(3))
+    for s in (store, writer):
+        s._backend._deletes_conditionally = False  # what the probe says of such a server
+    stage, keys = _stage_results(store, tmp_path)
+    rel = layout.manifest_path("produce", keys[0])
+    rerun = dataclasses.replace(store.manifest("produce", keys[0]), created="2099-01-01T00:00:00+00:00", run_id="rerun")
+    failed: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            writer.commit(rerun, value=make_value(0))
+        except BaseException as e:  # noqa: BLE001 (reported by the test)
+            failed.append(e)
+
+    rerunning = threading.Thread(target=commit)
+
+    def rerun_put_lands() -> None:  # the rerun's PUT is on the server; the rest of its commit goes on
+        rerunning.start()
+        deadline = time.monotonic() + 30
+        while watcher.manifest("produce", keys[0]) != rerun and not failed and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    with before_delete_of(store, rel, rerun_put_lands) as seen:
+        gc(store, Retention(LatestN(1)))
+    rerunning.join(timeout=60)
+    assert seen and not rerunning.is_alive() and not failed, failed
+    assert Store(url, **options).manifest("produce", keys[0]) == rerun, "the rerun's commit was lost"
+    log = tmp_path / "log"
+    assert stage.call(0, str(log)).hit and runs(log) == 2
+
+
+def test_seaweedfs_deletes_conditionally_and_the_probe_leaves_nothing(s3_server):
+    store = Store(s3_server.new_url(), **s3_server.storage_options)
+    assert store._backend._deletes_conditionally
+    assert list(store._backend.list(layout.TMP)) == []
 
 
 def test_gc_on_s3_still_drops_what_nobody_commits_again(s3_server, tmp_path):
