@@ -25,10 +25,12 @@ commit it names. ``gc`` removes one (:func:`prune`) when all of these hold:
 Then the mirrors' copies of the record go first and the store's last: a crash in between
 leaves the store's record, which ``push`` copies again; never a mirror's record orphaned.
 (Their directories, one per stage, stay: removing one could race a gc writing a record into it.)
-The store's record is read again just before it is deleted, so one a concurrent gc wrote
-there since (it dropped a later commit of that key) stays; two gcs at once can still race in
-the instant between that read and the delete, which at worst lets a mirror that missed the
-later drop keep (and serve) that later result: never a wrong result, never one lost.
+The store's record is deleted only as the record that was checked (:func:`remove`: on S3 a
+conditional delete naming its ETag, on local disk moved aside and checked), so one a
+concurrent gc wrote there since (it dropped a later commit of that key) stays. (On an S3
+server without conditional deletes the move is a copy + delete, and a record written in
+between can still go: at worst a mirror that missed that later drop keeps, and serves, that
+later result: never a wrong result, never one lost.)
 A record whose commit the store itself still holds (a gc killed between the record and the
 delete) drops nothing anywhere: it is removed, and no mirror's copy is deleted for it.
 """
@@ -84,14 +86,57 @@ def read(backend: Backend, rel: str) -> Drop | None:
     """The drop record of the manifest at ``rel``; None when there is none (or it is unreadable:
     an unreadable record drops nothing — at worst an entry comes back, never one is lost)."""
     try:
-        doc = json.loads(bytes(backend.read(layout.dropped_path(rel))))
+        return _parse(rel, bytes(backend.read(layout.dropped_path(rel))))
+    except FileNotFoundError:
+        return None
+
+
+def _parse(rel: str, raw: bytes) -> Drop | None:
+    try:
+        doc = json.loads(raw)
         mirrors = doc.get("mirrors")
         owed = None if mirrors is None else tuple(str(u) for u in mirrors)
         return Drop(rel, (str(doc["created"]), str(doc["run_id"])), float(doc.get("time", 0.0)), owed)
-    except FileNotFoundError:
-        return None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def remove(backend: Backend, d: Drop) -> bool:
+    """Delete the record ``d`` if it still is the one at its path; True when deleted. A gc that
+    dropped a later commit of that key meanwhile wrote its own record there: that one stays.
+
+    Where the store deletes conditionally (S3), the delete names the version read and checked;
+    elsewhere the record is moved aside (one rename on local disk), checked, and put back
+    unless it was ``d`` (a gc killed in between: the next gc puts it back, ``retention``)."""
+    rrel = layout.dropped_path(d.manifest)
+    read_tagged = getattr(backend, "read_tagged", None)
+    try:
+        got = read_tagged(rrel) if read_tagged is not None else None
+    except FileNotFoundError:
+        return False
+    if got is not None and got.etag:
+        return _parse(d.manifest, got.data) == d and bool(backend.delete_tagged(rrel, got.etag))  # type: ignore[attr-defined]
+    aside = layout.dropping_path(rrel)
+    try:
+        backend.move(rrel, aside)
+    except FileNotFoundError:
+        return False
+    return settle_aside(backend, aside, rrel, d)
+
+
+def settle_aside(backend: Backend, aside: str, rrel: str, d: Drop | None = None) -> bool:
+    """A record gc moved aside from ``rrel`` (``remove``): deleted if it is ``d``; else put back,
+    unless another record is at ``rrel`` by now (a later drop's: it stays). True when deleted."""
+    try:
+        raw = bytes(backend.read(aside))
+    except FileNotFoundError:
+        return False
+    if d is not None and _parse(d.manifest, raw) == d:
+        backend.delete(aside)
+        return True
+    backend.create(rrel, raw)  # no clobber: a record written there since is the later drop's
+    backend.delete(aside)
+    return False
 
 
 def dropped(backend: Backend, rel: str) -> Ident | None:
@@ -165,9 +210,7 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
             kept += 1
             continue
         if here:  # the drop never happened (a gc killed between the record and the delete)
-            if read(store._backend, d.manifest) == d:
-                store._backend.delete(rrel)
-                removed += 1
+            removed += remove(store._backend, d)
             continue
         owed = set(given) | set(d.mirrors or ())
         if not owed <= set(given):
@@ -202,9 +245,8 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
             targets[where] = None
             kept += 1
             continue
-        if read(store._backend, d.manifest) != d:  # a gc dropped a later commit there meanwhile: its record
+        if not remove(store._backend, d):  # a gc dropped a later commit there meanwhile: its record stays
             kept += 1
             continue
-        store._backend.delete(rrel)
         removed += 1
     return PruneReport(removed, kept)

@@ -291,8 +291,11 @@ def _settle_aside(store: Store, aside: str, rel: str) -> bool:
 
 
 def _settle_all(store: Store) -> None:
-    """Manifests an earlier gc moved aside and was killed before it settled (see ``_drop``)."""
+    """Manifests (and drop records) an earlier gc moved aside and was killed before it settled
+    (see ``_drop``, ``drops.remove``)."""
     for rel in list(store._backend.list(layout.DROPPED)):
         origin = layout.dropping_manifest(rel)
-        if origin is not None:
+        if origin is not None and origin.startswith(layout.DROPPED + "/"):
+            drops.settle_aside(store._backend, rel, origin)  # a record: put back (a later gc prunes it again)
+        elif origin is not None:
             _settle_aside(store, rel, origin)

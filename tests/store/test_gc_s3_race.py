@@ -37,12 +37,13 @@ def _clients(store: Store) -> list:
 def before_delete_of(store: Store, rel: str, action: Callable[[], None]) -> Iterator[list[str]]:
     """Run ``action`` (once) in the instant before ``store`` sends a DELETE request naming ``rel``
     (DeleteObject, or DeleteObjects with it in its body); yields the operations it ran before."""
-    key = urllib.parse.quote(f"{store._backend.root.partition('/')[2]}/{rel}")
+    key = f"{store._backend.root.partition('/')[2]}/{rel}"
     seen: list[str] = []
 
     def names_rel(request) -> bool:
         body = request.body if isinstance(request.body, bytes) else str(request.body or "").encode()
-        return key in request.url or urllib.parse.unquote(key).encode() in body
+        path = urllib.parse.unquote(urllib.parse.urlsplit(request.url).path)
+        return path.endswith("/" + key) or f"<Key>{key}</Key>".encode() in body
 
     def hook(request, event_name, **_):
         if seen or not names_rel(request):
@@ -87,7 +88,7 @@ def test_a_commit_of_the_same_key_just_before_gcs_delete_on_s3_is_not_lost(s3_se
     stage, keys = _stage_results(store, tmp_path)
     rel = layout.manifest_path("produce", keys[0])
     rerun = dataclasses.replace(store.manifest("produce", keys[0]), created="2099-01-01T00:00:00+00:00", run_id="rerun")
-    writer = Store(url, **options)  # the rerun's own store: its own clients and connections
+    writer = Store(url, **options, skip_instance_cache=True)  # the rerun's own store: its own clients
     with before_delete_of(store, rel, lambda: writer.commit(rerun)) as seen:
         report = gc(store, Retention(LatestN(1)))
     assert seen, "gc never sent a DELETE of the manifest: the interleaving did not happen"
@@ -104,7 +105,7 @@ def test_without_conditional_deletes_the_writer_writes_its_commit_again(s3_serve
     The writer, seeing the drop record and the aside copy, waits for gc to settle and writes its
     commit again."""
     url, options = s3_server.new_url(), s3_server.storage_options
-    store, writer, watcher = (Store(url, **options) for _ in range(3))
+    store, writer, watcher = (Store(url, **options, skip_instance_cache=True) for _ in range(3))
     for s in (store, writer):
         s._backend._deletes_conditionally = False  # what the probe says of such a server
     stage, keys = _stage_results(store, tmp_path)
@@ -150,3 +151,28 @@ def test_gc_on_s3_still_drops_what_nobody_commits_again(s3_server, tmp_path):
     assert not [rel for rel in store._backend.list(layout.DROPPED) if layout.dropping_manifest(rel)]  # none aside
     log = tmp_path / "log"
     assert stage.call(1, str(log)).hit and not stage.call(0, str(log)).hit and runs(log) == 3
+
+
+def test_a_record_a_second_gc_writes_while_the_first_removes_the_old_one_stays_on_s3(s3_server, tmp_path):
+    url, options = s3_server.new_url(), s3_server.storage_options
+    first, second = (Store(url, **options, skip_instance_cache=True) for _ in range(2))
+    two_gcs_on_one_record(first, second, tmp_path, lambda rrel, action: before_delete_of(first, rrel, action))
+
+
+def two_gcs_on_one_record(first: Store, second: Store, tmp_path, before_removal) -> None:
+    """gc ``first`` removes the old drop record of a key (no mirror needs it) while gc ``second``
+    drops a later commit of that key and writes its record at the same path, in the instant before
+    ``first``'s removal: the later record must stay (a mirror that missed that drop must not give
+    the later commit back)."""
+    _stage, keys = _stage_results(first, tmp_path)
+    rel = layout.manifest_path("produce", keys[0])
+    committed = first.manifest("produce", keys[0])
+    assert gc(first, Retention(LatestN(1))).dropped_manifests == 1
+    rerun = dataclasses.replace(committed, created="2020-01-01T00:00:00+00:00", run_id="rerun")
+    first.commit(rerun, value=make_value(0))  # a later commit of that key, older than keys[1]: the next drop
+    dropped = []
+    with before_removal(layout.dropped_path(rel), lambda: dropped.append(gc(second, Retention(LatestN(1))))) as seen:
+        report = gc(first, record_seconds=0)
+    assert seen and [r.dropped_manifests for r in dropped] == [1]  # the interleaving happened
+    assert drops.dropped(first._backend, rel) == drops.ident(rerun), "the second gc's record was deleted"
+    assert report.records == drops.PruneReport(kept=1)
