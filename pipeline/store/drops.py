@@ -16,7 +16,10 @@ commit it names. ``gc`` removes one (:func:`prune`) when all of these hold:
 - it is older than ``RECORD_SECONDS``: a replication or ``mirror push`` that read the entry
   before it was dropped has long finished writing it (it would otherwise land after the check);
 - every mirror it names (those the store had when it was dropped) is among the mirrors gc
-  was given, so none is out of sight (a ``gc`` run without the mirrors keeps the records);
+  was given, so none is out of sight (a ``gc`` run without the mirrors keeps the records),
+  unless the record is older than ``FORGET_SECONDS``: a mirror out of the configuration that
+  long counts as removed from it (should it come back, at worst it gives back an entry
+  dropped since: never a wrong result, never one lost);
 - every one of those and of the mirrors gc was given is reachable now, holds the record (it
   applied the drop: an empty directory where a mirror's disk is not mounted has not) and does
   not hold that commit. One that lacks the record or holds the commit is caught up now
@@ -55,6 +58,8 @@ Ident = tuple[str, str]
 
 RECORD_SECONDS = 7 * 86400.0
 """How long a drop record is kept at least (see the module docstring)."""
+FORGET_SECONDS = 90 * 86400.0
+"""How long a record is kept for a mirror it names that ``gc`` is not given (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,9 @@ class PruneReport:
     still held the commit (caught up now)."""
 
 
-def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None = None) -> PruneReport:
+def prune(
+    store: Store, *, older_than: float = RECORD_SECONDS, forget_after: float = FORGET_SECONDS, now: float | None = None
+) -> PruneReport:
     """Remove the drop records no mirror needs any more (the rule in the module docstring)."""
     from .mirror import MIRROR_ERRORS, place
 
@@ -214,8 +221,10 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
             continue
         owed = set(given) | set(d.mirrors or ())
         if not owed <= set(given):
-            kept += 1
-            continue
+            if now - d.time < forget_after:
+                kept += 1
+                continue
+            owed &= set(given)  # out of the configuration that long: removed from it
         clean = True
         for where in sorted(owed):
             if where not in targets:

@@ -96,10 +96,12 @@ def gc(
     dry_run: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     record_seconds: float = drops.RECORD_SECONDS,
+    forget_seconds: float = drops.FORGET_SECONDS,
 ) -> GcReport:
     """Drop the manifests ``retention`` does not keep, then delete unreferenced objects older
     than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files;
-    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``)."""
+    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``; a
+    mirror they name that gc is not given counts as removed after ``forget_seconds``)."""
     if not grace_seconds >= MIN_GRACE_SECONDS:
         raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
     backend = store._backend
@@ -152,7 +154,7 @@ def gc(
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
         index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
-    records = drops.prune(store, older_than=record_seconds, now=start)
+    records = drops.prune(store, older_than=record_seconds, forget_after=forget_seconds, now=start)
     return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided, records=records)
 
 

@@ -238,3 +238,18 @@ def test_a_gc_killed_with_a_drop_record_aside_is_put_back_by_the_next(tmp_path):
     gc(store)
     assert drops.dropped(store._backend, rel) == drops.ident(store.manifest("produce", key))
     assert not [r for r in store._backend.list(layout.DROPPED) if r.endswith(".aside")]
+
+
+def test_records_owed_to_a_mirror_removed_from_the_configuration_go_after_the_forget_window(tmp_path):
+    """They were kept forever: every gc since runs without that mirror."""
+    primary, stage, keys = filled(tmp_path, Store(tmp_path / "m"))
+    gc(primary, Retention(LatestN(1)))
+    other = Store(tmp_path / "other")
+    moved = Store(tmp_path / "p", mirrors=[other])  # the old mirror is out of the configuration, another one in
+    assert gc(moved, record_seconds=0).records == drops.PruneReport(kept=2)  # not yet: it may come back
+    assert gc(moved, record_seconds=0, forget_seconds=0).records == drops.PruneReport(kept=2)  # the new one caught up
+    assert len(records(other)) == 2
+    assert gc(moved, record_seconds=0, forget_seconds=0).records == drops.PruneReport(removed=2)
+    assert records(moved) == records(other) == set()
+    log = tmp_path / "log"
+    assert stage.call(2, str(log)).hit and runs(log) == 3  # the kept result stays
