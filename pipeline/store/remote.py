@@ -19,6 +19,8 @@ from .s3 import Got, S3Reader, client_error
 READERS = 16
 """Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
 READ_AHEAD = 256
+_CONDITIONAL: dict[tuple[str, str], bool] = {}
+"""Whether the server (endpoint, bucket) honours ``If-Match`` on DeleteObject, as probed."""
 
 
 class _RemoteStaged:
@@ -264,8 +266,11 @@ class FsspecBackend:
     def _deletes_conditionally(self) -> bool:
         if self._reader is None:
             return False
-        with described(layout.TMP, self.url):
-            return self._reader.deletes_conditionally(layout.temp_path())
+        server = (self._reader.endpoint, self._reader.bucket)
+        if server not in _CONDITIONAL:  # once per server and process (a probe is 5 requests: ~20 ms)
+            with described(layout.TMP, self.url):
+                _CONDITIONAL[server] = self._reader.deletes_conditionally(layout.temp_path())
+        return _CONDITIONAL[server]
 
     def move(self, rel: str, dest: str) -> None:
         with described(rel, self.url, "move", missing="raise"):

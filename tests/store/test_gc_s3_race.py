@@ -17,7 +17,7 @@ import urllib.parse
 from typing import Callable, Iterator
 
 from pipeline import StageCache, Store
-from pipeline.store import drops, layout
+from pipeline.store import drops, layout, remote
 from pipeline.store.keep import LatestN
 from pipeline.store.lifecycle import Retention
 from pipeline.store.retention import gc
@@ -137,6 +137,7 @@ def test_without_conditional_deletes_the_writer_writes_its_commit_again(s3_serve
 
 
 def test_seaweedfs_deletes_conditionally_and_the_probe_leaves_nothing(s3_server):
+    remote._CONDITIONAL.clear()  # probed afresh (once per server and process otherwise)
     store = Store(s3_server.new_url(), **s3_server.storage_options)
     assert store._backend._deletes_conditionally
     assert list(store._backend.list(layout.TMP)) == []
