@@ -32,6 +32,8 @@ _IGNORED = {"use_listings_cache", "skip_instance_cache", "listings_expiry_time",
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _NOT_MATCHED = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 """A conditional request whose precondition did not hold (or, 409, raced another write)."""
+_REFUSED = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
+"""A request header the server does not take."""
 
 
 class Listed(NamedTuple):
@@ -124,32 +126,34 @@ class S3Reader:
         except Exception as e:
             if _status(e) in (404, 409, 412) or _code(e) in _MISSING | _NOT_MATCHED:
                 return False  # 409: a write of the key raced the delete (AWS): not deleted
+            if _status(e) in (400, 501) or _code(e) in _REFUSED:
+                raise OSError(errno.EOPNOTSUPP, f"the server refuses a conditional delete ({_code(e)})") from e
             raise _os_error(e, rel, "delete") from e
         return True
 
     def deletes_conditionally(self, probe_rel: str) -> bool:
         """True when the server honours ``If-Match`` on DeleteObject: a probe object at
         ``probe_rel`` survives a delete naming another ETag and goes with one naming its own.
-        A server that ignores the header (it deletes anyway) or refuses it says False."""
+        False when it ignores the header (it deletes anyway), refuses it (400, 501), or this
+        client may not delete. Any other failure raises: a passing error must not switch a gc
+        to the copy + delete protocol while writers elsewhere rely on conditional deletes."""
         key = self._key(probe_rel)
         try:
             etag = _etag(self.client.put_object(Bucket=self.bucket, Key=key, Body=b"if-match probe").get("ETag"))
-        except Exception as e:
-            raise _os_error(e, probe_rel, "write") from e
-        try:
-            if etag and not self.delete_if(probe_rel, "0" * 32):
-                self.head(probe_rel)  # still there: the precondition held it back
+            try:
+                if not etag or self.delete_if(probe_rel, "0" * 32) or not _exists(self, probe_rel):
+                    return False  # no ETag to name, or the header was ignored: it deleted
                 return self.delete_if(probe_rel, etag) and not _exists(self, probe_rel)
-            return False
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            if isinstance(e, ConnectionError):
+            finally:
+                with contextlib.suppress(Exception):  # a probe left behind is a temp file: gc removes it
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as e:
+            refused = _os_error(e, probe_rel, "write")
+            if refused.errno == errno.EOPNOTSUPP or isinstance(refused, PermissionError):
+                return False  # (denied: this client can't delete, its writes take the other protocol's half)
+            if refused is e:
                 raise
-            return False  # a refusal of the header (400, 501): no conditional deletes here
-        finally:
-            with contextlib.suppress(Exception):  # a probe left behind is a temp file: gc removes it
-                self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise refused from e
 
     def list(self, prefix: str) -> Iterator[Listed]:
         """Every key under the folder ``prefix`` (relative to the store), its sub-folders
