@@ -40,7 +40,6 @@ delete) drops nothing anywhere: it is removed, and no mirror's copy is deleted f
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -106,9 +105,15 @@ def _parse(rel: str, raw: bytes) -> Drop | None:
         return None
 
 
+def _names(raw: bytes, d: Drop) -> bool:
+    """True when the record ``raw`` is of the commit ``d`` names (a record of a later drop is not)."""
+    theirs = _parse(d.manifest, raw)
+    return theirs is not None and theirs.which == d.which
+
+
 def remove(backend: Backend, d: Drop) -> bool:
-    """Delete the record ``d`` if it still is the one at its path; True when deleted. A gc that
-    dropped a later commit of that key meanwhile wrote its own record there: that one stays.
+    """Delete the record ``d`` if the one at its path still names that commit; True when deleted.
+    A gc that dropped a later commit of that key meanwhile wrote its own record there: it stays.
 
     Where the store deletes conditionally (S3), the delete names the version read and checked;
     elsewhere the record is moved aside (one rename on local disk), checked, and put back
@@ -120,7 +125,7 @@ def remove(backend: Backend, d: Drop) -> bool:
     except FileNotFoundError:
         return False
     if got is not None and got.etag:
-        return _parse(d.manifest, got.data) == d and bool(backend.delete_tagged(rrel, got.etag))  # type: ignore[attr-defined]
+        return _names(got.data, d) and bool(backend.delete_tagged(rrel, got.etag))  # type: ignore[attr-defined]
     aside = layout.dropping_path(rrel)
     try:
         backend.move(rrel, aside)
@@ -130,13 +135,13 @@ def remove(backend: Backend, d: Drop) -> bool:
 
 
 def settle_aside(backend: Backend, aside: str, rrel: str, d: Drop | None = None) -> bool:
-    """A record gc moved aside from ``rrel`` (``remove``): deleted if it is ``d``; else put back,
+    """A record gc moved aside from ``rrel`` (``remove``): deleted if it names ``d``'s commit; else put back,
     unless another record is at ``rrel`` by now (a later drop's: it stays). True when deleted."""
     try:
         raw = bytes(backend.read(aside))
     except FileNotFoundError:
         return False
-    if d is not None and _parse(d.manifest, raw) == d:
+    if d is not None and _names(raw, d):
         backend.delete(aside)
         return True
     backend.create(rrel, raw)  # no clobber: a record written there since is the later drop's
@@ -247,8 +252,7 @@ def prune(
             continue
         try:
             for where in sorted(owed):  # the mirrors' records first, the store's last
-                with contextlib.suppress(FileNotFoundError):
-                    targets[where]._backend.delete(rrel)  # type: ignore[union-attr]
+                remove(targets[where]._backend, d)  # type: ignore[union-attr]  (a later drop's record stays)
         except MIRROR_ERRORS as e:
             given[where].failed(e, f"drop record {rrel}", warn=False)
             targets[where] = None
