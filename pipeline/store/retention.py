@@ -9,8 +9,8 @@ objects are then candidates whatever their age. Without one, it only deletes obj
 A dropped manifest is recorded (``drops``), then deleted only as the very commit that was
 checked: on S3 by a conditional delete naming the version read (``unchanged``), elsewhere
 moved aside, checked and only then deleted. A commit of the same key that lands meanwhile
-stays (or is put back), never deleted with it. Last, the
-drop records no mirror needs any more are removed (``drops.prune``).
+stays (or is put back), never deleted with it. Last, the drop records no mirror needs any
+more are removed (``drops.prune``), each only as the record that was checked.
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
 best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
