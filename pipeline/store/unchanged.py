@@ -57,6 +57,8 @@ def delete(store: Store, rel: str, held: Held) -> bool:
 
 SETTLE_SECONDS = 30.0
 """How long a writer waits at most for a gc to settle a manifest it moved aside (``lost_to_a_drop``)."""
+STALE_SECONDS = 600.0
+"""An aside older than this is a killed gc's (the next gc settles it): a writer does not wait for it."""
 _POLL_SECONDS = 0.02
 
 
@@ -68,14 +70,21 @@ def lost_to_a_drop(backend: Backend, rel: str) -> bool:
     A gc dropping an older commit of that key by copy + delete (``retention._move_and_settle``)
     deletes a PUT that lands between its copy and its delete, and its aside copy is then the
     dropped one. Such a gc wrote the drop record before its copy. So when ``rel`` has a record,
-    this waits until no copy of ``rel`` is aside (that gc settled; at most ``SETTLE_SECONDS``:
-    a killed gc's aside waits for the next gc), then says whether ``rel`` is gone. Without a
+    this waits until no copy of ``rel`` is aside (that gc settled; at most ``SETTLE_SECONDS``,
+    and not for an aside older than ``STALE_SECONDS``: a killed gc's, the next gc settles it),
+    then says whether ``rel`` is gone. Without a
     record (the usual case: one HEAD) no gc had started dropping ``rel`` when the write landed,
     and one that starts now copies this commit aside and puts it back."""
     if not backend.exists(layout.dropped_path(rel)):
         return False
     folder = layout.dropped_path(rel).rpartition("/")[0]
     deadline = time.monotonic() + SETTLE_SECONDS
-    while any(layout.dropping_manifest(r) == rel for r in backend.list(folder)) and time.monotonic() < deadline:
+
+    def settling() -> bool:  # an aside of a gc killed long ago is not waited for (clocks may differ a little)
+        now = time.time()
+        asides = (st for r, st in backend.scan(folder) if layout.dropping_manifest(r) == rel)
+        return any(now - st.mtime < STALE_SECONDS for st in asides)
+
+    while settling() and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
     return not backend.exists(rel)

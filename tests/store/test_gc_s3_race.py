@@ -177,3 +177,29 @@ def two_gcs_on_one_record(first: Store, second: Store, tmp_path, before_removal)
     assert seen and [r.dropped_manifests for r in dropped] == [1]  # the interleaving happened
     assert drops.dropped(first._backend, rel) == drops.ident(rerun), "the second gc's record was deleted"
     assert report.records == drops.PruneReport(kept=1)
+
+
+def test_a_writer_does_not_wait_for_the_aside_of_a_gc_killed_long_ago(s3_server, tmp_path, monkeypatch):
+    """Without conditional deletes: a gc killed with a manifest aside leaves it until the next gc.
+    A writer of that key waits for a young aside (at most ``SETTLE_SECONDS``), not for a stale one."""
+    from pipeline.store import unchanged
+
+    store = Store(s3_server.new_url(), **s3_server.storage_options, skip_instance_cache=True)
+    store._backend._deletes_conditionally = False
+    _stage, keys = _stage_results(store, tmp_path)
+    rel = layout.manifest_path("produce", keys[0])
+    committed = store.manifest("produce", keys[0])
+    drops.record(store._backend, rel, committed)
+    store._backend.move(rel, layout.dropping_path(rel))  # ... and killed
+    rerun = dataclasses.replace(committed, created="2099-01-01T00:00:00+00:00", run_id="rerun")
+    monkeypatch.setattr(unchanged, "SETTLE_SECONDS", 3.0)
+    t = time.monotonic()
+    store.commit(rerun)
+    assert time.monotonic() - t >= 3.0  # a young aside: waited for it to settle
+    monkeypatch.setattr(unchanged, "STALE_SECONDS", 0.0)
+    t = time.monotonic()
+    store.commit(dataclasses.replace(rerun, run_id="again"))
+    assert time.monotonic() - t < 3.0  # (a few requests)
+    gc(store)  # settles it: the aside is the dropped commit, a later one is there
+    assert store.manifest("produce", keys[0]).run_id == "again"
+    assert not [r for r in store._backend.list(layout.DROPPED) if layout.dropping_manifest(r)]
