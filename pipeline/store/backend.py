@@ -388,7 +388,21 @@ class LocalBackend:
         return self._inside(os.path.dirname(path))
 
     def _inside(self, directory: str) -> bool:
-        """True when no symbolic link leads ``directory`` out of its place in the store."""
+        """True when no symbolic link leads ``directory`` out of its place in the store: none of
+        its components below the root is a link (one ``lstat`` each, up to the first missing
+        one: nothing below it exists; ``realpath`` costs 20-70 us)."""
+        names = directory[len(self._prefix) :].split("/") if _POSIX and directory.startswith(self._prefix) else None
+        if names is not None and not _ODD_NAMES.intersection(names):
+            path = self.root
+            for name in names:
+                path = f"{path}/{name}"
+                try:
+                    mode = os.lstat(path).st_mode
+                except (FileNotFoundError, NotADirectoryError):
+                    return True
+                if stat_module.S_ISLNK(mode):
+                    return False
+            return True
         return os.path.realpath(directory) == os.path.normpath(
             os.path.join(self._real_root, os.path.relpath(directory, self.root))
         )
@@ -536,6 +550,8 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
 
 
 _POSIX = os.sep == "/" and os.altsep is None
+_ODD_NAMES = frozenset(("", ".", ".."))
+"""Path components ``_inside`` leaves to ``realpath`` (never in a path the layout makes)."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
