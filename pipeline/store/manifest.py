@@ -210,8 +210,11 @@ def dumps(doc: dict[str, Any]) -> bytes:
             pass
         else:
             if out.isascii() and b"\x7f" not in out:  # (the standard encoder escapes DEL too)
-                out = _SMALL_EXPONENT.sub(rb"e-0\1", out.replace(b"  ", b" "))
-                out = _TINY_DECIMAL.sub(_respelled, out)
+                out = out.replace(b"  ", b" ")
+                if b"e-" in out:  # (a search is cheaper than a regex scan, and most find nothing)
+                    out = _SMALL_EXPONENT.sub(rb"e-0\1", out)
+                if b"0.0000" in out:
+                    out = _TINY_DECIMAL.sub(_respelled, out)
                 if orjson.loads(out) == doc:
                     return out
     return json.dumps(doc, indent=1, sort_keys=True).encode()
