@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import os
 import platform
@@ -157,9 +158,14 @@ class _Round:
         inside one ``functools.reduce`` (the C function callgrind collects in and dumps after)."""
         import resource
 
-        if self.counting:
-            out = functools.reduce(_collect(ours), range(self.calls), [])
-            functools.reduce(_collect(floor), range(self.calls), [])
+        if self.counting:  # (the cyclic gc off: its collections would land in one batch or another)
+            gc.collect()
+            gc.disable()
+            try:
+                out = functools.reduce(_collect(ours), range(self.calls), [])
+                functools.reduce(_collect(floor), range(self.calls), [])
+            finally:
+                gc.enable()
             return out
         walls, cpus, fwalls, fcpus, out = [], [], [], [], []
         u0 = resource.getrusage(resource.RUSAGE_SELF).ru_utime
@@ -431,15 +437,18 @@ _WEIGHTS = {
 each), then its object and its manifest (each commit's missing check is inside its manifest's figure)."""
 
 
+def _header(columns: list[str], before_columns: list[str], before: bool) -> list[str]:
+    """A table's head and rule: ``operation``, ``columns``, and ``before_columns`` if ``before``."""
+    names = ["operation", *columns, *(before_columns if before else [])]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
 def _table(rounds: dict[str, list[dict[str, dict[str, float]]]]) -> list[str]:
     med = statistics.median
     before = rounds.get("before")
-    head = "| operation | ours CPU us | ours wall us | floor CPU / wall us | ours / floor CPU |"
-    rule = "|---|---|---|---|---|"
-    if before:
-        head += " before CPU us | before wall us | ours / before CPU | ours / before wall |"
-        rule += "---|---|---|---|"
-    lines = [head, rule]
+    lines = _header(["ours CPU us", "ours wall us", "floor CPU / wall us", "ours / floor CPU"],
+                    ["before CPU us", "before wall us", "ours / before CPU", "ours / before wall"],
+                    bool(before))  # fmt: skip
     for op in OPS:
         ours = [r[op] for r in rounds["ours"]]
         row = (f"| {op} | {med([o['cpu'] for o in ours]):.0f} | {med([o['wall'] for o in ours]):.0f} | "
@@ -461,13 +470,9 @@ def _table(rounds: dict[str, list[dict[str, dict[str, float]]]]) -> list[str]:
 
 def _counted_table(counted: dict[str, dict[str, tuple[float, float]]], calls: int) -> list[str]:
     before = counted.get("before")
-    head = "| operation | ours k instr. | floor k instr. | ours - floor |"
-    rule = "|---|---|---|---|"
-    if before:
-        head += " before k instr. | before - floor | ours / before |"
-        rule += "---|---|---|"
-    lines = ["", f"User-space instructions per call (callgrind, {calls} calls each, one process per tree):", "",
-             head, rule]  # fmt: skip
+    lines = ["", f"User-space instructions per call (callgrind, {calls} calls each, one process per tree):", ""]
+    lines += _header(["ours k instr.", "floor k instr.", "ours - floor"],
+                     ["before k instr.", "before - floor", "ours / before"], bool(before))  # fmt: skip
     for op in OPS:
         ours, floor = counted["ours"][op]
         row = f"| {op} | {ours / 1e3:.1f} | {floor / 1e3:.1f} | {(ours - floor) / 1e3:.1f} |"
