@@ -14,7 +14,8 @@ ORDER = ["_fingerprint_results.md", "_fingerprint_interleaved.md", "_store_resul
          "_tuning_results.md", "_distributed_results.md", "_lazy_results.md", "_retention_results.md",
          "_mirror_results.md", "_safe_formats_results.md", "_store_scale_results.md",
          "_store_scale_s3_results.md", "_store_ops_results.md", "_ls_memory_results.md",
-         "_scale_results.md"]  # fmt: skip
+         "_scale_results.md",
+         "_store_writes_results.md"]  # fmt: skip
 
 
 def demote(text: str) -> str:

@@ -103,11 +103,55 @@ class SymlinkRefused(IntegrityError):
     """A path inside the store is a symbolic link: the store never follows one."""
 
 
-class _LocalStaged:
-    __slots__ = ("tmp", "digest", "size")
+SMALL = 1 << 20
+"""An object up to this size is staged in memory (hashed in one call) and written to its temp
+file only when committed: fsynced before the file is closed, and not at all when a durable
+commit finds the store holds it already."""
 
-    def __init__(self, tmp: str, digest: str, size: int) -> None:
-        self.tmp, self.digest, self.size = tmp, digest, size
+
+class _LocalStaged:
+    __slots__ = ("tmp", "digest", "size", "inline")
+
+    def __init__(self, tmp: str | None, digest: str, size: int, inline: bytes | None = None) -> None:
+        self.tmp, self.digest, self.size, self.inline = tmp, digest, size, inline
+
+
+class _Spool(io.RawIOBase):
+    """The raw sink of a local stage: bytes stay in memory up to ``SMALL``; beyond, they go to a
+    temp file (``open_file()``), hashed on their way (the bytes held so far first)."""
+
+    def __init__(self, open_file: Callable[[], tuple[str, Any]]) -> None:
+        self._held: bytearray | None = bytearray()
+        self._open_file = open_file
+        self.tmp: str | None = None
+        self.file: Any = None
+        self.hashing: HashingWriter | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        held = self._held
+        if held is not None:
+            n = len(b) if type(b) is bytes else memoryview(b).nbytes
+            if len(held) + n <= SMALL:
+                held += b
+                return n
+            self.tmp, self.file = self._open_file()
+            self.hashing = HashingWriter(self.file)
+            self._held = None
+            self.hashing.write(held)
+        return self.hashing.write(b)  # type: ignore[union-attr]
+
+    def staged(self) -> _LocalStaged:
+        if self.hashing is None:
+            data = bytes(self._held or b"")
+            return _LocalStaged(None, xxhash.xxh3_128_hexdigest(data), len(data), data)
+        return _LocalStaged(self.tmp, self.hashing.hexdigest(), self.hashing.size)
+
+    def close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 class LocalBackend:
@@ -117,24 +161,38 @@ class LocalBackend:
 
     def __init__(self, root: str, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
+        self._prefix = os.path.join(self.root, "")
         self.url = self.root
         self.fsync = fsync
         self._real_root = os.path.realpath(self.root)
 
     def _path(self, rel: str) -> str:
+        if _POSIX:  # (a store's paths hold no empty component: the same path as the join's)
+            return self._prefix + rel
         return os.path.join(self.root, *rel.split("/"))
 
     def _makedirs(self, path: str, durable: bool = True, gained: set[str] | None = None) -> None:
         """Create ``path`` and missing parents, each new entry made durable in its parent (or,
         with ``gained``, the parents that gained one collected there, for the caller to fsync).
-        A symbolic link in the way (inside the store) is moved to quarantine/ first."""
-        if os.path.islink(path) and path.startswith(self.root + os.sep):
-            rel = os.path.relpath(path, self.root).replace(os.sep, "/")
-            target = self._path(layout.quarantine_path(rel))
-            self._makedirs(os.path.dirname(target), durable or gained is not None)
-            os.replace(path, target)
-        if os.path.isdir(path):
+        A symbolic link in the way (inside the store) is moved to quarantine/ first.
+
+        A directory that is there costs one ``lstat`` (a directory, and no link); only a missing
+        one looks at its parents."""
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = 0
+        if stat_module.S_ISDIR(mode):
             return
+        if stat_module.S_ISLNK(mode):
+            if not path.startswith(self.root + os.sep):  # the store's root (or above it) may be a link
+                if os.path.isdir(path):
+                    return
+            else:
+                rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+                target = self._path(layout.quarantine_path(rel))
+                self._makedirs(os.path.dirname(target), durable or gained is not None)
+                os.replace(path, target)
         parent = os.path.dirname(path)
         if parent != path:
             self._makedirs(parent, durable, gained)
@@ -169,33 +227,45 @@ class LocalBackend:
             os.close(fd)
 
     def stage(self, writer: Writer) -> _LocalStaged:
-        tmp = self._path(layout.temp_path())
+        spool = _Spool(self._open_temp)
         try:
             with described("an object", self.url):
-                self._makedirs(os.path.dirname(tmp))
-                with FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0) as raw:
-                    hashing = HashingWriter(raw)
-                    with io.BufferedWriter(hashing, buffer_size=4 << 20) as buffered:
+                try:
+                    with io.BufferedWriter(spool, buffer_size=4 << 20) as buffered:
                         writer(buffered)
+                finally:
+                    spool.close_file()
         except BaseException:  # an OSError (described by now) or the writer's own error
-            _unlink(tmp)
+            if spool.tmp is not None:
+                _unlink(spool.tmp)
             raise
-        return _LocalStaged(tmp, hashing.hexdigest(), hashing.size)
+        return spool.staged()
+
+    def _open_temp(self) -> tuple[str, Any]:
+        """A new temp file for an object beyond ``SMALL`` (one that flushes as it goes when fsynced)."""
+        tmp = self._path(layout.temp_path())
+        self._makedirs(os.path.dirname(tmp))
+        return tmp, FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0)
 
     def commit(self, staged: _LocalStaged, rel: str, *, durable: bool = True) -> None:
         dest = self._path(rel)
         parent = os.path.dirname(dest)
         with described(rel, self.url, undo=lambda: self.discard(staged)):
             self._makedirs(parent, durable)
-            if self._holds(dest, staged):  # content-addressed and verified: deduplicated
+            sync = self.fsync and durable
+            # A duplicate (common for checkpoints) costs no fsync: it is looked for where one is due
+            # or the bytes are on disk already; a small one not fsynced is simply written again.
+            if (sync or staged.inline is None) and self._holds(dest, staged):
                 try:
                     os.utime(dest, follow_symlinks=False)  # young again: gc spares it until our manifest lands
                 except FileNotFoundError:
                     pass  # gone meanwhile (a gc): write ours
                 else:
-                    os.unlink(staged.tmp)
+                    self.discard(staged)
                     return
-            if self.fsync and durable:  # only now: a duplicate (common for checkpoints) costs no fsync
+            if staged.inline is not None:
+                staged.tmp, staged.inline = self._temp_file(staged.inline, sync), None
+            elif sync:
                 fd = os.open(staged.tmp, os.O_RDONLY)
                 try:
                     os.fsync(fd)
@@ -204,6 +274,27 @@ class LocalBackend:
             os.replace(staged.tmp, dest)
             if durable:
                 self._fsync_dir(parent)
+
+    def _temp_file(self, data: bytes, sync: bool) -> str:
+        """A new temp file holding ``data``, fsynced (when ``sync``) before it is closed."""
+        tmp = self._path(layout.temp_path())
+        self._makedirs(os.path.dirname(tmp))
+        fd = os.open(tmp, _NEW_FILE, 0o666)
+        try:
+            try:
+                done = os.write(fd, data)
+                if done < len(data):  # a write may take only part of the bytes
+                    with memoryview(data) as view:
+                        while done < len(view):
+                            done += os.write(fd, view[done:])
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return tmp
 
     def _holds(self, dest: str, staged: _LocalStaged) -> bool:
         """True when ``dest`` is a regular file whose bytes hash to the staged checksum
@@ -221,25 +312,26 @@ class LocalBackend:
         return xxhash.xxh3_128_hexdigest(data) == staged.digest
 
     def discard(self, staged: _LocalStaged) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(staged.tmp)
+        staged.inline = None
+        if staged.tmp is not None:
+            _unlink(staged.tmp)
 
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
         """Replace ``rel`` atomically; ``durable=False`` skips the fsyncs (informational records)."""
         dest = self._path(rel)
         parent = os.path.dirname(dest)
-        tmp = self._path(layout.temp_path())
-        with described(rel, self.url, undo=lambda: _unlink(tmp)):
-            self._makedirs(os.path.dirname(tmp))
-            self._makedirs(parent, durable)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                if self.fsync and durable:
-                    os.fsync(f.fileno())
-            os.replace(tmp, dest)
-            if durable:
-                self._fsync_dir(parent)
+        tmp = None
+        try:
+            with described(rel, self.url):
+                self._makedirs(parent, durable)
+                tmp = self._temp_file(data, self.fsync and durable)
+                os.replace(tmp, dest)
+                tmp = None
+                if durable:
+                    self._fsync_dir(parent)
+        finally:
+            if tmp is not None:
+                _unlink(tmp)
 
     def create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; False when it does (another writer won).
@@ -248,20 +340,16 @@ class LocalBackend:
         then hard-linked into place (a link fails when the name exists), so nobody ever reads
         a half-written file. Not fsynced: leases are advisory."""
         dest = self._path(rel)
-        tmp = self._path(layout.temp_path())
-        try:
-            with described(rel, self.url):
-                self._makedirs(os.path.dirname(tmp), durable=False)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                self._makedirs(os.path.dirname(dest), durable=False)
-                try:
-                    os.link(tmp, dest)
-                except FileExistsError:
-                    return False
-                return True
-        finally:
-            _unlink(tmp)
+        with described(rel, self.url):
+            self._makedirs(os.path.dirname(dest), durable=False)
+            tmp = self._temp_file(data, False)
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            finally:
+                _unlink(tmp)
+            return True
 
     def read(self, rel: str) -> Any:
         """The file's bytes: memory-mapped when large (zero-copy), plain bytes when small."""
@@ -300,15 +388,32 @@ class LocalBackend:
         return self._inside(os.path.dirname(path))
 
     def _inside(self, directory: str) -> bool:
-        """True when no symbolic link leads ``directory`` out of its place in the store."""
+        """True when no symbolic link leads ``directory`` out of its place in the store: none of
+        its components below the root is a link (one ``lstat`` each, up to the first missing
+        one: nothing below it exists; ``realpath`` costs 20-70 us)."""
+        names = directory[len(self._prefix) :].split("/") if _POSIX and directory.startswith(self._prefix) else None
+        if names is not None and not _ODD_NAMES.intersection(names):
+            path = self.root
+            for name in names:
+                path = f"{path}/{name}"
+                try:
+                    mode = os.lstat(path).st_mode
+                except (FileNotFoundError, NotADirectoryError):
+                    return True
+                if stat_module.S_ISLNK(mode):
+                    return False
+            return True
         return os.path.realpath(directory) == os.path.normpath(
             os.path.join(self._real_root, os.path.relpath(directory, self.root))
         )
 
     def exists(self, rel: str) -> bool:
-        with described(rel, self.url, "read", missing="ignore"):
+        try:  # (not ``described``: each commit asks this of every object its manifest names)
             return stat_module.S_ISREG(os.lstat(self._path(rel)).st_mode)
-        return False  # (missing)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise describe_oserror(e, rel, self.url, "read") from e
 
     def stat(self, rel: str) -> Stat:
         with described(rel, self.url, "read", missing="raise"):
@@ -442,6 +547,12 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
             yield entry
         elif not entry.is_symlink():
             subdirs.append(entry.name)
+
+
+_POSIX = os.sep == "/" and os.altsep is None
+_ODD_NAMES = frozenset(("", ".", ".."))
+"""Path components ``_inside`` leaves to ``realpath`` (never in a path the layout makes)."""
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 def _no_size(_rel: str) -> None:

@@ -16,7 +16,10 @@ commit it names. ``gc`` removes one (:func:`prune`) when all of these hold:
 - it is older than ``RECORD_SECONDS``: a replication or ``mirror push`` that read the entry
   before it was dropped has long finished writing it (it would otherwise land after the check);
 - every mirror it names (those the store had when it was dropped) is among the mirrors gc
-  was given, so none is out of sight (a ``gc`` run without the mirrors keeps the records);
+  was given, so none is out of sight (a ``gc`` run without the mirrors keeps the records),
+  unless the record is older than ``FORGET_SECONDS``: a mirror out of the configuration that
+  long counts as removed from it (should it come back, at worst it gives back an entry
+  dropped since: never a wrong result, never one lost);
 - every one of those and of the mirrors gc was given is reachable now, holds the record (it
   applied the drop: an empty directory where a mirror's disk is not mounted has not) and does
   not hold that commit. One that lacks the record or holds the commit is caught up now
@@ -25,23 +28,24 @@ commit it names. ``gc`` removes one (:func:`prune`) when all of these hold:
 Then the mirrors' copies of the record go first and the store's last: a crash in between
 leaves the store's record, which ``push`` copies again; never a mirror's record orphaned.
 (Their directories, one per stage, stay: removing one could race a gc writing a record into it.)
-The store's record is read again just before it is deleted, so one a concurrent gc wrote
-there since (it dropped a later commit of that key) stays; two gcs at once can still race in
-the instant between that read and the delete, which at worst lets a mirror that missed the
-later drop keep (and serve) that later result: never a wrong result, never one lost.
+The store's record is deleted only as the record that was checked (:func:`remove`: on S3 a
+conditional delete naming its ETag, on local disk moved aside and checked), so one a
+concurrent gc wrote there since (it dropped a later commit of that key) stays. (On an S3
+server without conditional deletes the move is a copy + delete, and a record written in
+between can still go: at worst a mirror that missed that later drop keeps, and serves, that
+later result: never a wrong result, never one lost.)
 A record whose commit the store itself still holds (a gc killed between the record and the
 delete) drops nothing anywhere: it is removed, and no mirror's copy is deleted for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from . import layout
+from . import layout, unchanged
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -53,6 +57,8 @@ Ident = tuple[str, str]
 
 RECORD_SECONDS = 7 * 86400.0
 """How long a drop record is kept at least (see the module docstring)."""
+FORGET_SECONDS = 90 * 86400.0
+"""How long a record is kept for a mirror it names that ``gc`` is not given (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +90,63 @@ def read(backend: Backend, rel: str) -> Drop | None:
     """The drop record of the manifest at ``rel``; None when there is none (or it is unreadable:
     an unreadable record drops nothing — at worst an entry comes back, never one is lost)."""
     try:
-        doc = json.loads(bytes(backend.read(layout.dropped_path(rel))))
+        return _parse(rel, bytes(backend.read(layout.dropped_path(rel))))
+    except FileNotFoundError:
+        return None
+
+
+def _parse(rel: str, raw: bytes) -> Drop | None:
+    try:
+        doc = json.loads(raw)
         mirrors = doc.get("mirrors")
         owed = None if mirrors is None else tuple(str(u) for u in mirrors)
         return Drop(rel, (str(doc["created"]), str(doc["run_id"])), float(doc.get("time", 0.0)), owed)
-    except FileNotFoundError:
-        return None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _names(raw: bytes, d: Drop) -> bool:
+    """True when the record ``raw`` is of the commit ``d`` names (a record of a later drop is not)."""
+    theirs = _parse(d.manifest, raw)
+    return theirs is not None and theirs.which == d.which
+
+
+def remove(backend: Backend, d: Drop) -> bool:
+    """Delete the record ``d`` if the one at its path still names that commit; True when deleted.
+    A gc that dropped a later commit of that key meanwhile wrote its own record there: it stays.
+
+    Where the store deletes conditionally (S3), the delete names the version read and checked;
+    elsewhere the record is moved aside (one rename on local disk), checked, and put back
+    unless it was ``d`` (a gc killed in between: the next gc puts it back, ``retention``)."""
+    rrel = layout.dropped_path(d.manifest)
+    read_tagged = getattr(backend, "read_tagged", None)
+    try:
+        got = read_tagged(rrel) if read_tagged is not None else None
+    except FileNotFoundError:
+        return False
+    if got is not None and got.etag:
+        return _names(got.data, d) and bool(backend.delete_tagged(rrel, got.etag))  # type: ignore[attr-defined]
+    aside = layout.dropping_path(rrel)
+    try:
+        backend.move(rrel, aside)
+    except FileNotFoundError:
+        return False
+    return settle_aside(backend, aside, rrel, d)
+
+
+def settle_aside(backend: Backend, aside: str, rrel: str, d: Drop | None = None) -> bool:
+    """A record gc moved aside from ``rrel`` (``remove``): deleted if it names ``d``'s commit; else put back,
+    unless another record is at ``rrel`` by now (a later drop's: it stays). True when deleted."""
+    try:
+        raw = bytes(backend.read(aside))
+    except FileNotFoundError:
+        return False
+    if d is not None and _names(raw, d):
+        backend.delete(aside)
+        return True
+    backend.create(rrel, raw)  # no clobber: a record written there since is the later drop's
+    backend.delete(aside)
+    return False
 
 
 def dropped(backend: Backend, rel: str) -> Ident | None:
@@ -129,13 +184,12 @@ def apply(target: Store, rel: str, which: Ident, data: bytes) -> bool:
     that very commit (not a later one); True when a copy was deleted."""
     target._backend.write_atomic(layout.dropped_path(rel), data, durable=target.durable)
     try:
-        theirs = target._parse_manifest(rel)
+        held = unchanged.read(target, rel)
     except (FileNotFoundError, ValueError, TypeError, KeyError):
         return False
-    if ident(theirs) != which:
+    if ident(held.manifest) != which:
         return False
-    target._backend.delete(rel)
-    return True
+    return unchanged.delete(target, rel, held)  # on S3 only the version read: a later copy pushed meanwhile stays
 
 
 @dataclass(frozen=True)
@@ -146,7 +200,9 @@ class PruneReport:
     still held the commit (caught up now)."""
 
 
-def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None = None) -> PruneReport:
+def prune(
+    store: Store, *, older_than: float = RECORD_SECONDS, forget_after: float = FORGET_SECONDS, now: float | None = None
+) -> PruneReport:
     """Remove the drop records no mirror needs any more (the rule in the module docstring)."""
     from .mirror import MIRROR_ERRORS, place
 
@@ -166,14 +222,14 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
             kept += 1
             continue
         if here:  # the drop never happened (a gc killed between the record and the delete)
-            if read(store._backend, d.manifest) == d:
-                store._backend.delete(rrel)
-                removed += 1
+            removed += remove(store._backend, d)
             continue
         owed = set(given) | set(d.mirrors or ())
         if not owed <= set(given):
-            kept += 1
-            continue
+            if now - d.time < forget_after:
+                kept += 1
+                continue
+            owed &= set(given)  # out of the configuration that long: removed from it
         clean = True
         for where in sorted(owed):
             if where not in targets:
@@ -196,16 +252,14 @@ def prune(store: Store, *, older_than: float = RECORD_SECONDS, now: float | None
             continue
         try:
             for where in sorted(owed):  # the mirrors' records first, the store's last
-                with contextlib.suppress(FileNotFoundError):
-                    targets[where]._backend.delete(rrel)  # type: ignore[union-attr]
+                remove(targets[where]._backend, d)  # type: ignore[union-attr]  (a later drop's record stays)
         except MIRROR_ERRORS as e:
             given[where].failed(e, f"drop record {rrel}", warn=False)
             targets[where] = None
             kept += 1
             continue
-        if read(store._backend, d.manifest) != d:  # a gc dropped a later commit there meanwhile: its record
+        if not remove(store._backend, d):  # a gc dropped a later commit there meanwhile: its record stays
             kept += 1
             continue
-        store._backend.delete(rrel)
         removed += 1
     return PruneReport(removed, kept)

@@ -27,6 +27,7 @@ truncated and given a hash suffix of the original name (so distinct names stay d
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import socket
@@ -111,8 +112,22 @@ def _host() -> str:
 
 
 def temp_path() -> str:
-    """A fresh temp file name that says which writer (host, process) it belongs to."""
-    return f"{TMP}/{_host()}-{os.getpid()}-{uuid.uuid4().hex}"
+    """A fresh temp file name that says which writer (host, process) it belongs to: unique by
+    the process's random prefix (drawn anew in a forked child) and a counter (no ``uuid4`` and
+    ``getpid`` per file)."""
+    return f"{_TEMP_PREFIX[0]}{next(_TEMP_COUNTER):x}"
+
+
+def _new_temp_prefix() -> None:
+    global _TEMP_COUNTER
+    _TEMP_PREFIX[0] = f"{TMP}/{_host()}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+    _TEMP_COUNTER = itertools.count()
+
+
+_TEMP_PREFIX = [""]
+_TEMP_COUNTER = itertools.count()
+_new_temp_prefix()
+os.register_at_fork(after_in_child=_new_temp_prefix)
 
 
 def temp_writer(rel: str) -> tuple[str, int] | None:

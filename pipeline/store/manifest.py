@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import platform
+import re
 from dataclasses import MISSING, dataclass, field
 from importlib import metadata
 from typing import Any
@@ -83,15 +84,15 @@ class Manifest:
         return self.inputs.get(name)
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc = {name: getattr(self, name) for name in _NAME_ORDER}
         doc["outputs"] = to_doc(self.outputs)
+        doc["code_components"] = [list(c) for c in self.code_components]  # (JSON writes a tuple as a list)
         doc["format"] = FORMAT
         return doc
 
     def to_json(self, sealer: _seal.Sealer = _seal.CHECKSUM) -> bytes:
         """The manifest as sealed JSON bytes."""
-        body = json.dumps(self.to_doc(), indent=1, sort_keys=True).encode()
-        return _seal.seal(body, sealer)
+        return _seal.seal(dumps(self.to_doc()), sealer)
 
     @classmethod
     def from_json(cls, data: bytes | str, sealer: _seal.Sealer = _seal.CHECKSUM) -> Manifest:
@@ -129,7 +130,8 @@ class Manifest:
 
 
 _FIELDS = dataclasses.fields(Manifest)
-_NAMES = frozenset(f.name for f in _FIELDS)
+_NAME_ORDER = tuple(f.name for f in _FIELDS)
+_NAMES = frozenset(_NAME_ORDER)
 _REQUIRED = frozenset(f.name for f in _FIELDS if f.default is MISSING and f.default_factory is MISSING)
 _DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not MISSING}
 _FACTORIES = tuple((f.name, f.default_factory) for f in _FIELDS if f.default_factory is not MISSING)
@@ -187,6 +189,53 @@ def loads(body: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(body)
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """``json.dumps(doc, indent=1, sort_keys=True).encode()``, byte for byte, 4-5x faster: the
+    layout manifests have always been written in (``listing`` and ``store`` read ``created`` and
+    ``outputs`` from it without decoding the rest).
+
+    The standard encoder writes an indented document in pure Python (120 us for a trial's
+    manifest). orjson writes it in C, with two-space indents: they are halved (every two spaces
+    become one), and the floats it spells unlike ``repr`` (1e-9 <= |x| < 1e-4: ``0.00001``,
+    ``1e-7``) are respelled. What is written is then read back, and must be the document itself;
+    else the standard encoder writes it: NaN and infinities (orjson writes null), integers beyond
+    64 bits, text that is not ASCII (the standard encoder escapes it) or holds two spaces in a
+    row, tuples, keys that are not strings, and types only one of the encoders knows."""
+    if orjson is not None:
+        try:
+            out = orjson.dumps(doc, option=_INDENTED)
+        except TypeError:  # (orjson.JSONEncodeError is a TypeError)
+            pass
+        else:
+            if out.isascii() and b"\x7f" not in out:  # (the standard encoder escapes DEL too)
+                out = out.replace(b"  ", b" ")
+                if b"e-" in out:  # (a search is cheaper than a regex scan, and most find nothing)
+                    out = _SMALL_EXPONENT.sub(rb"e-0\1", out)
+                if b"0.0000" in out:
+                    out = _TINY_DECIMAL.sub(_respelled, out)
+                if orjson.loads(out) == doc:
+                    return out
+    return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+_INDENTED = 0 if orjson is None else orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+_SMALL_EXPONENT = re.compile(rb"e-(\d)(?=,?\n)")
+"""orjson's one-digit negative exponent (``1e-7``; repr: ``1e-07``), as a value: at a line's end,
+so never inside a string (which holds no raw newline)."""
+_TINY_DECIMAL = re.compile(rb"0\.0000\d*(?=,?\n)")
+"""orjson's decimal spelling of a float below 1e-4 (``0.00001``; repr: ``1e-05``), at a line's end."""
+
+
+def _respelled(m: re.Match[bytes]) -> bytes:
+    at = m.start()
+    if at and m.string[at - 1] in _DIGIT_BYTES:  # the tail of a larger number (10.00001): as it is
+        return m.group()
+    return repr(float(m.group())).encode()
+
+
+_DIGIT_BYTES = frozenset(b"0123456789")
 
 
 def _unchecked(raw: bytes) -> Manifest | None:

@@ -10,7 +10,7 @@ import itertools
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import StoreError
-from . import layout
+from . import layout, unchanged
 from .backend import HashingWriter, Stat, Writer
 from .manifest_cache import ManifestCache
 from .oserrors import describe_oserror, described
@@ -19,6 +19,8 @@ from .s3 import Got, S3Reader, client_error
 READERS = 16
 """Reads a remote backend has in flight at once (``read_many``): each costs a round trip."""
 READ_AHEAD = 256
+_CONDITIONAL: dict[tuple[str, str], bool] = {}
+"""Whether the server (endpoint, bucket) honours ``If-Match`` on DeleteObject, as probed."""
 
 
 class _RemoteStaged:
@@ -102,9 +104,14 @@ class FsspecBackend:
         staged.data = b""
 
     def write_atomic(self, rel: str, data: bytes, *, durable: bool = True) -> None:
-        if self.index is not None and layout.is_manifest(rel):
+        manifest = layout.is_manifest(rel)
+        if self.index is not None and manifest:
             self.index.put(rel, data)  # before the manifest (see ``manifest_index``)
         self._put_raw(rel, data)
+        if manifest and not self._deletes_conditionally and unchanged.lost_to_a_drop(self, rel):
+            if self.index is not None:  # gc drops by copy + delete here: written again if deleted
+                self.index.put(rel, data)
+            self.create(rel, data)
 
     def _put_raw(self, rel: str, data: bytes) -> None:
         with described(rel, self.url):
@@ -236,6 +243,34 @@ class FsspecBackend:
                     self._cache.put_many((rel, got.etag, got.data) for rel, got in got_manifests)
                 for rel, got in fetched:
                     yield rel, got.data if isinstance(got, Got) else got
+
+    def read_tagged(self, rel: str) -> Got | None:
+        """The bytes at ``rel`` with the ETag of that very version, for ``delete_tagged``;
+        None when this store can't delete conditionally (no plain S3 client, or a server
+        that ignores ``If-Match`` on DeleteObject: probed once)."""
+        if not self._deletes_conditionally:
+            return None
+        with described(rel, self.url, "read", missing="raise"):
+            return self._reader.get(rel)  # type: ignore[union-attr]
+
+    def delete_tagged(self, rel: str, etag: str) -> bool:
+        """Delete ``rel`` only if it still is the version ``etag`` (``read_tagged``) names: a
+        write of ``rel`` since stays. True when deleted."""
+        with described(rel, self.url, "delete"):
+            deleted = self._reader.delete_if(rel, etag)  # type: ignore[union-attr]
+        if deleted and self.index is not None and layout.is_manifest(rel):
+            self.index.gone(rel)
+        return deleted
+
+    @functools.cached_property
+    def _deletes_conditionally(self) -> bool:
+        if self._reader is None:
+            return False
+        server = (self._reader.endpoint, self._reader.bucket)
+        if server not in _CONDITIONAL:  # once per server and process (a probe is 5 requests: ~20 ms)
+            with described(layout.TMP, self.url):
+                _CONDITIONAL[server] = self._reader.deletes_conditionally(layout.temp_path())
+        return _CONDITIONAL[server]
 
     def move(self, rel: str, dest: str) -> None:
         with described(rel, self.url, "move", missing="raise"):

@@ -6,9 +6,11 @@ With a :class:`~pipeline.store.lifecycle.Retention` (keep policies per stage, se
 (``lifecycle.plan``: never a pinned entry, a search's best-so-far record, a result the
 latest successful run of a flow used, or the checkpoint a live run resumes from); their
 objects are then candidates whatever their age. Without one, it only deletes objects.
-A dropped manifest is recorded (``drops``), moved aside, checked and only then deleted: a
-commit of the same key that lands meanwhile is put back, never deleted with it. Last, the
-drop records no mirror needs any more are removed (``drops.prune``).
+A dropped manifest is recorded (``drops``), then deleted only as the very commit that was
+checked: on S3 by a conditional delete naming the version read (``unchanged``), elsewhere
+moved aside, checked and only then deleted. A commit of the same key that lands meanwhile
+stays (or is put back), never deleted with it. Last, the drop records no mirror needs any
+more are removed (``drops.prune``), each only as the record that was checked.
 
 ``gc`` never deletes an object a committed manifest (stage result, training checkpoint,
 best-so-far record) references, so it can't touch a checkpoint a stage resumes from, and
@@ -46,7 +48,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, IntegrityError
 from ..progress_bar import track
-from . import drops, layout
+from . import drops, layout, unchanged
 from .lifecycle import Plan, Retention, manifest_rel, plan
 from .manifest import Manifest
 from .mirror import place
@@ -94,10 +96,12 @@ def gc(
     dry_run: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     record_seconds: float = drops.RECORD_SECONDS,
+    forget_seconds: float = drops.FORGET_SECONDS,
 ) -> GcReport:
     """Drop the manifests ``retention`` does not keep, then delete unreferenced objects older
     than ``grace_seconds`` (any age for the dropped manifests' objects) and stale temp files;
-    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``)."""
+    last, the drop records older than ``record_seconds`` no mirror needs (``drops.prune``; a
+    mirror they name that gc is not given counts as removed after ``forget_seconds``)."""
     if not grace_seconds >= MIN_GRACE_SECONDS:
         raise ConfigError(f"gc: grace_seconds must be >= {MIN_GRACE_SECONDS}, got {grace_seconds!r}")
     backend = store._backend
@@ -150,7 +154,7 @@ def gc(
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
         index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
-    records = drops.prune(store, older_than=record_seconds, now=start)
+    records = drops.prune(store, older_than=record_seconds, forget_after=forget_seconds, now=start)
     return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided, records=records)
 
 
@@ -230,28 +234,39 @@ def _drop(store: Store, planned: Manifest) -> bool:
     """Delete a manifest the plan dropped, unless what is there now is another commit (a
     writer committed the same key again since the plan was made).
 
-    The manifest is moved aside first (one rename on local disk) and what was moved is
-    checked: a commit of the same key that landed after the check above is put back, never
-    deleted. A gc killed with a manifest aside: the next gc settles it (``_settle_aside``)."""
+    Where the store deletes conditionally (S3's ``If-Match``, see ``unchanged``) the delete
+    names the version that was read and checked: a commit of the same key landing after
+    that read is another version and stays. Elsewhere the manifest is moved aside first
+    (one rename on local disk) and what was moved is checked: a commit that landed after
+    the read is put back, never deleted. A gc killed with a manifest aside: the next gc
+    settles it (``_settle_aside``)."""
     rel = manifest_rel(planned)
     try:
-        now = store._parse_manifest(rel)
+        held = unchanged.read(store, rel)
     except (FileNotFoundError, ValueError, TypeError, KeyError):
         return False
-    if now != planned:
+    if held.manifest != planned:
         return False
     mirrors = [place(m.url) for m in store.mirrors.mirrors] if store.mirrors is not None else []
     data = drops.record(store._backend, rel, planned, mirrors=mirrors, durable=store.durable)  # first: never unrecorded
+    if held.tag is not None:
+        if not unchanged.delete(store, rel, held):
+            return False
+    elif not _move_and_settle(store, rel):
+        return False
+    if store.mirrors is not None:
+        store.mirrors.dropped(store, rel, drops.ident(planned), data)
+    return True
+
+
+def _move_and_settle(store: Store, rel: str) -> bool:
+    """Move the manifest at ``rel`` aside and settle it: True when it was the dropped one."""
     aside = layout.dropping_path(rel)
     try:
         store._backend.move(rel, aside)
     except FileNotFoundError:
         return False
-    if not _settle_aside(store, aside, rel):
-        return False
-    if store.mirrors is not None:
-        store.mirrors.dropped(store, rel, drops.ident(planned), data)
-    return True
+    return _settle_aside(store, aside, rel)
 
 
 def _settle_aside(store: Store, aside: str, rel: str) -> bool:
@@ -278,8 +293,11 @@ def _settle_aside(store: Store, aside: str, rel: str) -> bool:
 
 
 def _settle_all(store: Store) -> None:
-    """Manifests an earlier gc moved aside and was killed before it settled (see ``_drop``)."""
+    """Manifests (and drop records) an earlier gc moved aside and was killed before it settled
+    (see ``_drop``, ``drops.remove``)."""
     for rel in list(store._backend.list(layout.DROPPED)):
         origin = layout.dropping_manifest(rel)
-        if origin is not None:
+        if origin is not None and origin.startswith(layout.DROPPED + "/"):
+            drops.settle_aside(store._backend, rel, origin)  # a record: put back (a later gc prunes it again)
+        elif origin is not None:
             _settle_aside(store, rel, origin)

@@ -14,6 +14,7 @@ by its own thread. Each listed key comes with its ``ETag`` (the manifest cache's
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import urllib.parse
@@ -29,6 +30,10 @@ _IGNORED = {"use_listings_cache", "skip_instance_cache", "listings_expiry_time",
             "max_concurrency", "fixed_upload_size"}  # fmt: skip
 """s3fs options that change nothing about what a read returns."""
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_NOT_MATCHED = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+"""A conditional request whose precondition did not hold (or, 409, raced another write)."""
+_REFUSED = {"NotImplemented", "InvalidArgument", "InvalidRequest"}
+"""A request header the server does not take."""
 
 
 class Listed(NamedTuple):
@@ -112,6 +117,43 @@ class S3Reader:
         except Exception as e:
             raise _os_error(e, rel) from e
         return Listed(rel, int(r.get("ContentLength", 0)), _seconds(r.get("LastModified")), _etag(r.get("ETag")))
+
+    def delete_if(self, rel: str, etag: str) -> bool:
+        """Delete ``rel`` only if it still is the version ``etag`` names (a conditional
+        DeleteObject, ``If-Match``); False when another version is there, or none."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(rel), IfMatch=f'"{etag}"')
+        except Exception as e:
+            if _status(e) in (404, 409, 412) or _code(e) in _MISSING | _NOT_MATCHED:
+                return False  # 409: a write of the key raced the delete (AWS): not deleted
+            if _status(e) in (400, 501) or _code(e) in _REFUSED:
+                raise OSError(errno.EOPNOTSUPP, f"the server refuses a conditional delete ({_code(e)})") from e
+            raise _os_error(e, rel, "delete") from e
+        return True
+
+    def deletes_conditionally(self, probe_rel: str) -> bool:
+        """True when the server honours ``If-Match`` on DeleteObject: a probe object at
+        ``probe_rel`` survives a delete naming another ETag and goes with one naming its own.
+        False when it ignores the header (it deletes anyway), refuses it (400, 501), or this
+        client may not delete. Any other failure raises: a passing error must not switch a gc
+        to the copy + delete protocol while writers elsewhere rely on conditional deletes."""
+        key = self._key(probe_rel)
+        try:
+            etag = _etag(self.client.put_object(Bucket=self.bucket, Key=key, Body=b"if-match probe").get("ETag"))
+            try:
+                if not etag or self.delete_if(probe_rel, "0" * 32) or not _exists(self, probe_rel):
+                    return False  # no ETag to name, or the header was ignored: it deleted
+                return self.delete_if(probe_rel, etag) and not _exists(self, probe_rel)
+            finally:
+                with contextlib.suppress(Exception):  # a probe left behind is a temp file: gc removes it
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as e:
+            refused = _os_error(e, probe_rel, "write")
+            if refused.errno == errno.EOPNOTSUPP or isinstance(refused, PermissionError):
+                return False  # (denied: this client can't delete, its writes take the other protocol's half)
+            if refused is e:
+                raise
+            raise refused from e
 
     def list(self, prefix: str) -> Iterator[Listed]:
         """Every key under the folder ``prefix`` (relative to the store), its sub-folders
@@ -222,6 +264,19 @@ def _etag(value: Any) -> str:
 
 def _seconds(when: Any) -> float:
     return when.timestamp() if isinstance(when, dt.datetime) else 0.0
+
+
+def _exists(reader: S3Reader, rel: str) -> bool:
+    try:
+        reader.head(rel)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _status(e: BaseException) -> int | None:
+    response = getattr(e, "response", None)
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
 
 
 def _code(e: BaseException) -> str | None:

@@ -5,6 +5,7 @@ never comes back and a committed one is never lost. On a local mirror and on Sea
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 from pipeline import StageCache, Store
@@ -13,6 +14,7 @@ from pipeline.store.keep import LatestN
 from pipeline.store.lifecycle import Retention
 from pipeline.store.mirror_sync import pull, push, status
 from pipeline.store.retention import gc
+from tests.store.test_gc_s3_race import two_gcs_on_one_record
 from tests.store.test_mirror import produce, runs
 from tests.store.test_mirror_lifecycle import behind_a_proxy, filled, keys_of, mirror_url  # noqa: F401 (a fixture)
 
@@ -191,3 +193,63 @@ def test_a_gc_killed_with_a_manifest_aside_is_settled_by_the_next(tmp_path):
     assert not [r for r in store._backend.list(layout.DROPPED) if r.endswith(".aside")]
     log = tmp_path / "log"
     assert stage.call(1, str(log)).hit and not stage.call(0, str(log)).hit
+
+
+@contextlib.contextmanager
+def before_taking(store: Store, rel: str, action):
+    """Run ``action`` once, right before ``store``'s backend deletes or moves ``rel`` (a local
+    disk sends no requests to hook: its own methods are wrapped, then called as they are)."""
+    backend, seen = store._backend, []
+
+    def hooked(name):
+        original = getattr(backend, name)
+
+        def call(path, *args, **kwargs):
+            if path == rel and not seen:
+                seen.append(name)
+                action()
+            return original(path, *args, **kwargs)
+
+        return call
+
+    for name in ("delete", "move"):
+        setattr(backend, name, hooked(name))
+    try:
+        yield seen
+    finally:
+        for name in ("delete", "move"):
+            delattr(backend, name)
+
+
+def test_a_record_a_second_gc_writes_while_the_first_removes_the_old_one_stays(tmp_path):
+    first, second = Store(tmp_path / "s"), Store(tmp_path / "s")
+    two_gcs_on_one_record(first, second, tmp_path, lambda rrel, action: before_taking(first, rrel, action))
+
+
+def test_a_gc_killed_with_a_drop_record_aside_is_put_back_by_the_next(tmp_path):
+    store = Store(tmp_path / "s")
+    stage = StageCache(store).wrap(produce, ignore=["log"])
+    key = stage.call(0, str(tmp_path / "log")).manifest.key
+    rel = layout.manifest_path("produce", key)
+    drops.record(store._backend, rel, store._parse_manifest(rel))
+    rrel = layout.dropped_path(rel)
+    store._backend.move(rrel, layout.dropping_path(rrel))  # drops.remove took it aside ... and was killed
+    assert drops.read(store._backend, rel) is None
+    gc(store)
+    assert drops.dropped(store._backend, rel) == drops.ident(store.manifest("produce", key))
+    assert not [r for r in store._backend.list(layout.DROPPED) if r.endswith(".aside")]
+
+
+def test_records_owed_to_a_mirror_removed_from_the_configuration_go_after_the_forget_window(tmp_path):
+    """They were kept forever: every gc since runs without that mirror."""
+    primary, stage, keys = filled(tmp_path, Store(tmp_path / "m"))
+    gc(primary, Retention(LatestN(1)))
+    other = Store(tmp_path / "other")
+    moved = Store(tmp_path / "p", mirrors=[other])  # the old mirror is out of the configuration, another one in
+    assert gc(moved, record_seconds=0).records == drops.PruneReport(kept=2)  # not yet: it may come back
+    assert gc(moved, record_seconds=0, forget_seconds=0).records == drops.PruneReport(kept=2)  # the new one caught up
+    assert len(records(other)) == 2
+    assert gc(moved, record_seconds=0, forget_seconds=0).records == drops.PruneReport(removed=2)
+    assert records(moved) == records(other) == set()
+    log = tmp_path / "log"
+    assert stage.call(2, str(log)).hit and runs(log) == 3  # the kept result stays

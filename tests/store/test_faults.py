@@ -186,7 +186,9 @@ SLOW_WRITER = textwrap.dedent(
             time.sleep(60)
             return (Slow, ())
 
-    Store(sys.argv[1]).save(Slow())
+    # Bytes beyond what a stage holds in memory go to the temp file before Slow is pickled
+    # (a small object is staged in memory: a writer killed before its commit leaves nothing).
+    Store(sys.argv[1]).save([b"x" * (8 << 20), Slow()])
     """
 )
 
