@@ -57,14 +57,39 @@ _console: Any = None
 
 def use_console(console: Any) -> None:
     """Draw bars on this rich Console (None: a Console on stderr)."""
-    global _console
-    _console = console
+    global _console, _decided
+    _console, _decided = console, None
+
+
+_decided: tuple[Any, bool] | None = None
+"""What ``enabled`` decided, and for which stderr: decided once per process (a forked child
+decides again), again only when ``sys.stderr`` is replaced or ``use_console`` is called."""
+
+
+def _forget() -> None:
+    global _decided
+    _decided = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
 
 
 def enabled() -> bool:
     """True when bars may be drawn: their console (stderr by default) is a terminal, this is
     not a worker process nor a flow run a Prefect worker started, and ``PIPELINE_PROGRESS`` is
-    not ``0``."""
+    not ``0``. Decided once (the environment as it was then; see ``_decided``): a put of a
+    small object asks this, and a terminal check is a system call."""
+    global _decided
+    decided = _decided
+    if decided is not None and decided[0] is sys.stderr:
+        return decided[1]
+    answer = _decide()
+    _decided = (sys.stderr, answer)
+    return answer
+
+
+def _decide() -> bool:
     if os.environ.get("PIPELINE_PROGRESS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if multiprocessing.parent_process() is not None:  # a process-pool / Dask worker
@@ -134,15 +159,32 @@ _QUIET = _Quiet()
 _innermost: contextvars.ContextVar[Bar | None] = contextvars.ContextVar("pipeline_progress_bar", default=None)
 
 
-@contextlib.contextmanager
+class _QuietBlock:
+    """The block of work that is never shown: enters as the quiet bar, costs two calls."""
+
+    def __enter__(self) -> _Quiet:
+        return _QUIET
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_QUIET_BLOCK = _QuietBlock()
+
+
 def progress(
     description: str, total: float | None = None, *, unit: str = "bytes", delay: float | None = None,
     large: float = LARGE,
-) -> Iterator[Bar | _Quiet]:  # fmt: skip
-    """A bar for the block (shown once the block proves long); the innermost for :func:`advance`."""
+) -> contextlib.AbstractContextManager[Bar | _Quiet]:  # fmt: skip
+    """A bar for the block (shown once the block proves long); the innermost for :func:`advance`.
+    Where no bar can be drawn (see ``enabled``) the block costs nothing: no bar is made."""
     if not enabled():
-        yield _QUIET
-        return
+        return _QUIET_BLOCK
+    return _shown_block(description, total, unit, delay, large)
+
+
+@contextlib.contextmanager
+def _shown_block(description: str, total: float | None, unit: str, delay: float | None, large: float) -> Iterator[Bar]:
     bar = Bar(description, total, unit, _delay() if delay is None else delay, large)
     token = _innermost.set(bar)
     try:
