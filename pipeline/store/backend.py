@@ -90,7 +90,7 @@ class Backend(Protocol):
     def move(self, rel: str, dest: str) -> None: ...
     def make_parents(self, rels: Iterable[str]) -> None: ...
     def delete(self, rel: str) -> None: ...
-    def remove_empty(self, prefix: str) -> None: ...
+    def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None: ...
 
 
 class Stat(NamedTuple):
@@ -421,16 +421,15 @@ class LocalBackend:
         return Stat(st.st_size, st.st_mtime)
 
     def list(self, prefix: str) -> Iterator[str]:
-        for rel, _stat in self._scan(prefix.strip("/"), False):
-            yield rel
+        return self._list(prefix.strip("/"))
 
     def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]:
-        return self._scan(prefix.strip("/"), True)  # type: ignore[return-value]
+        return self._scan(prefix.strip("/"))
 
-    def _scan(self, rel_dir: str, stat: bool) -> Iterator[tuple[str, Stat | None]]:
+    def _scan(self, rel_dir: str) -> Iterator[tuple[str, Stat]]:
         """Every file under ``rel_dir``, depth first, as ``os.walk`` sees them (a symbolic link
         to a directory is neither entered nor listed; any other non-directory is listed), with
-        its ``lstat`` when ``stat`` (taken relative to its directory: no path lookup each)."""
+        its ``lstat`` (taken relative to its directory: no path lookup each)."""
         try:
             fd = os.open(self._path(rel_dir), os.O_RDONLY | os.O_DIRECTORY)
         except OSError:  # missing (or not a directory): nothing under it
@@ -440,9 +439,6 @@ class LocalBackend:
             with os.scandir(fd) as it:
                 for entry in files_of(it, subdirs):
                     rel = f"{rel_dir}/{entry.name}"
-                    if not stat:
-                        yield rel, None
-                        continue
                     try:  # (not ``described``: this runs for every file listed, and a with costs)
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -453,7 +449,23 @@ class LocalBackend:
         finally:
             os.close(fd)
         for name in subdirs:
-            yield from self._scan(f"{rel_dir}/{name}", stat)
+            yield from self._scan(f"{rel_dir}/{name}")
+
+    def _list(self, rel_dir: str) -> Iterator[str]:
+        """The files ``_scan`` lists, without their ``lstat``: each directory scanned by its path
+        (five system calls; a scan of a descriptor, for relative ``lstat``s, takes ten), and
+        closed before its files are yielded (a caller may delete them as it goes)."""
+        subdirs: list[str] = []
+        try:
+            it = os.scandir(self._path(rel_dir))
+        except OSError:  # missing (or not a directory): nothing under it
+            return
+        with it:
+            names = [entry.name for entry in files_of(it, subdirs)]
+        for name in names:
+            yield f"{rel_dir}/{name}"
+        for name in subdirs:
+            yield from self._list(f"{rel_dir}/{name}")
 
     def read_many(self, rels: Iterable[str], sizes: Mapping[str, int] | None = None) -> Iterator[tuple[str, Any]]:
         """Each file is opened relative to its directory, itself opened once, component by
@@ -528,8 +540,23 @@ class LocalBackend:
         with described(rel, self.url, "delete", missing="ignore"):
             os.unlink(self._path(rel))
 
-    def remove_empty(self, prefix: str) -> None:
-        """Remove empty directories under ``prefix`` (and ``prefix`` itself when empty)."""
+    def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None:
+        """Remove empty directories under ``prefix`` (and ``prefix`` itself when empty).
+        ``within``: paths under ``prefix`` whose files were just removed; then only the
+        directories they lie in (and theirs, up to ``prefix``) are tried, deepest first, one
+        ``rmdir`` each, no listing."""
+        if within is not None:
+            top = prefix.strip("/")
+            dirs = {top}
+            for rel in within:
+                d = rel.rpartition("/")[0]
+                while d.startswith(top + "/") and d not in dirs:
+                    dirs.add(d)
+                    d = d.rpartition("/")[0]
+            for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
+                with contextlib.suppress(OSError):  # not empty (a writer, another sweep)
+                    os.rmdir(self._path(d))
+            return
         for root, _dirs, _files in os.walk(self._path(prefix), topdown=False):
             with contextlib.suppress(OSError):  # not empty (a writer is using it)
                 os.rmdir(root)

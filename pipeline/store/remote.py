@@ -287,7 +287,7 @@ class FsspecBackend:
     def make_parents(self, rels: Iterable[str]) -> None:
         """Object stores have no directories to make."""
 
-    def remove_empty(self, prefix: str) -> None:
+    def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None:
         """Object stores have no directories to remove."""
 
 
