@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import mmap
 import os
 import stat as stat_module
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol, TypeVar
 
 import xxhash
 
@@ -26,6 +27,7 @@ from .flush import FlushingFile
 from .oserrors import UNREACHABLE_HINT, describe_oserror, described  # noqa: F401  (UNREACHABLE_HINT: re-exported)
 
 Writer = Callable[[io.BufferedIOBase], None]
+T = TypeVar("T")
 _OPEN_DIRS = 256
 """Directory descriptors a local ``read_many`` keeps open at most."""
 
@@ -165,6 +167,10 @@ class LocalBackend:
         self.url = self.root
         self.fsync = fsync
         self._real_root = os.path.realpath(self.root)
+        self._temps_checked = False
+        """True once ``objects/tmp`` was made or checked (a directory, no link) by this backend:
+        a temp file is then created without an ``lstat`` of it first (a missing directory, one
+        a test or a hand removed, is made again and the create retried)."""
 
     def _path(self, rel: str) -> str:
         if _POSIX:  # (a store's paths hold no empty component: the same path as the join's)
@@ -243,9 +249,21 @@ class LocalBackend:
 
     def _open_temp(self) -> tuple[str, Any]:
         """A new temp file for an object beyond ``SMALL`` (one that flushes as it goes when fsynced)."""
+        if self.fsync:
+            return self._new_temp(FlushingFile)
+        return self._new_temp(functools.partial(open, mode="wb", buffering=0))
+
+    def _new_temp(self, create: Callable[[str], T]) -> tuple[str, T]:
+        """``create(path)`` of a fresh temp file path; its directory checked once per backend."""
         tmp = self._path(layout.temp_path())
-        self._makedirs(os.path.dirname(tmp))
-        return tmp, FlushingFile(tmp) if self.fsync else open(tmp, "wb", buffering=0)
+        if not self._temps_checked:
+            self._makedirs(os.path.dirname(tmp))
+            self._temps_checked = True
+        try:
+            return tmp, create(tmp)
+        except FileNotFoundError:  # the directory went since: make it again
+            self._makedirs(os.path.dirname(tmp))
+            return tmp, create(tmp)
 
     def commit(self, staged: _LocalStaged, rel: str, *, durable: bool = True) -> None:
         dest = self._path(rel)
@@ -277,9 +295,7 @@ class LocalBackend:
 
     def _temp_file(self, data: bytes, sync: bool) -> str:
         """A new temp file holding ``data``, fsynced (when ``sync``) before it is closed."""
-        tmp = self._path(layout.temp_path())
-        self._makedirs(os.path.dirname(tmp))
-        fd = os.open(tmp, _NEW_FILE, 0o666)
+        tmp, fd = self._new_temp(_create)
         try:
             try:
                 done = os.write(fd, data)
@@ -580,6 +596,10 @@ _POSIX = os.sep == "/" and os.altsep is None
 _ODD_NAMES = frozenset(("", ".", ".."))
 """Path components ``_inside`` leaves to ``realpath`` (never in a path the layout makes)."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create(path: str) -> int:
+    return os.open(path, _NEW_FILE, 0o666)
 
 
 def _no_size(_rel: str) -> None:
