@@ -89,7 +89,7 @@ class Backend(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
     def scan(self, prefix: str) -> Iterator[tuple[str, Stat]]: ...
     def read_many(self, rels: Iterable[str], sizes: Mapping[str, int] | None = None) -> Iterator[tuple[str, Any]]: ...
-    def move(self, rel: str, dest: str) -> None: ...
+    def move(self, rel: str, dest: str, *, made: bool = False) -> None: ...
     def make_parents(self, rels: Iterable[str]) -> None: ...
     def delete(self, rel: str) -> None: ...
     def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None: ...
@@ -544,11 +544,21 @@ class LocalBackend:
         dirs[rel_dir] = fd
         return fd
 
-    def move(self, rel: str, dest: str) -> None:
+    def move(self, rel: str, dest: str, *, made: bool = False) -> None:
+        """Move ``rel`` to ``dest``, making (durably) the directories on the way, unless
+        ``made``: the caller made them just before (``make_parents``); one missing all the same
+        (removed since) is made then."""
         target = self._path(dest)
         if not self._inside(os.path.dirname(self._path(rel))):
             raise SymlinkRefused(f"{rel} lies behind a symbolic link: the store moves nothing outside itself")
         with described(rel, self.url, "move", missing="raise"):
+            if made:
+                try:
+                    os.replace(self._path(rel), target)
+                    return
+                except FileNotFoundError:
+                    if not os.path.lexists(self._path(rel)):
+                        raise
             self._makedirs(os.path.dirname(target))
             os.replace(self._path(rel), target)
 

@@ -272,7 +272,7 @@ class FsspecBackend:
                 _CONDITIONAL[server] = self._reader.deletes_conditionally(layout.temp_path())
         return _CONDITIONAL[server]
 
-    def move(self, rel: str, dest: str) -> None:
+    def move(self, rel: str, dest: str, *, made: bool = False) -> None:
         with described(rel, self.url, "move", missing="raise"):
             self.fs.mv(self._path(rel), self._path(dest))
         if self.index is not None and layout.is_manifest(rel):

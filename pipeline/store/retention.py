@@ -161,7 +161,8 @@ def gc(
 
 def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
     """Delete those of ``objects`` (paths of objects of manifests just deleted) that no
-    manifest mentions, by gc's protocol; (count, bytes). One read of the manifests, after
+    manifest mentions, by gc's protocol; (count, bytes: as ``objects`` gives their sizes, when it
+    does, else as a ``stat`` says). One read of the manifests, after
     the set-aside: an object some manifest needs is put back then (and a reader that wants
     it meanwhile finds it set aside and puts it back itself, as during any gc).
 
@@ -169,8 +170,12 @@ def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int,
     than ``live_objects()`` and more cautious (a damaged manifest naming an id keeps it)."""
     backend = store._backend
     candidates = []
+    sizes = objects if isinstance(objects, Mapping) else None
     for rel in objects:
         if not layout.is_object(rel):
+            continue
+        if sizes is not None:  # the sizes the manifests gave: no stat (one gone already is not moved aside)
+            candidates.append((rel, sizes[rel]))
             continue
         try:
             candidates.append((rel, backend.stat(rel).size))
@@ -222,7 +227,7 @@ def _sweep(
     backend.make_parents(layout.trash_path(sweep, rel) for rel, _ in candidates)  # one fsync per directory
     for rel, size in candidates:
         with contextlib.suppress(FileNotFoundError):
-            backend.move(rel, layout.trash_path(sweep, rel))
+            backend.move(rel, layout.trash_path(sweep, rel), made=True)
             aside.append((rel, size))
     live = live_now() if aside else set()
     deleted = freed = 0

@@ -9,6 +9,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 from pipeline import Store
 from pipeline.store import layout
@@ -62,3 +63,16 @@ def test_a_sweeps_tidy_up_removes_only_its_empty_directories(tmp_path):
     assert (root / layout.TRASH).exists()
     backend.remove_empty(layout.TRASH)  # the full walk: every empty directory, gc/ itself last
     assert not (root / layout.TRASH).exists()
+
+
+def test_a_move_into_made_directories_makes_one_removed_since_and_misses_a_missing_file(tmp_path):
+    root = tmp_path / "s"
+    backend = LocalBackend(str(root))
+    backend.write_atomic("objects/ab/x.json", b"{}")
+    dest = layout.trash_path("1-s", "objects/ab/x.json")
+    backend.make_parents([dest])
+    shutil.rmtree(root / layout.TRASH)  # removed between make_parents and the move (another sweep's tidy-up)
+    backend.move("objects/ab/x.json", dest, made=True)
+    assert (root / dest).read_bytes() == b"{}" and not (root / "objects/ab/x.json").exists()
+    with pytest.raises(FileNotFoundError):
+        backend.move("objects/ab/x.json", dest, made=True)
