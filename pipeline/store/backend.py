@@ -177,13 +177,20 @@ class LocalBackend:
             return self._prefix + rel
         return os.path.join(self.root, *rel.split("/"))
 
-    def _makedirs(self, path: str, durable: bool = True, gained: set[str] | None = None) -> None:
+    def _makedirs(
+        self, path: str, durable: bool = True, gained: set[str] | None = None, known: set[str] | None = None
+    ) -> None:
         """Create ``path`` and missing parents, each new entry made durable in its parent (or,
         with ``gained``, the parents that gained one collected there, for the caller to fsync).
         A symbolic link in the way (inside the store) is moved to quarantine/ first.
 
         A directory that is there costs one ``lstat`` (a directory, and no link); only a missing
-        one looks at its parents."""
+        one looks at its parents. ``known``: directories this caller checked or made just
+        before (and adds to), not looked at again."""
+        if known is not None:
+            if path in known:
+                return
+            known.add(path)  # (checked or made below, or this raises)
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
@@ -201,7 +208,7 @@ class LocalBackend:
                 os.replace(path, target)
         parent = os.path.dirname(path)
         if parent != path:
-            self._makedirs(parent, durable, gained)
+            self._makedirs(parent, durable, gained, known)
         try:
             os.mkdir(path)
         except FileExistsError:
@@ -218,8 +225,9 @@ class LocalBackend:
         per directory that gained entries, however many (many moves into a new tree: gc's
         set-aside), all before this returns: nothing is moved in before its directory is durable."""
         gained: set[str] = set()
+        known: set[str] = set()
         for directory in sorted({os.path.dirname(self._path(rel)) for rel in rels}):
-            self._makedirs(directory, durable=False, gained=gained)
+            self._makedirs(directory, durable=False, gained=gained, known=known)
         for parent in sorted(gained):
             self._fsync_dir(parent)
 
