@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import xxhash
 
-from .backend import LocalBackend, describe_oserror, files_of
+from .backend import describe_oserror
+from .local import LocalBackend, files_of
 
 if TYPE_CHECKING:
     from .backend import Backend

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import StoreError
 from ..progress_bar import progress
 from . import drops, layout
-from .backend import LocalBackend
+from .local import LocalBackend
 from .manifest import Manifest
 from .mirror import MIRROR_ERRORS, Mirror, Mirrors, plain
 from .objects import leaf_path

@@ -22,10 +22,11 @@ from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError, StoreUnreachable
 from ..fingerprint import fingerprint
 from . import layout, listing
-from .backend import UNREACHABLE_HINT, LocalBackend, SymlinkRefused, open_backend
+from .backend import UNREACHABLE_HINT, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
 from .codecs import CODECS, _is_jsonable
 from .listing import Page
+from .local import LocalBackend
 from .locks import Leases
 from .manifest import Manifest, Unsigned, Unverified
 from .mirror import Mirrors

@@ -25,7 +25,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..progress_bar import track
 from . import layout
 from . import seal as _seal
-from .backend import Backend, LocalBackend
+from .backend import Backend
+from .local import LocalBackend
 from .manifest import FORMAT, loads, plain_components
 from .objects import checksum, leaf_path
 from .tree import from_doc, leaves

@@ -8,7 +8,7 @@ import gc
 import pickle
 import sys
 
-from .backend import LocalBackend
+from .local import LocalBackend
 from .verify_scan import scan
 
 

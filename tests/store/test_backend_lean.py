@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import Store
 from pipeline.store import layout
-from pipeline.store.backend import SMALL, LocalBackend
+from pipeline.store.local import SMALL, LocalBackend
 
 
 def test_a_temp_directory_removed_after_the_first_write_is_made_again(tmp_path):

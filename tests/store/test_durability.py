@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline import Manifest, Store
-from pipeline.store.backend import SMALL
+from pipeline.store.local import SMALL
 
 
 class Recorder:

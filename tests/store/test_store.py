@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline import IntegrityError, Manifest, StageCache, Store, StoreError, fingerprint, materialize
-from pipeline.store.backend import LocalBackend
+from pipeline.store.local import LocalBackend
 from pipeline.store.tree import leaves
 
 # -- helpers -----------------------------------------------------------------------------
