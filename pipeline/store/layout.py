@@ -115,19 +115,20 @@ def temp_path() -> str:
     """A fresh temp file name that says which writer (host, process) it belongs to: unique by
     the process's random prefix (drawn anew in a forked child) and a counter (no ``uuid4`` and
     ``getpid`` per file)."""
-    return f"{_TEMP_PREFIX[0]}{next(_TEMP_COUNTER):x}"
+    return f"{_temp_prefix}{next(_temp_counter):x}"
 
 
 def _new_temp_prefix() -> None:
-    global _TEMP_COUNTER
-    _TEMP_PREFIX[0] = f"{TMP}/{_host()}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
-    _TEMP_COUNTER = itertools.count()
+    global _temp_prefix, _temp_counter
+    _temp_prefix = f"{TMP}/{_host()}-{os.getpid()}-{uuid.uuid4().hex[:16]}"
+    _temp_counter = itertools.count()
 
 
-_TEMP_PREFIX = [""]
-_TEMP_COUNTER = itertools.count()
+_temp_prefix = ""
+_temp_counter = itertools.count()
 _new_temp_prefix()
-os.register_at_fork(after_in_child=_new_temp_prefix)
+if hasattr(os, "register_at_fork"):  # (not on Windows: no fork there)
+    os.register_at_fork(after_in_child=_new_temp_prefix)
 
 
 def temp_writer(rel: str) -> tuple[str, int] | None:
