@@ -200,24 +200,107 @@ def dumps(doc: dict[str, Any]) -> bytes:
     manifest). orjson writes it in C, with two-space indents: they are halved (every two spaces
     become one), and the floats it spells unlike ``repr`` (1e-9 <= |x| < 1e-4: ``0.00001``,
     ``1e-7``) are respelled. What is written is then read back, and must be the document itself;
-    else the standard encoder writes it: NaN and infinities (orjson writes null), integers beyond
-    64 bits, text that is not ASCII (the standard encoder escapes it) or holds two spaces in a
-    row, tuples, keys that are not strings, and types only one of the encoders knows."""
+    else the standard encoder writes it: NaN and infinities (orjson writes null), text that is
+    not ASCII (the standard encoder escapes it) or holds two spaces in a row, tuples, keys that
+    are not strings, and types only one of the encoders knows. (Integers beyond 64 bits, which
+    orjson refuses, are written by it all the same: see ``_fast_dumps``.)"""
     if orjson is not None:
-        try:
-            out = orjson.dumps(doc, option=_INDENTED)
-        except TypeError:  # (orjson.JSONEncodeError is a TypeError)
-            pass
-        else:
-            if out.isascii() and b"\x7f" not in out:  # (the standard encoder escapes DEL too)
-                out = out.replace(b"  ", b" ")
-                if b"e-" in out:  # (a search is cheaper than a regex scan, and most find nothing)
-                    out = _SMALL_EXPONENT.sub(rb"e-0\1", out)
-                if b"0.0000" in out:
-                    out = _TINY_DECIMAL.sub(_respelled, out)
-                if orjson.loads(out) == doc:
-                    return out
+        out = _fast_dumps(doc)
+        if out is not None:
+            return out
     return json.dumps(doc, indent=1, sort_keys=True).encode()
+
+
+def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
+    """``dumps`` by orjson, or None when what it writes is not the standard encoder's bytes.
+
+    Integers beyond 64 bits (a NumPy Generator's state in every checkpoint manifest: PCG64 holds
+    128-bit ones) stop orjson: they are swapped for marker strings (``_marked``), the marked
+    document is written and read back, and each marker, as a whole value, is replaced by its
+    integer's digits. A string of the document that is a marker too makes a count of markers
+    replaced that is not the count of integers: then the standard encoder writes it."""
+    try:
+        return _orjson_text(doc)
+    except TypeError:  # (orjson.JSONEncodeError is a TypeError)
+        pass
+    big: list[int] = []
+    marked = _marked(doc, big)
+    if not big:  # refused for another reason: the standard encoder says what it makes of it
+        return None
+    try:
+        out = _orjson_text(marked)
+    except TypeError:
+        return None
+    if out is None:
+        return None
+    digits = {b'"\\u0000%d"' % i: b"%d" % n for i, n in enumerate(big)}
+    out, replaced = _MARKER.subn(lambda m: _digits(m, digits), out)
+    return out if replaced == len(big) and b'"\\u0000' not in out else None
+
+
+def _orjson_text(doc: dict[str, Any]) -> bytes | None:
+    """orjson's text of ``doc`` in the standard encoder's spelling, if it reads back as ``doc``
+    (None: it does not); TypeError when orjson refuses it."""
+    out = orjson.dumps(doc, option=_INDENTED)
+    if not out.isascii() or b"\x7f" in out:  # (the standard encoder escapes DEL too)
+        return None
+    out = out.replace(b"  ", b" ")
+    if b"e-" in out:  # (a search is cheaper than a regex scan, and most find nothing)
+        out = _SMALL_EXPONENT.sub(rb"e-0\1", out)
+    if b"0.0000" in out:
+        out = _TINY_DECIMAL.sub(_respelled, out)
+    return out if orjson.loads(out) == doc else None
+
+
+def _marked(value: Any, big: list[int]) -> Any:
+    """``value`` with every integer orjson cannot write (beyond int64 / uint64) replaced by the
+    string ``"\\x00<n>"`` (``big[n]`` is the integer); containers copied, leaves shared (only
+    containers are recursed into: a manifest has many more leaves)."""
+    if type(value) is dict:
+        out = {}
+        for k, v in value.items():
+            tp = type(v)
+            if tp is dict or tp is list or tp is tuple:
+                v = _marked(v, big)
+            elif tp is int and not _INT64_MIN <= v <= _UINT64_MAX:
+                v = _marker(v, big)
+            out[k] = v
+        return out
+    if type(value) is list or type(value) is tuple:
+        items = []
+        for v in value:
+            tp = type(v)
+            if tp is dict or tp is list or tp is tuple:
+                v = _marked(v, big)
+            elif tp is int and not _INT64_MIN <= v <= _UINT64_MAX:
+                v = _marker(v, big)
+            items.append(v)
+        return items if type(value) is list else tuple(items)
+    if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+        return _marker(value, big)
+    return value
+
+
+def _digits(m: re.Match[bytes], digits: dict[bytes, bytes]) -> bytes:
+    """The digits of the integer a marker stands for; a match that is no marker stays as it is."""
+    at = m.start()
+    if m.string[at - 1] not in _SPACE_NEWLINE:  # (the indent or ": " before a whole value)
+        return m.group()
+    return digits.get(m.group(), m.group())
+
+
+_SPACE_NEWLINE = frozenset(b" \n")
+
+
+def _marker(n: int, big: list[int]) -> str:
+    big.append(n)
+    return f"\x00{len(big) - 1}"
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_MARKER = re.compile(rb'"\\u0000\d+"(?=,?\n)')
+"""A ``_marked`` string as orjson writes it (a NUL escaped as ``\\u0000``), as a whole value: after
+the indent or ``": "``, at a line's end (never inside a string, where a quote is escaped)."""
 
 
 _INDENTED = 0 if orjson is None else orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS

@@ -93,3 +93,54 @@ JSONISH = st.recursive(
 @given(doc=st.dictionaries(st.text(max_size=8), JSONISH, max_size=6))
 def test_random_documents_are_written_as_the_standard_encoder_writes_them(doc) -> None:
     assert dumps(doc) == standard(doc)
+
+
+BIG_INTS = [2**64, 2**64 - 1, 2**63, -(2**63), -(2**63) - 1, 2**127 + 12345, -(2**200), 10**19, 10**40]
+
+
+def test_integers_beyond_64_bits_are_written_by_the_fast_path(monkeypatch) -> None:
+    """A checkpoint manifest carries a NumPy Generator's state inline (PCG64: two 128-bit
+    integers): orjson refuses them, yet its spelling is used, byte for byte the standard one."""
+    pytest.importorskip("orjson")
+    docs = [
+        {"state": {"state": 35399562948360463058890781895381311971, "inc": 87136372517582989555478159403783844777},
+         "bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0},
+        {"a": BIG_INTS, "b": {str(i): n for i, n in enumerate(BIG_INTS)}},
+        {"c": [[2**64, 1.5, -3e-7], {"d": [-(2**70)]}]},
+        {"mixed": [2**65, 1e-5, 0.1, 2.5e-9, 7, -(2**64), "x", None, True, {"n": 2**64}]},
+        {"only": 2**64},
+    ]  # fmt: skip
+    expected = [standard(doc) for doc in docs]
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the standard encoder was asked to write a document of big integers")
+
+    monkeypatch.setattr(manifest_module.json, "dumps", refused)
+    assert [dumps(doc) for doc in docs] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\x000", "\x001", "\x00", "\x0012", '"\x000', 'a "\x000', "\x000\n", "x\x000"],
+)
+def test_strings_that_look_like_the_big_integer_markers_are_written_as_they_are(text: str) -> None:
+    doc = {"n": [2**64, -(2**65)], "s": text, "l": [text, {"k": text}], text: 2**100}
+    assert dumps(doc) == standard(doc)
+
+
+def test_a_checkpoint_manifest_with_big_integers_reads_back_exactly() -> None:
+    state = {"bit_generator": "PCG64", "has_uint32": 1, "uinteger": 2**32 - 1,
+             "state": {"state": 2**128 - 1, "inc": 2**127 + 1}}  # fmt: skip
+    m = manifest(step=3, kind="checkpoint", extra={"inline": {"rng": state}, "big": BIG_INTS})
+    raw = m.to_json()
+    back = Manifest.from_json(raw)
+    assert back.extra == m.extra
+    assert [type(n) for n in back.extra["big"]] == [int] * len(BIG_INTS)
+    same(back, reference(raw))
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=8), JSONISH | st.integers(-(2**130), 2**130), max_size=6))
+def test_random_documents_with_big_integers_are_written_as_the_standard_encoder_writes_them(doc) -> None:
+    doc["big"] = [2**64, doc.copy()]
+    assert dumps(doc) == standard(doc)
