@@ -258,6 +258,38 @@ def preload() -> None:
     import pyarrow.parquet  # noqa: F401
 
 
+class Pickled:
+    """A value already written by the pickle codec (``pickled``): its bytes, byte for byte the
+    object ``PICKLE`` would write of the value, saved as that object (codec ``joblib``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<pickled value, {len(self.data)} bytes>"
+
+
+def pickled(value: Any) -> Pickled | None:
+    """``value`` as the pickle codec writes it, when that is the codec it is saved with (None:
+    another codec, or the C pickler refuses it and joblib's would write it). A snapshot a
+    background checkpoint write takes: the bytes serve as the copy later training steps cannot
+    touch (cheaper than a deep copy), and the writer then only hashes and writes them."""
+    if candidates(value)[0] is not PICKLE:
+        return None
+    buf = io.BytesIO()
+    try:
+        _write_pickle(value, buf)
+    except Exception:  # (_Strided, or what only joblib's pickler takes: it is written later, as before)
+        return None
+    return Pickled(buf.getvalue())
+
+
+def _write_pickled(v: Pickled, f: Any) -> None:
+    f.write(v.data)
+
+
 PARQUET_FRAME = Codec("parquet-pandas", "parquet", _write_frame, _read_frame)
 ARROW_FRAME = Codec("arrow-pandas", "arrow", _write_numeric_frame, _read_numeric_frame)
 PARQUET_SERIES = Codec("parquet-series", "parquet", _write_series, _read_series)
@@ -266,12 +298,16 @@ JSON = Codec("json", "json", _write_json, _read_json)
 JOBLIB = Codec("joblib", "joblib", _write_joblib, _read_joblib, executes_code=True)
 PICKLE = Codec("joblib", "joblib", _write_pickle, _read_joblib, executes_code=True)
 """The joblib codec written by the C pickler (tried first; joblib's pickler when it refuses)."""
+PICKLED = Codec("joblib", "joblib", _write_pickled, _read_joblib, executes_code=True)
+"""The joblib codec of a value pickled beforehand (``Pickled``): its bytes as they are."""
 CODECS = {c.name: c for c in (PARQUET_FRAME, ARROW_FRAME, PARQUET_SERIES, PARQUET_TABLE, JSON, JOBLIB)}
 
 
 def candidates(value: Any, *, small_frames: bool = False) -> list[Codec]:
     """Codecs to try for ``value``, best first; joblib is always the last resort.
     ``small_frames``: numeric frames as Parquet (compressed) rather than Arrow IPC."""
+    if type(value) is Pickled:
+        return [PICKLED]
     mod = type(value).__module__.partition(".")[0]
     if mod == "pandas":
         import pandas as pd

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import CheckpointError
+from ..store import codecs
 
 
 @dataclass(frozen=True)
@@ -263,12 +264,19 @@ _PICKLED = ("value", "sklearn.estimator")  # written by pickling the object itse
 VALUE = Adapter("value", lambda o: True, lambda o, c: _copy.deepcopy(o) if c else o, _value_apply)
 
 
-def capture(name: str, obj: Any, *, copy: bool, check: bool = False) -> tuple[str, Any]:
+def capture(name: str, obj: Any, *, copy: bool, check: bool = False, pickle_now: bool = False) -> tuple[str, Any]:
     """``(kind, payload)`` of one state entry; a clear CheckpointError when it can't be captured.
 
     ``check`` additionally pickles a plain value once, so an entry that deep-copies but
-    cannot be written (a lambda, a local class) fails here and not in a background thread."""
+    cannot be written (a lambda, a local class) fails here and not in a background thread.
+    ``pickle_now`` (with ``copy``): an entry the store would pickle (an estimator, a plain
+    object) is captured as the bytes it would write (``codecs.Pickled``) instead of a deep copy
+    pickled later: one pass over the object instead of two, and nothing left to check."""
     adapter = adapter_for(obj) or VALUE
+    if copy and pickle_now and adapter.kind in _PICKLED:
+        payload = codecs.pickled(obj)
+        if payload is not None:
+            return adapter.kind, payload
     try:
         payload = adapter.capture(obj, copy)
         if check and adapter.kind in _PICKLED:

@@ -371,7 +371,7 @@ class Checkpointer(ClosesOnExit):
         kinds, payloads = {}, {}
         for name in names:
             kinds[name], payloads[name] = adapters.capture(
-                name, state[name], copy=copy, check=name not in self._captured
+                name, state[name], copy=copy, check=name not in self._captured, pickle_now=True
             )
             self._captured.add(name)
         if self.content.rng:
