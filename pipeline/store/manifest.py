@@ -254,31 +254,22 @@ def _orjson_text(doc: dict[str, Any]) -> bytes | None:
 
 def _marked(value: Any, big: list[int]) -> Any:
     """``value`` with every integer orjson cannot write (beyond int64 / uint64) replaced by the
-    string ``"\\x00<n>"`` (``big[n]`` is the integer); containers copied, leaves shared (only
-    containers are recursed into: a manifest has many more leaves)."""
-    if type(value) is dict:
-        out = {}
-        for k, v in value.items():
-            tp = type(v)
-            if tp is dict or tp is list or tp is tuple:
-                v = _marked(v, big)
-            elif tp is int and not _INT64_MIN <= v <= _UINT64_MAX:
-                v = _marker(v, big)
-            out[k] = v
-        return out
-    if type(value) is list or type(value) is tuple:
-        items = []
-        for v in value:
-            tp = type(v)
-            if tp is dict or tp is list or tp is tuple:
-                v = _marked(v, big)
-            elif tp is int and not _INT64_MIN <= v <= _UINT64_MAX:
-                v = _marker(v, big)
-            items.append(v)
-        return items if type(value) is list else tuple(items)
-    if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
-        return _marker(value, big)
-    return value
+    string ``"\\x00<n>"`` (``big[n]`` is the integer). A container orjson writes as it is is
+    shared, not walked: orjson finds the few that hold one faster than Python visits every leaf."""
+    tp = type(value)
+    if tp is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else _marker(value, big)
+    if tp is not dict and tp is not list and tp is not tuple:
+        return value
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        pass
+    else:
+        return value
+    if tp is dict:
+        return {k: _marked(v, big) for k, v in value.items()}
+    return tp([_marked(v, big) for v in value])
 
 
 def _digits(m: re.Match[bytes], digits: dict[bytes, bytes]) -> bytes:

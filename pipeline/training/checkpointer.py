@@ -36,7 +36,6 @@ block; its sinks are closed when it finishes (or, if training raised, when it cl
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -356,7 +355,7 @@ class Checkpointer(ClosesOnExit):
             "granularity": self.content.kind,
             "entries": kinds,
             "history": self._history(),
-            "early_stopping": dataclasses.asdict(self._stop),
+            "early_stopping": dict(vars(self._stop)),  # (its fields are scalars: asdict's deep copy buys nothing)
             "hyperparameters": self.hyperparameters,
             "resumed_from": self._resumed_from,
         }
