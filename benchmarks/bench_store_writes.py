@@ -19,6 +19,12 @@ trial writes (the model: a fitted ``SGDClassifier`` of 30 features, ~1.1 KB of p
   each call (one directory of results)
 - ``missing check``: ``store.missing(tree)`` of a checkpoint manifest's three objects (all
   there), the check every commit makes after its manifest is written
+- ``epoch checkpoint``: one checkpoint end to end, as a trial's ``Checkpointer`` makes it:
+  ``step()`` (the snapshot of a model and a NumPy Generator, the global RNG streams) and
+  ``wait()`` for its background write (objects, manifest, prune; ``LatestN(1)``,
+  ``free_pruned=False``, the relaxed store), a new Checkpointer every three calls. Under
+  callgrind the write runs in the calling thread (``Sync()``: collection is per thread), so its
+  snapshot takes no copy there. Floor: the model's and the manifest's bytes written.
 
 Floors (same bytes, same directories, the same durability): the object or manifest bytes
 (encoded outside the timing) to a temp file, ``fsync`` when durable, ``os.replace``,
@@ -52,7 +58,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ["checkpoint object", "checkpoint rng", "checkpoint manifest", "trial object", "trial manifest", "missing check"]
+OPS = ["checkpoint object", "checkpoint rng", "checkpoint manifest", "trial object", "trial manifest", "missing check",
+       "epoch checkpoint"]  # fmt: skip
 STAGE = "bench.trial"
 
 
@@ -273,7 +280,39 @@ class _Round:
         self.time(
             "missing check", lambda i: self.store.missing(ckpts[i].outputs), lambda i: [os.lstat(p) for p in paths[i]]
         )
+        self._epoch_checkpoints(model_at, pickled, ckpt_bytes)
         return self.found
+
+    def _epoch_checkpoints(self, model_at: Callable[[int], Any], pickled: list[bytes], manifests: list[bytes]) -> None:
+        import numpy as np
+
+        from pipeline.training import Background, Checkpointer, EveryNEpochs, LatestN, Sync, TrainState
+
+        live: dict[str, Any] = {}
+        writer = Sync() if self.counting else Background()
+
+        def step(i: int) -> None:
+            if i % 3 == 0:  # a trial's three checkpoints, under a key of their own
+                if live:
+                    live["ckpt"].finish(live["state"])
+                ckpt = Checkpointer(store=self.relaxed, name=STAGE, key=f"epochs-{self.tag}-{i}", save=EveryNEpochs(1),
+                                    keep=LatestN(1), free_pruned=False, writer=writer)  # fmt: skip
+                live.update(ckpt=ckpt, state=ckpt.restore(TrainState(model=model_at(i), rng=np.random.default_rng(i))))
+            state = live["state"]
+            state.model = model_at(i)
+            state.rng.random()
+            live["ckpt"].step(i % 3, state, {"val_loss": 1.0 / (1 + i)})
+            live["ckpt"].wait()
+
+        floor_dir = os.path.join(self.root, "floor-epochs")
+        os.makedirs(floor_dir)
+
+        def floor(i: int) -> None:
+            _floor_write(os.path.join(floor_dir, f"{i}.joblib"), self._tmp(), pickled[i], False)
+            _floor_write(os.path.join(floor_dir, f"{i}.json"), self._tmp(), manifests[i], False)
+
+        self.time("epoch checkpoint", step, floor)
+        live["ckpt"].finish(live["state"])
 
 
 def _collect(f: Callable[[int], Any]) -> Callable[[list[Any], int], list[Any]]:
