@@ -40,16 +40,16 @@ class TrialCheckpointer:
 
     def step(self, epoch: int, state: Any, metrics: Mapping[str, float]) -> bool:
         stop = self._inner.step(epoch, state, metrics)
-        trial = TRIAL.get()
         if self._monitor is None or self._monitor not in metrics:
             return stop
         value = float(metrics[self._monitor])
         self._intermediate[epoch] = value
+        trial = TRIAL.get()
         if trial is not None:
-            import optuna
-
             trial.report(value, epoch)
             if trial.should_prune():
+                import optuna
+
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}: {self._monitor}={value:.6g}")
         return stop
 

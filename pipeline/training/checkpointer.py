@@ -327,10 +327,13 @@ class Checkpointer(ClosesOnExit):
         return [{"epoch": r.step, **r.metrics} for r in self._seen]
 
     def _check_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
-        if not isinstance(metrics, Mapping):
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise ConfigError(f"step() takes metrics as a dict of name -> number, not {type(metrics).__name__}")
         values = {}
         for k, v in metrics.items():
+            if type(v) is float and type(k) is str and k != "epoch":  # the usual case, checked first: every epoch
+                values[k] = v
+                continue
             if k == "epoch":
                 continue  # the checkpointer records the epoch itself
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) and not _is_scalar(v):

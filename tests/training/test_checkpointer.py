@@ -284,6 +284,27 @@ def test_bad_configuration_is_a_config_error(store, kwargs, message):
         Checkpointer(store=store, name="run", **kwargs)
 
 
+def test_metrics_are_recorded_as_floats_whatever_number_type_they_come_as(store):
+    """Plain floats take the per-epoch fast path; ints, NumPy scalars and float subclasses are
+    converted; "epoch" is the checkpointer's own; a bool or a string is refused."""
+
+    class Loss(float):
+        pass
+
+    ckpt = Checkpointer(store=store, name="m", save=EveryNEpochs(10), writer=Sync())
+    state = ckpt.restore(fresh())
+    metrics = {"val_loss": 0.5, "n": 3, "acc": np.float32(0.25), "sub": Loss(1.5), "epoch": 7.0}
+    ckpt.step(0, state, metrics)
+    assert state.history == [{"epoch": 1, "val_loss": 0.5, "n": 3.0, "acc": 0.25, "sub": 1.5}]
+    assert all(type(v) is float for k, v in state.history[0].items() if k != "epoch")
+    for bad in ({"val_loss": True}, {"val_loss": "0.5"}, {1: 0.5}):
+        with pytest.raises(ConfigError, match="metrics must be numbers keyed by name"):
+            ckpt.step(1, state, bad)
+    with pytest.raises(ConfigError, match="metrics as a dict of name -> number, not list"):
+        ckpt.step(1, state, [0.5])
+    ckpt.close()
+
+
 def test_unknown_monitored_metric_names_it_and_the_metrics_given(store):
     ckpt = Checkpointer(store=store, name="run", early_stopping=EarlyStopping("val_los"))
     state = ckpt.restore(fresh())
