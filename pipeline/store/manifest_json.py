@@ -65,7 +65,8 @@ def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
     128-bit ones) stop orjson: they are swapped for marker strings (``_marked``), the marked
     document is written and read back, and each marker, as a whole value, is replaced by its
     integer's digits. A string of the document that is a marker too makes a count of markers
-    replaced that is not the count of integers: then the standard encoder writes it."""
+    replaced that is not the count of integers: then the standard encoder writes it. The text
+    is read back (``json.loads``: exact for big integers) and must be the document."""
     try:
         return _orjson_text(doc)
     except TypeError:  # (orjson.JSONEncodeError is a TypeError)
@@ -81,8 +82,10 @@ def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
     if out is None:
         return None
     digits = {b'"\\u0000%d"' % i: b"%d" % n for i, n in enumerate(big)}
-    out, replaced = _MARKER.subn(lambda m: _digits(m, digits), out)
-    return out if replaced == len(big) and b'"\\u0000' not in out else None
+    out, replaced = _MARKER.subn(lambda m: digits.get(m.group(), m.group()), out)
+    if replaced != len(big) or b'"\\u0000' in out:
+        return None
+    return out if json.loads(out) == doc else None  # (read back, as every text dumps returns is)
 
 
 def _orjson_text(doc: dict[str, Any]) -> bytes | None:
@@ -119,24 +122,13 @@ def _marked(value: Any, big: list[int]) -> Any:
     return tp([_marked(v, big) for v in value])
 
 
-def _digits(m: re.Match[bytes], digits: dict[bytes, bytes]) -> bytes:
-    """The digits of the integer a marker stands for; a match that is no marker stays as it is."""
-    at = m.start()
-    if m.string[at - 1] not in _SPACE_NEWLINE:  # (the indent or ": " before a whole value)
-        return m.group()
-    return digits.get(m.group(), m.group())
-
-
-_SPACE_NEWLINE = frozenset(b" \n")
-
-
 def _marker(n: int, big: list[int]) -> str:
     big.append(n)
     return f"\x00{len(big) - 1}"
 
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
-_MARKER = re.compile(rb'"\\u0000\d+"(?=,?\n)')
+_MARKER = re.compile(rb'(?<=[ \n])"\\u0000\d+"(?=,?\n)')
 """A ``_marked`` string as orjson writes it (a NUL escaped as ``\\u0000``), as a whole value: after
 the indent or ``": "``, at a line's end (never inside a string, where a quote is escaped)."""
 
