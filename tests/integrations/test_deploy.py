@@ -16,6 +16,7 @@ import pytest
 from pipeline import Store
 from pipeline.errors import ConfigError
 from pipeline.integrations.deploy import Cron, Interval, Schedule, require_server, schedule_of
+from tests.prefect_reads import task_states
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOW = "tests.integrations.served_flow:tiny"
@@ -71,19 +72,6 @@ def finished_runs(client, deployment_name, proc, log, *, count=2, timeout=300.0)
     return deployment, done[:count]
 
 
-def _task_states(client, run_id, expected: int = 2, timeout: float = 60.0) -> dict[str, str]:
-    """Final task run states by task name (the server records them from events: poll)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout
-    while True:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-        final = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks if t.state and t.state.is_final()}
-        if len(final) >= expected or time.monotonic() > deadline:
-            return final
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_served_flow_runs_on_its_interval_the_second_run_fully_cached_and_sigterm_stops_it(tmp_path, prefect_api):
     from prefect.client.orchestration import get_client
@@ -101,8 +89,8 @@ def test_served_flow_runs_on_its_interval_the_second_run_fully_cached_and_sigter
             assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
             assert first.parameters == second.parameters == {"params": {"x": 3, "k": 2}}
             assert deployment.schedules and deployment.schedules[0].schedule.interval.total_seconds() == 3
-            assert _task_states(client, first.id) == {"square": "Completed", "plus": "Completed"}
-            assert _task_states(client, second.id) == {"square": "Cached", "plus": "Cached"}  # fully cached
+            assert task_states(first.id, expected=2) == {"square": ["Completed"], "plus": ["Completed"]}
+            assert task_states(second.id, expected=2) == {"square": ["Cached"], "plus": ["Cached"]}  # fully cached
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()

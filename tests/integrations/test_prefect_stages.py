@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import FingerprintError, Store
 from pipeline.integrations.runner import run_flow
+from tests.prefect_reads import task_states
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -97,24 +98,6 @@ def toy(flow_module):
 @pytest.fixture
 def local_store(tmp_path) -> Store:
     return Store(tmp_path / "store")
-
-
-def task_states(flow_run_id: str, expected: int, timeout: float = 20.0) -> dict[str, list[str]]:
-    """Task run state names by task name, read back through the Prefect API."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            final = [r for r in runs if r.state is not None and r.state.is_final()]
-            if len(final) >= expected or time.monotonic() > deadline:
-                out: dict[str, list[str]] = {}
-                for r in final:
-                    out.setdefault(r.name.rsplit("-", 1)[0], []).append(r.state.name)
-                return out
-            time.sleep(0.1)
 
 
 def test_second_run_is_all_cached_with_no_body_executed(toy, local_store):
