@@ -6,6 +6,6 @@ handlers into it (so the package always has both).
 
 from .code import code_components, code_fingerprint
 from .component import Component
-from .values import fingerprint, register
+from .values import fingerprint, fingerprint_entries, register
 
-__all__ = ["fingerprint", "code_fingerprint", "code_components", "register", "Component"]
+__all__ = ["fingerprint", "fingerprint_entries", "code_fingerprint", "code_components", "register", "Component"]

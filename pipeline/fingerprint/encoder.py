@@ -40,6 +40,28 @@ def type_name(tp: type) -> str:
     return qual if mod in (None, "builtins") else f"{mod}.{qual}"
 
 
+class _Tee:
+    """Two hashers fed the same bytes (``Encoder.tee``)."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    def update(self, data: Any) -> None:
+        self.first.update(data)
+        self.second.update(data)
+
+    def copy(self) -> _Tee:
+        return _Tee(self.first.copy(), self.second.copy())
+
+    def digest(self) -> bytes:
+        return self.first.digest()
+
+    def hexdigest(self) -> str:
+        return self.first.hexdigest()
+
+
 class Encoder:
     """Feeds values into one xxh3_128 state; ``dispatch`` picks the handler per type."""
 
@@ -128,6 +150,14 @@ class Encoder:
         child._dispatch(key, child)
         child._dispatch(v, child)
         return child.digest()
+
+    def tee(self) -> Any:
+        """From here on, feed a second, fresh stream too; returned (its ``hexdigest()``: the
+        fingerprint of what is encoded after this call alone). One walk of a value then gives
+        both the digest of a dict entry (key and value) and the value's own fingerprint."""
+        tee = _Tee(self._h, xxhash.xxh3_128())
+        self.rewind(tee)  # (``checkpoint`` / ``rewind`` copy and restore both streams)
+        return tee.second
 
     def digest(self) -> bytes:
         return self._h.digest()

@@ -46,14 +46,14 @@ from typing import Any, Callable
 
 from ..errors import FingerprintError
 from ..progress_bar import progress
-from .encoder import Encoder, Unhashable, type_name
+from .encoder import PREFIX, Encoder, Unhashable, type_name
 from .lazy_handlers import LAZY, load_lazy, register_imported
 from .objects import encode_dataclass, encode_extra_state, encode_object
 
 _pack_q = struct.Struct("<q").pack
 _pack_d = struct.Struct("<d").pack
 
-__all__ = ["fingerprint", "register", "encode", "encode_extra_state", "encode_object"]
+__all__ = ["fingerprint", "fingerprint_entries", "register", "encode", "encode_extra_state", "encode_object"]
 
 _NEVER = (
     types.GeneratorType,
@@ -180,6 +180,63 @@ def fingerprint(value: Any, *, name: str = "value") -> str:
     except RecursionError:
         raise FingerprintError(f"cannot fingerprint {name}: nested too deeply") from None
     return enc.hexdigest()
+
+
+def _alone(value: Any, name: str) -> str | None:
+    try:
+        return fingerprint(value, name=name)
+    except FingerprintError:
+        return None
+
+
+class _Watching(dict):
+    """A cycle stack (``Encoder.enter``) that notes a lookup of ``watched``: an entry whose
+    encoding reached back to its dict (there a cycle token; alone, the dict in full)."""
+
+    def __init__(self, watched: int) -> None:
+        super().__init__()
+        self.watched, self.hit = watched, False
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key == self.watched:
+            self.hit = True
+        return dict.get(self, key, default)
+
+
+def fingerprint_entries(value: dict, *, name: str = "value") -> tuple[str | None, dict[Any, str | None]]:
+    """``fingerprint(value)`` of a dict and ``fingerprint(v)`` of each of its values, None for
+    one that can't be fingerprinted (and then for the dict), each value encoded once.
+
+    A dict's fingerprint is not a function of its values' fingerprints (an entry's digest
+    hashes the key's and the value's streams together), but the value's stream is the same:
+    it is fed to the entry's hasher and to a fresh one at once (``Encoder.tee``). A value that
+    reaches back to the dict is encoded alone again (its own stream holds the dict in full)."""
+    register_imported()
+    stack = _Watching(id(value))
+    enc = Encoder(encode, stack)
+    own: dict[Any, str | None] = {}
+
+    def entry(key: Any, x: Any) -> bytes:
+        child = enc.child()
+        encode(key, child)
+        alone = child.tee()
+        depth, stack.hit = len(stack), False
+        try:
+            encode(x, child)
+        except Unhashable:
+            own[key] = None
+            for held in list(stack)[depth:]:  # what the failed walk left entered (dicts keep order)
+                del stack[held]
+            return b""
+        own[key] = _alone(x, f"{name}[{key!r}]") if stack.hit else PREFIX + alone.hexdigest()
+        return child.digest()
+
+    try:
+        _feed_dict(value, enc, entry)
+    except (Unhashable, RecursionError):  # a key, or nested too deeply: each on its own
+        return _alone(value, name), {k: _alone(x, f"{name}[{k!r}]") for k, x in value.items()}
+    whole = all(fp is not None for fp in own.values())
+    return (enc.hexdigest() if whole else None), own
 
 
 # -- scalars -------------------------------------------------------------------------
@@ -331,6 +388,11 @@ def _sequence(v: Any, enc: Encoder) -> None:
 def _dict(v: dict, enc: Encoder) -> None:
     """A dict's equality ignores insertion order, so its entries are hashed as a sorted
     set of entry digests; an OrderedDict's equality does not, so it is hashed in order."""
+    _feed_dict(v, enc, enc.sub_digest_pair)
+
+
+def _feed_dict(v: dict, enc: Encoder, entry: Callable[[Any, Any], bytes]) -> None:
+    """``_dict``, each entry's digest by ``entry(key, value)``."""
     if not enc.enter(v):
         return
     _container_tag(v, dict, enc)
@@ -338,7 +400,7 @@ def _dict(v: dict, enc: Encoder) -> None:
     digests = []
     for k, x in v.items():
         try:
-            digests.append(enc.sub_digest_pair(k, x))
+            digests.append(entry(k, x))
         except Unhashable as e:
             e.path.append(_key_segment(k))
             raise

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from ..config import settings
 from ..errors import FingerprintError, IntegrityError, StoreError, StoreUnreachable
-from ..fingerprint import fingerprint
+from ..fingerprint import fingerprint, fingerprint_entries
 from . import layout, listing
 from .backend import UNREACHABLE_HINT, SymlinkRefused, open_backend
 from .checkpoints import Checkpoints
@@ -39,6 +39,7 @@ from .verify import Problem, VerifyReport, verify_store
 
 STORE_FORMAT = 1
 _NO_VALUE: Any = object()
+_UNKNOWN: Any = object()
 _COMMIT_ATTEMPTS = 4
 _OUTPUTS = b'\n "outputs": '
 """How a manifest's ``outputs`` member starts as ``Manifest.to_json`` writes it (indent 1, so
@@ -207,16 +208,25 @@ class Store:
 
         Each node records the value's fingerprint, or None when it can't be fingerprinted
         (an unknown content, which never equals any fingerprint)."""
+        return self._save(value, what, _UNKNOWN)
+
+    def _save(self, value: Any, what: str, fp: str | None | object) -> Tree:
+        """``save``; ``fp``: the value's fingerprint when its dict's walk gave it (else _UNKNOWN)."""
         if type(value) is tuple:
-            tree: Tree = TupleNode(tuple(self.save(v, what=f"{what}[{i}]") for i, v in enumerate(value)))
+            tree: Tree = TupleNode(tuple(self._save(v, f"{what}[{i}]", _UNKNOWN) for i, v in enumerate(value)))
         elif type(value) is dict and value and all(type(k) is str for k in value) and not _is_jsonable(value):
-            tree = DictNode(tuple((k, self.save(v, what=f"{what}[{k!r}]")) for k, v in value.items()))
+            # The dict's and its values' fingerprints in one walk of each value (a trial's model
+            # is encoded once, not once alone and again inside {"model": m}).
+            fp_here, own = fingerprint_entries(value, name=what)
+            fp = fp_here if fp is _UNKNOWN else fp
+            tree = DictNode(tuple((k, self._save(v, f"{what}[{k!r}]", own[k])) for k, v in value.items()))
         else:
             tree = self.put(value, what=what)
-        try:
-            fp: str | None = fingerprint(value, name=what)
-        except FingerprintError:
-            fp = None
+        if fp is _UNKNOWN:
+            try:
+                fp = fingerprint(value, name=what)
+            except FingerprintError:
+                fp = None
         return dataclasses.replace(tree, fingerprint=fp)
 
     def save_parts(self, parts: dict[str, Any], *, what: str = "value") -> DictNode:
