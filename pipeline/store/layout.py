@@ -94,15 +94,27 @@ def object_id(rel: str) -> str | None:
 
 
 def trash_path(sweep: str, rel: str) -> str:
-    return f"{TRASH}/{sweep}/{rel}"
+    """Where a gc sweep sets object ``rel`` aside: ``gc/<sweep>/<object id>.<suffix>``, one flat
+    directory a sweep (one ``mkdir``, not one per shard the sweep touches)."""
+    m = _OBJECT.fullmatch(rel)
+    if m is None:
+        raise ValueError(f"not an object path: {rel!r} (a sweep sets only objects aside)")
+    return f"{TRASH}/{sweep}/{m.group(1)}{m.group(2)}.{m.group(3)}"
+
+
+_TRASHED = re.compile(r"([0-9a-f]{2})([0-9a-f]{30})\.([a-z]+)")
 
 
 def untrash(rel: str) -> str | None:
-    """The object path a trashed file came from (None: not a trashed object)."""
+    """The object path a trashed file came from (None: not a trashed object). Also the layout
+    of sweeps before the flat one, ``gc/<sweep>/objects/<2 hex>/<30 hex>.<suffix>`` (one
+    killed then is put back by the next gc or read as well)."""
     parts = rel.split("/", 2)
-    if len(parts) == 3 and parts[0] == TRASH and is_object(parts[2]):
-        return parts[2]
-    return None
+    if len(parts) != 3 or parts[0] != TRASH:
+        return None
+    if (m := _TRASHED.fullmatch(parts[2])) is not None:
+        return f"{OBJECTS}/{m.group(1)}/{m.group(2)}.{m.group(3)}"
+    return parts[2] if is_object(parts[2]) else None
 
 
 # -- temp files ------------------------------------------------------------------------------

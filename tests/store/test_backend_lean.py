@@ -45,21 +45,25 @@ def test_a_listing_lists_what_a_scan_does_and_follows_no_link(tmp_path):
 def test_a_sweeps_tidy_up_removes_only_its_empty_directories(tmp_path):
     root = tmp_path / "s"
     backend = LocalBackend(str(root))
-    mine = [layout.trash_path("1-mine", f"objects/{d}/{d * 15}.json") for d in ("ab", "cd")]
-    backend.write_atomic(layout.trash_path("2-other", "objects/ef/x.json"), b"{}")  # another sweep's, in use
+
+    def trash_path(sweep: str, rel: str) -> str:  # nested, as sweeps before the flat layout left them
+        return f"{layout.TRASH}/{sweep}/{rel}"
+
+    mine = [trash_path("1-mine", f"objects/{d}/{d * 15}.json") for d in ("ab", "cd")]
+    backend.write_atomic(trash_path("2-other", "objects/ef/x.json"), b"{}")  # another sweep's, in use
     for rel in mine:
         backend.write_atomic(rel, b"{}")
-    backend.write_atomic(layout.trash_path("1-mine", "objects/cd/kept.json"), b"{}")  # put back later, say
+    backend.write_atomic(trash_path("1-mine", "objects/cd/kept.json"), b"{}")  # put back later, say
     for rel in mine:
         backend.delete(rel)
     backend.remove_empty(layout.TRASH, mine)
-    assert not (root / layout.trash_path("1-mine", "objects/ab")).exists()
-    assert (root / layout.trash_path("1-mine", "objects/cd/kept.json")).exists()  # not empty: stays
-    assert (root / layout.trash_path("2-other", "objects/ef/x.json")).exists()
-    backend.delete(layout.trash_path("1-mine", "objects/cd/kept.json"))
-    backend.delete(layout.trash_path("2-other", "objects/ef/x.json"))
-    backend.remove_empty(layout.TRASH, [layout.trash_path("1-mine", "objects/cd/kept.json")])
-    assert not (root / layout.trash_path("1-mine", "")).exists()  # its tree went, up to gc/ (not empty)
+    assert not (root / trash_path("1-mine", "objects/ab")).exists()
+    assert (root / trash_path("1-mine", "objects/cd/kept.json")).exists()  # not empty: stays
+    assert (root / trash_path("2-other", "objects/ef/x.json")).exists()
+    backend.delete(trash_path("1-mine", "objects/cd/kept.json"))
+    backend.delete(trash_path("2-other", "objects/ef/x.json"))
+    backend.remove_empty(layout.TRASH, [trash_path("1-mine", "objects/cd/kept.json")])
+    assert not (root / trash_path("1-mine", "")).exists()  # its tree went, up to gc/ (not empty)
     assert (root / layout.TRASH).exists()
     backend.remove_empty(layout.TRASH)  # the full walk: every empty directory, gc/ itself last
     assert not (root / layout.TRASH).exists()
@@ -68,11 +72,12 @@ def test_a_sweeps_tidy_up_removes_only_its_empty_directories(tmp_path):
 def test_a_move_into_made_directories_makes_one_removed_since_and_misses_a_missing_file(tmp_path):
     root = tmp_path / "s"
     backend = LocalBackend(str(root))
-    backend.write_atomic("objects/ab/x.json", b"{}")
-    dest = layout.trash_path("1-s", "objects/ab/x.json")
+    obj = "objects/ab/" + "a" * 30 + ".json"
+    backend.write_atomic(obj, b"{}")
+    dest = layout.trash_path("1-s", obj)
     backend.make_parents([dest])
     shutil.rmtree(root / layout.TRASH)  # removed between make_parents and the move (another sweep's tidy-up)
-    backend.move("objects/ab/x.json", dest, made=True)
-    assert (root / dest).read_bytes() == b"{}" and not (root / "objects/ab/x.json").exists()
+    backend.move(obj, dest, made=True)
+    assert (root / dest).read_bytes() == b"{}" and not (root / obj).exists()
     with pytest.raises(FileNotFoundError):
-        backend.move("objects/ab/x.json", dest, made=True)
+        backend.move(obj, dest, made=True)
