@@ -151,13 +151,15 @@ class Encoder:
         child._dispatch(v, child)
         return child.digest()
 
-    def tee(self) -> Any:
-        """From here on, feed a second, fresh stream too; returned (its ``hexdigest()``: the
-        fingerprint of what is encoded after this call alone). One walk of a value then gives
-        both the digest of a dict entry (key and value) and the value's own fingerprint."""
-        tee = _Tee(self._h, xxhash.xxh3_128())
-        self.rewind(tee)  # (``checkpoint`` / ``rewind`` copy and restore both streams)
-        return tee.second
+    def tee(self) -> None:
+        """From here on, feed a second, fresh stream too (``teed_hexdigest``: the fingerprint of
+        what was encoded since, alone). One walk of a value then gives both the digest of a dict
+        entry (key and value) and the value's own fingerprint."""
+        self.rewind(_Tee(self._h, xxhash.xxh3_128()))  # (``checkpoint`` / ``rewind`` keep both streams)
+
+    def teed_hexdigest(self) -> str:
+        """The fingerprint of what was encoded since ``tee()``."""
+        return PREFIX + self._h.second.hexdigest()
 
     def digest(self) -> bytes:
         return self._h.digest()

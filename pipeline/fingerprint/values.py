@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 from ..errors import FingerprintError
 from ..progress_bar import progress
-from .encoder import PREFIX, Encoder, Unhashable, type_name
+from .encoder import Encoder, Unhashable, type_name
 from .lazy_handlers import LAZY, load_lazy, register_imported
 from .objects import encode_dataclass, encode_extra_state, encode_object
 
@@ -219,7 +219,7 @@ def fingerprint_entries(value: dict, *, name: str = "value") -> tuple[str | None
     def entry(key: Any, x: Any) -> bytes:
         child = enc.child()
         encode(key, child)
-        alone = child.tee()
+        child.tee()
         depth, stack.hit = len(stack), False
         try:
             encode(x, child)
@@ -228,7 +228,7 @@ def fingerprint_entries(value: dict, *, name: str = "value") -> tuple[str | None
             for held in list(stack)[depth:]:  # what the failed walk left entered (dicts keep order)
                 del stack[held]
             return b""
-        own[key] = _alone(x, f"{name}[{key!r}]") if stack.hit else PREFIX + alone.hexdigest()
+        own[key] = _alone(x, f"{name}[{key!r}]") if stack.hit else child.teed_hexdigest()
         return child.digest()
 
     try:
