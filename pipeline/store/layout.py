@@ -10,7 +10,7 @@
     runs/<run id>.json, runs/<run id>/...             run records (events, trial events)
     searches/<search>/<search key>.json               search indexes (trial tables)
     quarantine/<time>-<unique>-<what>                 objects and manifests that failed verification
-    gc/<sweep>/<object path>                          objects a gc sweep is about to delete
+    gc/<sweep>/<object id>.<suffix>                   objects a gc sweep is about to delete
     tags/<tag>/<stage>/<key>[@<step>].json            tags (pins) of results and checkpoints
     dropped/<manifest path>                           the entries gc dropped (mirrors drop them too)
     leases/<stage>/<key>.<generation>.json            who is computing a stage key (see ``locks``)

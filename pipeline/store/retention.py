@@ -224,7 +224,7 @@ def _sweep(
     backend = store._backend
     sweep = f"{int(start)}-{uuid.uuid4().hex[:12]}"
     aside = []
-    backend.make_parents(layout.trash_path(sweep, rel) for rel, _ in candidates)  # one fsync per directory
+    backend.make_parents(layout.trash_path(sweep, rel) for rel, _ in candidates)  # gc/<sweep>/, durable first
     for rel, size in candidates:
         with contextlib.suppress(FileNotFoundError):
             backend.move(rel, layout.trash_path(sweep, rel), made=True)
