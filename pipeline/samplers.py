@@ -79,24 +79,3 @@ def _grid_sampler_class() -> type:
 
 
 __all__ = ["SAMPLERS", "check_train_fn", "distributions", "make_sampler"]
-
-
-def tell(study: Any, trial: Any, value: float | None = None, state: Any = None) -> None:
-    """``study.tell(trial, value)`` (or with ``state``) without the deep copy of the told trial
-    ``Study.tell`` returns (its params, distributions and every intermediate value: ~0.1 ms a
-    trial) and the search never reads: the function Optuna's own ``optimize`` loop tells with,
-    where this Optuna has it; else ``Study.tell``."""
-    told = _tell_without_copy()
-    if told is None:
-        study.tell(trial, value, state=state)
-    else:
-        told(study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=False)
-
-
-@functools.cache
-def _tell_without_copy() -> Any:
-    try:
-        from optuna.study._tell import _tell_with_warning
-    except ImportError:
-        return None
-    return _tell_with_warning

@@ -51,7 +51,7 @@ from .fingerprint import fingerprint
 from .fingerprint.code import remembering_code
 from .keys import search_key as search_key_of
 from .runs import record_trial
-from .samplers import check_train_fn, distributions, make_sampler, tell
+from .samplers import check_train_fn, distributions, make_sampler
 from .search_records import (
     commit_best,
     load_best,
@@ -378,10 +378,10 @@ class _SearchRun:
             for step, v in sorted(facts.intermediate.items()):
                 trial.report(v, step)
         if facts.state == "complete":
-            tell(self.study, trial, facts.value)
+            self.study.tell(trial, facts.value)
         else:
             failed = optuna.trial.TrialState.PRUNED if facts.state == "pruned" else optuna.trial.TrialState.FAIL
-            tell(self.study, trial, state=failed)
+            self.study.tell(trial, state=failed)
         source = "cached" if outcome.hit else ("resumed" if facts.resumed else "done")
         record = TrialRecord(trial.number, dict(trial.params), facts.value, facts.state, source, facts.reason,
                              facts.intermediate, seconds)  # fmt: skip

@@ -84,33 +84,3 @@ def test_a_finished_trial_is_one_object_and_one_manifest_each_fsynced_with_its_d
     assert report.clean and report.ok == N_TRIALS == len(models)
     assert report.orphans == 0  # the objects of the dropped epoch checkpoints were freed
     assert not list((tmp_path / "s" / "checkpoints").rglob("*.json"))
-
-
-def test_telling_a_trial_copies_none_of_the_study(tmp_path, monkeypatch):
-    """``Study.tell`` returns a deep copy of the trial it was told (its params, distributions and
-    every intermediate value), which the search never reads; Optuna's own loop tells without it."""
-    import copy
-
-    import optuna
-
-    from pipeline import tuning
-
-    copied: list[int] = []
-    real_copy, real_tell = copy.deepcopy, tuning._SearchRun._tell
-
-    def counting(value, *args, **kwargs):
-        copied.append(isinstance(value, optuna.trial.FrozenTrial))
-        return real_copy(value, *args, **kwargs)
-
-    def tell(self, *args, **kwargs):  # the search telling the study of one trial, copies counted
-        monkeypatch.setattr(copy, "deepcopy", counting)
-        try:
-            return real_tell(self, *args, **kwargs)
-        finally:
-            monkeypatch.setattr(copy, "deepcopy", real_copy)
-
-    monkeypatch.setattr(tuning._SearchRun, "_tell", tell)
-    search = Search("t", {"alpha": FloatDistribution(1e-4, 1e-1, log=True)}, _train, 3, sampler="random", seed=3)
-    result = search.run(Store(str(tmp_path / "s")))
-    assert [t.state for t in result.trials] == ["complete"] * 3
-    assert sum(copied) == 0
