@@ -211,3 +211,10 @@ def test_verify_gc_and_the_training_record_see_carried_entries(tmp_path):
     assert newest.bytes == store.manifest("run", "default", 3).bytes + len(pickles[-1])
     ((kind, model),) = record.models(3).values()
     assert kind == "sklearn.estimator" and codecs.pickled(model).data == pickles[-1]
+
+
+def test_a_mirror_holds_carried_entries_and_restores_from_them(tmp_path):
+    """Replication copies a checkpoint's objects, then its manifest: the carried model with it."""
+    store = Store(tmp_path / "p", mirrors=[tmp_path / "m"])
+    pickles = train(store, 2)
+    assert codecs.pickled(restored(Store(tmp_path / "m"), 2).model).data == pickles[-1]
