@@ -30,6 +30,7 @@ import xxhash
 
 from ..errors import CheckpointError, IntegrityError
 from ..store import DictNode, Leaf, Manifest, Store, codecs
+from . import adapters
 
 INLINE = "inline"
 """``extra`` key of the plain-JSON entries a checkpoint's manifest carries (name -> value)."""
@@ -39,7 +40,6 @@ PICKLED = "pickled"
 """``extra`` key of the pickled entries a checkpoint's manifest carries (name -> encoded bytes)."""
 PICKLED_MAX_BYTES = 16 << 10
 """A pickled entry of at most this many bytes rides in the manifest (base64: 4/3 of it)."""
-_REPICKLED = ("value", "sklearn.estimator")  # kinds the store pickles as they are (adapters._PICKLED)
 
 
 def save(
@@ -71,7 +71,7 @@ def _small_pickle(payload: Any, kind: str | None) -> bytes | None:
     in the manifest (None: it stays an object)."""
     if type(payload) is codecs.Pickled:  # a background write's snapshot: already the bytes
         return payload.data if len(payload.data) <= PICKLED_MAX_BYTES else None
-    if kind not in _REPICKLED:
+    if kind not in adapters.PICKLED_KINDS:
         return None
     small = codecs.pickled(payload, limit=PICKLED_MAX_BYTES)  # (stops at the limit: a big one is not pickled twice)
     return None if small is None else small.data
@@ -118,11 +118,6 @@ def load(store: Store, manifest: Manifest) -> dict[str, Any]:
 def carried(manifest: Manifest) -> dict[str, int]:
     """The pickled entries a checkpoint's manifest carries: name -> bytes (as their objects' would be)."""
     return {name: int(doc.get("bytes", 0)) for name, doc in manifest.extra.get(PICKLED, {}).items()}
-
-
-def read_carried(manifest: Manifest, name: str) -> Any:
-    """The value of pickled entry ``name`` that ``manifest`` carries."""
-    return decode(name, manifest.extra[PICKLED][name])
 
 
 def _plain_json(value: Any, budget: list[int]) -> bool:
