@@ -271,19 +271,33 @@ class Pickled:
         return f"<pickled value, {len(self.data)} bytes>"
 
 
-def pickled(value: Any) -> Pickled | None:
+def pickled(value: Any, *, limit: int | None = None) -> Pickled | None:
     """``value`` as the pickle codec writes it, when that is the codec it is saved with (None:
     another codec, or the C pickler refuses it and joblib's would write it). A snapshot a
     background checkpoint write takes: the bytes serve as the copy later training steps cannot
-    touch (cheaper than a deep copy), and the writer then only hashes and writes them."""
+    touch (cheaper than a deep copy), and the writer then only hashes and writes them.
+    ``limit``: None too when the bytes would be more (pickling stops as soon as they are)."""
     if candidates(value)[0] is not PICKLE:
         return None
-    buf = io.BytesIO()
+    buf = io.BytesIO() if limit is None else _Bounded(limit)
     try:
         _write_pickle(value, buf)
-    except Exception:  # (_Strided, or what only joblib's pickler takes: it is written later, as before)
+    except Exception:  # (_Strided, _Bounded's limit, or what only joblib's pickler takes: written later, as before)
         return None
     return Pickled(buf.getvalue())
+
+
+class _Bounded(io.BytesIO):
+    """A BytesIO that refuses to hold more than ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def write(self, b: Any) -> int:
+        if self.tell() + memoryview(b).nbytes > self._limit:
+            raise OverflowError(f"more than {self._limit} bytes")
+        return super().write(b)
 
 
 def _write_pickled(v: Pickled, f: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..store import Manifest, Store
 from ..store.tree import DictNode, Tree
+from ..training import entries
 from ..training.catalog import Catalog
 from ..training.progress import ProgressEvent
 
@@ -52,12 +53,15 @@ class CheckpointInfo:
     step: int
     uri: str
     bytes: int
+    """Its objects' bytes and those of the pickled entries its manifest carries."""
     metrics: dict[str, float]
     created: str
     entries: dict[str, str] = field(default_factory=dict)
     """State entry name -> adapter kind (``sklearn.estimator``, ``torch.module``…)."""
     outputs: Tree | None = field(default=None, repr=False)
     """The checkpoint's output tree (objects stay readable after its manifest is pruned, until gc)."""
+    carried: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The small pickled entries its manifest carries (``pipeline.training.entries``), encoded."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,9 @@ class TrainingResult:
         tree = info.outputs
         if not isinstance(tree, DictNode):
             return {}
-        return {n: (info.entries[n], self.run.store.load(tree[n])) for n in names if n in tree}
+        loaded = {n: entries.decode(n, info.carried[n]) if n in info.carried else self.run.store.load(tree[n])
+                  for n in names if n in tree or n in info.carried}  # fmt: skip
+        return {n: (info.entries[n], value) for n, value in loaded.items()}
 
 
 class Sink:
@@ -169,11 +175,12 @@ def training_record(store: Store, stage: str, key: str, *, run: TrainingRun | No
             CheckpointInfo(
                 step=int(m.step or 0),
                 uri=checkpoint_uri(store, stage, key, int(m.step or 0)),
-                bytes=m.bytes,
+                bytes=m.bytes + sum(entries.carried(m).values()),
                 metrics=dict(m.extra.get("metrics", {})),
                 created=m.created,
                 entries=dict(m.extra.get("entries", {})),
                 outputs=m.outputs,
+                carried=dict(m.extra.get(entries.PICKLED, {})),
             )
             for m in manifests
         ),

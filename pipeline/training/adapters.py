@@ -260,7 +260,7 @@ def _value_apply(target: Any, payload: Any) -> Any:
     return payload
 
 
-_PICKLED = ("value", "sklearn.estimator")  # written by pickling the object itself
+PICKLED_KINDS = ("value", "sklearn.estimator")  # written by pickling the object itself
 VALUE = Adapter("value", lambda o: True, lambda o, c: _copy.deepcopy(o) if c else o, _value_apply)
 
 
@@ -273,13 +273,13 @@ def capture(name: str, obj: Any, *, copy: bool, check: bool = False, pickle_now:
     object) is captured as the bytes it would write (``codecs.Pickled``) instead of a deep copy
     pickled later: one pass over the object instead of two, and nothing left to check."""
     adapter = adapter_for(obj) or VALUE
-    if copy and pickle_now and adapter.kind in _PICKLED:
+    if copy and pickle_now and adapter.kind in PICKLED_KINDS:
         payload = codecs.pickled(obj)
         if payload is not None:
             return adapter.kind, payload
     try:
         payload = adapter.capture(obj, copy)
-        if check and adapter.kind in _PICKLED:
+        if check and adapter.kind in PICKLED_KINDS:
             pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:
         raise CheckpointError(

@@ -16,9 +16,9 @@ Inside a ``@stage`` (or any StageCache call) checkpoints live under that stage's
 the same key after a crash resumes and changed code, params or data start fresh; outside
 a stage pass ``store=`` and ``name=``. A checkpoint is objects (one per state entry, plus
 the global RNG streams) and a manifest ``checkpoints/<stage>/<key>/<step>.json`` whose
-``extra`` carries the epoch, metrics, history and early-stopping counters, and the entries
-that are small plain JSON (a NumPy Generator's state, counters: ``extra["inline"]``, no object
-of their own); the manifest is the commit.
+``extra`` carries the epoch, metrics, history and early-stopping counters, and the small
+entries (plain JSON, or at most 16 KiB of pickle such as a fitted estimator: no object of
+their own, :mod:`.entries`); the manifest is the commit.
 
 Every choice is a small frozen policy: *when* to save (``save=``, :mod:`.policies`; wrap it
 in ``SkipFinal(...)`` to skip the checkpoint after the last epoch), *what to keep*
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import threading
 import time
 import warnings
@@ -49,7 +48,7 @@ from ..errors import CheckpointError, ConfigError
 from ..store import DictNode, Leaf, Manifest, Store
 from ..store.checkpoints import Known
 from ..store.manifest import library_versions
-from . import adapters
+from . import adapters, entries
 from .catalog import Catalog, record_of
 from .content import Content, Full, Light, check_content
 from .policies import (
@@ -225,7 +224,7 @@ class Checkpointer(ClosesOnExit):
                     manifest = self._catalog.read(s)
                     if manifest.extra.get("granularity") == Light.kind:
                         continue
-                    payloads = _payloads(self.store, manifest)
+                    payloads = entries.load(self.store, manifest)
                 except FileNotFoundError:
                     continue
                 except Exception as e:  # corrupt, missing object, undecodable: quarantine, fall back
@@ -386,7 +385,7 @@ class Checkpointer(ClosesOnExit):
             payloads = {"epoch": record.step, "metrics": record.metrics, "hyperparameters": self.hyperparameters}
             outputs = self.store.put(payloads, what="light checkpoint")
         else:
-            outputs = self._save_entries(payloads, extra)
+            outputs, payloads = self._save_entries(payloads, extra)
         manifest = Manifest(
             stage=self.stage,
             key=self.key,
@@ -399,29 +398,24 @@ class Checkpointer(ClosesOnExit):
             step=record.step,
             extra=extra,
         )
-        inline = extra.get(INLINE, {})
-        self._catalog.commit(manifest, {k: v for k, v in payloads.items() if k not in inline} if inline else payloads)
+        self._catalog.commit(manifest, payloads)
         self._prune(newest=record.step)
 
-    def _save_entries(self, payloads: dict[str, Any], extra: dict[str, Any]) -> DictNode:
-        """Write each entry as one object, but a small plain-JSON one (a NumPy Generator's
-        state, a counter, a small dict) rides in the manifest (``extra["inline"]``, sealed with
-        it: one object write fewer per checkpoint); the global RNG streams, when unchanged since the
+    def _save_entries(self, payloads: dict[str, Any], extra: dict[str, Any]) -> tuple[DictNode, dict[str, Any]]:
+        """Write each entry as one object, but a small one (plain JSON, or a small pickle: a
+        fitted estimator) rides in the manifest, sealed with it: one object write fewer per
+        checkpoint (:mod:`.entries`). The global RNG streams, when unchanged since the
         last checkpoint written to this store in this process (training that never draws from
         them: every epoch checkpoint of every trial of a search), reuse that checkpoint's object
         instead of being serialised again. (Should a gc have taken it meanwhile, the commit
-        finds it missing and writes it again from ``payloads``.)"""
-        entries, inline = [], {}
-        for name, payload in payloads.items():
+        finds it missing and writes it again from the payloads returned: those of objects.)"""
+
+        def put(name: str, payload: Any) -> Leaf:
             if name == RNG:
-                entries.append((name, _RNG_OBJECTS.leaf(self.store, payload)))
-            elif _plain_json(payload, [INLINE_ITEMS]):
-                inline[name] = payload
-            else:
-                entries.append((name, self.store.put(payload, what=f"checkpoint entry {name!r}")))
-        if inline:
-            extra[INLINE] = inline
-        return DictNode(tuple(entries))
+                return _RNG_OBJECTS.leaf(self.store, payload)
+            return self.store.put(payload, what=f"checkpoint entry {name!r}")
+
+        return entries.save(extra.get("entries", {}), payloads, extra, put)
 
     def _prune(self, newest: int | None, finishing: bool = False) -> None:
         protected = {s for s in (newest, self._stop.best_step) if s is not None}
@@ -443,7 +437,7 @@ class Checkpointer(ClosesOnExit):
             return
         try:
             manifest = self._catalog.read(best)
-            payloads = _payloads(self.store, manifest)
+            payloads = entries.load(self.store, manifest)
         except Exception as e:
             warnings.warn(
                 f"cannot restore the best checkpoint {best} of stage {self.stage!r} ({e}); keeping epoch {state.epoch}",
@@ -537,39 +531,6 @@ class Checkpointer(ClosesOnExit):
 
     def __repr__(self) -> str:
         return f"<Checkpointer {self.stage!r} {self.key} in {self.store.url}>"
-
-
-INLINE = "inline"
-"""``extra`` key of the entries a checkpoint's manifest carries itself (name -> payload)."""
-INLINE_ITEMS = 64
-"""At most this many JSON values (numbers, strings, list items…) in an entry carried inline."""
-
-
-def _plain_json(value: Any, budget: list[int]) -> bool:
-    """True when ``value`` is small JSON that reads back exactly as it is: dicts with str keys,
-    lists, str, int, finite float, bool, None (exact types: no tuples, no subclasses)."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        return False
-    tp = type(value)
-    if value is None or tp is bool or tp is int:
-        return True
-    if tp is float:
-        return math.isfinite(value)
-    if tp is str:
-        return len(value) <= 256
-    if tp is list:
-        return all(_plain_json(v, budget) for v in value)
-    if tp is dict:
-        return all(type(k) is str and len(k) <= 256 and _plain_json(v, budget) for k, v in value.items())
-    return False
-
-
-def _payloads(store: Store, manifest: Manifest) -> dict[str, Any]:
-    """A checkpoint's entries: its objects, read and verified, and those its manifest carries."""
-    payloads = store.load(manifest.outputs)
-    payloads.update(manifest.extra.get(INLINE, {}))
-    return payloads
 
 
 def _refuse_removed(removed: Mapping[str, Any]) -> None:

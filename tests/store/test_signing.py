@@ -25,21 +25,11 @@ from pipeline.errors import ConfigError, IntegrityError, UnsignedError
 from pipeline.store import layout
 from pipeline.store.manifest import Manifest
 from pipeline.store.retention import gc
-from pipeline.store.seal import CHECKSUM, Hmac
+from pipeline.store.seal import CHECKSUM
 from pipeline.store.tree import Leaf, leaves
+from tests.pickles import K1, K2, Payload
 
 ROOT = Path(__file__).resolve().parents[2]
-K1, K2 = Hmac(b"key one: a long random secret"), Hmac(b"key two: another secret")
-
-
-class Payload:
-    """Unpickling it runs code: it creates ``marker``."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
 
 
 def model() -> LogisticRegression:

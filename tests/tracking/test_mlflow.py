@@ -14,6 +14,7 @@ import pytest
 from pipeline import Store
 from pipeline.integrations.server import free_port
 from pipeline.tracking import MlflowSink, checkpoint_uri, tracking
+from pipeline.training import entries
 
 from .training import Crash, train
 
@@ -55,10 +56,10 @@ def test_params_metrics_per_epoch_checkpoint_tags_key_and_model(tmp_path):
     # the final model: an MLflow sklearn model equal to the newest checkpoint's; the best one beside it
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())  # beside the database
     model = mlflow.sklearn.load_model(f"{run.info.artifact_uri}/model")
-    saved = store.load(store.manifest("train", key, 5).outputs)["model"]
+    saved = entries.load(store, store.manifest("train", key, 5))["model"]  # (a small model: carried)
     assert (model.coef_ == saved.coef_).all()
     best = mlflow.sklearn.load_model(f"{run.info.artifact_uri}/best_model")
-    assert (best.coef_ == store.load(store.manifest("train", key, 3).outputs)["model"].coef_).all()
+    assert (best.coef_ == entries.load(store, store.manifest("train", key, 3))["model"].coef_).all()
 
 
 def test_a_resumed_training_continues_its_mlflow_run(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.linear_model import SGDClassifier
+from sklearn.neural_network import MLPClassifier
 
 from pipeline import CheckpointError, ConfigError, StageCache, Store
 from pipeline.store.tree import DictNode, leaves
@@ -41,6 +42,15 @@ Y = (X[:, 0] + 0.3 * RNG.standard_normal(400) > 0).astype(int)
 
 def fresh() -> TrainState:
     return TrainState(model=SGDClassifier(loss="log_loss", random_state=0), order=np.random.default_rng(1))
+
+
+def big() -> TrainState:
+    """A model too big to ride in its checkpoint's manifest (an object of its own, 60 KB)."""
+    return TrainState(model=MLPClassifier((300,), random_state=0), order=np.random.default_rng(1))
+
+
+def weights(model) -> np.ndarray:
+    return model.coefs_[0] if isinstance(model, MLPClassifier) else model.coef_
 
 
 def train(ckpt: Checkpointer, epochs: int, losses: list[float] | None = None, state=None) -> TrainState:
@@ -109,9 +119,10 @@ def _model_object(store: Store, step: int) -> Path:
 
 @pytest.mark.parametrize("damage", ["flipped bytes", "missing object", "garbled manifest"])
 def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, damage):
-    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 2)
-    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), writer=Sync()), 2)
-    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
+    start = fresh if damage == "garbled manifest" else big  # (a damaged object: one the model is)
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 2, state=start())
+    reference = train(Checkpointer(store=store, name="ref", keep=KeepAll(), writer=Sync()), 2, state=start())
+    train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3, state=start())
     assert on_disk(store) == [1, 2, 3]
     if damage == "flipped bytes":
         path = _model_object(store, 3)
@@ -124,9 +135,9 @@ def test_corrupt_newest_checkpoint_is_quarantined_and_restore_falls_back(store, 
         (Path(store.url) / "checkpoints/run/default/3.json").write_text('{"format": 1, "stage": ')
 
     with pytest.warns(UserWarning, match=r"checkpoint 3 of stage 'run' .* quarantined it, resuming from checkpoint 2"):
-        state = Checkpointer(store=store, name="run", writer=Sync()).restore(fresh())
+        state = Checkpointer(store=store, name="run", writer=Sync()).restore(start())
     assert state.epoch == 2 and state.resumed_from == 2
-    np.testing.assert_array_equal(state.model.coef_, reference.model.coef_)
+    np.testing.assert_array_equal(weights(state.model), weights(reference.model))
     assert on_disk(store) == [1, 2]
     assert any("checkpoints__run__default__3.json" in p.name for p in (Path(store.url) / "quarantine").iterdir())
 
@@ -207,7 +218,7 @@ def test_partial_saves_chosen_entries_and_light_saves_metrics_only(store):
     part = Checkpointer(store=store, name="part", content=Partial("model"), writer=Sync())
     state = train(part, 2)
     manifest = store.manifest("part", "default", 2)
-    assert set(manifest.outputs.names()) == {"model"}
+    assert set(manifest.outputs.names()) | set(manifest.extra["pickled"]) == {"model"}  # (small: carried)
     resumed = Checkpointer(store=store, name="part", content=Partial("model")).restore(fresh())
     assert resumed.epoch == 2
     np.testing.assert_array_equal(resumed.model.coef_, state.model.coef_)
@@ -441,7 +452,8 @@ def test_small_plain_json_entries_ride_in_the_manifest_and_restore_exactly(store
     ckpt.finish(state)
     manifest = store.manifest("run", "default", 2)
     assert set(manifest.extra["inline"]) == {"order", "counters"}
-    assert set(manifest.outputs.names()) == {"model", "odd", "big", "_rng"}
+    assert set(manifest.extra["pickled"]) == {"model", "odd"}  # small pickles ride in the manifest too
+    assert set(manifest.outputs.names()) == {"big", "_rng"}
     expected_next = state.order.permutation(len(X))
     again = Checkpointer(store=store, name="run", writer=Sync())
     restored = again.restore(TrainState(model=SGDClassifier(loss="log_loss", random_state=0),
@@ -467,8 +479,9 @@ def test_step_takes_a_plain_dict_of_entries_and_the_run_resumes_from_it(store):
         assert ckpt.step(epoch, loop, {"val_loss": float(1 - loop["model"].score(X, Y))}) is False
     ckpt.finish(TrainState())
     manifest = store.manifest("run", "default", 2)
-    assert set(manifest.outputs.names()) == {"model", "_rng"} and manifest.extra["epoch"] == 2
+    assert set(manifest.outputs.names()) == {"_rng"} and manifest.extra["epoch"] == 2
     assert set(manifest.extra["inline"]) == {"order"}  # the Generator's state rides in the manifest
+    assert set(manifest.extra["pickled"]) == {"model"}  # and so does the small model
     assert [h["epoch"] for h in manifest.extra["history"]] == [1, 2]
 
     resumed = train(Checkpointer(store=store, name="run", keep=KeepAll(), writer=Sync()), 3)
@@ -516,7 +529,8 @@ def test_content_policies_save_what_they_say(store, content, saved):
     ckpt = Checkpointer(store=store, name="run", writer=Sync(), **({"content": content} if content else {}))
     train(ckpt, 1)
     manifest = store.manifest("run", "default", 1)
-    outputs, inline = manifest.outputs, set(manifest.extra.get("inline", {}))  # (the Generator rides inline)
+    outputs = manifest.outputs  # (the Generator and the small model ride in the manifest)
+    inline = set(manifest.extra.get("inline", {})) | set(manifest.extra.get("pickled", {}))
     assert (set(outputs.names()) | inline if isinstance(outputs, DictNode) else None) == saved
 
 
@@ -614,7 +628,7 @@ def test_pruning_its_own_checkpoints_reads_no_manifest_back(tmp_path, monkeypatc
     parse = store._parse_manifest
     monkeypatch.setattr(store, "_parse_manifest", lambda rel: reads.append(rel) or parse(rel))
     ckpt = Checkpointer(store=store, name="run", keep=LatestN(1), writer=Sync(), free_pruned=False)
-    state = ckpt.restore(fresh())
+    state = ckpt.restore(big())  # (a model that is an object of its own)
     reads.clear()
     objects = {}
     for epoch in range(3):
