@@ -44,6 +44,34 @@ def trial_log(tmp_path, monkeypatch) -> Path:
     return log
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> tuple[str, Path]:
+    """A LocalCluster of 2 one-thread worker processes, as ``runner="dask"`` starts, shared by
+    the tests below that leave its workers alive (each on its own store), and the trial log
+    its workers write to (they inherit the environment once, when they start). Every new
+    cluster's workers import the pipeline, sklearn and Prefect again: ~13 s per run on a
+    2-core machine. ``runner="dask"`` without an address (its own LocalCluster) is run by
+    the SIGKILL test and the bundled-pipeline test of this module."""
+    from pipeline.integrations.dask_runner import local_cluster
+
+    log = tmp_path_factory.mktemp("dask-cluster") / "trials.log"
+    log.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DASK_TRIAL_LOG", str(log))
+        local = local_cluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    with local:
+        yield local.scheduler_address, log
+
+
+@pytest.fixture
+def cluster_log(cluster, monkeypatch) -> Path:
+    """The shared cluster's trial log, emptied, and named to this process's trials too."""
+    log = cluster[1]
+    log.write_text("")
+    monkeypatch.setenv("DASK_TRIAL_LOG", str(log))
+    return log
+
+
 def test_runner_and_address_are_checked_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="runner 'spark': use threads or dask"):
         run_flow(GRID, None, Store(tmp_path / "s"), runner="spark")
@@ -69,14 +97,15 @@ def test_the_runner_setting_takes_threads_or_dask(tmp_path):
 
 @pytest.mark.slow
 def test_a_grid_search_on_two_workers_equals_the_sequential_one_and_trains_each_trial_once(
-    tmp_path, trial_log, prefect_api
+    tmp_path, cluster, cluster_log, prefect_api
 ):
+    address, trial_log = cluster[0], cluster_log
     sequential = run_flow(GRID, None, Store(tmp_path / "sequential"))
     assert {pid for pid, *_ in _log(trial_log)} == {os.getpid()}
     trial_log.write_text("")
 
     store = Store(tmp_path / "dask")
-    on_dask = run_flow(GRID, None, store, runner="dask")
+    on_dask = run_flow(GRID, None, store, runner="dask", dask_address=address)
     assert on_dask.result == sequential.result
     rows = _log(trial_log)
     starts = Counter(alpha for _, alpha, what, _ in rows if what == "start")
@@ -86,10 +115,12 @@ def test_a_grid_search_on_two_workers_equals_the_sequential_one_and_trains_each_
     assert len(list(store.manifests("grid.trial"))) == 4
 
     trial_log.write_text("")
-    rerun = run_flow(GRID, None, store, runner="dask")
+    rerun = run_flow(GRID, None, store, runner="dask", dask_address=address)
     assert rerun.result == sequential.result and trial_log.read_text() == ""  # served on the workers
 
-    forced = run_flow(GRID, None, store, runner="dask", force=["grid.trial"])  # --force reaches the workers
+    forced = run_flow(
+        GRID, None, store, runner="dask", dask_address=address, force=["grid.trial"]
+    )  # --force reaches the workers
     assert forced.result == sequential.result
     starts = [(alpha, n) for _, alpha, what, n in _log(trial_log) if what == "start"]
     assert sorted(starts) == [(a, 0) for a in (1e-4, 1e-3, 1e-2, 1e-1)]  # retrained, from scratch
@@ -97,12 +128,13 @@ def test_a_grid_search_on_two_workers_equals_the_sequential_one_and_trains_each_
 
 @pytest.mark.slow
 def test_the_workers_share_an_s3_store_and_a_rerun_in_this_process_is_served_from_it(
-    tmp_path, trial_log, s3_server, prefect_api
+    tmp_path, cluster, cluster_log, s3_server, prefect_api
 ):
+    address, trial_log = cluster[0], cluster_log
     store = Store(s3_server.new_url(), **s3_server.storage_options)
     reference = run_flow(GRID, None, Store(tmp_path / "local"))
     trial_log.write_text("")
-    on_dask = run_flow(GRID, None, store, runner="dask")
+    on_dask = run_flow(GRID, None, store, runner="dask", dask_address=address)
     assert on_dask.result == reference.result
     assert len({pid for pid, *_ in _log(trial_log)}) == 2
     assert not list(tmp_path.glob("**/objects"))[1:]  # nothing but the local reference store on disk
