@@ -19,7 +19,7 @@ from .fingerprint import register as register_fingerprint
 from .lazy import materialize
 from .store import Manifest, Store, VerifyReport
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _PREFECT_EXPORTS = {"stage", "StageCachePolicy"}
 _TRAINING_EXPORTS = {"Checkpointer", "TrainState", "EveryNEpochs", "EveryNSeconds", "OnImprovement", "SkipFinal",
