@@ -138,7 +138,8 @@ class OlderThan(KeepPolicy):
 class MaxBytes(KeepPolicy):
     """Keep the newest entries whose bytes add up to at most ``size`` (``10_000_000``, ``"10GB"``).
 
-    Bytes are as each entry's manifest counts them; entries sharing objects count them twice."""
+    Bytes are as each entry's manifest counts them (``Manifest.bytes``: its objects and the entries
+    it carries); entries sharing objects count them twice."""
 
     size: int | str = "10GB"
 

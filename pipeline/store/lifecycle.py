@@ -252,6 +252,8 @@ def plan(store: Store, retention: Retention, now: float | None = None) -> Plan:
         entries += _decide(store, ms, retention.policy(stage), facts, tags, now, live=live)
     survivors = {leaf_path(leaf) for e in entries if e.keep for leaf in leaves(e.manifest.outputs)}
     survivors.update(leaf_path(leaf) for group in other for leaf in group)
+    # Freed: object files only. A dropped manifest's carried entries (Manifest.carried_bytes) go
+    # with it and are no object file; its records above counted them (Manifest.bytes), this does not.
     freed = {leaf_path(leaf): leaf.bytes for e in entries if not e.keep for leaf in leaves(e.manifest.outputs)
              if leaf_path(leaf) not in survivors}  # fmt: skip
     return Plan(tuple(entries), freed)

@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any
 
 from ..fingerprint.component import Component, read_components
+from . import carried as _carried
 from . import seal as _seal
 from .manifest_json import dumps, loads
 from .tree import Tree, from_doc, to_doc, total_bytes
@@ -66,7 +67,25 @@ class Manifest:
 
     @property
     def bytes(self) -> int:
+        """What the result holds: its objects' bytes and those of the entries it carries
+        (``pipeline.store.carried``). Retention budgets and every size shown count this."""
+        return self.object_bytes + self.carried_bytes
+
+    @property
+    def object_bytes(self) -> int:
+        """Its object files' bytes only (what freeing its objects can free)."""
         return total_bytes(self.outputs)
+
+    @property
+    def carried(self) -> dict[str, Any]:
+        """name -> encoded record of the pickled entries it carries (``pipeline.store.carried``)."""
+        return _carried.records(self.extra)
+
+    @property
+    def carried_bytes(self) -> int:
+        """The bytes of the pickled entries it carries (as their objects' would be): they go with
+        the manifest, never freed as object files."""
+        return sum(_carried.sizes(self.extra).values())
 
     @property
     def output_fingerprint(self) -> str | None:

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..store import Manifest, Store
+from ..store import Manifest, Store, carried
 from ..store.tree import DictNode, Tree
-from ..training import entries
 from ..training.catalog import Catalog
 from ..training.progress import ProgressEvent
 
@@ -53,7 +52,7 @@ class CheckpointInfo:
     step: int
     uri: str
     bytes: int
-    """Its objects' bytes and those of the pickled entries its manifest carries."""
+    """Its objects' bytes and those of the pickled entries its manifest carries (``Manifest.bytes``)."""
     metrics: dict[str, float]
     created: str
     entries: dict[str, str] = field(default_factory=dict)
@@ -61,7 +60,8 @@ class CheckpointInfo:
     outputs: Tree | None = field(default=None, repr=False)
     """The checkpoint's output tree (objects stay readable after its manifest is pruned, until gc)."""
     carried: dict[str, Any] = field(default_factory=dict, repr=False)
-    """The small pickled entries its manifest carries (``pipeline.training.entries``), encoded."""
+    """The small pickled entries its manifest carries, encoded (``Manifest.carried``; read one with
+    ``pipeline.store.carried.read``)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class TrainingResult:
         tree = info.outputs
         if not isinstance(tree, DictNode):
             return {}
-        loaded = {n: entries.decode(n, info.carried[n]) if n in info.carried else self.run.store.load(tree[n])
+        loaded = {n: carried.read(n, info.carried[n]) if n in info.carried else self.run.store.load(tree[n])
                   for n in names if n in tree or n in info.carried}  # fmt: skip
         return {n: (info.entries[n], value) for n, value in loaded.items()}
 
@@ -175,12 +175,12 @@ def training_record(store: Store, stage: str, key: str, *, run: TrainingRun | No
             CheckpointInfo(
                 step=int(m.step or 0),
                 uri=checkpoint_uri(store, stage, key, int(m.step or 0)),
-                bytes=m.bytes + sum(entries.carried(m).values()),
+                bytes=m.bytes,
                 metrics=dict(m.extra.get("metrics", {})),
                 created=m.created,
                 entries=dict(m.extra.get("entries", {})),
                 outputs=m.outputs,
-                carried=dict(m.extra.get(entries.PICKLED, {})),
+                carried=m.carried,
             )
             for m in manifests
         ),

@@ -29,8 +29,10 @@ from .policies import KeepPolicy, Record, retained
 
 
 def record_of(manifest: Manifest) -> Record:
+    """What a keep policy sees of a checkpoint: its size is ``Manifest.bytes`` (objects and carried entries)."""
     extra = manifest.extra
-    return Record(int(manifest.step or 0), dict(extra.get("metrics", {})), float(extra.get("time", 0.0)))
+    step, metrics, written = int(manifest.step or 0), dict(extra.get("metrics", {})), float(extra.get("time", 0.0))
+    return Record(step, metrics, written, manifest.bytes)
 
 
 class Catalog:

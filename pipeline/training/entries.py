@@ -10,7 +10,8 @@ say what they hold, so one can never be read as the other:
 - ``extra["inline"]`` (``INLINE``): small plain JSON (a NumPy Generator's state, counters),
   the value itself, read back as it is;
 - ``extra["pickled"]`` (``PICKLED``): small pickled entries (at most ``PICKLED_MAX_BYTES``),
-  ``name -> {"codec": "joblib", "object": <xxh3 id>, "bytes": n, "base64": ...}``: byte for byte
+  ``name -> {"codec": "joblib", "object": <xxh3 id>, "bytes": n, "base64": ...}`` (a record shape
+  the store owns, ``pipeline.store.carried``, so ``Manifest.bytes`` counts them): byte for byte
   the object the store would have written (the same C pickler, or the ``codecs.Pickled``
   snapshot a background write takes), its id and size as that object's would be. Read back,
   the bytes must have that id and size (a manifest damaged and sealed again is refused, not
@@ -22,22 +23,20 @@ Checkpoints written before this (every entry an object) read as they always have
 
 from __future__ import annotations
 
-import binascii
 import math
 from typing import Any, Callable
 
-import xxhash
-
-from ..errors import CheckpointError, IntegrityError
-from ..store import DictNode, Leaf, Manifest, Store, codecs
+from ..errors import CheckpointError
+from ..store import DictNode, Leaf, Manifest, Store, carried, codecs
 from . import adapters
 
 INLINE = "inline"
 """``extra`` key of the plain-JSON entries a checkpoint's manifest carries (name -> value)."""
 INLINE_ITEMS = 64
 """At most this many JSON values (numbers, strings, list items…) in an entry carried inline."""
-PICKLED = "pickled"
-"""``extra`` key of the pickled entries a checkpoint's manifest carries (name -> encoded bytes)."""
+PICKLED = carried.PICKLED
+"""``extra`` key of the pickled entries a checkpoint's manifest carries (the store owns the record
+shape: ``pipeline.store.carried``, which also sizes them into ``Manifest.bytes``)."""
 PICKLED_MAX_BYTES = 16 << 10
 """A pickled entry of at most this many bytes rides in the manifest (base64: 4/3 of it)."""
 
@@ -55,7 +54,7 @@ def save(
             continue
         small = _small_pickle(payload, kinds.get(name))
         if small is not None:
-            pickled[name] = encode(small)
+            pickled[name] = carried.encode(small)
             continue
         objects[name] = payload
         entries.append((name, put(name, payload)))
@@ -77,29 +76,6 @@ def _small_pickle(payload: Any, kind: str | None) -> bytes | None:
     return None if small is None else small.data
 
 
-def encode(data: bytes) -> dict[str, Any]:
-    return {
-        "codec": codecs.PICKLED.name,
-        "object": xxhash.xxh3_128_hexdigest(data),
-        "bytes": len(data),
-        "base64": binascii.b2a_base64(data, newline=False).decode("ascii"),
-    }
-
-
-def decode(name: str, doc: Any) -> Any:
-    """The value of a pickled entry a (sealed, checked) manifest carries; IntegrityError when
-    its bytes are not the ones it names."""
-    if not isinstance(doc, dict) or doc.get("codec") != codecs.PICKLED.name or not isinstance(doc.get("base64"), str):
-        raise IntegrityError(f"checkpoint entry {name!r} carried in the manifest is not an encoded pickle")
-    try:
-        data = binascii.a2b_base64(doc["base64"], strict_mode=True)
-    except (binascii.Error, ValueError) as e:
-        raise IntegrityError(f"checkpoint entry {name!r} carried in the manifest is damaged ({e})") from None
-    if len(data) != doc.get("bytes") or xxhash.xxh3_128_hexdigest(data) != doc.get("object"):
-        raise IntegrityError(f"checkpoint entry {name!r} carried in the manifest does not match its checksum")
-    return codecs.PICKLED.read(data)
-
-
 def load(store: Store, manifest: Manifest) -> dict[str, Any]:
     """A checkpoint's entries: its objects, read and verified, and those its manifest carries.
     CheckpointError when an entry it names is in none of them (written by a newer version that
@@ -107,17 +83,12 @@ def load(store: Store, manifest: Manifest) -> dict[str, Any]:
     payloads = store.load(manifest.outputs)
     extra = manifest.extra
     payloads.update(extra.get(INLINE, {}))
-    for name, doc in extra.get(PICKLED, {}).items():
-        payloads[name] = decode(name, doc)
+    for name, doc in manifest.carried.items():
+        payloads[name] = carried.read(name, doc)
     lost = [name for name in extra.get("entries", {}) if name not in payloads]
     if lost:
         raise CheckpointError(f"checkpoint {manifest.step} holds entries {lost} it does not say how to read")
     return payloads
-
-
-def carried(manifest: Manifest) -> dict[str, int]:
-    """The pickled entries a checkpoint's manifest carries: name -> bytes (as their objects' would be)."""
-    return {name: int(doc.get("bytes", 0)) for name, doc in manifest.extra.get(PICKLED, {}).items()}
 
 
 def _plain_json(value: Any, budget: list[int]) -> bool:

@@ -17,6 +17,7 @@ from sklearn.linear_model import SGDClassifier
 from pipeline import Store
 from pipeline.errors import CheckpointError
 from pipeline.store import DictNode, Manifest, codecs
+from pipeline.store import carried as store_carried
 from pipeline.store.retention import gc
 from pipeline.store.seal import CHECKSUM
 from pipeline.tracking import training_record
@@ -128,7 +129,7 @@ def _carry(doc: dict, data: bytes, keep_checksum: bool = False) -> None:
     carried = doc["extra"]["pickled"]["model"]
     carried["base64"] = base64.b64encode(data).decode()
     if not keep_checksum:
-        carried.update(entries.encode(data))
+        carried.update(store_carried.encode(data))
 
 
 def test_tampered_carried_bytes_fail_the_seal_and_are_quarantined(tmp_path, recwarn):
@@ -208,7 +209,8 @@ def test_verify_gc_and_the_training_record_see_carried_entries(tmp_path):
     record = training_record(store, "run", "default")
     newest = record.checkpoints[-1]
     assert newest.entries == {"model": "sklearn.estimator"}
-    assert newest.bytes == store.manifest("run", "default", 3).bytes + len(pickles[-1])
+    manifest = store.manifest("run", "default", 3)
+    assert newest.bytes == manifest.bytes == manifest.object_bytes + len(pickles[-1])
     ((kind, model),) = record.models(3).values()
     assert kind == "sklearn.estimator" and codecs.pickled(model).data == pickles[-1]
 
