@@ -2,6 +2,8 @@
 file, fsync, ``os.replace``, directory fsync; a new directory fsynced into its parent before
 anything moves into it), symbolic links inside the store refused, small objects staged in
 memory, large files read memory-mapped. The protocol it implements is ``backend.Backend``.
+A directory that vanishes between being made and a file being renamed into it (an emptied
+checkpoint key's, removed) is made again and the rename retried (``_place``).
 """
 
 from __future__ import annotations
@@ -220,9 +222,34 @@ class LocalBackend:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            os.replace(staged.tmp, dest)
-            if durable:
-                self._fsync_dir(parent)
+            self._place(functools.partial(os.replace, staged.tmp, dest), parent, durable)
+
+    def _place(self, put: Callable[[], Any], parent: str, durable: bool) -> Any:
+        """``put()``: a rename or link of a temp file into ``parent`` (made just before), then
+        ``parent`` fsynced when ``durable``. The directory may go meanwhile (an emptied checkpoint
+        key's, removed by ``remove_empty`` or gc): then it is made again and ``put`` retried at
+        once (an empty directory is what a remover takes; with the file in, it stays), and the
+        directories that gained an entry are fsynced with ``parent`` before this returns (a crash
+        before then loses a temp file only). A FileNotFoundError while ``parent`` is there (the
+        temp file went) is raised."""
+        gained: set[str] = set()
+        tries = 0
+        while True:
+            try:
+                done = put()
+                break
+            except FileNotFoundError:
+                tries += 1
+                if tries > _PLACE_TRIES or os.path.isdir(parent):
+                    raise
+            self._makedirs(parent, durable=False, gained=gained)
+        if durable:
+            for directory in sorted(gained | {parent}, key=len, reverse=True):
+                try:
+                    self._fsync_dir(directory)
+                except FileNotFoundError:  # gone since: so is what was put there (deleted)
+                    pass
+        return done
 
     def _temp_file(self, data: bytes, sync: bool) -> str:
         """A new temp file holding ``data``, fsynced (when ``sync``) before it is closed."""
@@ -272,10 +299,8 @@ class LocalBackend:
             with described(rel, self.url):
                 self._makedirs(parent, durable)
                 tmp = self._temp_file(data, self.fsync and durable)
-                os.replace(tmp, dest)
+                self._place(functools.partial(os.replace, tmp, dest), parent, durable)
                 tmp = None
-                if durable:
-                    self._fsync_dir(parent)
         finally:
             if tmp is not None:
                 _unlink(tmp)
@@ -287,11 +312,12 @@ class LocalBackend:
         then hard-linked into place (a link fails when the name exists), so nobody ever reads
         a half-written file. Not fsynced: leases are advisory."""
         dest = self._path(rel)
+        parent = os.path.dirname(dest)
         with described(rel, self.url):
-            self._makedirs(os.path.dirname(dest), durable=False)
+            self._makedirs(parent, durable=False)
             tmp = self._temp_file(data, False)
             try:
-                os.link(tmp, dest)
+                self._place(functools.partial(os.link, tmp, dest), parent, False)
             except FileExistsError:
                 return False
             finally:
@@ -536,6 +562,9 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
 _POSIX = os.sep == "/" and os.altsep is None
 _ODD_NAMES = frozenset(("", ".", ".."))
 """Path components ``_inside`` leaves to ``realpath`` (never in a path the layout makes)."""
+_PLACE_TRIES = 16
+"""Times a write makes its vanished directory again before its last try (each loss is to a
+removal of the directory while it was empty: between our ``mkdir`` and our rename)."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
