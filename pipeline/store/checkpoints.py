@@ -5,8 +5,9 @@ Steps are listed numerically (never as strings) and only inside this key's direc
 no other manifest references (gc's set-aside / re-read / put-back protocol over just those
 objects: one shared with another manifest, or with one being committed, stays).
 Once every checkpoint of a key is dropped (``drop_all``, or a ``drop`` of all the steps its
-caller knows; not ``delete_all``: a forced stage's fresh start writes there next), so is the key's directory, if empty (one ``rmdir``: a file that
-landed meanwhile keeps it; a writer whose directory went makes it again, ``local._place``).
+caller knows; not ``delete_all``: a forced stage's fresh start writes there next), so is the
+key's directory, if empty (one ``rmdir``: a file that landed meanwhile keeps it; a writer whose
+directory went makes it again, ``local._place``).
 """
 
 from __future__ import annotations
