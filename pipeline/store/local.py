@@ -544,6 +544,51 @@ class LocalBackend:
             with contextlib.suppress(OSError):  # not empty (a writer is using it)
                 os.rmdir(root)
 
+    def remove_stale_empty(self, prefix: str, depth: int, before: float, *, dry_run: bool = False) -> int:
+        """Remove the empty directories ``depth`` levels below ``prefix`` last changed before
+        ``before`` (seconds since the epoch: no entry added or removed since); how many (with
+        ``dry_run``, how many would go: none is removed). One ``rmdir`` each: a directory a writer
+        put a file in meanwhile stays, and one whose writer was about to is made again by it."""
+        removed = 0
+        for path, changed in _dirs_below(self._path(prefix.strip("/")), depth):
+            if changed >= before:
+                continue
+            if dry_run:
+                try:
+                    with os.scandir(path) as it:
+                        removed += next(it, None) is None
+                except OSError:  # gone meanwhile
+                    pass
+                continue
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty (or gone meanwhile)
+                continue
+            removed += 1
+        return removed
+
+
+def _dirs_below(path: str, depth: int) -> Iterator[tuple[str, float]]:
+    """The directories ``depth`` levels below ``path`` (no symbolic link followed), each with
+    its modification time."""
+    try:
+        it = os.scandir(path)
+    except OSError:  # missing (or not a directory): none
+        return
+    with it:
+        found = []
+        for entry in it:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    found.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+            except OSError:  # gone since it was listed
+                continue
+    for sub, changed in found:
+        if depth <= 1:
+            yield sub, changed
+        else:
+            yield from _dirs_below(sub, depth - 1)
+
 
 def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.DirEntry]:
     """The entries of a directory listing that are not directories (files, links to files);
