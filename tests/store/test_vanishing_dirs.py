@@ -21,9 +21,9 @@ ROUNDS = 400
 
 def _race(write, remove, rounds: int = ROUNDS) -> list[BaseException]:
     """``write(i)`` for each round in one thread while another calls ``remove()`` until it ends,
-    a few tens of microseconds apart (a remover spinning on one directory would win every race
-    for the GIL between a writer's ``mkdir`` and its rename: no real remover does); the errors
-    either raised."""
+    up to 2 ms apart (a remover spinning on one directory in this process would take the GIL at
+    each of a writer's ``mkdir`` calls and so win every try: no real remover does that); the
+    errors either raised."""
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -31,7 +31,7 @@ def _race(write, remove, rounds: int = ROUNDS) -> list[BaseException]:
         try:
             while not done.is_set():
                 remove()
-                time.sleep(random.uniform(0, 1e-4))
+                time.sleep(random.uniform(0, 2e-3))
         except BaseException as e:  # noqa: BLE001 (reported below)
             errors.append(e)
 
