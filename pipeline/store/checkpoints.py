@@ -4,6 +4,10 @@ Steps are listed numerically (never as strings) and only inside this key's direc
 ``delete`` deletes a manifest only. ``prune`` deletes manifests and frees at once the objects
 no other manifest references (gc's set-aside / re-read / put-back protocol over just those
 objects: one shared with another manifest, or with one being committed, stays).
+Once every checkpoint of a key is dropped (``drop_all``, or a ``drop`` of all the steps its
+caller knows; not ``delete_all``: a forced stage's fresh start writes there next), so is the
+key's directory, if empty (one ``rmdir``: a file that landed meanwhile keeps it; a writer whose
+directory went makes it again, ``local._place``).
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ class Checkpoints:
             self.delete(step)
             if manifest is not None:  # (unreadable: its manifest goes, its objects wait for gc)
                 objects.update((leaf_path(leaf), leaf.bytes) for leaf in leaves(manifest.outputs))
+        if known is not None and set(known.steps) <= set(steps):
+            self._remove_dir()  # (without ``known``: only ``drop_all`` knows it dropped them all)
         if not objects:
             return objects
         kept = [s for s in known.steps if s not in steps] if known is not None else self.steps()
@@ -112,7 +118,13 @@ class Checkpoints:
 
     def drop_all(self) -> dict[str, int]:
         """Delete every checkpoint manifest of this key; the objects they referenced (see ``drop``)."""
-        return self.drop(self.steps())
+        objects = self.drop(self.steps())
+        self._remove_dir()
+        return objects
+
+    def _remove_dir(self) -> None:
+        """This key's directory goes when it is empty (it stays when not: nothing is deleted)."""
+        self._store._backend.remove_empty(self._dir, ())
 
     def quarantine(self, step: int) -> None:
         self._store._quarantine_manifest(layout.manifest_path(self.stage, self.key, step))

@@ -174,6 +174,10 @@ def checkpoint_dir(stage: str, key: str) -> str:
     return f"{CHECKPOINTS}/{component(stage)}/{key_file(key)}"
 
 
+CHECKPOINT_DIR_DEPTH = 2
+"""How deep a key's checkpoint directory lies below ``CHECKPOINTS`` (``<stage>/<key>``)."""
+
+
 def manifest_path(stage: str, key: str, step: int | None = None) -> str:
     if step is None:
         return f"{stage_dir(stage)}/{key_file(key)}.json"

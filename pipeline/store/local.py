@@ -2,6 +2,8 @@
 file, fsync, ``os.replace``, directory fsync; a new directory fsynced into its parent before
 anything moves into it), symbolic links inside the store refused, small objects staged in
 memory, large files read memory-mapped. The protocol it implements is ``backend.Backend``.
+A directory that vanishes between being made and a file being renamed into it (an emptied
+checkpoint key's, removed) is made again and the rename retried (``_place``).
 """
 
 from __future__ import annotations
@@ -220,9 +222,34 @@ class LocalBackend:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            os.replace(staged.tmp, dest)
-            if durable:
-                self._fsync_dir(parent)
+            self._place(functools.partial(os.replace, staged.tmp, dest), parent, durable)
+
+    def _place(self, put: Callable[[], Any], parent: str, durable: bool) -> Any:
+        """``put()``: a rename or link of a temp file into ``parent`` (made just before), then
+        ``parent`` fsynced when ``durable``. The directory may go meanwhile (an emptied checkpoint
+        key's, removed by ``remove_empty`` or gc): then it is made again and ``put`` retried at
+        once (an empty directory is what a remover takes; with the file in, it stays), and the
+        directories that gained an entry are fsynced with ``parent`` before this returns (a crash
+        before then loses a temp file only). A FileNotFoundError while ``parent`` is there (the
+        temp file went) is raised."""
+        gained: set[str] = set()
+        tries = 0
+        while True:
+            try:
+                done = put()
+                break
+            except FileNotFoundError:
+                tries += 1
+                if tries > _PLACE_TRIES or os.path.isdir(parent):
+                    raise
+            self._makedirs(parent, durable=False, gained=gained)
+        if durable:
+            for directory in sorted(gained | {parent}, key=len, reverse=True):
+                try:
+                    self._fsync_dir(directory)
+                except FileNotFoundError:  # gone since: so is what was put there (deleted)
+                    pass
+        return done
 
     def _temp_file(self, data: bytes, sync: bool) -> str:
         """A new temp file holding ``data``, fsynced (when ``sync``) before it is closed."""
@@ -272,10 +299,8 @@ class LocalBackend:
             with described(rel, self.url):
                 self._makedirs(parent, durable)
                 tmp = self._temp_file(data, self.fsync and durable)
-                os.replace(tmp, dest)
+                self._place(functools.partial(os.replace, tmp, dest), parent, durable)
                 tmp = None
-                if durable:
-                    self._fsync_dir(parent)
         finally:
             if tmp is not None:
                 _unlink(tmp)
@@ -287,11 +312,12 @@ class LocalBackend:
         then hard-linked into place (a link fails when the name exists), so nobody ever reads
         a half-written file. Not fsynced: leases are advisory."""
         dest = self._path(rel)
+        parent = os.path.dirname(dest)
         with described(rel, self.url):
-            self._makedirs(os.path.dirname(dest), durable=False)
+            self._makedirs(parent, durable=False)
             tmp = self._temp_file(data, False)
             try:
-                os.link(tmp, dest)
+                self._place(functools.partial(os.link, tmp, dest), parent, False)
             except FileExistsError:
                 return False
             finally:
@@ -518,6 +544,51 @@ class LocalBackend:
             with contextlib.suppress(OSError):  # not empty (a writer is using it)
                 os.rmdir(root)
 
+    def remove_stale_empty(self, prefix: str, depth: int, before: float, *, dry_run: bool = False) -> int:
+        """Remove the empty directories ``depth`` levels below ``prefix`` last changed before
+        ``before`` (seconds since the epoch: no entry added or removed since); how many (with
+        ``dry_run``, how many would go: none is removed). One ``rmdir`` each: a directory a writer
+        put a file in meanwhile stays, and one whose writer was about to is made again by it."""
+        removed = 0
+        for path, changed in _dirs_below(self._path(prefix.strip("/")), depth):
+            if changed >= before:
+                continue
+            if dry_run:
+                try:
+                    with os.scandir(path) as it:
+                        removed += next(it, None) is None
+                except OSError:  # gone meanwhile
+                    pass
+                continue
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty (or gone meanwhile)
+                continue
+            removed += 1
+        return removed
+
+
+def _dirs_below(path: str, depth: int) -> Iterator[tuple[str, float]]:
+    """The directories ``depth`` levels below ``path`` (no symbolic link followed), each with
+    its modification time."""
+    try:
+        it = os.scandir(path)
+    except OSError:  # missing (or not a directory): none
+        return
+    with it:
+        found = []
+        for entry in it:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    found.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
+            except OSError:  # gone since it was listed
+                continue
+    for sub, changed in found:
+        if depth <= 1:
+            yield sub, changed
+        else:
+            yield from _dirs_below(sub, depth - 1)
+
 
 def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.DirEntry]:
     """The entries of a directory listing that are not directories (files, links to files);
@@ -536,6 +607,9 @@ def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.
 _POSIX = os.sep == "/" and os.altsep is None
 _ODD_NAMES = frozenset(("", ".", ".."))
 """Path components ``_inside`` leaves to ``realpath`` (never in a path the layout makes)."""
+_PLACE_TRIES = 16
+"""Times a write makes its vanished directory again before its last try (each loss is to a
+removal of the directory while it was empty: between our ``mkdir`` and our rename)."""
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 

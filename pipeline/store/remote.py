@@ -290,6 +290,10 @@ class FsspecBackend:
     def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None:
         """Object stores have no directories to remove."""
 
+    def remove_stale_empty(self, prefix: str, depth: int, before: float, *, dry_run: bool = False) -> int:
+        """Object stores have no directories to remove."""
+        return 0
+
 
 class _OSErrors:
     """A filesystem whose client library's own errors are OSErrors (s3fs lets botocore's

@@ -34,6 +34,7 @@ name from the manifest index (``pipeline.store.manifest_index``), not a listing 
 manifest: a report, as the index says. ``gc`` itself never asks the index: it decides from
 a full listing of the manifests, before and after the set-aside, and ends by rebuilding the
 index from a listing (so what the index missed is in it from then on).
+Empty checkpoint key directories older than ``grace_seconds`` go too (``remove_stale_empty``).
 Temp files are removed when their writer (a process on this host) is dead, or, for temps of
 other hosts, once older than ``max(grace_seconds, TEMP_SECONDS)``.
 """
@@ -77,6 +78,9 @@ class GcReport:
     writers that never committed are not counted."""
     records: drops.PruneReport = drops.PruneReport()
     """Drop records removed (no mirror needs them any more) and kept (``drops.prune``)."""
+    removed_dirs: int = 0
+    """Empty checkpoint key directories removed (would be, ``dry_run``): those older than the
+    grace period (a key whose checkpoints were all deleted; on object stores, none)."""
 
 
 def _put_back(store: Store) -> None:
@@ -148,15 +152,22 @@ def gc(
             candidates.append((rel, st.size))
         else:
             young[rel] = (st.size, st.mtime)
+    dirs = backend.remove_stale_empty(
+        layout.CHECKPOINTS, layout.CHECKPOINT_DIR_DEPTH, start - grace_seconds, dry_run=dry_run
+    )
     if dry_run:
         n = len(decided.dropped) if decided is not None else 0
         freed = sum(size for _, size in candidates)
-        return GcReport(len(live), len(candidates), freed, temps, True, n, decided, indexed=maybe is not None)
+        return GcReport(
+            len(live), len(candidates), freed, temps, True, n, decided, indexed=maybe is not None, removed_dirs=dirs
+        )
     deleted, freed, relive = _sweep(store, candidates, start, store.live_objects)
     if index is not None:  # what the deltas missed (older writers, a writer killed in between) is listed now
         index.relist({rel: kept for rel, kept in young.items() if rel not in relive})
     records = drops.prune(store, older_than=record_seconds, forget_after=forget_seconds, now=start)
-    return GcReport(len(relive or live), deleted, freed, temps, False, dropped, decided, records=records)
+    return GcReport(
+        len(relive or live), deleted, freed, temps, False, dropped, decided, records=records, removed_dirs=dirs
+    )
 
 
 def free(store: Store, objects: Mapping[str, int] | Iterable[str]) -> tuple[int, int]:
