@@ -44,7 +44,7 @@ def gc_command(
     out.print(
         f"{report.live_objects} live objects kept; {drop} {_n(report.dropped_manifests, 'manifest')}; {delete} "
         f"{_n(report.deleted_objects, 'unreferenced object')} ({size(report.deleted_bytes)}) and "
-        f"{_n(report.deleted_temp_files, 'temp file')}",
+        f"{_n(report.deleted_temp_files, 'temp file')}" + _dirs(report.removed_dirs, dry_run),
         highlight=False,
     )
     if report.records.kept:
@@ -53,6 +53,14 @@ def gc_command(
     if report.indexed:
         out.print("(from the store's manifest index: objects written since the last gc by writers that never "
                   "committed are not counted; gc itself lists the store)", highlight=False)  # fmt: skip
+
+
+def _dirs(count: int, dry_run: bool) -> str:
+    """The empty checkpoint key directories gc removes (older than its grace), when there are any."""
+    if not count:
+        return ""
+    noun = "directory" if count == 1 else "directories"
+    return f"; {'would remove' if dry_run else 'removed'} {count} empty checkpoint {noun}"
 
 
 def _n(count: int, noun: str) -> str:

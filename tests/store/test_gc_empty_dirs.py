@@ -49,3 +49,19 @@ def test_gc_removes_old_empty_checkpoint_key_directories(tmp_path):
     _emptied(store, "a", 2 * DAY)  # a key emptied again writes there again
     assert gc(store, grace_seconds=0).removed_dirs == 2  # (grace 0: the young one goes too)
     assert listed() == ["kept"]
+
+
+def test_gc_says_how_many_empty_checkpoint_directories_it_removes(tmp_path):
+    from tests.cli.test_lifecycle import invoke
+
+    store = Store(str(tmp_path / "s"), fsync=False)
+    for key in ("a" * 32, "b" * 32):
+        _emptied(store, key, 2 * DAY)
+    dry = invoke("gc", "--dry-run", "--store", store.url)
+    assert dry.exit_code == 0, dry.output
+    assert "2 empty checkpoint directories" in dry.output
+    assert os.path.isdir(store.url + "/checkpoints/fit/" + "a" * 32)  # a dry run removes nothing
+    done = invoke("gc", "--store", store.url)
+    assert done.exit_code == 0 and "2 empty checkpoint directories" in done.output, done.output
+    assert not os.path.exists(store.url + "/checkpoints/fit/" + "a" * 32)
+    assert "empty checkpoint" not in invoke("gc", "--store", store.url).output
