@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 import xxhash
 
 from ..errors import StoreError
-from . import layout
+from . import layout, local_dirs
 from .backend import HashingWriter, Stat, SymlinkRefused, Writer
 from .flush import FlushingFile
 from .oserrors import describe_oserror, described
@@ -524,70 +524,13 @@ class LocalBackend:
             os.unlink(self._path(rel))
 
     def remove_empty(self, prefix: str, within: Iterable[str] | None = None) -> None:
-        """Remove empty directories under ``prefix`` (and ``prefix`` itself when empty).
-        ``within``: paths under ``prefix`` whose files were just removed; then only the
-        directories they lie in (and theirs, up to ``prefix``) are tried, deepest first, one
-        ``rmdir`` each, no listing."""
-        if within is not None:
-            top = prefix.strip("/")
-            dirs = {top}
-            for rel in within:
-                d = rel.rpartition("/")[0]
-                while d.startswith(top + "/") and d not in dirs:
-                    dirs.add(d)
-                    d = d.rpartition("/")[0]
-            for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
-                with contextlib.suppress(OSError):  # not empty (a writer, another sweep)
-                    os.rmdir(self._path(d))
-            return
-        for root, _dirs, _files in os.walk(self._path(prefix), topdown=False):
-            with contextlib.suppress(OSError):  # not empty (a writer is using it)
-                os.rmdir(root)
+        """Remove empty directories under ``prefix`` (``local_dirs.remove_empty``)."""
+        local_dirs.remove_empty(self._path, prefix, within)
 
     def remove_stale_empty(self, prefix: str, depth: int, before: float, *, dry_run: bool = False) -> int:
-        """Remove the empty directories ``depth`` levels below ``prefix`` last changed before
-        ``before`` (seconds since the epoch: no entry added or removed since); how many (with
-        ``dry_run``, how many would go: none is removed). One ``rmdir`` each: a directory a writer
-        put a file in meanwhile stays, and one whose writer was about to is made again by it."""
-        removed = 0
-        for path, changed in _dirs_below(self._path(prefix.strip("/")), depth):
-            if changed >= before:
-                continue
-            if dry_run:
-                try:
-                    with os.scandir(path) as it:
-                        removed += next(it, None) is None
-                except OSError:  # gone meanwhile
-                    pass
-                continue
-            try:
-                os.rmdir(path)
-            except OSError:  # not empty (or gone meanwhile)
-                continue
-            removed += 1
-        return removed
-
-
-def _dirs_below(path: str, depth: int) -> Iterator[tuple[str, float]]:
-    """The directories ``depth`` levels below ``path`` (no symbolic link followed), each with
-    its modification time."""
-    try:
-        it = os.scandir(path)
-    except OSError:  # missing (or not a directory): none
-        return
-    with it:
-        found = []
-        for entry in it:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    found.append((entry.path, entry.stat(follow_symlinks=False).st_mtime))
-            except OSError:  # gone since it was listed
-                continue
-    for sub, changed in found:
-        if depth <= 1:
-            yield sub, changed
-        else:
-            yield from _dirs_below(sub, depth - 1)
+        """Remove the empty directories ``depth`` levels below ``prefix`` unchanged since
+        ``before``; how many (``local_dirs.remove_stale_empty``)."""
+        return local_dirs.remove_stale_empty(self._path(prefix.strip("/")), depth, before, dry_run=dry_run)
 
 
 def files_of(entries: Iterable[os.DirEntry], subdirs: list[str]) -> Iterator[os.DirEntry]:
