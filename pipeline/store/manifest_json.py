@@ -65,8 +65,14 @@ def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
     128-bit ones) stop orjson: they are swapped for marker strings (``_marked``), the marked
     document is written and read back, and each marker, as a whole value, is replaced by its
     integer's digits. A string of the document that is a marker too makes a count of markers
-    replaced that is not the count of integers: then the standard encoder writes it. The text
-    is read back (``json.loads``: exact for big integers) and must be the document."""
+    replaced that is not the count of integers: then the standard encoder writes it.
+
+    The marked text was read back and is the marked document (``_orjson_text``), so the text is
+    not parsed again: each marker stands once, as a whole value, for one integer (a string value
+    spelled like one makes the count differ; one as a key or inside a string is left over, and
+    refused), and its digits are what the standard encoder writes for that integer (its
+    ``repr``). A second parse (``json.loads``, pure Python for big integers) cost more than the
+    rest of the encoding."""
     try:
         return _orjson_text(doc)
     except TypeError:  # (orjson.JSONEncodeError is a TypeError)
@@ -85,7 +91,7 @@ def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
     out, replaced = _MARKER.subn(lambda m: digits.get(m.group(), m.group()), out)
     if replaced != len(big) or b'"\\u0000' in out:
         return None
-    return out if json.loads(out) == doc else None  # (read back, as every text dumps returns is)
+    return out
 
 
 def _orjson_text(doc: dict[str, Any]) -> bytes | None:

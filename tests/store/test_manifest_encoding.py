@@ -119,6 +119,28 @@ def test_integers_beyond_64_bits_are_written_by_the_fast_path(monkeypatch) -> No
     assert [dumps(doc) for doc in docs] == expected
 
 
+def test_integers_beyond_64_bits_are_not_parsed_again_by_the_standard_parser(monkeypatch) -> None:
+    """The marked text is read back once (orjson); the text with the integers' digits put back is
+    not parsed again by json.loads (pure Python for big integers: most of a checkpoint manifest's
+    encoding), and is still the standard encoder's text, sealed and read back exactly."""
+    pytest.importorskip("orjson")
+    state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 2091853879,
+             "state": {"state": 224318896075675753829746052757435494513, "inc": 87136372517582989555478159403783844777}}  # fmt: skip
+    m = manifest(step=5, kind="checkpoint", extra={"inline": {"rng": state}, "big": BIG_INTS, "f": [1e-5, 0.1]})
+    expected = standard(m.to_doc())
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the text of a document of big integers was parsed again by json.loads")
+
+    monkeypatch.setattr(manifest_module.json, "loads", refused)
+    assert dumps(m.to_doc()) == expected
+    raw = m.to_json()
+    monkeypatch.undo()
+    back = Manifest.from_json(raw)
+    assert back.extra == m.extra and back.extra["inline"]["rng"]["state"] == state["state"]
+    same(back, reference(raw))
+
+
 @pytest.mark.parametrize(
     "text",
     ["\x000", "\x001", "\x00", "\x0012", '"\x000', 'a "\x000', "\x000\n", "x\x000"],
