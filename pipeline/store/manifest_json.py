@@ -78,7 +78,7 @@ def _fast_dumps(doc: dict[str, Any]) -> bytes | None:
     except TypeError:  # (orjson.JSONEncodeError is a TypeError)
         pass
     big: list[int] = []
-    marked = _marked(doc, big)
+    marked = _marked(doc, big, refused=True)  # (orjson has just refused the document)
     if not big:  # refused for another reason: the standard encoder says what it makes of it
         return None
     try:
@@ -108,24 +108,31 @@ def _orjson_text(doc: dict[str, Any]) -> bytes | None:
     return out if orjson.loads(out) == doc else None
 
 
-def _marked(value: Any, big: list[int]) -> Any:
+def _marked(value: Any, big: list[int], refused: bool = False) -> Any:
     """``value`` with every integer orjson cannot write (beyond int64 / uint64) replaced by the
     string ``"\\x00<n>"`` (``big[n]`` is the integer). A container orjson writes as it is is
-    shared, not walked: orjson finds the few that hold one faster than Python visits every leaf."""
+    shared, not walked: orjson finds the few that hold one faster than Python visits every leaf.
+    ``refused``: orjson is known to refuse ``value`` (it is not asked again). Strings, floats,
+    booleans and None are kept as they are, without a call each."""
     tp = type(value)
     if tp is int:
         return value if _INT64_MIN <= value <= _UINT64_MAX else _marker(value, big)
     if tp is not dict and tp is not list and tp is not tuple:
         return value
-    try:
-        orjson.dumps(value)
-    except TypeError:
-        pass
-    else:
-        return value
+    if not refused:
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            pass
+        else:
+            return value
     if tp is dict:
-        return {k: _marked(v, big) for k, v in value.items()}
-    return tp([_marked(v, big) for v in value])
+        return {k: v if type(v) in _SCALARS else _marked(v, big) for k, v in value.items()}
+    return tp([v if type(v) in _SCALARS else _marked(v, big) for v in value])
+
+
+_SCALARS = frozenset([str, float, bool, type(None)])
+"""Values ``_marked`` keeps as they are (never an integer: a bool is not one here, by type)."""
 
 
 def _marker(n: int, big: list[int]) -> str:
