@@ -124,8 +124,8 @@ def test_integers_beyond_64_bits_are_not_parsed_again_by_the_standard_parser(mon
     not parsed again by json.loads (pure Python for big integers: most of a checkpoint manifest's
     encoding), and is still the standard encoder's text, sealed and read back exactly."""
     pytest.importorskip("orjson")
-    state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 2091853879,
-             "state": {"state": 224318896075675753829746052757435494513, "inc": 87136372517582989555478159403783844777}}  # fmt: skip
+    pcg = {"state": 224318896075675753829746052757435494513, "inc": 87136372517582989555478159403783844777}
+    state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 2091853879, "state": pcg}
     m = manifest(step=5, kind="checkpoint", extra={"inline": {"rng": state}, "big": BIG_INTS, "f": [1e-5, 0.1]})
     expected = standard(m.to_doc())
 
