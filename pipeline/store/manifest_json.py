@@ -46,7 +46,8 @@ def dumps(doc: dict[str, Any]) -> bytes:
     The standard encoder writes an indented document in pure Python (120 us for a trial's
     manifest). orjson writes it in C, with two-space indents: they are halved (every two spaces
     become one), and the floats it spells unlike ``repr`` (1e-9 <= |x| < 1e-4: ``0.00001``,
-    ``1e-7``) are respelled. What is written is then read back, and must be the document itself;
+    ``1e-7``) are respelled. What is written is then read back (for integers beyond 64 bits: the text
+    they were marked in), and must be the document itself;
     else the standard encoder writes it: NaN and infinities (orjson writes null), text that is
     not ASCII (the standard encoder escapes it) or holds two spaces in a row, tuples, keys that
     are not strings, and types only one of the encoders knows. (Integers beyond 64 bits, which
@@ -108,6 +109,10 @@ def _orjson_text(doc: dict[str, Any]) -> bytes | None:
     return out if orjson.loads(out) == doc else None
 
 
+_SCALARS = frozenset([str, float, bool, type(None)])
+"""Values ``_marked`` keeps as they are (never an integer: a bool is not one here, by type)."""
+
+
 def _marked(value: Any, big: list[int], refused: bool = False) -> Any:
     """``value`` with every integer orjson cannot write (beyond int64 / uint64) replaced by the
     string ``"\\x00<n>"`` (``big[n]`` is the integer). A container orjson writes as it is is
@@ -129,10 +134,6 @@ def _marked(value: Any, big: list[int], refused: bool = False) -> Any:
     if tp is dict:
         return {k: v if type(v) in _SCALARS else _marked(v, big) for k, v in value.items()}
     return tp([v if type(v) in _SCALARS else _marked(v, big) for v in value])
-
-
-_SCALARS = frozenset([str, float, bool, type(None)])
-"""Values ``_marked`` keeps as they are (never an integer: a bool is not one here, by type)."""
 
 
 def _marker(n: int, big: list[int]) -> str:
